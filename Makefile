@@ -1,0 +1,66 @@
+# grpcwall: `sudo make test` and `sudo make demo` work on a fresh Debian 12
+# machine: both install what they need first (scripts/install-deps.sh).
+
+BUILD   ?= build
+CLANG   ?= clang
+CXX     ?= g++
+BPFTOOL ?= bpftool
+ARCH    := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
+
+CXXFLAGS ?= -O2 -g
+CXXFLAGS += -std=c++17 -Wall -Wextra -Werror -I$(BUILD) -Ibpf -Ihpack -Iloader
+CFLAGS   ?= -O2 -g
+CFLAGS   += -std=gnu11 -Wall -Wextra -Werror -Ibpf -Ihpack
+LDLIBS   := -lbpf -lelf -lz -lyaml-cpp
+BPFCFLAGS := -g -O2 -Wall -Werror -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) \
+             -I$(BUILD) -Ibpf -Ihpack
+
+BPF_SRCS   := $(wildcard bpf/*.bpf.c)
+BPF_OBJS   := $(patsubst bpf/%.bpf.c,$(BUILD)/%.bpf.o,$(BPF_SRCS))
+BPF_HDRS   := $(wildcard bpf/*.h) $(wildcard hpack/*.h)
+LOADER_SRCS := $(wildcard loader/*.cpp)
+LOADER_HDRS := $(wildcard loader/*.h)
+CORE_SRCS  := loader/policy.cpp
+UNIT_SRCS  := $(wildcard tests/unit/*.cpp)
+
+.PHONY: all deps test unit e2e demo clean bench bench-quick
+
+all: $(BUILD)/grpcwall
+
+deps:
+	@scripts/install-deps.sh
+
+$(BUILD)/vmlinux.h:
+	@mkdir -p $(BUILD)
+	$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/%.bpf.o: bpf/%.bpf.c $(BPF_HDRS) $(BUILD)/vmlinux.h
+	$(CLANG) $(BPFCFLAGS) -c $< -o $@
+
+$(BUILD)/%.skel.h: $(BUILD)/%.bpf.o
+	$(BPFTOOL) gen skeleton $< name $(subst -,_,$*)_bpf > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/grpcwall: $(LOADER_SRCS) $(LOADER_HDRS) bpf/grpcwall.h hpack/siphash.h $(BUILD)/grpcwall.skel.h
+	$(CXX) $(CXXFLAGS) $(LOADER_SRCS) -o $@ $(LDLIBS)
+
+$(BUILD)/unit_tests: $(UNIT_SRCS) $(CORE_SRCS) $(LOADER_HDRS) bpf/grpcwall.h $(wildcard hpack/*)
+	$(CXX) $(CXXFLAGS) -DGW_SOURCE_DIR='"$(CURDIR)"' $(UNIT_SRCS) $(CORE_SRCS) -o $@ \
+	  -lgtest -lgtest_main -lpthread -lyaml-cpp
+
+unit: $(BUILD)/unit_tests
+	$(BUILD)/unit_tests
+
+e2e: all
+	GRPCWALL=$(CURDIR)/$(BUILD)/grpcwall bats tests/e2e
+
+test: deps
+	$(MAKE) all $(BUILD)/unit_tests
+	$(BUILD)/unit_tests
+	GRPCWALL=$(CURDIR)/$(BUILD)/grpcwall bats tests/e2e
+
+demo: deps
+	$(MAKE) all
+	scripts/demo.sh
+
+clean:
+	rm -rf $(BUILD)

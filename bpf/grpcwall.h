@@ -1,0 +1,184 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * Every struct that crosses the kernel/userspace boundary: map keys and
+ * values, ring buffer events, counters. Included by the BPF programs and
+ * by the C++ loader; the loader static_asserts the sizes (loader/bpfabi.h).
+ * Padding is spelled out so both compilers agree on the layout.
+ */
+#ifndef GRPCWALL_H
+#define GRPCWALL_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+#define GW_PATH_MAX        256  /* longest :path the datapath decides */
+#define GW_NAME_MAX        64   /* identity / service names */
+#define GW_CGROUP_PATH_MAX 192  /* identity cgroup as written in the policy */
+#define GW_CGROUP_DEPTH    16   /* cgroup levels recorded per connection */
+#define GW_MAX_IDENTITIES  16384
+#define GW_MAX_SERVICES    1024
+#define GW_MAX_PAIRS       65536 /* (identity, service) pairs with rules */
+#define GW_MAX_RULES       4096  /* rule ids per generation, 1-based */
+#define GW_MAX_NAMES       262144
+#define GW_MAX_CONNS       65536
+
+/* Two policy slots: `policy apply` fills the inactive one, then flips
+ * gw_config.active_slot in one write, so no reader sees half a policy. */
+#define GW_SLOTS 2
+
+/* Kinds of method-table keys; mixed into the hash key so a path can never
+ * collide with a wildcard entry of another kind. */
+enum gw_match_kind {
+	GW_MATCH_EXACT   = 0, /* "/pkg.Svc/Method"  hash of the full path      */
+	GW_MATCH_SERVICE = 1, /* service wildcard: hash of "/pkg.Svc/"       */
+	GW_MATCH_ANY     = 2, /* "*"                hash of ""                  */
+	GW_MATCH_DEFAULT = 3, /* what no entry matches: deny, or audit         */
+};
+
+enum gw_verdict {
+	GW_VERDICT_NONE  = 0,
+	GW_VERDICT_ALLOW = 1,
+	GW_VERDICT_DENY  = 2,
+	GW_VERDICT_AUDIT = 3, /* would be denied; passed because the rule audits */
+};
+
+/* Why an event was raised besides a plain policy verdict. */
+enum gw_reason {
+	GW_REASON_POLICY      = 0,
+	GW_REASON_NO_RULE     = 1,  /* identity has no rule for this service   */
+	GW_REASON_BAD_PATH    = 2,  /* :path missing, repeated or not /svc/m   */
+	GW_REASON_PATH_LONG   = 3,  /* :path longer than GW_PATH_MAX           */
+	GW_REASON_NOT_H2      = 4,  /* no HTTP/2 connection preface            */
+	GW_REASON_PROTOCOL    = 5,  /* HTTP/2 or HPACK protocol error          */
+	GW_REASON_BOUND       = 6,  /* header block over the in-kernel bound   */
+	GW_REASON_CONTINUATION= 7,  /* header block continues in CONTINUATION  */
+	GW_REASON_TABLE       = 8,  /* dynamic table model no longer trusted   */
+	GW_REASON_NOMEM       = 9,  /* kernel could not pull the frame         */
+	GW_REASON_PREDATES    = 10, /* connection predates attach: reset       */
+	GW_REASON_MAX
+};
+
+/* counters, per CPU, index into gw_counters[] */
+enum gw_counter {
+	GW_CNT_ALLOWED = 0,
+	GW_CNT_DENIED,
+	GW_CNT_AUDITED,
+	GW_CNT_FALLBACK_BLOCKS,
+	GW_CNT_FALLBACK_BYTES,
+	GW_CNT_PARSE_ERRORS,
+	GW_CNT_CONNS_OPENED,   /* policed connections put in the sockhash */
+	GW_CNT_CONNS_CLOSED,   /* ... and closed again                    */
+	GW_CNT_HEADER_BLOCKS,
+	GW_CNT_DROPPED_CONNS,  /* connections failed closed (SK_DROP)     */
+	GW_CNT_EVENTS_LOST,    /* ring buffer full                        */
+	GW_CNT_MAX
+};
+
+struct gw_config {
+	__u64 generation;   /* bumped by every policy apply; 0 = no policy */
+	__u32 active_slot;  /* 0 or 1 */
+	__u32 pad0;
+	__u64 key0, key1;   /* SipHash key, random per attach */
+	__u64 hash_any;     /* precomputed keys of the "*" and default entries */
+	__u64 hash_default;
+};
+
+/* identity map: cgroup id -> identity, per slot */
+struct gw_ident_key {
+	__u32 slot;
+	__u32 pad0;
+	__u64 cgroup_id;
+};
+struct gw_ident_val {
+	__u16 ident;        /* 1-based, within its generation */
+	__u16 pad0;
+	__u32 pad1;
+};
+
+/* service LPM trie: prefix bits count over slot|pad|port|addr */
+struct gw_svc_key {
+	__u32 prefixlen;    /* 32 + CIDR prefix length */
+	__u8  slot;
+	__u8  pad0;
+	__u16 port;         /* network byte order */
+	__u32 addr;         /* IPv4, network byte order */
+};
+#define GW_SVC_PREFIX_FIXED 32
+struct gw_svc_val {
+	__u16 service;      /* 1-based, within its generation */
+	__u16 pad0;
+	__u32 pad1;
+};
+
+/* outer policy map key: one inner method table per (identity, service) */
+struct gw_pair_key {
+	__u32 slot;
+	__u16 ident;
+	__u16 service;
+};
+
+/* inner method table: keyed SipHash of (kind, pattern) -> entry */
+struct gw_method_val {
+	__u8  verdict;      /* enum gw_verdict (never NONE in a table) */
+	__u8  kind;         /* enum gw_match_kind, for show/debug      */
+	__u16 rule;         /* rule id that put it there, 1-based       */
+	__u32 pad0;
+};
+
+/* side tables for userspace: names of what the maps hold */
+struct gw_name_key {
+	__u32 slot;
+	__u32 kind;         /* 0 identity, 1 service, 2 rule, 3 method */
+	__u64 id;           /* ident/service/rule id, or method hash   */
+};
+#define GW_NAMEKIND_IDENT   0
+#define GW_NAMEKIND_SERVICE 1
+#define GW_NAMEKIND_RULE    2
+#define GW_NAMEKIND_METHOD  3
+struct gw_name_val {
+	char  text[GW_PATH_MAX];   /* identity/service name, rule "from->to", pattern */
+	char  detail[GW_CGROUP_PATH_MAX]; /* cgroup path, "port cidrs", "file:line" */
+	__u64 aux;                 /* cgroup id, port, rule audit flag */
+};
+
+/* per rule counters: index slot * GW_MAX_RULES + rule */
+struct gw_rule_counters {
+	__u64 allowed;
+	__u64 denied;
+	__u64 audited;
+	__u64 pad0;
+};
+
+/* recorded per connection at connect time (identity is decided then) */
+struct gw_conn_origin {
+	__u64 cgroups[GW_CGROUP_DEPTH]; /* ancestors, [0] = the task's own */
+	__u32 ncgroups;
+	__u32 daddr;        /* network order */
+	__u16 dport;        /* network order */
+	__u16 pad0;
+	__u32 pid;
+	char  comm[16];
+};
+
+/* ring buffer event */
+struct gw_event {
+	__u64 ts_ns;        /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
+	__u64 generation;
+	__u64 cookie;       /* socket cookie */
+	__u32 saddr, daddr; /* network order */
+	__u16 sport, dport; /* host order */
+	__u16 ident, service;
+	__u16 rule;
+	__u8  verdict;      /* enum gw_verdict */
+	__u8  reason;       /* enum gw_reason */
+	__u32 pid;          /* task that wrote the request */
+	__u32 conn_pid;     /* task that made the connection */
+	char  comm[16];
+	__u32 stream_id;
+	__u16 path_len;     /* bytes in path[] (may be truncated) */
+	__u16 pad0;
+	char  path[GW_PATH_MAX];
+};
+
+#endif /* GRPCWALL_H */

@@ -1,0 +1,104 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/* Maps shared by all grpcwall programs. Pinned by the loader under the pin
+ * dir with these names; `bpftool map dump pinned DIR/<name>` shows fields. */
+#ifndef GW_MAPS_H
+#define GW_MAPS_H
+
+#include "grpcwall.h"
+#include "conn.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gw_config);
+} gw_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, GW_SLOTS * GW_MAX_IDENTITIES);
+	__type(key, struct gw_ident_key);
+	__type(value, struct gw_ident_val);
+} gw_idents SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, GW_SLOTS * GW_MAX_SERVICES * 4);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct gw_svc_key);
+	__type(value, struct gw_svc_val);
+} gw_services SEC(".maps");
+
+/* inner template: method hash -> verdict; the loader creates one per pair */
+struct gw_methods {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, struct gw_method_val);
+};
+
+/* Keeps the full value type in BTF even before code dereferences it, so
+ * libbpf can size the inner template. */
+struct gw_method_val gw_method_val_btf_anchor SEC(".data.btf");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__uint(max_entries, GW_SLOTS * GW_MAX_PAIRS);
+	__type(key, struct gw_pair_key);
+	__array(values, struct gw_methods);
+} gw_policy SEC(".maps");
+
+/* names for `policy show`; the datapath never reads it */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, GW_MAX_NAMES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct gw_name_key);
+	__type(value, struct gw_name_val);
+} gw_names SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, GW_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} gw_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, GW_SLOTS * GW_MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct gw_rule_counters);
+} gw_rule_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} gw_events SEC(".maps");
+
+/* policed connections, keyed by socket cookie */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, GW_MAX_CONNS);
+	__type(key, __u64);
+	__type(value, __u64);
+} gw_sockhash SEC(".maps");
+
+/* per-connection state: origin (identity at connect) and parser */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct gw_conn);
+} gw_conns SEC(".maps");
+
+static __always_inline void gw_count(__u32 idx, __u64 n)
+{
+	__u64 *c = bpf_map_lookup_elem(&gw_counters, &idx);
+
+	if (c)
+		*c += n; /* per-CPU: no atomics needed */
+}
+
+#endif /* GW_MAPS_H */

@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/* Identity and service resolution against the live policy slot. */
+#ifndef GW_POLICY_H
+#define GW_POLICY_H
+
+#include "maps.h"
+
+static __always_inline struct gw_config *gw_get_config(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&gw_config, &zero);
+}
+
+/* Deepest recorded cgroup that is an identity wins: a process in
+ * cloudcity/terminal/x carries cloudcity/terminal's identity unless
+ * cloudcity/terminal/x is an identity of its own. */
+static __always_inline __u16 gw_resolve_ident(const struct gw_conn_origin *o,
+					      __u32 slot)
+{
+	struct gw_ident_key k = { .slot = slot };
+	struct gw_ident_val *v;
+	__u32 i;
+
+	for (i = 0; i < GW_CGROUP_DEPTH; i++) {
+		if (i >= o->ncgroups)
+			break;
+		k.cgroup_id = o->cgroups[i];
+		v = bpf_map_lookup_elem(&gw_idents, &k);
+		if (v)
+			return v->ident;
+	}
+	return 0;
+}
+
+static __always_inline __u16 gw_resolve_service(__u32 daddr, __u16 dport,
+						__u32 slot)
+{
+	struct gw_svc_key k = {
+		.prefixlen = GW_SVC_PREFIX_FIXED + 32,
+		.slot = slot,
+		.port = dport,
+		.addr = daddr,
+	};
+	struct gw_svc_val *v = bpf_map_lookup_elem(&gw_services, &k);
+
+	return v ? v->service : 0;
+}
+
+/* Re-resolve a connection's identity and service when the policy
+ * generation changed since it was last looked at. Returns 0 when the
+ * connection is (still) policed. */
+static __always_inline int gw_refresh(struct gw_conn *c, struct gw_config *cfg)
+{
+	if (c->generation == cfg->generation)
+		return (c->ident && c->service) ? 0 : -1;
+	c->ident = gw_resolve_ident(&c->origin, cfg->active_slot);
+	c->service = gw_resolve_service(c->origin.daddr, c->origin.dport,
+					cfg->active_slot);
+	c->generation = cfg->generation;
+	return (c->ident && c->service) ? 0 : -1;
+}
+
+#endif

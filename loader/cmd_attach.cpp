@@ -1,0 +1,138 @@
+// grpcwall attach: load, pin, attach, apply a policy, exit.
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <ctime>
+#include <iostream>
+#include <memory>
+
+#include "commands.h"
+#include "error.h"
+#include "live.h"
+#include "system.h"
+
+#include "grpcwall.skel.h"
+
+namespace gw {
+namespace {
+
+struct AttachOptions {
+  std::string cgroup;
+  std::string pin_dir;
+  std::string policy;
+};
+
+using Skel = std::unique_ptr<grpcwall_bpf, decltype(&grpcwall_bpf__destroy)>;
+
+void PinProgram(bpf_program* prog, const std::string& path) {
+  // Replace the pin; sockets already in the sockhash keep the program they
+  // were inserted with until they close, so enforcement never stops.
+  unlink(path.c_str());
+  if (bpf_obj_pin(bpf_program__fd(prog), path.c_str()) != 0) throw SysError("pinning " + path, errno);
+}
+
+uint64_t LinkCgroupId(int link_fd) {
+  bpf_link_info info{};
+  uint32_t len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(link_fd, &info, &len) != 0) throw SysError("reading sockops link info", errno);
+  return info.cgroup.cgroup_id;
+}
+
+void Attach(const AttachOptions& o) {
+  RequireRoot("attach");
+  std::string cgroup = o.cgroup.empty() ? CgroupV2Root() : o.cgroup;
+  if (!IsCgroupV2Dir(cgroup))
+    throw Error(kSystem, "--cgroup " + cgroup + " is not a cgroup v2 directory (the v2 root here is " +
+                             CgroupV2Root() + ")");
+  // Compile the policy before touching anything: bad input changes nothing.
+  Policy policy;
+  if (!o.policy.empty()) policy = LoadPolicyFile(o.policy);
+
+  EnsurePinDir(o.pin_dir);
+  Fd lock = LockPinDir(o.pin_dir);
+
+  Skel skel(grpcwall_bpf__open(), grpcwall_bpf__destroy);
+  if (!skel) throw SysError("opening the BPF object", errno);
+  bpf_map* map;
+  bpf_object__for_each_map(map, skel->obj) {
+    const char* name = bpf_map__name(map);
+    if (name[0] == '.') continue;  // .rodata/.data: not shared state
+    std::string pin = MapPin(o.pin_dir, name);
+    if (bpf_map__set_pin_path(map, pin.c_str()) != 0) throw SysError("setting pin path " + pin, errno);
+  }
+  int err = grpcwall_bpf__load(skel.get());
+  if (err)
+    throw Error(kSystem, std::string("loading the BPF programs: ") + Errno(-err) +
+                             (-err == EPERM ? " (run as root)" :
+                              " (if maps pinned by another grpcwall version are in " + o.pin_dir +
+                                  ", run 'grpcwall detach --pin-dir " + o.pin_dir + "' first; GRPCWALL_DEBUG=1 shows the verifier log)"));
+
+  LiveMaps live = LiveMaps::Open(o.pin_dir);
+  gw_config cfg = ReadConfig(live);
+  if (!cfg.key0 && !cfg.key1) WriteConfig(live, NewConfigKeys(cfg));  // first attach: new key
+
+  uint64_t generation = cfg.generation;
+  if (!o.policy.empty()) generation = ApplyPolicy(live, policy);
+
+  // sk_msg first, so every socket the sockops program inserts is covered.
+  int map_fd = bpf_map__fd(skel->maps.gw_sockhash);
+  if (bpf_prog_attach(bpf_program__fd(skel->progs.gw_sk_msg), map_fd, BPF_SK_MSG_VERDICT, 0) != 0)
+    throw SysError("attaching sk_msg to the sockhash", errno);
+  PinProgram(skel->progs.gw_sk_msg, o.pin_dir + "/prog_sk_msg");
+
+  std::string link_pin = o.pin_dir + "/link_sockops";
+  uint64_t want_cg = CgroupId(cgroup);
+  int old_link = bpf_obj_get(link_pin.c_str());
+  if (old_link >= 0) {
+    Fd old(old_link);
+    uint64_t have_cg = LinkCgroupId(old.get());
+    if (have_cg != want_cg)
+      throw Error(kSystem, "pin dir " + o.pin_dir + " is attached at another cgroup (id " + std::to_string(have_cg) +
+                               "): run 'grpcwall detach --pin-dir " + o.pin_dir + "' first, or use another --pin-dir");
+    // Atomic program swap on the existing link: no window without sockops.
+    if (bpf_link_update(old.get(), bpf_program__fd(skel->progs.gw_sockops), nullptr) != 0)
+      throw SysError("replacing the sockops program", errno);
+  } else {
+    Fd cg_fd(open(cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!cg_fd) throw SysError("opening cgroup " + cgroup, errno);
+    bpf_link* link = bpf_program__attach_cgroup(skel->progs.gw_sockops, cg_fd.get());
+    if (!link) throw SysError("attaching sockops at cgroup " + cgroup, errno);
+    int perr = bpf_link__pin(link, link_pin.c_str());
+    if (perr) {
+      bpf_link__destroy(link);
+      throw SysError("pinning " + link_pin, -perr);
+    }
+    bpf_link__disconnect(link);  // the pin keeps it attached after we exit
+    bpf_link__destroy(link);
+  }
+  PinProgram(skel->progs.gw_sockops, o.pin_dir + "/prog_sockops");
+  WriteName(live, 0, GW_NAMEKIND_META, 0, cgroup, "", static_cast<uint64_t>(time(nullptr)));
+
+  std::cout << "grpcwall attached at cgroup " << cgroup << ", pinned under " << o.pin_dir << "\n";
+  if (generation)
+    std::cout << "policy generation " << generation << (o.policy.empty() ? " (kept)" : " from " + o.policy) << "\n";
+  else
+    std::cout << "no policy yet: nothing is policed until 'grpcwall policy apply FILE'\n";
+}
+
+}  // namespace
+
+void RegisterAttach(CLI::App& app) {
+  auto o = std::make_shared<AttachOptions>();
+  auto* sub = app.add_subcommand(
+      "attach",
+      "Load the programs, pin them and the maps under the pin dir, attach sockops at the cgroup\n"
+      "and sk_msg to the sockhash, apply POLICY if given, and exit. Enforcement needs no running\n"
+      "process. Running attach again replaces the programs with no window of no enforcement and\n"
+      "keeps the live policy unless POLICY is given.");
+  sub->add_option("--cgroup", o->cgroup,
+                  "cgroup v2 directory whose processes are watched (default: the cgroup v2 root from /proc/self/mounts)")
+      ->check(CLI::ExistingDirectory);
+  AddPinDir(sub, &o->pin_dir);
+  sub->add_option("POLICY", o->policy, "policy YAML to apply")->check(CLI::ExistingFile);
+  sub->callback([o] { Attach(*o); });
+}
+
+}  // namespace gw

@@ -1,0 +1,148 @@
+// grpcwall monitor: one line per verdict event from the ring buffer.
+#include <arpa/inet.h>
+#include <bpf/libbpf.h>
+#include <signal.h>
+
+#include <cstring>
+#include <ctime>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "error.h"
+#include "live.h"
+#include "system.h"
+
+namespace gw {
+namespace {
+
+struct MonitorOptions {
+  std::string pin_dir;
+  bool json = false;
+  int count = 0;
+  int timeout = 0;
+};
+
+volatile sig_atomic_t g_stop = 0;
+
+const char* kReasons[GW_REASON_MAX] = {
+    "policy",      "no rule for this identity and service", "bad :path", ":path too long", "not HTTP/2",
+    "protocol error", "header block over the kernel bound", "header block continues in CONTINUATION",
+    "HPACK table model lost", "out of memory", "connection predates attach",
+};
+
+struct Ctx {
+  const MonitorOptions* o;
+  const LiveMaps* live;
+  int seen = 0;
+  double mono_to_real = 0;
+};
+
+std::string Name(const LiveMaps& live, uint64_t gen, uint32_t kind, uint16_t id) {
+  if (!id) return "-";
+  gw_config cfg = ReadConfig(live);
+  uint32_t slot;
+  if (gen == cfg.generation) slot = cfg.active_slot;
+  else if (gen + 1 == cfg.generation) slot = 1 - cfg.active_slot;
+  else return "#" + std::to_string(id);
+  gw_name_val v{};
+  return ReadName(live, slot, kind, id, &v) ? std::string(v.text) : "#" + std::to_string(id);
+}
+
+std::string Ip(uint32_t a) {
+  char buf[INET_ADDRSTRLEN];
+  inet_ntop(AF_INET, &a, buf, sizeof(buf));
+  return buf;
+}
+
+int OnEvent(void* p, void* data, size_t size) {
+  auto* ctx = static_cast<Ctx*>(p);
+  if (size < sizeof(gw_event)) return 0;
+  gw_event e;
+  std::memcpy(&e, data, sizeof(e));
+  double real = ctx->mono_to_real + e.ts_ns / 1e9;
+  time_t secs = static_cast<time_t>(real);
+  char ts[64];
+  struct tm tm {};
+  gmtime_r(&secs, &tm);
+  strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+  char tsf[80];
+  snprintf(tsf, sizeof(tsf), "%s.%06dZ", ts, static_cast<int>((real - secs) * 1e6));
+  std::string path(e.path, std::min<size_t>(e.path_len, sizeof(e.path)));
+  std::string ident = Name(*ctx->live, e.generation, GW_NAMEKIND_IDENT, e.ident);
+  std::string svc = Name(*ctx->live, e.generation, GW_NAMEKIND_SERVICE, e.service);
+  std::string comm(e.comm, strnlen(e.comm, sizeof(e.comm)));
+  const char* reason = e.reason < GW_REASON_MAX ? kReasons[e.reason] : "?";
+  if (ctx->o->json) {
+    nlohmann::json j{{"time", tsf},           {"verdict", VerdictName(e.verdict)},
+                     {"identity", ident},     {"service", svc},
+                     {"method", path},        {"rule", e.rule},
+                     {"reason", reason},      {"src", Ip(e.saddr) + ":" + std::to_string(e.sport)},
+                     {"dst", Ip(e.daddr) + ":" + std::to_string(e.dport)},
+                     {"pid", e.pid},          {"conn_pid", e.conn_pid},
+                     {"comm", comm},          {"stream", e.stream_id},
+                     {"generation", e.generation}, {"cookie", e.cookie}};
+    std::cout << j.dump() << std::endl;
+  } else {
+    std::string v = VerdictName(e.verdict);
+    for (auto& ch : v) ch = static_cast<char>(toupper(ch));
+    std::cout << tsf << " " << v << " " << ident << " -> " << svc << " " << (path.empty() ? "-" : path) << " rule "
+              << e.rule << " (" << reason << ") " << Ip(e.saddr) << ":" << e.sport << " -> " << Ip(e.daddr) << ":"
+              << e.dport << " pid " << e.pid << " (" << comm << ") stream " << e.stream_id << std::endl;
+  }
+  ctx->seen++;
+  return 0;
+}
+
+void Monitor(const MonitorOptions& o) {
+  RequireRoot("monitor");
+  LiveMaps live = LiveMaps::Open(o.pin_dir);
+  Fd events = OpenPinned(MapPin(o.pin_dir, "gw_events"));
+  Ctx ctx{&o, &live};
+  struct timespec mono {}, real {};
+  clock_gettime(CLOCK_MONOTONIC, &mono);
+  clock_gettime(CLOCK_REALTIME, &real);
+  ctx.mono_to_real = (real.tv_sec + real.tv_nsec / 1e9) - (mono.tv_sec + mono.tv_nsec / 1e9);
+
+  ring_buffer* rb = ring_buffer__new(events.get(), OnEvent, &ctx, nullptr);
+  if (!rb) throw SysError("opening the event ring buffer", errno);
+  signal(SIGINT, [](int) { g_stop = 1; });
+  signal(SIGTERM, [](int) { g_stop = 1; });
+  struct timespec start {};
+  clock_gettime(CLOCK_MONOTONIC, &start);
+  while (!g_stop && (o.count == 0 || ctx.seen < o.count)) {
+    int n = ring_buffer__poll(rb, 200);
+    if (n < 0 && n != -EINTR) {
+      ring_buffer__free(rb);
+      throw SysError("reading events", -n);
+    }
+    if (o.timeout > 0) {
+      struct timespec now {};
+      clock_gettime(CLOCK_MONOTONIC, &now);
+      if (now.tv_sec - start.tv_sec >= o.timeout) break;
+    }
+  }
+  ring_buffer__free(rb);
+  if (o.count > 0 && ctx.seen < o.count)
+    throw Error(kSystem, "timed out after " + std::to_string(o.timeout) + "s with " + std::to_string(ctx.seen) +
+                             " of " + std::to_string(o.count) + " events");
+}
+
+}  // namespace
+
+void RegisterMonitor(CLI::App& app) {
+  auto o = std::make_shared<MonitorOptions>();
+  auto* sub = app.add_subcommand(
+      "monitor",
+      "Print one line per verdict event (deny, audit, and connections failed closed) as they happen:\n"
+      "time, verdict, identity -> service, method, rule, reason, addresses, pid and comm.\n"
+      "Events are consumed: run one monitor per pin dir.");
+  AddPinDir(sub, &o->pin_dir);
+  sub->add_flag("--json", o->json, "one JSON object per line");
+  sub->add_option("--count,-c", o->count, "exit after N events")->check(CLI::NonNegativeNumber);
+  sub->add_option("--timeout", o->timeout, "exit after this many seconds (with --count: exit 2 if fewer arrived)")
+      ->check(CLI::NonNegativeNumber);
+  sub->callback([o] { Monitor(*o); });
+}
+
+}  // namespace gw

@@ -1,0 +1,175 @@
+// grpcwall policy check|apply|show
+#include <iomanip>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "error.h"
+#include "live.h"
+#include "system.h"
+
+namespace gw {
+namespace {
+
+struct PolicyOptions {
+  std::string file;
+  std::string pin_dir;
+  bool json = false;
+};
+
+// The compiled form seen the same way as the live one, so that check and
+// show print through one function.
+LivePolicy ViewOf(const Policy& p, const CompiledPolicy& cp) {
+  LivePolicy v;
+  v.file = p.file;
+  for (size_t i = 0; i < cp.identities.size(); i++)
+    v.identities.push_back({static_cast<uint16_t>(i + 1), cp.identities[i].name, cp.identities[i].cgroup, 0});
+  for (size_t i = 0; i < cp.services.size(); i++) {
+    std::string dest;
+    for (const auto& c : cp.services[i].cidrs) dest += (dest.empty() ? "" : ",") + c.text;
+    v.services.push_back({static_cast<uint16_t>(i + 1), cp.services[i].name, dest.empty() ? "any" : dest,
+                          cp.services[i].port});
+  }
+  for (const auto& r : cp.rules)
+    v.rules.push_back({r.id, r.from + " -> " + r.to, p.file + ":" + std::to_string(r.line), r.audit, {}});
+  for (const auto& pair : cp.pairs) {
+    LivePair lp{cp.identities[pair.ident - 1].name, cp.services[pair.service - 1].name, {}};
+    for (const auto& m : pair.methods) lp.methods.push_back({m.pattern, m.hash, m.val});
+    std::sort(lp.methods.begin(), lp.methods.end(), [](const LiveMethod& a, const LiveMethod& b) {
+      return std::make_pair(a.val.kind, a.pattern) < std::make_pair(b.val.kind, b.pattern);
+    });
+    v.pairs.push_back(std::move(lp));
+  }
+  return v;
+}
+
+nlohmann::json ToJson(const LivePolicy& v, bool live) {
+  nlohmann::json j;
+  if (live) {
+    j["generation"] = v.config.generation;
+    j["slot"] = v.config.active_slot;
+  }
+  j["file"] = v.file;
+  j["identities"] = nlohmann::json::array();
+  for (const auto& i : v.identities) {
+    nlohmann::json e{{"id", i.id}, {"name", i.name}, {"cgroup", i.cgroup}};
+    if (live) e["cgroup_id"] = i.cgroup_id;
+    j["identities"].push_back(e);
+  }
+  j["services"] = nlohmann::json::array();
+  for (const auto& s : v.services)
+    j["services"].push_back({{"id", s.id}, {"name", s.name}, {"port", s.port}, {"cidrs", s.dest}});
+  j["rules"] = nlohmann::json::array();
+  for (const auto& r : v.rules) {
+    nlohmann::json e{{"id", r.id}, {"rule", r.what}, {"source", r.where}, {"audit", r.audit}};
+    if (live) e["counters"] = {{"allowed", r.counters.allowed}, {"denied", r.counters.denied}, {"audited", r.counters.audited}};
+    j["rules"].push_back(e);
+  }
+  j["grants"] = nlohmann::json::array();
+  for (const auto& p : v.pairs) {
+    nlohmann::json methods = nlohmann::json::array();
+    for (const auto& m : p.methods)
+      methods.push_back({{"match", m.pattern}, {"verdict", VerdictName(m.val.verdict)}, {"rule", m.val.rule}});
+    j["grants"].push_back({{"from", p.ident}, {"to", p.service}, {"methods", methods}});
+  }
+  return j;
+}
+
+void PrintText(const LivePolicy& v, bool live) {
+  if (live) std::cout << "generation " << v.config.generation << " (slot " << v.config.active_slot << ") from " << v.file << "\n";
+  std::cout << "identities:\n";
+  for (const auto& i : v.identities) {
+    std::cout << "  " << std::left << std::setw(20) << i.name << " cgroup " << i.cgroup;
+    if (live) std::cout << " (id " << i.cgroup_id << ")";
+    std::cout << "\n";
+  }
+  std::cout << "services:\n";
+  for (const auto& s : v.services)
+    std::cout << "  " << std::left << std::setw(20) << s.name << " port " << s.port << " to " << s.dest << "\n";
+  std::cout << "grants:\n";
+  for (const auto& p : v.pairs) {
+    std::cout << "  " << p.ident << " -> " << p.service << ":\n";
+    for (const auto& m : p.methods) {
+      std::string what = m.val.kind == GW_MATCH_DEFAULT ? "(anything else)" : m.pattern;
+      std::cout << "    " << std::left << std::setw(6) << VerdictName(m.val.verdict) << " " << std::setw(44) << what;
+      if (m.val.rule) std::cout << " rule " << m.val.rule;
+      std::cout << "\n";
+    }
+  }
+  std::cout << "rules:\n";
+  for (const auto& r : v.rules) {
+    std::cout << "  " << r.id << ": " << r.what << (r.audit ? " (audit)" : "") << " at " << r.where;
+    if (live)
+      std::cout << "  allowed " << r.counters.allowed << " denied " << r.counters.denied << " audited "
+                << r.counters.audited;
+    std::cout << "\n";
+  }
+}
+
+void Check(const PolicyOptions& o) {
+  Policy p = LoadPolicyFile(o.file);
+  CompiledPolicy cp = Compile(p, 0, 0);
+  LivePolicy v = ViewOf(p, cp);
+  if (o.json) {
+    std::cout << ToJson(v, false).dump(2) << "\n";
+    return;
+  }
+  std::cout << o.file << ": OK: " << p.identities.size() << " identities, " << p.services.size() << " services, "
+            << p.rules.size() << " rules\n";
+  PrintText(v, false);
+}
+
+void Apply(const PolicyOptions& o) {
+  Policy p = LoadPolicyFile(o.file);
+  RequireRoot("policy apply");
+  LiveMaps live = LiveMaps::Open(o.pin_dir);
+  Fd lock = LockPinDir(o.pin_dir);
+  uint64_t gen = ApplyPolicy(live, p);
+  std::cout << "policy generation " << gen << " live from " << o.file << "\n";
+}
+
+void Show(const PolicyOptions& o) {
+  RequireRoot("policy show");
+  LiveMaps live = LiveMaps::Open(o.pin_dir);
+  LivePolicy v = ReadLivePolicy(live);
+  if (o.json) {
+    std::cout << ToJson(v, true).dump(2) << "\n";
+    return;
+  }
+  if (v.config.generation == 0) {
+    std::cout << "no policy is live at " << o.pin_dir << ": nothing is policed\n";
+    return;
+  }
+  PrintText(v, true);
+}
+
+}  // namespace
+
+void RegisterPolicy(CLI::App& app) {
+  auto* pol = app.add_subcommand("policy", "Check, apply and show policies");
+  pol->require_subcommand(1);
+
+  auto co = std::make_shared<PolicyOptions>();
+  auto* check = pol->add_subcommand("check",
+                                    "Validate a policy file and print what it grants. Needs no root and no kernel.\n"
+                                    "Bad input: 'FILE:LINE: what is wrong' on stderr, exit 1.");
+  check->add_option("FILE", co->file, "policy YAML")->required()->check(CLI::ExistingFile);
+  check->add_flag("--json", co->json, "print the summary as JSON");
+  check->callback([co] { Check(*co); });
+
+  auto ao = std::make_shared<PolicyOptions>();
+  auto* apply = pol->add_subcommand("apply",
+                                    "Compile FILE and swap it into the live maps atomically: the next RPC of every\n"
+                                    "connection, existing ones included, is decided by it. Exits 0 once it is live.");
+  apply->add_option("FILE", ao->file, "policy YAML")->required()->check(CLI::ExistingFile);
+  AddPinDir(apply, &ao->pin_dir);
+  apply->callback([ao] { Apply(*ao); });
+
+  auto so = std::make_shared<PolicyOptions>();
+  auto* show = pol->add_subcommand("show", "Print the live policy, read back from the maps, with rule counters");
+  AddPinDir(show, &so->pin_dir);
+  show->add_flag("--json", so->json, "print as JSON");
+  show->callback([so] { Show(*so); });
+}
+
+}  // namespace gw

@@ -1,0 +1,100 @@
+// grpcwall status: attached or not, where, which programs, counters.
+#include <bpf/bpf.h>
+#include <unistd.h>
+
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "error.h"
+#include "live.h"
+#include "system.h"
+
+namespace gw {
+namespace {
+
+struct StatusOptions {
+  std::string pin_dir;
+  bool json = false;
+};
+
+uint32_t PinnedProgId(const std::string& path) {
+  int fd = bpf_obj_get(path.c_str());
+  if (fd < 0) return 0;
+  Fd f(fd);
+  bpf_prog_info info{};
+  uint32_t len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(f.get(), &info, &len) != 0) return 0;
+  return info.id;
+}
+
+const char* kCounterNames[GW_CNT_MAX] = {
+    "allowed",         "denied",          "audited",      "fallback_blocks", "fallback_bytes", "parse_errors",
+    "conns_opened",    "conns_closed",    "header_blocks", "conns_failed",   "events_lost",
+};
+
+void Status(const StatusOptions& o) {
+  RequireRoot("status");
+  nlohmann::json j;
+  j["pin_dir"] = o.pin_dir;
+  if (!PinDirAttached(o.pin_dir)) {
+    j["attached"] = false;
+    if (o.json)
+      std::cout << j.dump(2) << "\n";
+    else
+      std::cout << "grpcwall: not attached (nothing pinned at " << o.pin_dir << ")\n";
+    return;
+  }
+  LiveMaps live = LiveMaps::Open(o.pin_dir);
+  gw_config cfg = ReadConfig(live);
+  gw_name_val meta{};
+  std::string cgroup = ReadName(live, 0, GW_NAMEKIND_META, 0, &meta) ? meta.text : "?";
+  std::string file = ReadName(live, 0, GW_NAMEKIND_META, 1 + cfg.active_slot, &meta) ? meta.text : "";
+  uint32_t sockops_id = PinnedProgId(o.pin_dir + "/prog_sockops");
+  uint32_t skmsg_id = PinnedProgId(o.pin_dir + "/prog_sk_msg");
+  bool link = access((o.pin_dir + "/link_sockops").c_str(), F_OK) == 0;
+  auto c = ReadCounters(live);
+
+  j["attached"] = link && sockops_id && skmsg_id;
+  j["cgroup"] = cgroup;
+  j["programs"] = {{"sockops", sockops_id}, {"sk_msg", skmsg_id}};
+  j["policy"] = {{"generation", cfg.generation}, {"slot", cfg.active_slot}, {"file", file}};
+  nlohmann::json counters;
+  for (int i = 0; i < GW_CNT_MAX; i++) counters[kCounterNames[i]] = c[i];
+  counters["conns_tracked"] = c[GW_CNT_CONNS_OPENED] - c[GW_CNT_CONNS_CLOSED];
+  j["counters"] = counters;
+  if (o.json) {
+    std::cout << j.dump(2) << "\n";
+    return;
+  }
+  std::cout << "grpcwall: " << (j["attached"].get<bool>() ? "attached" : "partly attached (run attach again)") << "\n"
+            << "  pin dir:      " << o.pin_dir << "\n"
+            << "  cgroup:       " << cgroup << "\n"
+            << "  programs:     sockops id " << sockops_id << ", sk_msg id " << skmsg_id << "\n"
+            << "  policy:       ";
+  if (cfg.generation)
+    std::cout << "generation " << cfg.generation << " from " << file << "\n";
+  else
+    std::cout << "none (nothing is policed)\n";
+  std::cout << "  rpcs:         allowed " << c[GW_CNT_ALLOWED] << ", denied " << c[GW_CNT_DENIED] << ", audited "
+            << c[GW_CNT_AUDITED] << "\n"
+            << "  header blocks " << c[GW_CNT_HEADER_BLOCKS] << ", parse errors " << c[GW_CNT_PARSE_ERRORS]
+            << ", fallback " << c[GW_CNT_FALLBACK_BLOCKS] << " blocks / " << c[GW_CNT_FALLBACK_BYTES] << " bytes\n"
+            << "  connections:  tracked " << (c[GW_CNT_CONNS_OPENED] - c[GW_CNT_CONNS_CLOSED]) << " (opened "
+            << c[GW_CNT_CONNS_OPENED] << ", closed " << c[GW_CNT_CONNS_CLOSED] << ", failed closed "
+            << c[GW_CNT_DROPPED_CONNS] << ")\n"
+            << "  events lost:  " << c[GW_CNT_EVENTS_LOST] << "\n";
+}
+
+}  // namespace
+
+void RegisterStatus(CLI::App& app) {
+  auto o = std::make_shared<StatusOptions>();
+  auto* sub = app.add_subcommand("status", "Show whether grpcwall is attached, where, the live policy generation and\n"
+                                           "the datapath counters (RPCs allowed/denied/audited, connections tracked)");
+  AddPinDir(sub, &o->pin_dir);
+  sub->add_flag("--json", o->json, "print as JSON");
+  sub->callback([o] { Status(*o); });
+}
+
+}  // namespace gw

@@ -1,0 +1,31 @@
+// Errors carry their exit code: 1 bad input, 2 system error. main() maps
+// them to CLI::RuntimeError in one place.
+#pragma once
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+namespace gw {
+
+enum ExitCode { kOk = 0, kBadInput = 1, kSystem = 2 };
+
+class Error : public std::runtime_error {
+ public:
+  Error(ExitCode code, const std::string& msg) : std::runtime_error(msg), code_(code) {}
+  ExitCode code() const { return code_; }
+
+ private:
+  ExitCode code_;
+};
+
+inline Error InputError(const std::string& msg) { return Error(kBadInput, msg); }
+
+// "what: strerror(err)" plus a hint for the usual permission problem.
+inline Error SysError(const std::string& what, int err) {
+  std::string msg = what + ": " + std::strerror(err);
+  if (err == EPERM || err == EACCES) msg += " (run as root)";
+  return Error(kSystem, msg);
+}
+
+}  // namespace gw

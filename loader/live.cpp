@@ -1,0 +1,253 @@
+#include "live.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <arpa/inet.h>
+#include <sys/random.h>
+
+#include <algorithm>
+
+#include <cstring>
+#include <set>
+
+#include "error.h"
+
+namespace gw {
+namespace {
+
+template <typename K>
+std::vector<K> Keys(int fd) {
+  std::vector<K> keys;
+  K cur{}, next{};
+  const void* prev = nullptr;
+  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+    keys.push_back(next);
+    cur = next;
+    prev = &cur;
+  }
+  return keys;
+}
+
+void Update(int fd, const void* k, const void* v, const char* what) {
+  if (bpf_map_update_elem(fd, k, v, BPF_ANY) != 0) throw SysError(std::string("updating ") + what, errno);
+}
+
+int NumCpus() {
+  int n = libbpf_num_possible_cpus();
+  if (n <= 0) throw SysError("counting possible CPUs", -n);
+  return n;
+}
+
+}  // namespace
+
+LiveMaps LiveMaps::Open(const std::string& pin_dir) {
+  LiveMaps m;
+  m.pin_dir = pin_dir;
+  m.config = OpenPinned(MapPin(pin_dir, "gw_config"));
+  m.idents = OpenPinned(MapPin(pin_dir, "gw_idents"));
+  m.services = OpenPinned(MapPin(pin_dir, "gw_services"));
+  m.policy = OpenPinned(MapPin(pin_dir, "gw_policy"));
+  m.names = OpenPinned(MapPin(pin_dir, "gw_names"));
+  m.counters = OpenPinned(MapPin(pin_dir, "gw_counters"));
+  m.rule_counters = OpenPinned(MapPin(pin_dir, "gw_rule_counters"));
+  return m;
+}
+
+gw_config ReadConfig(const LiveMaps& m) {
+  gw_config c{};
+  uint32_t zero = 0;
+  if (bpf_map_lookup_elem(m.config.get(), &zero, &c) != 0) throw SysError("reading gw_config", errno);
+  return c;
+}
+
+void WriteConfig(const LiveMaps& m, const gw_config& c) {
+  uint32_t zero = 0;
+  Update(m.config.get(), &zero, &c, "gw_config");
+}
+
+gw_config NewConfigKeys(const gw_config& in) {
+  gw_config c = in;
+  uint64_t key[2];
+  if (getrandom(key, sizeof(key), 0) != sizeof(key)) throw SysError("getrandom", errno);
+  c.key0 = key[0];
+  c.key1 = key[1];
+  c.hash_any = MethodHash("", GW_MATCH_ANY, c.key0, c.key1);
+  c.hash_default = MethodHash("", GW_MATCH_DEFAULT, c.key0, c.key1);
+  return c;
+}
+
+void WriteName(const LiveMaps& m, uint32_t slot, uint32_t kind, uint64_t id, const std::string& text,
+               const std::string& detail, uint64_t aux) {
+  gw_name_key k{slot, kind, id};
+  gw_name_val v{};
+  std::strncpy(v.text, text.c_str(), sizeof(v.text) - 1);
+  std::strncpy(v.detail, detail.c_str(), sizeof(v.detail) - 1);
+  v.aux = aux;
+  Update(m.names.get(), &k, &v, "gw_names");
+}
+
+bool ReadName(const LiveMaps& m, uint32_t slot, uint32_t kind, uint64_t id, gw_name_val* out) {
+  gw_name_key k{slot, kind, id};
+  return bpf_map_lookup_elem(m.names.get(), &k, out) == 0;
+}
+
+uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p) {
+  gw_config cfg = ReadConfig(m);
+  if (!cfg.key0 && !cfg.key1) cfg = NewConfigKeys(cfg);
+  const uint32_t slot = cfg.generation == 0 ? 0 : 1 - cfg.active_slot;
+
+  // Resolve cgroups first: a missing one is bad input, reported by line.
+  std::vector<uint64_t> cg_ids;
+  for (const auto& id : p.identities) {
+    std::string path = ResolveCgroupPath(id.cgroup);
+    if (!IsCgroupV2Dir(path))
+      throw InputError(p.file + ":" + std::to_string(id.line) + ": identity '" + id.name + "': cgroup " +
+                       path + " does not exist (create it, or fix the path: relative paths start at " +
+                       CgroupV2Root() + ")");
+    cg_ids.push_back(CgroupId(path));
+  }
+  CompiledPolicy cp = Compile(p, cfg.key0, cfg.key1);
+
+  // 1. Empty the inactive slot (what was live two generations ago).
+  for (auto& k : Keys<gw_ident_key>(m.idents.get()))
+    if (k.slot == slot) bpf_map_delete_elem(m.idents.get(), &k);
+  for (auto& k : Keys<gw_svc_key>(m.services.get()))
+    if (k.slot == slot) bpf_map_delete_elem(m.services.get(), &k);
+  for (auto& k : Keys<gw_pair_key>(m.policy.get()))
+    if (k.slot == slot) bpf_map_delete_elem(m.policy.get(), &k);
+  for (auto& k : Keys<gw_name_key>(m.names.get()))
+    if (k.slot == slot && k.kind != GW_NAMEKIND_META) bpf_map_delete_elem(m.names.get(), &k);
+  {
+    std::vector<gw_rule_counters> zero(NumCpus());
+    for (uint32_t r = 0; r < GW_MAX_RULES; r++) {
+      uint32_t idx = slot * GW_MAX_RULES + r;
+      Update(m.rule_counters.get(), &idx, zero.data(), "gw_rule_counters");
+    }
+  }
+
+  // 2. Fill it.
+  for (size_t i = 0; i < cp.identities.size(); i++) {
+    gw_ident_key k{slot, 0, cg_ids[i]};
+    gw_ident_val v{static_cast<uint16_t>(i + 1), 0, 0};
+    Update(m.idents.get(), &k, &v, "gw_idents");
+    WriteName(m, slot, GW_NAMEKIND_IDENT, i + 1, cp.identities[i].name, cp.identities[i].cgroup, cg_ids[i]);
+  }
+  for (size_t i = 0; i < cp.services.size(); i++) {
+    const Service& s = cp.services[i];
+    gw_svc_val v{static_cast<uint16_t>(i + 1), 0, 0};
+    std::string dest;
+    auto put = [&](uint32_t addr, uint8_t len) {
+      gw_svc_key k{};
+      k.prefixlen = GW_SVC_PREFIX_FIXED + len;
+      k.slot = static_cast<uint8_t>(slot);
+      k.port = htons(s.port);
+      k.addr = addr;
+      Update(m.services.get(), &k, &v, "gw_services");
+    };
+    if (s.cidrs.empty()) {
+      put(0, 0);
+      dest = "any";
+    }
+    for (const auto& c : s.cidrs) {
+      put(c.addr, c.len);
+      dest += (dest.empty() ? "" : ",") + c.text;
+    }
+    WriteName(m, slot, GW_NAMEKIND_SERVICE, i + 1, s.name, dest, s.port);
+  }
+  for (const auto& r : cp.rules)
+    WriteName(m, slot, GW_NAMEKIND_RULE, r.id, r.from + " -> " + r.to, p.file + ":" + std::to_string(r.line),
+              r.audit);
+  std::set<uint64_t> named;
+  for (const auto& pair : cp.pairs) {
+    LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = BPF_F_NO_PREALLOC);
+    int inner = bpf_map_create(BPF_MAP_TYPE_HASH, "gw_methods", sizeof(uint64_t), sizeof(gw_method_val),
+                               static_cast<uint32_t>(pair.methods.size()), &opts);
+    if (inner < 0) throw SysError("creating a method table", errno);
+    Fd inner_fd(inner);
+    for (const auto& meth : pair.methods) {
+      Update(inner, &meth.hash, &meth.val, "a method table");
+      if (named.insert(meth.hash).second) WriteName(m, slot, GW_NAMEKIND_METHOD, meth.hash, meth.pattern, "", 0);
+    }
+    gw_pair_key k{slot, pair.ident, pair.service};
+    uint32_t v = static_cast<uint32_t>(inner);
+    Update(m.policy.get(), &k, &v, "gw_policy");
+  }
+  WriteName(m, 0, GW_NAMEKIND_META, 1 + slot, p.file, "", 0);
+
+  // 3. Flip: one write makes the whole new policy live.
+  cfg.generation++;
+  cfg.active_slot = slot;
+  WriteConfig(m, cfg);
+  return cfg.generation;
+}
+
+std::vector<uint64_t> ReadCounters(const LiveMaps& m) {
+  int ncpu = NumCpus();
+  std::vector<uint64_t> out(GW_CNT_MAX, 0), vals(ncpu);
+  for (uint32_t i = 0; i < GW_CNT_MAX; i++) {
+    if (bpf_map_lookup_elem(m.counters.get(), &i, vals.data()) != 0) throw SysError("reading gw_counters", errno);
+    for (auto v : vals) out[i] += v;
+  }
+  return out;
+}
+
+gw_rule_counters ReadRuleCounters(const LiveMaps& m, uint32_t slot, uint16_t rule) {
+  std::vector<gw_rule_counters> vals(NumCpus());
+  gw_rule_counters sum{};
+  uint32_t idx = slot * GW_MAX_RULES + rule;
+  if (bpf_map_lookup_elem(m.rule_counters.get(), &idx, vals.data()) != 0)
+    throw SysError("reading gw_rule_counters", errno);
+  for (const auto& v : vals) {
+    sum.allowed += v.allowed;
+    sum.denied += v.denied;
+    sum.audited += v.audited;
+  }
+  return sum;
+}
+
+LivePolicy ReadLivePolicy(const LiveMaps& m) {
+  LivePolicy lp;
+  lp.config = ReadConfig(m);
+  if (lp.config.generation == 0) return lp;
+  const uint32_t slot = lp.config.active_slot;
+  gw_name_val nv{};
+  if (ReadName(m, 0, GW_NAMEKIND_META, 1 + slot, &nv)) lp.file = nv.text;
+  std::map<uint16_t, std::string> ident_names, svc_names;
+  for (uint16_t id = 1; ReadName(m, slot, GW_NAMEKIND_IDENT, id, &nv); id++) {
+    lp.identities.push_back({id, nv.text, nv.detail, nv.aux});
+    ident_names[id] = nv.text;
+  }
+  for (uint16_t id = 1; ReadName(m, slot, GW_NAMEKIND_SERVICE, id, &nv); id++) {
+    lp.services.push_back({id, nv.text, nv.detail, static_cast<uint16_t>(nv.aux)});
+    svc_names[id] = nv.text;
+  }
+  for (uint16_t id = 1; ReadName(m, slot, GW_NAMEKIND_RULE, id, &nv); id++) {
+    LiveRule r{id, nv.text, nv.detail, nv.aux != 0, ReadRuleCounters(m, slot, id)};
+    lp.rules.push_back(r);
+  }
+  auto pair_keys = Keys<gw_pair_key>(m.policy.get());
+  std::sort(pair_keys.begin(), pair_keys.end(), [](const gw_pair_key& a, const gw_pair_key& b) {
+    return std::make_pair(a.ident, a.service) < std::make_pair(b.ident, b.service);
+  });
+  for (const auto& k : pair_keys) {
+    if (k.slot != slot) continue;
+    uint32_t inner_id = 0;
+    if (bpf_map_lookup_elem(m.policy.get(), &k, &inner_id) != 0) continue;
+    Fd inner(bpf_map_get_fd_by_id(inner_id));
+    if (!inner) throw SysError("opening method table id " + std::to_string(inner_id), errno);
+    LivePair lpair{ident_names[k.ident], svc_names[k.service], {}};
+    for (auto h : Keys<uint64_t>(inner.get())) {
+      LiveMethod lm{"?", h, {}};
+      if (bpf_map_lookup_elem(inner.get(), &h, &lm.val) != 0) continue;
+      if (ReadName(m, slot, GW_NAMEKIND_METHOD, h, &nv)) lm.pattern = nv.text;
+      lpair.methods.push_back(lm);
+    }
+    std::sort(lpair.methods.begin(), lpair.methods.end(), [](const LiveMethod& a, const LiveMethod& b) {
+      return std::make_pair(a.val.kind, a.pattern) < std::make_pair(b.val.kind, b.pattern);
+    });
+    lp.pairs.push_back(std::move(lpair));
+  }
+  return lp;
+}
+
+}  // namespace gw

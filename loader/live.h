@@ -1,0 +1,78 @@
+// The live state under a pin dir: the pinned maps, the policy they hold,
+// and the counters.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "policy.h"
+#include "system.h"
+
+extern "C" {
+#include "grpcwall.h"
+}
+
+namespace gw {
+
+#define GW_NAMEKIND_META 4  // slot 0: id 0 attach cgroup, id 1 + slot: policy file
+
+struct LiveMaps {
+  std::string pin_dir;
+  Fd config, idents, services, policy, names, counters, rule_counters;
+  static LiveMaps Open(const std::string& pin_dir);
+};
+
+gw_config ReadConfig(const LiveMaps& m);
+void WriteConfig(const LiveMaps& m, const gw_config& c);
+// A fresh random SipHash key and the precomputed keys that go with it.
+gw_config NewConfigKeys(const gw_config& c);
+
+// Compiles `p` with the live key, fills the inactive slot and flips to it.
+// Returns the new generation. Throws InputError (FILE:LINE) for cgroups
+// that do not exist, Error(kSystem) for map failures.
+uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p);
+
+void WriteName(const LiveMaps& m, uint32_t slot, uint32_t kind, uint64_t id, const std::string& text,
+               const std::string& detail, uint64_t aux);
+bool ReadName(const LiveMaps& m, uint32_t slot, uint32_t kind, uint64_t id, gw_name_val* out);
+
+struct LiveMethod {
+  std::string pattern;  // "?" when the name map has none
+  uint64_t hash;
+  gw_method_val val;
+};
+struct LivePair {
+  std::string ident, service;
+  std::vector<LiveMethod> methods;
+};
+struct LiveIdentity {
+  uint16_t id;
+  std::string name, cgroup;
+  uint64_t cgroup_id;
+};
+struct LiveService {
+  uint16_t id;
+  std::string name, dest;
+  uint16_t port;
+};
+struct LiveRule {
+  uint16_t id;
+  std::string what, where;
+  bool audit;
+  gw_rule_counters counters{};
+};
+struct LivePolicy {
+  gw_config config{};
+  std::string file;
+  std::vector<LiveIdentity> identities;
+  std::vector<LiveService> services;
+  std::vector<LiveRule> rules;
+  std::vector<LivePair> pairs;
+};
+LivePolicy ReadLivePolicy(const LiveMaps& m);
+
+std::vector<uint64_t> ReadCounters(const LiveMaps& m);  // summed over CPUs
+gw_rule_counters ReadRuleCounters(const LiveMaps& m, uint32_t slot, uint16_t rule);
+
+}  // namespace gw

@@ -1,0 +1,122 @@
+#include "system.h"
+
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/file.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "error.h"
+
+namespace gw {
+
+Fd& Fd::operator=(Fd&& o) noexcept {
+  if (this != &o) {
+    if (fd_ >= 0) close(fd_);
+    fd_ = o.release();
+  }
+  return *this;
+}
+
+Fd::~Fd() {
+  if (fd_ >= 0) close(fd_);
+}
+
+std::string Errno(int err) { return std::strerror(err); }
+
+void RequireRoot(const std::string& what) {
+  if (geteuid() != 0)
+    throw Error(kSystem, what + " needs root (CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN): run it with sudo");
+}
+
+std::string CgroupV2Root() {
+  std::ifstream in("/proc/self/mounts");
+  std::string dev, dir, type, rest;
+  while (in >> dev >> dir >> type && std::getline(in, rest)) {
+    if (type == "cgroup2") return dir;
+  }
+  throw Error(kSystem, "no cgroup v2 hierarchy is mounted (see /proc/self/mounts): mount one with 'mount -t cgroup2 none /sys/fs/cgroup/unified'");
+}
+
+bool IsCgroupV2Dir(const std::string& path) {
+  struct statfs fs {};
+  struct stat st {};
+  return statfs(path.c_str(), &fs) == 0 && fs.f_type == CGROUP2_SUPER_MAGIC &&
+         stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+std::string ResolveCgroupPath(const std::string& cg) {
+  if (!cg.empty() && cg[0] == '/' && IsCgroupV2Dir(cg)) return cg;
+  std::string root = CgroupV2Root();
+  std::string rel = cg;
+  while (!rel.empty() && rel[0] == '/') rel.erase(0, 1);
+  return rel.empty() ? root : root + "/" + rel;
+}
+
+uint64_t CgroupId(const std::string& path) {
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0) throw SysError("cgroup " + path, errno);
+  if (!IsCgroupV2Dir(path)) throw Error(kSystem, path + " is not a cgroup v2 directory");
+  return st.st_ino;
+}
+
+void EnsurePinDir(const std::string& pin_dir) {
+  const std::string bpffs = "/sys/fs/bpf";
+  if (pin_dir.rfind(bpffs + "/", 0) == 0) {
+    struct statfs fs {};
+    if (statfs(bpffs.c_str(), &fs) != 0 || fs.f_type != BPF_FS_MAGIC) {
+      mkdir(bpffs.c_str(), 0700);
+      if (mount("bpf", bpffs.c_str(), "bpf", 0, "mode=0700") != 0)
+        throw SysError("mounting bpffs at " + bpffs, errno);
+    }
+  }
+  std::string parent = pin_dir.substr(0, pin_dir.find_last_of('/'));
+  struct statfs fs {};
+  if (statfs(parent.empty() ? "/" : parent.c_str(), &fs) != 0)
+    throw SysError("pin dir parent " + parent, errno);
+  if (fs.f_type != BPF_FS_MAGIC)
+    throw Error(kSystem, "pin dir " + pin_dir + " is not on a bpf filesystem: use a directory under /sys/fs/bpf");
+  if (mkdir(pin_dir.c_str(), 0700) != 0 && errno != EEXIST)
+    throw SysError("creating pin dir " + pin_dir, errno);
+}
+
+bool PinDirAttached(const std::string& pin_dir) {
+  return access(MapPin(pin_dir, "gw_config").c_str(), F_OK) == 0;
+}
+
+std::string MapPin(const std::string& pin_dir, const std::string& map) { return pin_dir + "/" + map; }
+
+Fd OpenPinned(const std::string& path) {
+  int fd = bpf_obj_get(path.c_str());
+  if (fd < 0) {
+    int err = errno;
+    if (err == ENOENT) {
+      std::string dir = path.substr(0, path.find_last_of('/'));
+      throw Error(kSystem, "grpcwall is not attached at pin dir " + dir + " (" + path +
+                               " missing): run 'grpcwall attach --pin-dir " + dir + "' first");
+    }
+    throw SysError("opening " + path, err);
+  }
+  return Fd(fd);
+}
+
+Fd LockPinDir(const std::string& pin_dir) {
+  int fd = open(pin_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) throw SysError("opening pin dir " + pin_dir, errno);
+  if (flock(fd, LOCK_EX) != 0) {
+    int err = errno;
+    close(fd);
+    throw SysError("locking pin dir " + pin_dir, err);
+  }
+  return Fd(fd);
+}
+
+}  // namespace gw

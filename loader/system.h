@@ -1,0 +1,53 @@
+// The machine around grpcwall: cgroup v2, bpffs, pinned objects.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace gw {
+
+constexpr const char* kDefaultPinDir = "/sys/fs/bpf/grpcwall";
+
+// Owned file descriptor.
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(Fd&& o) noexcept : fd_(o.release()) {}
+  Fd& operator=(Fd&& o) noexcept;
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd();
+  int get() const { return fd_; }
+  int release() { int f = fd_; fd_ = -1; return f; }
+  explicit operator bool() const { return fd_ >= 0; }
+
+ private:
+  int fd_ = -1;
+};
+
+void RequireRoot(const std::string& what);
+
+// The cgroup v2 mount point, read from /proc/self/mounts.
+std::string CgroupV2Root();
+// Resolves a policy cgroup (relative to the root, or absolute) to a path.
+std::string ResolveCgroupPath(const std::string& cg);
+// The cgroup id of a cgroup v2 directory (its inode number).
+uint64_t CgroupId(const std::string& path);
+bool IsCgroupV2Dir(const std::string& path);
+
+// Mounts bpffs at /sys/fs/bpf if the pin dir lives there and it is absent;
+// then creates the pin dir.
+void EnsurePinDir(const std::string& pin_dir);
+bool PinDirAttached(const std::string& pin_dir);  // has a pinned config map
+
+// Opens a pinned object; throws a SysError naming `what` if absent.
+Fd OpenPinned(const std::string& path);
+std::string MapPin(const std::string& pin_dir, const std::string& map);
+
+// Exclusive lock over the pin dir for commands that change live state.
+Fd LockPinDir(const std::string& pin_dir);
+
+std::string Errno(int err);
+
+}  // namespace gw
