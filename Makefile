@@ -25,7 +25,12 @@ UNIT_SRCS  := $(wildcard tests/unit/*.cpp)
 
 .PHONY: all deps test unit e2e demo clean bench bench-quick
 
-all: $(BUILD)/grpcwall
+all: $(BUILD)/grpcwall $(BUILD)/py/cloudcity_pb2.py
+
+# python stubs for the Cloud City test server and clients
+$(BUILD)/py/cloudcity_pb2.py: tests/grpc/cloudcity.proto
+	@mkdir -p $(BUILD)/py
+	/usr/bin/python3 -m grpc_tools.protoc -Itests/grpc --python_out=$(BUILD)/py --grpc_python_out=$(BUILD)/py $<
 
 deps:
 	@scripts/install-deps.sh
@@ -51,12 +56,12 @@ unit: $(BUILD)/unit_tests
 	$(BUILD)/unit_tests
 
 e2e: all
-	GRPCWALL=$(CURDIR)/$(BUILD)/grpcwall bats tests/e2e
+	GRPCWALL=$(CURDIR)/$(BUILD)/grpcwall GW_PYGEN=$(CURDIR)/$(BUILD)/py bats tests/e2e
 
 test: deps
 	$(MAKE) all $(BUILD)/unit_tests
 	$(BUILD)/unit_tests
-	GRPCWALL=$(CURDIR)/$(BUILD)/grpcwall bats tests/e2e
+	GRPCWALL=$(CURDIR)/$(BUILD)/grpcwall GW_PYGEN=$(CURDIR)/$(BUILD)/py bats tests/e2e
 
 demo: deps
 	$(MAKE) all

@@ -15,11 +15,26 @@
 
 #include "grpcwall.h"
 #include "maps.h"
-#include "policy.h"
+#include "resolve.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #define AF_INET 2
+#define AF_INET6 10
+
+/* IPv4 destination of the connection: plain AF_INET, or an AF_INET6 socket
+ * connected to a v4-mapped address (::ffff:a.b.c.d), which is what gRPC
+ * C-core and Node use. Returns 0 for real IPv6 (not policed yet). */
+static __always_inline __u32 gw_remote_ip4(struct bpf_sock_ops *skops)
+{
+	if (skops->family == AF_INET)
+		return skops->remote_ip4;
+	if (skops->family == AF_INET6 && skops->remote_ip6[0] == 0 &&
+	    skops->remote_ip6[1] == 0 &&
+	    skops->remote_ip6[2] == bpf_htonl(0x0000ffff))
+		return skops->remote_ip6[3];
+	return 0;
+}
 
 static __always_inline void gw_record_origin(struct bpf_sock_ops *skops,
 					     struct gw_conn_origin *o)
@@ -38,7 +53,7 @@ static __always_inline void gw_record_origin(struct bpf_sock_ops *skops,
 			o->cgroups[n++] = id;
 	}
 	o->ncgroups = n;
-	o->daddr = skops->remote_ip4;
+	o->daddr = gw_remote_ip4(skops);
 	o->dport = (__u16)(skops->remote_port >> 16); /* network order */
 	o->pid = bpf_get_current_pid_tgid() >> 32;
 	bpf_get_current_comm(o->comm, sizeof(o->comm));
@@ -52,7 +67,7 @@ int gw_sockops(struct bpf_sock_ops *skops)
 	struct gw_conn *c;
 	__u64 cookie;
 
-	if (skops->family != AF_INET || !sk)
+	if ((skops->family != AF_INET && skops->family != AF_INET6) || !sk)
 		return 1;
 
 	switch (skops->op) {
@@ -63,6 +78,8 @@ int gw_sockops(struct bpf_sock_ops *skops)
 		if (!cfg || !cfg->generation)
 			break;
 		gw_record_origin(skops, &o);
+		if (!o.daddr)
+			break; /* IPv6 destinations are not policed yet */
 		if (!gw_resolve_service(o.daddr, o.dport, cfg->active_slot))
 			break; /* other destinations are not tracked at all */
 		if (!gw_resolve_ident(&o, cfg->active_slot))

@@ -40,16 +40,38 @@ uint64_t LinkCgroupId(int link_fd) {
   return info.cgroup.cgroup_id;
 }
 
+void AttachPinned(const AttachOptions& o, const std::string& cgroup, const Policy& policy,
+                  const std::vector<uint64_t>& cg_ids);
+
 void Attach(const AttachOptions& o) {
   RequireRoot("attach");
   std::string cgroup = o.cgroup.empty() ? CgroupV2Root() : o.cgroup;
   if (!IsCgroupV2Dir(cgroup))
     throw Error(kSystem, "--cgroup " + cgroup + " is not a cgroup v2 directory (the v2 root here is " +
                              CgroupV2Root() + ")");
-  // Compile the policy before touching anything: bad input changes nothing.
+  // Check the policy before touching anything: bad input changes nothing.
   Policy policy;
-  if (!o.policy.empty()) policy = LoadPolicyFile(o.policy);
+  std::vector<uint64_t> cg_ids;
+  if (!o.policy.empty()) {
+    policy = LoadPolicyFile(o.policy);
+    cg_ids = ResolveIdentities(policy);
+  }
+  const bool fresh = !PinDirAttached(o.pin_dir);
+  try {
+    AttachPinned(o, cgroup, policy, cg_ids);
+  } catch (...) {
+    if (fresh) {
+      try {
+        RemovePinDir(o.pin_dir);  // a failed first attach leaves nothing
+      } catch (...) {
+      }
+    }
+    throw;
+  }
+}
 
+void AttachPinned(const AttachOptions& o, const std::string& cgroup, const Policy& policy,
+                  const std::vector<uint64_t>& cg_ids) {
   EnsurePinDir(o.pin_dir);
   Fd lock = LockPinDir(o.pin_dir);
 
@@ -74,7 +96,7 @@ void Attach(const AttachOptions& o) {
   if (!cfg.key0 && !cfg.key1) WriteConfig(live, NewConfigKeys(cfg));  // first attach: new key
 
   uint64_t generation = cfg.generation;
-  if (!o.policy.empty()) generation = ApplyPolicy(live, policy);
+  if (!o.policy.empty()) generation = ApplyPolicy(live, policy, cg_ids);
 
   // sk_msg first, so every socket the sockops program inserts is covered.
   int map_fd = bpf_map__fd(skel->maps.gw_sockhash);

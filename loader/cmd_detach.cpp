@@ -19,10 +19,18 @@ struct DetachOptions {
 
 void Detach(const DetachOptions& o) {
   RequireRoot("detach");
-  if (access(o.pin_dir.c_str(), F_OK) != 0) {
+  if (!RemovePinDir(o.pin_dir)) {
     std::cout << "grpcwall: nothing attached at " << o.pin_dir << "\n";
     return;
   }
+  std::cout << "grpcwall detached: " << o.pin_dir << " removed\n";
+}
+
+}  // namespace
+
+bool RemovePinDir(const std::string& pin_dir) {
+  if (access(pin_dir.c_str(), F_OK) != 0) return false;
+  DetachOptions o{pin_dir};
   {
     Fd lock = LockPinDir(o.pin_dir);
     std::string link_pin = o.pin_dir + "/link_sockops";
@@ -52,10 +60,8 @@ void Detach(const DetachOptions& o) {
       if (unlink((o.pin_dir + "/" + n).c_str()) != 0) throw SysError("removing " + o.pin_dir + "/" + n, errno);
   }
   if (rmdir(o.pin_dir.c_str()) != 0) throw SysError("removing " + o.pin_dir, errno);
-  std::cout << "grpcwall detached: " << o.pin_dir << " removed\n";
+  return true;
 }
-
-}  // namespace
 
 void RegisterDetach(CLI::App& app) {
   auto o = std::make_shared<DetachOptions>();

@@ -122,9 +122,10 @@ void Check(const PolicyOptions& o) {
 void Apply(const PolicyOptions& o) {
   Policy p = LoadPolicyFile(o.file);
   RequireRoot("policy apply");
+  std::vector<uint64_t> cg_ids = ResolveIdentities(p);
   LiveMaps live = LiveMaps::Open(o.pin_dir);
   Fd lock = LockPinDir(o.pin_dir);
-  uint64_t gen = ApplyPolicy(live, p);
+  uint64_t gen = ApplyPolicy(live, p, cg_ids);
   std::cout << "policy generation " << gen << " live from " << o.file << "\n";
 }
 

@@ -91,12 +91,7 @@ bool ReadName(const LiveMaps& m, uint32_t slot, uint32_t kind, uint64_t id, gw_n
   return bpf_map_lookup_elem(m.names.get(), &k, out) == 0;
 }
 
-uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p) {
-  gw_config cfg = ReadConfig(m);
-  if (!cfg.key0 && !cfg.key1) cfg = NewConfigKeys(cfg);
-  const uint32_t slot = cfg.generation == 0 ? 0 : 1 - cfg.active_slot;
-
-  // Resolve cgroups first: a missing one is bad input, reported by line.
+std::vector<uint64_t> ResolveIdentities(const Policy& p) {
   std::vector<uint64_t> cg_ids;
   for (const auto& id : p.identities) {
     std::string path = ResolveCgroupPath(id.cgroup);
@@ -106,6 +101,13 @@ uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p) {
                        CgroupV2Root() + ")");
     cg_ids.push_back(CgroupId(path));
   }
+  return cg_ids;
+}
+
+uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const std::vector<uint64_t>& cg_ids) {
+  gw_config cfg = ReadConfig(m);
+  if (!cfg.key0 && !cfg.key1) cfg = NewConfigKeys(cfg);
+  const uint32_t slot = cfg.generation == 0 ? 0 : 1 - cfg.active_slot;
   CompiledPolicy cp = Compile(p, cfg.key0, cfg.key1);
 
   // 1. Empty the inactive slot (what was live two generations ago).

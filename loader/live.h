@@ -28,10 +28,13 @@ void WriteConfig(const LiveMaps& m, const gw_config& c);
 // A fresh random SipHash key and the precomputed keys that go with it.
 gw_config NewConfigKeys(const gw_config& c);
 
+// The cgroup id of every identity, in order. Throws InputError (FILE:LINE)
+// for a cgroup that does not exist. Touches no BPF state.
+std::vector<uint64_t> ResolveIdentities(const Policy& p);
+
 // Compiles `p` with the live key, fills the inactive slot and flips to it.
-// Returns the new generation. Throws InputError (FILE:LINE) for cgroups
-// that do not exist, Error(kSystem) for map failures.
-uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p);
+// Returns the new generation. Throws Error(kSystem) for map failures.
+uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const std::vector<uint64_t>& cg_ids);
 
 void WriteName(const LiveMaps& m, uint32_t slot, uint32_t kind, uint64_t id, const std::string& text,
                const std::string& detail, uint64_t aux);

@@ -54,8 +54,9 @@ bool IsCgroupV2Dir(const std::string& path) {
 }
 
 std::string ResolveCgroupPath(const std::string& cg) {
-  if (!cg.empty() && cg[0] == '/' && IsCgroupV2Dir(cg)) return cg;
   std::string root = CgroupV2Root();
+  // absolute: a path under the mount as it is, else relative to the root
+  if (!cg.empty() && cg[0] == '/' && (cg == root || cg.rfind(root + "/", 0) == 0)) return cg;
   std::string rel = cg;
   while (!rel.empty() && rel[0] == '/') rel.erase(0, 1);
   return rel.empty() ? root : root + "/" + rel;

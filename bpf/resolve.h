@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
 /* Identity and service resolution against the live policy slot. */
-#ifndef GW_POLICY_H
-#define GW_POLICY_H
+#ifndef GW_RESOLVE_H
+#define GW_RESOLVE_H
 
 #include "maps.h"
 

@@ -1,0 +1,110 @@
+# Shared set-up for the end-to-end tests. Every test gets its own network
+# namespaces, veth pair, cgroups under a test-owned parent and pin dir, and
+# teardown removes all of it even when the test failed.
+
+GRPCWALL=${GRPCWALL:-$BATS_TEST_DIRNAME/../../build/grpcwall}
+ROOT=$(cd "$BATS_TEST_DIRNAME/../.." && pwd)
+PY=/usr/bin/python3   # Debian's python, which has python3-grpcio
+
+gw_setup() {
+  [ "$(id -u)" -eq 0 ] || skip "end-to-end tests need root"
+  local n=$((BATS_TEST_NUMBER + ($$ % 200) * 10))
+  ID="gwt$$-$BATS_TEST_NUMBER"
+  NET=$((n % 250 + 1))
+  CLIENT_NS="$ID-c"; SERVER_NS="$ID-s"
+  CLIENT_IP="10.250.$NET.1"; SERVER_IP="10.250.$NET.2"
+  CGROOT=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts)
+  CG="$CGROOT/$ID"
+  PIN="/sys/fs/bpf/$ID"
+  WORK="$BATS_TEST_TMPDIR"
+  PIDS=()
+  EXTRA_DIRS=()
+  mkdir -p "$CG/terminal" "$CG/sensor" "$CG/nobody"
+  ip netns add "$CLIENT_NS"
+  ip netns add "$SERVER_NS"
+  ip link add "$ID-a" netns "$CLIENT_NS" type veth peer name "$ID-b" netns "$SERVER_NS"
+  ip -n "$CLIENT_NS" addr add "$CLIENT_IP/24" dev "$ID-a"
+  ip -n "$SERVER_NS" addr add "$SERVER_IP/24" dev "$ID-b"
+  ip -n "$CLIENT_NS" link set "$ID-a" up
+  ip -n "$SERVER_NS" link set "$ID-b" up
+  ip -n "$CLIENT_NS" link set lo up
+  ip -n "$SERVER_NS" link set lo up
+}
+
+gw_teardown() {
+  [ "$(id -u)" -eq 0 ] || return 0
+  local p
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+  [ -n "${PIN:-}" ] && { "$GRPCWALL" detach --pin-dir "$PIN" >/dev/null 2>&1 || rm -rf "$PIN"; }
+  [ -n "${CLIENT_NS:-}" ] && ip netns pids "$CLIENT_NS" 2>/dev/null | xargs -r kill -9
+  [ -n "${SERVER_NS:-}" ] && ip netns pids "$SERVER_NS" 2>/dev/null | xargs -r kill -9
+  for p in "${EXTRA_DIRS[@]}"; do rm -rf "$p"; done
+  ip netns del "$CLIENT_NS" 2>/dev/null
+  ip netns del "$SERVER_NS" 2>/dev/null
+  if [ -n "${CG:-}" ] && [ -d "$CG" ]; then
+    local d
+    for d in $(find "$CG" -depth -type d); do
+      xargs -r kill -9 < "$d/cgroup.procs" 2>/dev/null
+    done
+    sleep 0.2
+    find "$CG" -depth -type d -exec rmdir {} \; 2>/dev/null
+  fi
+  return 0
+}
+
+# Writes a policy for this test's cgroups and server address to $1.
+# $2..: extra rule lines (YAML), default rules otherwise.
+write_policy() {
+  local out=$1; shift
+  cat > "$out" <<YAML
+identities:
+  public-terminal: { cgroup: $CG/terminal }
+  door-sensor:     { cgroup: $CG/sensor }
+services:
+  door-manager: { port: 50051, cidrs: [$SERVER_IP/32] }
+rules:
+YAML
+  if [ $# -gt 0 ]; then
+    printf '%s\n' "$@" >> "$out"
+  else
+    cat >> "$out" <<YAML
+  - from: public-terminal
+    to: door-manager
+    allow:
+      - /cloudcity.DoorManager/GetName
+      - /cloudcity.DoorManager/GetLocation
+  - from: door-sensor
+    to: door-manager
+    allow: ["/cloudcity.DoorManager/*"]
+    deny: [/cloudcity.DoorManager/SetAccessCode]
+YAML
+  fi
+}
+
+# in_cgroup CGROUP NETNS CMD...: runs CMD in that cgroup and namespace.
+in_cgroup() {
+  local cg=$1 ns=$2; shift 2
+  timeout 60 sh -c 'echo $$ > "$0/cgroup.procs" && exec ip netns exec "$@"' "$cg" "$ns" "$@"
+}
+
+# Starts a background server in the server namespace (own cgroup: untracked).
+start_bg() {
+  local log=$1; shift
+  ip netns exec "$SERVER_NS" "$@" > "$log" 2>&1 3>&- &
+  PIDS+=($!)
+}
+
+wait_port() {
+  local port=$1 i
+  for i in $(seq 1 100); do
+    ip netns exec "$SERVER_NS" ss -ltn "sport = :$port" | grep -q LISTEN && return 0
+    sleep 0.1
+  done
+  echo "server did not listen on $port" >&2
+  return 1
+}
+
+json() { $PY -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {"d": d}))' "$1"; }
+
+counter() { "$GRPCWALL" status --pin-dir "$PIN" --json | json "d['counters']['$1']"; }

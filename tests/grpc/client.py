@@ -1,0 +1,38 @@
+"""Cloud City client (python grpcio): makes the named calls in order on ONE
+channel and prints "<Method> <STATUS>" per call, e.g. "GetName OK",
+"SetAccessCode UNIMPLEMENTED". Exit code 0 whatever the statuses."""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.environ.get("GW_PYGEN", os.path.dirname(__file__)))
+import grpc  # noqa: E402
+import cloudcity_pb2  # noqa: E402
+import cloudcity_pb2_grpc  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("target")
+    ap.add_argument("calls", nargs="+", help="Method or Method*N")
+    ap.add_argument("--metadata-bytes", type=int, default=0, help="add an x-big header this long")
+    ap.add_argument("--timeout", type=float, default=5)
+    a = ap.parse_args()
+    opts = [("grpc.max_metadata_size", 1 << 20)]
+    with grpc.insecure_channel(a.target, options=opts) as ch:
+        stub = cloudcity_pb2_grpc.DoorManagerStub(ch)
+        md = [("x-big", "b" * a.metadata_bytes)] if a.metadata_bytes else None
+        n = 0
+        for spec in a.calls:
+            name, _, times = spec.partition("*")
+            for _ in range(int(times or 1)):
+                n += 1
+                try:
+                    getattr(stub, name)(cloudcity_pb2.DoorRequest(door_id=n), timeout=a.timeout, metadata=md)
+                    print(f"{name} OK", flush=True)
+                except grpc.RpcError as e:
+                    print(f"{name} {e.code().name} {e.details()!r}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

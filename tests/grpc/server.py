@@ -1,0 +1,50 @@
+"""Cloud City DoorManager server (python grpcio). Logs one line per handler
+run ("handler <Method> <door_id>") so tests can tell whether a method's
+handler ran at all."""
+import argparse
+import os
+import sys
+from concurrent import futures
+
+sys.path.insert(0, os.environ.get("GW_PYGEN", os.path.dirname(__file__)))
+import grpc  # noqa: E402
+import cloudcity_pb2  # noqa: E402
+import cloudcity_pb2_grpc  # noqa: E402
+
+
+class DoorManager(cloudcity_pb2_grpc.DoorManagerServicer):
+    def _run(self, method, request):
+        print(f"handler {method} {request.door_id}", flush=True)
+        return cloudcity_pb2.DoorReply(text=f"{method} ok")
+
+    def GetName(self, request, context):
+        return self._run("GetName", request)
+
+    def GetLocation(self, request, context):
+        return self._run("GetLocation", request)
+
+    def RequestMaintenance(self, request, context):
+        return self._run("RequestMaintenance", request)
+
+    def SetAccessCode(self, request, context):
+        return self._run("SetAccessCode", request)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--addr", default="0.0.0.0:50051")
+    ap.add_argument("--max-metadata", type=int, default=0, help="grpc.max_metadata_size")
+    a = ap.parse_args()
+    opts = []
+    if a.max_metadata:
+        opts.append(("grpc.max_metadata_size", a.max_metadata))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=opts)
+    cloudcity_pb2_grpc.add_DoorManagerServicer_to_server(DoorManager(), server)
+    server.add_insecure_port(a.addr)
+    server.start()
+    print(f"listening {a.addr}", flush=True)
+    server.wait_for_termination()
+
+
+if __name__ == "__main__":
+    main()

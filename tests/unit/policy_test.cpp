@@ -1,0 +1,188 @@
+// Policy language and compiler: parsing, errors with lines, wildcards,
+// deny-over-allow, audit, and the keyed method hash.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include "error.h"
+#include "policy.h"
+
+using namespace gw;
+
+namespace {
+
+const char* kGood = R"(identities:
+  public-terminal: { cgroup: cloudcity/terminal }
+  door-sensor:     { cgroup: /cloudcity/sensor }
+services:
+  door-manager: { port: 50051, cidrs: [10.250.0.2/32, 10.250.1.0/24] }
+  other:        { port: 8080 }
+rules:
+  - from: public-terminal
+    to: door-manager
+    allow:
+      - /cloudcity.DoorManager/GetName
+      - /cloudcity.DoorManager/GetLocation
+  - from: door-sensor
+    to: door-manager
+    allow: ["/cloudcity.DoorManager/*"]
+    deny: [/cloudcity.DoorManager/SetAccessCode]
+  - from: door-sensor
+    to: other
+    allow: ["*"]
+    audit: true
+)";
+
+// Returns the message of the InputError that parsing `text` throws.
+std::string ErrorOf(const std::string& text) {
+  try {
+    ParsePolicy(text, "p.yaml");
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), kBadInput);
+    return e.what();
+  }
+  return "no error";
+}
+
+const CompiledMethod* Find(const CompiledPair& p, const std::string& pattern) {
+  for (const auto& m : p.methods)
+    if (m.pattern == pattern) return &m;
+  return nullptr;
+}
+
+}  // namespace
+
+TEST(PolicyParse, GoodPolicy) {
+  Policy p = ParsePolicy(kGood, "p.yaml");
+  ASSERT_EQ(p.identities.size(), 2u);
+  EXPECT_EQ(p.identities[0].name, "public-terminal");
+  EXPECT_EQ(p.identities[0].cgroup, "cloudcity/terminal");
+  EXPECT_EQ(p.identities[0].line, 2);
+  ASSERT_EQ(p.services.size(), 2u);
+  EXPECT_EQ(p.services[0].port, 50051);
+  ASSERT_EQ(p.services[0].cidrs.size(), 2u);
+  EXPECT_EQ(p.services[0].cidrs[1].len, 24);
+  EXPECT_EQ(p.services[0].cidrs[1].addr, 0x0001fa0au);  // 10.250.1.0 in network order
+  EXPECT_TRUE(p.services[1].cidrs.empty());
+  ASSERT_EQ(p.rules.size(), 3u);
+  EXPECT_EQ(p.rules[0].line, 8);
+  EXPECT_EQ(p.rules[1].deny[0].line, 16);
+  EXPECT_TRUE(p.rules[2].audit);
+}
+
+TEST(PolicyParse, ErrorsCarryFileAndLine) {
+  EXPECT_EQ(ErrorOf("identities:\n  a: { cgroup: x }\nservices:\n  s: { port: 1 }\nrules:\n"
+                    "  - from: a\n    to: s\n    allow: [GetName]\n"),
+            "p.yaml:8: bad allow entry 'GetName': must start with '/' (/package.Service/Method, /package.Service/* or *)");
+  EXPECT_EQ(ErrorOf("identities:\n  a: { cgroup: x }\nservices:\n  s: { port: 1 }\nrules:\n"
+                    "  - from: a\n    to: s\n    allow:\n      - /a.B/C\n      - /a.B/C*\n"),
+            "p.yaml:10: bad allow entry '/a.B/C*': '*' only stands alone: /package.Service/* or *");
+  EXPECT_EQ(ErrorOf("identities:\n  a: { cgroup: x }\nservices:\n  s: { port: 1 }\nrules:\n"
+                    "  - from: b\n    to: s\n    allow: ['*']\n"),
+            "p.yaml:6: unknown identity 'b' (define it under identities)");
+  EXPECT_EQ(ErrorOf("identities:\n  a: { cgroup: x }\nservices:\n  s: { port: 70000 }\n"),
+            "p.yaml:4: bad port '70000': must be 1-65535");
+  EXPECT_EQ(ErrorOf("services:\n  s: { port: 1, cidrs: [10.0.0.1/16] }\n"),
+            "p.yaml:2: bad CIDR '10.0.0.1/16': host bits set beyond /16");
+  EXPECT_EQ(ErrorOf("identities:\n  a: { cgroup: x }\n  b: { cgroup: x/ }\n"),
+            "p.yaml:3: cgroup 'x/' is already the cgroup of another identity");
+  EXPECT_EQ(ErrorOf("identity:\n  a: { cgroup: x }\n"),
+            "p.yaml:1: unknown key 'identity' in policy (expected: identities, rules, services)");
+  EXPECT_EQ(ErrorOf("rules:\n  - from: a\n   to: b\n"), "p.yaml:3: YAML syntax error: end of sequence not found");
+  EXPECT_EQ(ErrorOf("identities:\n  a: { cgroup: x }\nservices:\n  s: { port: 1 }\nrules:\n"
+                    "  - from: a\n    to: s\n    allow: ['*']\n    audit: maybe\n"),
+            "p.yaml:9: audit must be true or false, not 'maybe'");
+  EXPECT_EQ(ErrorOf(""), "p.yaml:1: policy is empty (expected identities, services and rules)");
+}
+
+TEST(PolicyEntries, Forms) {
+  EXPECT_EQ(CheckEntry("/cloudcity.DoorManager/GetName"), "");
+  EXPECT_EQ(CheckEntry("/cloudcity.DoorManager/*"), "");
+  EXPECT_EQ(CheckEntry("*"), "");
+  EXPECT_NE(CheckEntry("cloudcity.DoorManager/GetName"), "");  // no leading slash: the grpc-go bypass
+  EXPECT_NE(CheckEntry("/cloudcity.DoorManager/"), "");
+  EXPECT_NE(CheckEntry("//GetName"), "");
+  EXPECT_NE(CheckEntry("/a/b/c"), "");
+  EXPECT_NE(CheckEntry("/a.B/Get?x=1"), "");
+  EXPECT_NE(CheckEntry("/a.B/" + std::string(300, 'x')), "");
+  EXPECT_EQ(KeyOf("/a.B/*").kind, GW_MATCH_SERVICE);
+  EXPECT_EQ(KeyOf("/a.B/*").hashed, "/a.B/");
+  EXPECT_EQ(KeyOf("*").kind, GW_MATCH_ANY);
+  EXPECT_EQ(KeyOf("/a.B/C").kind, GW_MATCH_EXACT);
+}
+
+TEST(PolicyHash, KeyedAndKindSeparated) {
+  const std::string path = "/cloudcity.DoorManager/GetName";
+  uint64_t h = MethodHash(path, GW_MATCH_EXACT, 1, 2);
+  EXPECT_EQ(h, MethodHash(path, GW_MATCH_EXACT, 1, 2));
+  EXPECT_NE(h, MethodHash(path, GW_MATCH_EXACT, 1, 3));    // per-attach key changes every hash
+  EXPECT_NE(h, MethodHash(path, GW_MATCH_SERVICE, 1, 2));  // kinds never collide
+  EXPECT_NE(h, MethodHash(path + "x", GW_MATCH_EXACT, 1, 2));
+  EXPECT_NE(MethodHash("", GW_MATCH_ANY, 1, 2), MethodHash("", GW_MATCH_DEFAULT, 1, 2));
+}
+
+TEST(PolicyHash, SipHashReferenceVector) {
+  // SipHash-2-4 reference (Aumasson & Bernstein, appendix A): key 00..0f,
+  // message 00..0e -> a129ca6149be45e5. kind 0 leaves the key unchanged.
+  std::string msg;
+  for (int i = 0; i < 15; i++) msg.push_back(static_cast<char>(i));
+  EXPECT_EQ(MethodHash(msg, GW_MATCH_EXACT, 0x0706050403020100ULL, 0x0f0e0d0c0b0a0908ULL), 0xa129ca6149be45e5ULL);
+}
+
+TEST(PolicyCompile, PairsWildcardsDenyOverAllowAudit) {
+  Policy p = ParsePolicy(kGood, "p.yaml");
+  CompiledPolicy cp = Compile(p, 7, 9);
+  ASSERT_EQ(cp.pairs.size(), 3u);
+  const CompiledPair* terminal = nullptr;
+  const CompiledPair* sensor = nullptr;
+  const CompiledPair* audit = nullptr;
+  for (const auto& pr : cp.pairs) {
+    if (pr.ident == 1 && pr.service == 1) terminal = &pr;
+    if (pr.ident == 2 && pr.service == 1) sensor = &pr;
+    if (pr.ident == 2 && pr.service == 2) audit = &pr;
+  }
+  ASSERT_TRUE(terminal && sensor && audit);
+
+  const CompiledMethod* get = Find(*terminal, "/cloudcity.DoorManager/GetName");
+  ASSERT_TRUE(get);
+  EXPECT_EQ(get->val.verdict, GW_VERDICT_ALLOW);
+  EXPECT_EQ(get->val.rule, 1);
+  EXPECT_EQ(get->hash, MethodHash("/cloudcity.DoorManager/GetName", GW_MATCH_EXACT, 7, 9));
+  const CompiledMethod* def = Find(*terminal, "*default*");
+  ASSERT_TRUE(def);
+  EXPECT_EQ(def->val.verdict, GW_VERDICT_DENY);
+  EXPECT_EQ(def->hash, MethodHash("", GW_MATCH_DEFAULT, 7, 9));
+
+  const CompiledMethod* svc = Find(*sensor, "/cloudcity.DoorManager/*");
+  ASSERT_TRUE(svc);
+  EXPECT_EQ(svc->val.kind, GW_MATCH_SERVICE);
+  EXPECT_EQ(svc->hash, MethodHash("/cloudcity.DoorManager/", GW_MATCH_SERVICE, 7, 9));
+  const CompiledMethod* set = Find(*sensor, "/cloudcity.DoorManager/SetAccessCode");
+  ASSERT_TRUE(set);
+  EXPECT_EQ(set->val.verdict, GW_VERDICT_DENY);
+
+  // an audit-only pair passes what it would deny, and says so
+  EXPECT_EQ(Find(*audit, "*default*")->val.verdict, GW_VERDICT_AUDIT);
+  EXPECT_EQ(Find(*audit, "*")->val.verdict, GW_VERDICT_ALLOW);
+}
+
+TEST(PolicyCompile, DenyWinsAcrossRules) {
+  Policy p = ParsePolicy(
+      "identities:\n  a: { cgroup: x }\nservices:\n  s: { port: 1 }\nrules:\n"
+      "  - from: a\n    to: s\n    allow: [/p.S/M]\n"
+      "  - from: a\n    to: s\n    deny: [/p.S/M]\n"
+      "  - from: a\n    to: s\n    allow: [/p.S/M]\n",
+      "p.yaml");
+  CompiledPolicy cp = Compile(p, 1, 1);
+  ASSERT_EQ(cp.pairs.size(), 1u);
+  const CompiledMethod* m = Find(cp.pairs[0], "/p.S/M");
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->val.verdict, GW_VERDICT_DENY);
+  EXPECT_EQ(m->val.rule, 2);
+}
+
+TEST(PolicyFile, ExampleCompiles) {
+  Policy p = LoadPolicyFile(std::string(GW_SOURCE_DIR) + "/policies/cloudcity.yaml");
+  EXPECT_EQ(p.identities.size(), 2u);
+  EXPECT_EQ(Compile(p, 0, 0).pairs.size(), 2u);
+}
