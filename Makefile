@@ -8,7 +8,7 @@ BPFTOOL ?= bpftool
 ARCH    := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 
 CXXFLAGS ?= -O2 -g
-CXXFLAGS += -std=c++17 -Wall -Wextra -Werror -I$(BUILD) -Ibpf -Ihpack -Iloader
+CXXFLAGS += -std=c++17 -Wall -Wextra -Werror -I$(BUILD) -Ibpf -Ihpack -Iloader -Itests/unit
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=gnu11 -Wall -Wextra -Werror -Ibpf -Ihpack
 LDLIBS   := -lbpf -lelf -lz -lyaml-cpp
@@ -39,18 +39,22 @@ $(BUILD)/vmlinux.h:
 	@mkdir -p $(BUILD)
 	$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
 
-$(BUILD)/%.bpf.o: bpf/%.bpf.c $(BPF_HDRS) $(BUILD)/vmlinux.h
+$(BUILD)/hpack_tables.h: scripts/gen-hpack-tables.py
+	@mkdir -p $(BUILD)
+	/usr/bin/python3 $< > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/%.bpf.o: bpf/%.bpf.c $(BPF_HDRS) $(BUILD)/vmlinux.h $(BUILD)/hpack_tables.h
 	$(CLANG) $(BPFCFLAGS) -c $< -o $@
 
 $(BUILD)/%.skel.h: $(BUILD)/%.bpf.o
 	$(BPFTOOL) gen skeleton $< name $(subst -,_,$*)_bpf > $@.tmp && mv $@.tmp $@
 
-$(BUILD)/grpcwall: $(LOADER_SRCS) $(LOADER_HDRS) bpf/grpcwall.h hpack/siphash.h $(BUILD)/grpcwall.skel.h
+$(BUILD)/grpcwall: $(LOADER_SRCS) $(LOADER_HDRS) bpf/grpcwall.h $(wildcard hpack/*.h) $(BUILD)/hpack_tables.h $(BUILD)/grpcwall.skel.h
 	$(CXX) $(CXXFLAGS) $(LOADER_SRCS) -o $@ $(LDLIBS)
 
-$(BUILD)/unit_tests: $(UNIT_SRCS) $(CORE_SRCS) $(LOADER_HDRS) bpf/grpcwall.h $(wildcard hpack/*)
+$(BUILD)/unit_tests: $(UNIT_SRCS) $(CORE_SRCS) $(LOADER_HDRS) bpf/grpcwall.h $(wildcard hpack/*) $(BUILD)/hpack_tables.h
 	$(CXX) $(CXXFLAGS) -DGW_SOURCE_DIR='"$(CURDIR)"' $(UNIT_SRCS) $(CORE_SRCS) -o $@ \
-	  -lgtest -lgtest_main -lpthread -lyaml-cpp
+	  -lgtest -lgtest_main -lpthread -lyaml-cpp -lnghttp2
 
 unit: $(BUILD)/unit_tests
 	$(BUILD)/unit_tests

@@ -1,0 +1,590 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * The HPACK model (RFC 7541) of one direction of an HTTP/2 connection, as
+ * plain C that compiles for BPF and for userspace. It parses every field of
+ * a header block, keeps a model of the dynamic table that knows, for each
+ * entry holding a :path, the path's keyed hashes, and resolves the block's
+ * :path (literal or indexed, raw or Huffman).
+ *
+ * The parser is a resumable step function: gw_hp_step() does a bounded
+ * amount of work (one field header, or up to GW_HP_CHUNK string bytes) and
+ * keeps all its state in caller-provided memory (BPF: map memory), so the
+ * kernel drives it from bpf_loop() and tests from a plain loop.
+ *
+ * Bytes are read through gw_src_byte(src, off), which the includer defines
+ * before including this file, together with the type GW_SRC_T.
+ *
+ * Bounds (what happens beyond them: the block fails with a reason):
+ *   GW_HP_ENTRIES     live dynamic table entries modelled  -> GW_REASON_TABLE
+ *   GW_HP_MAX_TABLE   largest table size update followed  -> GW_REASON_TABLE
+ *   GW_PATH_MAX - 1   longest :path decided               -> GW_REASON_PATH_LONG (denied)
+ */
+#ifndef GW_HPACK_H
+#define GW_HPACK_H
+
+#include "grpcwall.h"
+#include "siphash.h"
+#include "hpack_tables.h"
+
+#define GW_HP_ENTRIES     128
+#define GW_HP_MASK        (GW_HP_ENTRIES - 1)
+#define GW_HP_DEFAULT_MAX 4096   /* SETTINGS_HEADER_TABLE_SIZE default, RFC 7540 6.5.2 */
+#define GW_HP_MAX_TABLE   65536
+#define GW_HP_OVERHEAD    32     /* RFC 7541 4.1: entry size = name + value + 32 */
+#define GW_HP_CHUNK       16     /* string bytes per step */
+
+/* entry flags */
+#define GW_HPE_PATH  0x1  /* name is :path */
+#define GW_HPE_VALID 0x2  /* ... and the value is a canonical /service/method */
+
+struct gw_hp_entry {
+	__u32 size;
+	__u16 name_len;
+	__u16 path_len;
+	__u8  flags;
+	__u8  pad[7];
+	__u64 h_exact;   /* keyed hash of the path (GW_MATCH_EXACT) */
+	__u64 h_svc;     /* keyed hash of "/service/" (GW_MATCH_SERVICE) */
+};
+
+struct gw_hp_table {
+	__u32 max_size;  /* from size updates; GW_HP_DEFAULT_MAX at start */
+	__u32 size;
+	__u32 ins;       /* entries ever inserted: newest is ins - 1 */
+	__u32 n;         /* live entries */
+	struct gw_hp_entry e[GW_HP_ENTRIES];
+};
+
+/* how the block's :path was written */
+enum gw_path_how {
+	GW_PATH_NONE = 0,
+	GW_PATH_LIT_RAW,
+	GW_PATH_LIT_HUFF,
+	GW_PATH_IDX_STATIC,
+	GW_PATH_IDX_DYN,
+};
+
+enum gw_hp_state {
+	GW_HP_FIELD = 0,  /* at the first byte of a field representation */
+	GW_HP_STR,        /* inside a string's bytes */
+	GW_HP_DONE,
+	GW_HP_ERR,
+};
+
+enum gw_str_mode {
+	GW_STR_SKIP = 0,  /* neither :path nor inserted: jump over it */
+	GW_STR_COUNT,     /* inserted Huffman string: count decoded length */
+	GW_STR_NAME,      /* new name: length, and is it ":path"? */
+	GW_STR_PATH,      /* :path value: decode into path[] */
+};
+
+/* parser state for one header block; lives in map memory in the kernel */
+struct gw_hp_block {
+	__u32 off;        /* next byte, relative to the block start */
+	__u32 end;        /* block length */
+	__u8  st;         /* enum gw_hp_state */
+	__u8  err;        /* enum gw_reason when st == GW_HP_ERR */
+	__u8  at_start;   /* no field yet: size updates allowed (RFC 7541 4.2) */
+	__u8  f_insert;   /* current field: literal with incremental indexing */
+	__u8  f_is_path;  /* current field's name is :path */
+	__u8  s_which;    /* 0 name, 1 value */
+	__u8  s_mode;     /* enum gw_str_mode */
+	__u8  s_huff;
+	__u8  h_state;    /* Huffman decoder state */
+	__u8  h_accept;
+	__u8  name_match; /* new name still equals ":path" so far */
+	__u8  npath;      /* :path fields in the block */
+	__u8  path_how;   /* enum gw_path_how */
+	__u8  path_valid; /* /service/method, canonical characters */
+	__u8  path_long;  /* longer than GW_PATH_MAX - 1 */
+	__u8  pad0;
+	__u16 f_name_len; /* decoded name length of the current field */
+	__u16 path_len;   /* decoded :path length (capped at GW_PATH_MAX) */
+	__u16 svc_len;    /* length of "/service/" in path */
+	__u16 pad1;
+	__u32 f_rep_off;  /* current field's first byte */
+	__u32 s_off, s_end;
+	__u32 s_dlen;     /* decoded bytes of the current string so far */
+	__u32 path_rep_off; /* :path: first byte of its representation */
+	__u32 path_val_off; /* :path literal: first byte of the value string */
+	__u32 path_rep_len; /* :path indexed: bytes of the index */
+	__u64 h_exact, h_svc;
+	char  path[GW_PATH_MAX];
+};
+
+struct gw_hp_keys {
+	__u64 k0, k1;
+};
+
+static __always_inline void gw_hp_table_init(struct gw_hp_table *t)
+{
+	t->max_size = GW_HP_DEFAULT_MAX;
+	t->size = 0;
+	t->ins = 0;
+	t->n = 0;
+}
+
+static __always_inline void gw_hp_block_init(struct gw_hp_block *b, __u32 len)
+{
+	b->off = 0;
+	b->end = len;
+	b->st = GW_HP_FIELD;
+	b->err = 0;
+	b->at_start = 1;
+	b->npath = 0;
+	b->path_how = GW_PATH_NONE;
+	b->path_valid = 0;
+	b->path_long = 0;
+	b->path_len = 0;
+	b->svc_len = 0;
+	b->h_exact = 0;
+	b->h_svc = 0;
+}
+
+static __always_inline int gw_hp_fail(struct gw_hp_block *b, __u8 reason)
+{
+	b->st = GW_HP_ERR;
+	b->err = reason;
+	return -1;
+}
+
+/* Evicts from the oldest end until size + need <= max (RFC 7541 4.4). */
+static __always_inline void gw_hp_evict(struct gw_hp_table *t, __u32 need)
+{
+	__u32 i, old;
+
+	for (i = 0; i < GW_HP_ENTRIES; i++) {
+		if (!t->n || t->size + need <= t->max_size)
+			break;
+		old = (t->ins - t->n) & GW_HP_MASK;
+		t->size -= t->e[old].size;
+		t->n--;
+	}
+}
+
+/* Adds an entry at the newest end. Returns -1 when the model cannot hold
+ * it (more live entries than GW_HP_ENTRIES). */
+static __always_inline int gw_hp_insert(struct gw_hp_table *t, __u32 name_len,
+					__u32 value_len, struct gw_hp_block *b,
+					__u8 is_path)
+{
+	__u32 size = name_len + value_len + GW_HP_OVERHEAD;
+	struct gw_hp_entry *e;
+
+	gw_hp_evict(t, size);
+	if (size > t->max_size) {
+		/* RFC 7541 4.4: larger than the table: the table is emptied */
+		t->n = 0;
+		t->size = 0;
+		return 0;
+	}
+	if (t->n >= GW_HP_ENTRIES)
+		return -1;
+	e = &t->e[t->ins & GW_HP_MASK];
+	e->size = size;
+	e->name_len = name_len;
+	e->flags = 0;
+	e->path_len = 0;
+	e->h_exact = 0;
+	e->h_svc = 0;
+	if (is_path) {
+		e->flags = GW_HPE_PATH | (b->path_valid ? GW_HPE_VALID : 0);
+		e->path_len = b->path_len;
+		e->h_exact = b->h_exact;
+		e->h_svc = b->h_svc;
+	}
+	t->ins++;
+	t->n++;
+	t->size += size;
+	return 0;
+}
+
+/* Reads an HPACK integer with an n-bit prefix at *off (RFC 7541 5.1). */
+static __always_inline int gw_hp_int(GW_SRC_T *src, __u32 *off, __u32 end,
+				     __u8 nbits, __u32 *out)
+{
+	__u32 max = (1u << nbits) - 1, v, m = 0, i;
+	int c;
+
+	if (*off >= end)
+		return -1;
+	c = gw_src_byte(src, *off);
+	if (c < 0)
+		return -1;
+	(*off)++;
+	v = c & max;
+	if (v < max) {
+		*out = v;
+		return 0;
+	}
+	for (i = 0; i < 4; i++) { /* up to 2^28: more is never a sane length */
+		if (*off >= end)
+			return -1;
+		c = gw_src_byte(src, *off);
+		if (c < 0)
+			return -1;
+		(*off)++;
+		v += (__u32)(c & 0x7f) << m;
+		m += 7;
+		if (!(c & 0x80)) {
+			*out = v;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+/* Is this a canonical service/method character? (policy entries allow the
+ * same sets; anything else is denied, never normalised) */
+static __always_inline int gw_path_char(char c, int in_method)
+{
+	if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	    (c >= '0' && c <= '9') || c == '_' || c == '.')
+		return 1;
+	return in_method && c == '-';
+}
+
+/* Validates path[0..path_len) as /service/method and hashes it. */
+static __always_inline void gw_hp_finish_path(struct gw_hp_block *b,
+					      const struct gw_hp_keys *k)
+{
+	__u32 i, len = b->path_len, second = 0;
+	int ok = !b->path_long && len >= 4 && b->path[0] == '/';
+	char c;
+
+	for (i = 1; i < GW_PATH_MAX; i++) {
+		if (i >= len || !ok)
+			break;
+		c = b->path[i];
+		if (c == '/') {
+			if (second)
+				ok = 0;
+			else
+				second = i;
+		} else if (!gw_path_char(c, second != 0)) {
+			ok = 0;
+		}
+	}
+	ok = ok && second >= 2 && second + 1 < len;
+	b->path_valid = ok;
+	b->svc_len = ok ? second + 1 : 0;
+	/* every path gets its exact hash (indexed references, event names);
+	 * only a canonical one can match a service wildcard */
+	b->h_exact = gw_siphash((const unsigned char *)b->path,
+				len < GW_PATH_MAX ? len : GW_PATH_MAX,
+				k->k0, k->k1, GW_MATCH_EXACT);
+	b->h_svc = ok ? gw_siphash((const unsigned char *)b->path, second + 1,
+				   k->k0, k->k1, GW_MATCH_SERVICE) : 0;
+}
+
+/* Opens the string at b->off for the current field (name or value). */
+static __always_inline int gw_hp_open_string(struct gw_hp_block *b, GW_SRC_T *src,
+					     __u8 which)
+{
+	__u32 len, off = b->off;
+	int c = gw_src_byte(src, off);
+
+	if (c < 0 || off >= b->end)
+		return gw_hp_fail(b, GW_REASON_PROTOCOL);
+	if (gw_hp_int(src, &off, b->end, 7, &len))
+		return gw_hp_fail(b, GW_REASON_PROTOCOL);
+	if (len > b->end - off)
+		return gw_hp_fail(b, GW_REASON_PROTOCOL);
+	b->s_which = which;
+	b->s_huff = (c & 0x80) ? 1 : 0;
+	b->s_off = off;
+	b->s_end = off + len;
+	b->s_dlen = 0;
+	b->h_state = 0;
+	b->h_accept = 1;
+	if (which == 0) {
+		b->s_mode = GW_STR_NAME;
+		b->name_match = 1;
+		if (!b->s_huff && len != 5) { /* raw: the length decides */
+			b->name_match = 0;
+			b->s_mode = GW_STR_SKIP;
+		}
+	} else if (b->f_is_path) {
+		b->s_mode = GW_STR_PATH;
+		b->path_rep_off = b->f_rep_off;
+		b->path_val_off = off;
+		b->path_how = b->s_huff ? GW_PATH_LIT_HUFF : GW_PATH_LIT_RAW;
+		b->path_len = 0;
+		b->path_long = 0;
+		if (!b->s_huff && len >= GW_PATH_MAX) { /* too long to decide */
+			b->path_long = 1;
+			b->s_mode = GW_STR_SKIP;
+		}
+	} else if (b->f_insert && b->s_huff) {
+		b->s_mode = GW_STR_COUNT;
+	} else {
+		/* raw inserted strings: the encoded length is the length */
+		b->s_mode = GW_STR_SKIP;
+		b->s_dlen = len;
+	}
+	b->off = b->s_end;
+	if (b->s_mode == GW_STR_SKIP || (!b->s_huff && b->s_mode == GW_STR_COUNT)) {
+		b->s_dlen = len;
+		b->s_off = b->s_end;
+	}
+	b->st = GW_HP_STR;
+	return 0;
+}
+
+/* One decoded byte of the current string. */
+static __always_inline void gw_hp_emit(struct gw_hp_block *b, __u8 sym)
+{
+	__u32 d = b->s_dlen;
+
+	if (b->s_mode == GW_STR_NAME) {
+		/* ":path" */
+		if (d >= 5 || sym != (__u8)(d == 0 ? ':' : d == 1 ? 'p' : d == 2 ? 'a' :
+					   d == 3 ? 't' : 'h'))
+			b->name_match = 0;
+	} else if (b->s_mode == GW_STR_PATH) {
+		if (d < GW_PATH_MAX - 1)
+			b->path[d & (GW_PATH_MAX - 1)] = sym;
+		else
+			b->path_long = 1;
+	}
+	b->s_dlen = d + 1;
+}
+
+/* Finishes the current string. For a name, opens the value; for a value,
+ * finishes the field. */
+static __always_inline int gw_hp_close_string(struct gw_hp_block *b,
+					      struct gw_hp_table *t,
+					      GW_SRC_T *src,
+					      const struct gw_hp_keys *k)
+{
+	if (b->s_huff && !b->h_accept)
+		return gw_hp_fail(b, GW_REASON_PROTOCOL); /* bad padding, 5.2 */
+	if (b->s_which == 0) {
+		b->f_name_len = b->s_dlen;
+		b->f_is_path = b->name_match && b->s_dlen == 5;
+		b->off = b->s_end;
+		return gw_hp_open_string(b, src, 1);
+	}
+	if (b->f_is_path) {
+		b->npath++;
+		b->path_len = b->s_dlen < GW_PATH_MAX ? b->s_dlen : GW_PATH_MAX;
+		if (b->s_dlen >= GW_PATH_MAX)
+			b->path_long = 1;
+		gw_hp_finish_path(b, k);
+	}
+	if (b->f_insert &&
+	    gw_hp_insert(t, b->f_name_len, b->s_dlen, b, b->f_is_path))
+		return gw_hp_fail(b, GW_REASON_TABLE);
+	b->st = GW_HP_FIELD;
+	return 0;
+}
+
+/* Decodes up to GW_HP_CHUNK bytes of the current string. */
+static __always_inline int gw_hp_string_chunk(struct gw_hp_block *b, GW_SRC_T *src)
+{
+	__u32 i, e, st;
+	int c;
+
+	for (i = 0; i < GW_HP_CHUNK; i++) {
+		if (b->s_off >= b->s_end)
+			break;
+		c = gw_src_byte(src, b->s_off);
+		if (c < 0)
+			return gw_hp_fail(b, GW_REASON_PROTOCOL);
+		b->s_off++;
+		if (!b->s_huff) {
+			gw_hp_emit(b, (__u8)c);
+			continue;
+		}
+		st = b->h_state;
+		e = gw_huff_dec[((st << 4) | ((__u32)c >> 4)) & 0xfff];
+		if (GW_HUFF_FAIL(e))
+			return gw_hp_fail(b, GW_REASON_PROTOCOL);
+		if (GW_HUFF_EMIT(e))
+			gw_hp_emit(b, GW_HUFF_SYM(e));
+		st = GW_HUFF_NEXT(e);
+		e = gw_huff_dec[((st << 4) | ((__u32)c & 0xf)) & 0xfff];
+		if (GW_HUFF_FAIL(e))
+			return gw_hp_fail(b, GW_REASON_PROTOCOL);
+		if (GW_HUFF_EMIT(e))
+			gw_hp_emit(b, GW_HUFF_SYM(e));
+		b->h_state = GW_HUFF_NEXT(e);
+		b->h_accept = GW_HUFF_ACCEPT(e);
+	}
+	return 0;
+}
+
+/* A field that refers to the table by index (indexed field). */
+static __always_inline int gw_hp_indexed(struct gw_hp_block *b, struct gw_hp_table *t,
+					 __u32 idx, __u32 rep_len)
+{
+	struct gw_hp_entry *e;
+	__u32 i;
+
+	if (idx == 0)
+		return gw_hp_fail(b, GW_REASON_PROTOCOL);
+	if (idx <= GW_HP_STATIC_ENTRIES) {
+		if (idx == 4 || idx == 5) { /* ":path /" and ":path /index.html" */
+			b->npath++;
+			b->path_how = GW_PATH_IDX_STATIC;
+			b->path_rep_off = b->f_rep_off;
+			b->path_rep_len = rep_len;
+			b->path_valid = 0;
+			b->path_len = idx == 4 ? 1 : 11;
+		}
+		return 0;
+	}
+	i = idx - GW_HP_STATIC_ENTRIES - 1;
+	if (i >= t->n)
+		return gw_hp_fail(b, GW_REASON_PROTOCOL);
+	e = &t->e[(t->ins - 1 - i) & GW_HP_MASK];
+	if (e->flags & GW_HPE_PATH) {
+		b->npath++;
+		b->path_how = GW_PATH_IDX_DYN;
+		b->path_rep_off = b->f_rep_off;
+		b->path_rep_len = rep_len;
+		b->path_valid = (e->flags & GW_HPE_VALID) ? 1 : 0;
+		b->path_len = e->path_len;
+		b->path_long = e->path_len >= GW_PATH_MAX;
+		b->h_exact = e->h_exact;
+		b->h_svc = e->h_svc;
+	}
+	return 0;
+}
+
+/* Name of a literal field given by index: its length and whether it is :path. */
+static __always_inline int gw_hp_name_ref(struct gw_hp_block *b, struct gw_hp_table *t,
+					  __u32 idx)
+{
+	struct gw_hp_entry *e;
+	__u32 i;
+
+	if (idx <= GW_HP_STATIC_ENTRIES) {
+		b->f_name_len = gw_hp_static_name_len[idx & 63];
+		b->f_is_path = idx == 4 || idx == 5;
+		return 0;
+	}
+	i = idx - GW_HP_STATIC_ENTRIES - 1;
+	if (i >= t->n)
+		return gw_hp_fail(b, GW_REASON_PROTOCOL);
+	e = &t->e[(t->ins - 1 - i) & GW_HP_MASK];
+	b->f_name_len = e->name_len;
+	b->f_is_path = (e->flags & GW_HPE_PATH) ? 1 : 0;
+	return 0;
+}
+
+/* One step of the block parser. Returns 1 when the block is done (or
+ * failed: see b->st), 0 to be called again. */
+static __always_inline int gw_hp_step(struct gw_hp_block *b, struct gw_hp_table *t,
+				      GW_SRC_T *src, const struct gw_hp_keys *k)
+{
+	__u32 off, v;
+	int c;
+
+	if (b->st == GW_HP_STR) {
+		if (b->s_off < b->s_end && b->s_mode != GW_STR_SKIP) {
+			if (gw_hp_string_chunk(b, src))
+				return 1;
+			if (b->s_off < b->s_end)
+				return 0;
+		}
+		if (gw_hp_close_string(b, t, src, k))
+			return 1;
+		return 0;
+	}
+	if (b->st != GW_HP_FIELD)
+		return 1;
+	off = b->off;
+	if (off >= b->end) {
+		b->st = GW_HP_DONE;
+		return 1;
+	}
+	c = gw_src_byte(src, off);
+	if (c < 0) {
+		gw_hp_fail(b, GW_REASON_PROTOCOL);
+		return 1;
+	}
+	b->f_rep_off = off;
+	if (c & 0x80) {                         /* 6.1 indexed */
+		if (gw_hp_int(src, &off, b->end, 7, &v)) {
+			gw_hp_fail(b, GW_REASON_PROTOCOL);
+			return 1;
+		}
+		b->off = off;
+		b->at_start = 0;
+		return gw_hp_indexed(b, t, v, off - b->f_rep_off) ? 1 : 0;
+	}
+	if ((c & 0xe0) == 0x20) {               /* 6.3 dynamic table size update */
+		if (gw_hp_int(src, &off, b->end, 5, &v)) {
+			gw_hp_fail(b, GW_REASON_PROTOCOL);
+			return 1;
+		}
+		if (!b->at_start) {             /* 4.2: only at the block's start */
+			gw_hp_fail(b, GW_REASON_PROTOCOL);
+			return 1;
+		}
+		if (v > GW_HP_MAX_TABLE) {
+			gw_hp_fail(b, GW_REASON_TABLE);
+			return 1;
+		}
+		t->max_size = v;
+		gw_hp_evict(t, 0);
+		b->off = off;
+		return 0;
+	}
+	/* 6.2 literals: with incremental indexing (01), without (0000),
+	 * never indexed (0001) */
+	b->at_start = 0;
+	b->f_insert = (c & 0xc0) == 0x40;
+	if (gw_hp_int(src, &off, b->end, b->f_insert ? 6 : 4, &v)) {
+		gw_hp_fail(b, GW_REASON_PROTOCOL);
+		return 1;
+	}
+	b->off = off;
+	if (v == 0)
+		return gw_hp_open_string(b, src, 0) ? 1 : 0;
+	if (gw_hp_name_ref(b, t, v))
+		return 1;
+	return gw_hp_open_string(b, src, 1) ? 1 : 0;
+}
+
+/* What to write so the server refuses the block's RPC while both HPACK
+ * tables stay in step (same encoded and decoded lengths): the first
+ * character of a literal :path becomes '%' (raw, or Huffman 011000 ->
+ * 010101), and an indexed reference to a :path entry becomes 0x85
+ * (static ":path /index.html"). Returns 0 with *off and *val set, 1 when
+ * nothing needs writing (the server cannot route the path anyway), -1 when
+ * no length-preserving rewrite exists (the caller fails the connection). */
+static __always_inline int gw_hp_deny_rewrite(const struct gw_hp_block *b, GW_SRC_T *src,
+					      __u32 *off, __u8 *val)
+{
+	int c;
+
+	switch (b->path_how) {
+	case GW_PATH_LIT_RAW:
+		if (b->path_len == 0)
+			return -1;
+		*off = b->path_val_off;
+		*val = '%';
+		return 0;
+	case GW_PATH_LIT_HUFF:
+		c = gw_src_byte(src, b->path_val_off);
+		if (c < 0 || (c & 0xfc) != 0x60)  /* must start with '/' (011000) */
+			return -1;
+		*off = b->path_val_off;
+		*val = (__u8)((c & 0x03) | 0x54);
+		return 0;
+	case GW_PATH_IDX_DYN:
+		if (b->path_rep_len != 1)
+			return -1;
+		*off = b->path_rep_off;
+		*val = 0x85;
+		return 0;
+	case GW_PATH_IDX_STATIC:
+		return 1;
+	default:
+		return 1;
+	}
+}
+
+#endif /* GW_HPACK_H */

@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/* hpack/ over a plain buffer: for unit tests, the fuzzer and the
+ * userspace fallback. The kernel binds the same code to sk_msg data. */
+#ifndef GW_HPACK_USERSPACE_H
+#define GW_HPACK_USERSPACE_H
+
+#include <linux/types.h>
+#ifndef __always_inline
+#define __always_inline inline __attribute__((always_inline))
+#endif
+
+struct gw_buf {
+	const unsigned char *p;
+	__u32 len;
+};
+#define GW_SRC_T struct gw_buf
+
+static inline int gw_src_byte(struct gw_buf *s, __u32 off)
+{
+	return off < s->len ? s->p[off] : -1;
+}
+
+#include "h2.h"
+
+/* Parses a whole header block: the same steps the kernel runs from bpf_loop. */
+static inline int gw_hp_parse_block(struct gw_hp_block *b, struct gw_hp_table *t,
+				    const unsigned char *p, __u32 len,
+				    const struct gw_hp_keys *k)
+{
+	struct gw_buf src = { p, len };
+
+	gw_hp_block_init(b, len);
+	while (!gw_hp_step(b, t, &src, k))
+		;
+	return b->st == GW_HP_DONE ? 0 : -1;
+}
+
+#endif

@@ -1,0 +1,165 @@
+// The HPACK model against RFC 7541 Appendix C: decoded :path, dynamic
+// table size after every block, evictions, Huffman and raw strings.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+extern "C" {
+#include "userspace.h"
+}
+
+namespace {
+
+std::vector<unsigned char> Hex(const std::string& h) {
+  std::vector<unsigned char> out;
+  for (size_t i = 0; i + 1 < h.size(); i += 2) out.push_back(static_cast<unsigned char>(std::stoi(h.substr(i, 2), nullptr, 16)));
+  return out;
+}
+
+struct Model {
+  gw_hp_table t{};
+  gw_hp_block b{};
+  gw_hp_keys k{1, 2};
+  Model() { gw_hp_table_init(&t); }
+  int Parse(const std::string& hex) {
+    auto bytes = Hex(hex);
+    return gw_hp_parse_block(&b, &t, bytes.data(), static_cast<__u32>(bytes.size()), &k);
+  }
+};
+
+uint64_t ExactHash(const std::string& s, const gw_hp_keys& k) {
+  unsigned char buf[GW_PATH_MAX] = {};
+  std::copy(s.begin(), s.end(), buf);
+  return gw_siphash(buf, static_cast<__u32>(s.size()), k.k0, k.k1, GW_MATCH_EXACT);
+}
+
+}  // namespace
+
+// C.3: requests without Huffman; C.4: the same with Huffman.
+TEST(HpackRfc, C3RequestsRaw) {
+  Model m;
+  ASSERT_EQ(m.Parse("828684410f7777772e6578616d706c652e636f6d"), 0);
+  EXPECT_EQ(m.t.size, 57u);
+  EXPECT_EQ(m.b.npath, 1);
+  EXPECT_EQ(m.b.path_how, GW_PATH_IDX_STATIC);
+  EXPECT_FALSE(m.b.path_valid);  // "/" is no /service/method
+  ASSERT_EQ(m.Parse("828684be58086e6f2d6361636865"), 0);
+  EXPECT_EQ(m.t.size, 110u);
+  ASSERT_EQ(m.Parse("828785bf400a637573746f6d2d6b65790c637573746f6d2d76616c7565"), 0);
+  EXPECT_EQ(m.t.size, 164u);
+  EXPECT_EQ(m.t.n, 3u);
+  EXPECT_EQ(m.b.path_len, 11);  // /index.html
+}
+
+TEST(HpackRfc, C4RequestsHuffman) {
+  Model m;
+  ASSERT_EQ(m.Parse("828684418cf1e3c2e5f23a6ba0ab90f4ff"), 0);
+  EXPECT_EQ(m.t.size, 57u);
+  ASSERT_EQ(m.Parse("828684be5886a8eb10649cbf"), 0);
+  EXPECT_EQ(m.t.size, 110u);
+  ASSERT_EQ(m.Parse("828785bf408825a849e95ba97d7f8925a849e95bb8e8b4bf"), 0);
+  EXPECT_EQ(m.t.size, 164u);
+  EXPECT_EQ(m.t.n, 3u);
+}
+
+// C.5/C.6: responses with a 256-byte table: evictions.
+TEST(HpackRfc, C5ResponsesEvictRaw) {
+  Model m;
+  m.t.max_size = 256;
+  ASSERT_EQ(m.Parse("4803333032580770726976617465611d4d6f6e2c203231204f637420323031332032303a31333a32312047"
+                    "4d546e1768747470733a2f2f7777772e6578616d706c652e636f6d"), 0);
+  EXPECT_EQ(m.t.size, 222u);
+  ASSERT_EQ(m.Parse("4803333037c1c0bf"), 0);
+  EXPECT_EQ(m.t.size, 222u);
+  ASSERT_EQ(m.Parse("88c1611d4d6f6e2c203231204f637420323031332032303a31333a323220474d54c05a04677a6970773866"
+                    "6f6f3d4153444a4b48514b425a584f5157454f50495541585157454f49553b206d61782d6167653d333630"
+                    "303b2076657273696f6e3d31"), 0);
+  EXPECT_EQ(m.t.size, 215u);
+  EXPECT_EQ(m.t.n, 3u);
+  EXPECT_EQ(m.b.npath, 0);
+}
+
+TEST(HpackRfc, C6ResponsesEvictHuffman) {
+  Model m;
+  m.t.max_size = 256;
+  ASSERT_EQ(m.Parse("488264025885aec3771a4b6196d07abe941054d444a8200595040b8166e082a62d1bff6e919d29ad171863"
+                    "c78f0b97c8e9ae82ae43d3"), 0);
+  EXPECT_EQ(m.t.size, 222u);
+  ASSERT_EQ(m.Parse("4883640effc1c0bf"), 0);
+  EXPECT_EQ(m.t.size, 222u);
+  ASSERT_EQ(m.Parse("88c16196d07abe941054d444a8200595040b8166e084a62d1bffc05a839bd9ab77ad94e7821dd7f2e6c7b3"
+                    "35dfdfcd5b3960d5af27087f3672c1ab270fb5291f9587316065c003ed4ee5b1063d5007"), 0);
+  EXPECT_EQ(m.t.size, 215u);
+}
+
+TEST(HpackModel, PathFormsAndIndexedReferences) {
+  Model m;
+  // 44 = literal with incremental indexing, name :path (static 4), raw value
+  std::string path = "/cloudcity.DoorManager/GetName";
+  char hdr[8];
+  snprintf(hdr, sizeof(hdr), "44%02zx", path.size());
+  std::string hex = hdr;
+  for (unsigned char c : path) {
+    char h[3];
+    snprintf(h, sizeof(h), "%02x", c);
+    hex += h;
+  }
+  ASSERT_EQ(m.Parse(hex), 0);
+  EXPECT_EQ(m.b.path_how, GW_PATH_LIT_RAW);
+  EXPECT_TRUE(m.b.path_valid);
+  EXPECT_EQ(std::string(m.b.path, m.b.path_len), path);
+  EXPECT_EQ(m.b.svc_len, std::string("/cloudcity.DoorManager/").size());
+  EXPECT_EQ(m.b.h_exact, ExactHash(path, m.k));
+  EXPECT_EQ(m.t.size, 5u + path.size() + 32u);
+  // be = dynamic index 62: the entry just inserted
+  ASSERT_EQ(m.Parse("be"), 0);
+  EXPECT_EQ(m.b.path_how, GW_PATH_IDX_DYN);
+  EXPECT_TRUE(m.b.path_valid);
+  EXPECT_EQ(m.b.h_exact, ExactHash(path, m.k));
+  // deny rewrite of the index: one byte, static :path /index.html
+  __u32 off;
+  __u8 val;
+  gw_buf src{nullptr, 0};
+  EXPECT_EQ(gw_hp_deny_rewrite(&m.b, &src, &off, &val), 0);
+  EXPECT_EQ(off, 0u);
+  EXPECT_EQ(val, 0x85);
+  // an index past the table is a protocol error
+  EXPECT_EQ(m.Parse("bf"), -1);
+  EXPECT_EQ(m.b.err, GW_REASON_PROTOCOL);
+}
+
+TEST(HpackModel, NonCanonicalPathsAreNotValid) {
+  for (std::string p : {"cloudcity.DoorManager/GetName", "//GetName", "/a.B/", "/a.B/C/D", "/a.B/C?x=1",
+                        "/a B/C", "/a.B/C%2f"}) {
+    Model m;
+    std::string hex = "04";  // literal without indexing, name :path
+    char h[3];
+    snprintf(h, sizeof(h), "%02zx", p.size());
+    hex += h;
+    for (unsigned char c : p) {
+      snprintf(h, sizeof(h), "%02x", c);
+      hex += h;
+    }
+    ASSERT_EQ(m.Parse(hex), 0) << p;
+    EXPECT_FALSE(m.b.path_valid) << p;
+    EXPECT_EQ(m.t.n, 0u);  // without indexing: nothing inserted
+  }
+}
+
+TEST(HpackModel, SizeUpdatesAndBounds) {
+  Model m;
+  ASSERT_EQ(m.Parse("400a637573746f6d2d6b65790c637573746f6d2d76616c7565"), 0);  // 54 bytes
+  EXPECT_EQ(m.t.size, 54u);
+  ASSERT_EQ(m.Parse("20"), 0);  // size update to 0 empties the table
+  EXPECT_EQ(m.t.n, 0u);
+  EXPECT_EQ(m.t.max_size, 0u);
+  ASSERT_EQ(m.Parse("3fe11f"), 0);  // back to 4096
+  EXPECT_EQ(m.t.max_size, 4096u);
+  EXPECT_EQ(m.Parse("8220"), -1);  // a size update after a field: error (RFC 7541 4.2)
+  Model big;
+  EXPECT_EQ(big.Parse("3fe1ff07"), -1);  // 2^17 > GW_HP_MAX_TABLE
+  EXPECT_EQ(big.b.err, GW_REASON_TABLE);
+  Model huff;
+  EXPECT_EQ(huff.Parse("0481ff"), -1);  // Huffman padding longer than 7 bits / EOS
+}
