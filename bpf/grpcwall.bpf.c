@@ -7,7 +7,15 @@
  * policed under the live policy, put the socket in gw_sockhash once it is
  * established, which binds the sk_msg program to it.
  *
- * sk_msg: runs on every write of a policed connection.
+ * sk_msg: runs on every write of a policed connection. It follows the
+ * client's HTTP/2 stream one frame per run (hpack/h2.h): frames other
+ * than HEADERS are passed with apply_bytes without a look at their payload;
+ * a HEADERS frame is corked until whole, pulled, its header block parsed by
+ * the shared HPACK model (hpack/hpack.h) from bpf_loop, and its :path
+ * decided against the live policy. A denied RPC has the first character of
+ * its :path rewritten in place (HPACK-consistently), so the server refuses
+ * that RPC alone; anything the parser cannot follow fails the connection
+ * (SK_DROP) with an event.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -34,6 +42,16 @@ static __always_inline __u32 gw_remote_ip4(struct bpf_sock_ops *skops)
 	    skops->remote_ip6[2] == bpf_htonl(0x0000ffff))
 		return skops->remote_ip6[3];
 	return 0;
+}
+
+static __always_inline __u32 gw_local_ip4(struct bpf_sock_ops *skops)
+{
+	__u32 a4 = skops->local_ip4, a6 = skops->local_ip6[3];
+
+	/* both loads at fixed offsets: clang would otherwise merge them into
+	 * one ctx load at a computed offset, which the verifier refuses */
+	asm volatile("" : "+r"(a4), "+r"(a6));
+	return skops->family == AF_INET ? a4 : a6; /* v4-mapped: policed only then */
 }
 
 static __always_inline void gw_record_origin(struct bpf_sock_ops *skops,
@@ -91,6 +109,8 @@ int gw_sockops(struct bpf_sock_ops *skops)
 		__builtin_memcpy(&c->origin, &o, sizeof(o));
 		c->flags = GW_CONN_POLICED;
 		c->generation = 0; /* resolve again on first use */
+		c->cookie = bpf_get_socket_cookie(skops);
+		gw_h2_init(&c->h2);
 		break;
 	}
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
@@ -104,6 +124,8 @@ int gw_sockops(struct bpf_sock_ops *skops)
 			break;
 		}
 		c->flags |= GW_CONN_IN_MAP;
+		c->origin.saddr = gw_local_ip4(skops);
+		c->origin.sport = skops->local_port;
 		gw_count(GW_CNT_CONNS_OPENED, 1);
 		bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG);
 		break;
@@ -120,21 +142,296 @@ int gw_sockops(struct bpf_sock_ops *skops)
 	return 1;
 }
 
-/*
- * PLACEHOLDER until the HTTP/2 + HPACK datapath lands (issue 3): passes
- * every byte of a policed connection. Connections that failed closed at
- * insertion are dropped.
- */
+
+struct gw_decision {
+	__u8  verdict;
+	__u8  reason;
+	__u16 rule;
+};
+
+static __always_inline void gw_rule_count(struct gw_config *cfg, __u16 rule, __u8 verdict)
+{
+	__u32 idx = (cfg->active_slot & 1) * GW_MAX_RULES + (rule & (GW_MAX_RULES - 1));
+	struct gw_rule_counters *rc = bpf_map_lookup_elem(&gw_rule_counters, &idx);
+
+	if (!rc)
+		return;
+	if (verdict == GW_VERDICT_ALLOW)
+		rc->allowed++;
+	else if (verdict == GW_VERDICT_AUDIT)
+		rc->audited++;
+	else
+		rc->denied++;
+}
+
+static __always_inline int gw_rank(__u8 v)
+{
+	return v == GW_VERDICT_DENY ? 3 : v == GW_VERDICT_AUDIT ? 2 : v == GW_VERDICT_ALLOW ? 1 : 0;
+}
+
+/* Decides the block's :path for the connection's identity and service:
+ * deny beats audit beats allow across the exact, service and `*` entries;
+ * what matches none gets the pair's default entry (deny or audit). */
+static __always_inline void gw_decide(struct gw_conn *c, struct gw_config *cfg,
+				      struct gw_decision *d)
+{
+	struct gw_hp_block *b = &c->h2.blk;
+	struct gw_pair_key pk = {};
+	struct gw_method_val *v, *best = NULL;
+	void *inner;
+	__u64 key;
+
+	d->verdict = GW_VERDICT_DENY;
+	d->reason = GW_REASON_POLICY;
+	d->rule = 0;
+	if (b->npath != 1) {
+		d->reason = GW_REASON_BAD_PATH;
+		return;
+	}
+	if (b->path_long) {
+		d->reason = GW_REASON_PATH_LONG;
+		return;
+	}
+	if (!b->path_valid) {
+		d->reason = GW_REASON_BAD_PATH;
+		return;
+	}
+	pk.slot = cfg->active_slot;
+	pk.ident = c->ident;
+	pk.service = c->service;
+	inner = bpf_map_lookup_elem(&gw_policy, &pk);
+	if (!inner) {
+		d->reason = GW_REASON_NO_RULE;
+		return;
+	}
+	key = b->h_exact;
+	v = bpf_map_lookup_elem(inner, &key);
+	if (v)
+		best = v;
+	key = b->h_svc;
+	v = bpf_map_lookup_elem(inner, &key);
+	if (v && (!best || gw_rank(v->verdict) > gw_rank(best->verdict)))
+		best = v;
+	key = cfg->hash_any;
+	v = bpf_map_lookup_elem(inner, &key);
+	if (v && (!best || gw_rank(v->verdict) > gw_rank(best->verdict)))
+		best = v;
+	if (!best) {
+		key = cfg->hash_default;
+		best = bpf_map_lookup_elem(inner, &key);
+	}
+	if (!best) {
+		d->reason = GW_REASON_NO_RULE;
+		return;
+	}
+	d->verdict = best->verdict;
+	d->rule = best->rule;
+}
+
+static __always_inline void gw_emit(struct gw_conn *c, struct sk_msg_md *msg,
+				    struct gw_config *cfg, __u8 verdict, __u8 reason,
+				    __u16 rule, __u32 stream)
+{
+	struct gw_hp_block *b = &c->h2.blk;
+	struct gw_path_text *t;
+	struct gw_event *e;
+	__u64 h;
+
+	e = bpf_ringbuf_reserve(&gw_events, sizeof(*e), 0);
+	if (!e) {
+		gw_count(GW_CNT_EVENTS_LOST, 1);
+		return;
+	}
+	e->ts_ns = bpf_ktime_get_ns();
+	e->generation = cfg ? cfg->generation : 0;
+	e->cookie = c->cookie;
+	e->saddr = c->origin.saddr;
+	e->daddr = c->origin.daddr;
+	e->sport = c->origin.sport;
+	e->dport = bpf_ntohs(c->origin.dport);
+	e->ident = c->ident;
+	e->service = c->service;
+	e->rule = rule;
+	e->verdict = verdict;
+	e->reason = reason;
+	e->pid = bpf_get_current_pid_tgid() >> 32;
+	e->conn_pid = c->origin.pid;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	e->stream_id = stream;
+	e->pad0 = 0;
+	e->path_len = 0;
+	e->path[0] = 0;
+	if (b->path_how == GW_PATH_LIT_RAW || b->path_how == GW_PATH_LIT_HUFF) {
+		__builtin_memcpy(e->path, b->path, GW_PATH_MAX);
+		e->path_len = b->path_len < GW_PATH_MAX ? b->path_len : GW_PATH_MAX;
+	} else if (b->path_how == GW_PATH_IDX_DYN) {
+		h = b->h_exact;
+		t = bpf_map_lookup_elem(&gw_paths, &h);
+		if (t) {
+			__builtin_memcpy(e->path, t->text, GW_PATH_MAX);
+			e->path_len = b->path_len < GW_PATH_MAX ? b->path_len : GW_PATH_MAX;
+		}
+	} else if (b->path_how == GW_PATH_IDX_STATIC) {
+		e->path[0] = '/';
+		e->path_len = 1;
+	}
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* bpf_loop drives the shared parser; all its state is in map memory */
+struct gw_loop_ctx {
+	struct gw_msg_src src;
+	struct gw_conn *c;
+	struct gw_hp_keys keys;
+};
+
+static long gw_step_cb(__u32 i, void *ctx)
+{
+	struct gw_loop_ctx *lc = ctx;
+	struct gw_conn *c = lc->c;
+
+	return gw_hp_step(&c->h2.blk, &c->h2.table, &lc->src);
+}
+
+static long gw_path_cb(__u32 i, void *ctx)
+{
+	struct gw_loop_ctx *lc = ctx;
+
+	return gw_hp_path_check_step(&lc->c->h2.blk, i);
+}
+
+/* The connection cannot be followed: every later send fails (SK_DROP is
+ * sticky), and an event says why. */
+static __always_inline int gw_fail(struct gw_conn *c, struct sk_msg_md *msg,
+				   struct gw_config *cfg, __u8 reason, __u32 stream)
+{
+	c->flags |= GW_CONN_FAILED;
+	c->h2.stage = GW_H2_FAILED;
+	c->h2.reason = reason;
+	gw_count(GW_CNT_DROPPED_CONNS, 1);
+	if (reason == GW_REASON_PROTOCOL || reason == GW_REASON_NOT_H2 ||
+	    reason == GW_REASON_TABLE)
+		gw_count(GW_CNT_PARSE_ERRORS, 1);
+	gw_emit(c, msg, cfg, GW_VERDICT_DENY, reason, 0, stream);
+	return SK_DROP;
+}
+
 SEC("sk_msg")
 int gw_sk_msg(struct sk_msg_md *msg)
 {
+	struct gw_loop_ctx lc = {};
+	struct gw_h2_frame f = {};
+	struct gw_decision d = {};
+	struct gw_config *cfg;
 	struct gw_conn *c;
+	__u32 avail, want, n = 0, off = 0, o;
+	__u8 val = 0, *data, *end;
+	int act, r;
 
 	if (!msg->sk)
 		return SK_DROP;
 	c = bpf_sk_storage_get(&gw_conns, msg->sk, NULL, 0);
-	if (!c || (c->flags & GW_CONN_FAILED))
+	if (!c)
 		return SK_DROP;
-	bpf_msg_apply_bytes(msg, msg->size);
+	cfg = gw_get_config();
+	if (!cfg)
+		return SK_DROP;
+	if (c->flags & GW_CONN_FAILED)
+		return SK_DROP;
+
+	/* linearise what the walker reads: the preface or a frame header,
+	 * and a whole HEADERS frame once it is all there */
+	avail = msg->size;
+	want = c->h2.stage == GW_H2_PREFACE ? H2_PREFACE_LEN : H2_FRAME_HEADER_LEN;
+	if (want > avail)
+		want = avail;
+	if (want && bpf_msg_pull_data(msg, 0, want, 0))
+		return gw_fail(c, msg, cfg, GW_REASON_NOMEM, 0);
+	if (c->h2.stage == GW_H2_FRAMES && avail >= H2_FRAME_HEADER_LEN) {
+		data = (void *)(long)msg->data;
+		end = (void *)(long)msg->data_end;
+		if (data + H2_FRAME_HEADER_LEN > end)
+			return gw_fail(c, msg, cfg, GW_REASON_NOMEM, 0);
+		n = ((__u32)data[0] << 16) | ((__u32)data[1] << 8) | data[2];
+		if (data[3] == H2_FRAME_HEADERS && n <= GW_H2_MAX_BLOCK &&
+		    avail >= H2_FRAME_HEADER_LEN + n &&
+		    bpf_msg_pull_data(msg, 0, H2_FRAME_HEADER_LEN + n, 0))
+			return gw_fail(c, msg, cfg, GW_REASON_NOMEM, 0);
+	}
+
+	lc.src.msg = msg;
+	lc.src.base = 0;
+	act = gw_h2_next(&c->h2, &lc.src, avail, &f, &n);
+	if (act == GW_ACT_NEED) {
+		/* hold the bytes (the writer sees success) until n are there */
+		bpf_msg_apply_bytes(msg, 0);
+		bpf_msg_cork_bytes(msg, n);
+		return SK_PASS;
+	}
+	if (act == GW_ACT_FAIL)
+		return gw_fail(c, msg, cfg, c->h2.reason, f.stream);
+	bpf_msg_cork_bytes(msg, 0);
+	if (act == GW_ACT_PASS) {
+		bpf_msg_apply_bytes(msg, n);
+		return SK_PASS;
+	}
+
+	/* GW_ACT_BLOCK: a whole HEADERS frame of n bytes at offset 0 */
+	gw_count(GW_CNT_HEADER_BLOCKS, 1);
+	lc.src.base = f.blk_off;
+	lc.c = c;
+	lc.keys.k0 = cfg->key0;
+	lc.keys.k1 = cfg->key1;
+	gw_hp_block_init(&c->h2.blk, f.blk_len);
+	bpf_loop(2 * GW_H2_MAX_BLOCK + 8, gw_step_cb, &lc, 0);
+	if (c->h2.blk.st != GW_HP_DONE)
+		return gw_fail(c, msg, cfg,
+			       c->h2.blk.st == GW_HP_ERR ? c->h2.blk.err : GW_REASON_BOUND,
+			       f.stream);
+	if (c->h2.blk.path_how == GW_PATH_LIT_RAW || c->h2.blk.path_how == GW_PATH_LIT_HUFF) {
+		bpf_loop(GW_PATH_MAX + 1, gw_path_cb, &lc, 0);
+		gw_hp_path_finish(&c->h2.blk, &c->h2.table, &lc.keys);
+	}
+	c->h2.blocks++;
+	bpf_msg_apply_bytes(msg, n);
+	if (!f.is_request)
+		return SK_PASS; /* trailers: parsed to keep the table in step */
+
+	if (c->h2.blk.path_inserted && c->h2.blk.path_how != GW_PATH_NONE) {
+		__u64 h = c->h2.blk.h_exact;
+
+		bpf_map_update_elem(&gw_paths, &h, c->h2.blk.path, BPF_ANY);
+	}
+	if (gw_refresh(c, cfg))
+		return SK_PASS; /* identity or service left the policy: unpoliced */
+	gw_decide(c, cfg, &d);
+	gw_rule_count(cfg, d.rule, d.verdict);
+	if (d.verdict == GW_VERDICT_ALLOW) {
+		gw_count(GW_CNT_ALLOWED, 1);
+		return SK_PASS;
+	}
+	if (d.verdict == GW_VERDICT_AUDIT) {
+		gw_count(GW_CNT_AUDITED, 1);
+		gw_emit(c, msg, cfg, GW_VERDICT_AUDIT, d.reason, d.rule, f.stream);
+		return SK_PASS;
+	}
+
+	/* deny this RPC alone: make its :path unroutable in place */
+	gw_count(GW_CNT_DENIED, 1);
+	if (c->h2.blk.npath > 1)
+		return gw_fail(c, msg, cfg, GW_REASON_BAD_PATH, f.stream);
+	r = gw_hp_deny_rewrite(&c->h2.blk, &lc.src, &off, &val);
+	if (r < 0)
+		return gw_fail(c, msg, cfg, d.reason == GW_REASON_POLICY ? GW_REASON_BAD_PATH : d.reason,
+			       f.stream);
+	if (r == 0) {
+		o = f.blk_off + off;
+		data = (void *)(long)msg->data;
+		end = (void *)(long)msg->data_end;
+		if (o >= 0x7fff || data + o + 1 > end)
+			return gw_fail(c, msg, cfg, GW_REASON_NOMEM, f.stream);
+		data[o] = val;
+	}
+	gw_emit(c, msg, cfg, GW_VERDICT_DENY, d.reason, d.rule, f.stream);
 	return SK_PASS;
 }

@@ -156,8 +156,10 @@ struct gw_conn_origin {
 	__u32 ncgroups;
 	__u32 daddr;        /* network order */
 	__u16 dport;        /* network order */
-	__u16 pad0;
+	__u16 sport;        /* host order, known once established */
+	__u32 saddr;        /* network order, known once established */
 	__u32 pid;
+	__u32 pad0;
 	char  comm[16];
 };
 

@@ -34,13 +34,9 @@ struct gw_methods {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, __u64);
-	__type(value, struct gw_method_val);
+	__uint(key_size, sizeof(__u64));
+	__uint(value_size, sizeof(struct gw_method_val));
 };
-
-/* Keeps the full value type in BTF even before code dereferences it, so
- * libbpf can size the inner template. */
-struct gw_method_val gw_method_val_btf_anchor SEC(".data.btf");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
@@ -84,6 +80,17 @@ struct {
 	__type(key, __u64);
 	__type(value, __u64);
 } gw_sockhash SEC(".maps");
+
+/* path text by exact hash, for events about indexed references */
+struct gw_path_text {
+	char text[GW_PATH_MAX];
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct gw_path_text);
+} gw_paths SEC(".maps");
 
 /* per-connection state: origin (identity at connect) and parser */
 struct {

@@ -55,6 +55,9 @@ struct gw_h2_frame {
 	__u32 blk_len;
 };
 
+/* file scope, GW_TABLE (hpack_tables.h): see there */
+GW_TABLE char gw_h2_preface[H2_PREFACE_LEN] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r";
+
 static __always_inline void gw_h2_init(struct gw_h2 *h)
 {
 	h->stage = GW_H2_PREFACE;
@@ -76,7 +79,6 @@ static __always_inline int gw_h2_fail(struct gw_h2 *h, __u8 reason)
 static __always_inline int gw_h2_next(struct gw_h2 *h, GW_SRC_T *src, __u32 avail,
 				      struct gw_h2_frame *f, __u32 *n)
 {
-	static const char preface[H2_PREFACE_LEN] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r";
 	__u32 i, len, pad = 0, pri = 0;
 	int b[H2_FRAME_HEADER_LEN];
 
@@ -88,7 +90,7 @@ static __always_inline int gw_h2_next(struct gw_h2 *h, GW_SRC_T *src, __u32 avai
 			return GW_ACT_NEED;
 		}
 		for (i = 0; i < H2_PREFACE_LEN - 1; i++)
-			if (gw_src_byte(src, i) != (__u8)preface[i])
+			if (gw_src_byte(src, i) != (__u8)gw_h2_preface[i])
 				return gw_h2_fail(h, GW_REASON_NOT_H2);
 		if (gw_src_byte(src, H2_PREFACE_LEN - 1) != '\n')
 			return gw_h2_fail(h, GW_REASON_NOT_H2);

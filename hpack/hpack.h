@@ -97,7 +97,7 @@ struct gw_hp_block {
 	__u8  path_how;   /* enum gw_path_how */
 	__u8  path_valid; /* /service/method, canonical characters */
 	__u8  path_long;  /* longer than GW_PATH_MAX - 1 */
-	__u8  pad0;
+	__u8  path_inserted; /* the literal :path went into the table */
 	__u16 f_name_len; /* decoded name length of the current field */
 	__u16 path_len;   /* decoded :path length (capped at GW_PATH_MAX) */
 	__u16 svc_len;    /* length of "/service/" in path */
@@ -108,6 +108,8 @@ struct gw_hp_block {
 	__u32 path_rep_off; /* :path: first byte of its representation */
 	__u32 path_val_off; /* :path literal: first byte of the value string */
 	__u32 path_rep_len; /* :path indexed: bytes of the index */
+	__u32 path_ins;     /* :path literal inserted: its entry number (t->ins) */
+	__u32 pad2;
 	__u64 h_exact, h_svc;
 	char  path[GW_PATH_MAX];
 };
@@ -135,6 +137,7 @@ static __always_inline void gw_hp_block_init(struct gw_hp_block *b, __u32 len)
 	b->path_how = GW_PATH_NONE;
 	b->path_valid = 0;
 	b->path_long = 0;
+	b->path_inserted = 0;
 	b->path_len = 0;
 	b->svc_len = 0;
 	b->h_exact = 0;
@@ -171,6 +174,8 @@ static __always_inline int gw_hp_insert(struct gw_hp_table *t, __u32 name_len,
 	__u32 size = name_len + value_len + GW_HP_OVERHEAD;
 	struct gw_hp_entry *e;
 
+	if (is_path)
+		b->path_ins = t->ins; /* unchanged t->ins afterwards: not inserted */
 	gw_hp_evict(t, size);
 	if (size > t->max_size) {
 		/* RFC 7541 4.4: larger than the table: the table is emptied */
@@ -187,12 +192,8 @@ static __always_inline int gw_hp_insert(struct gw_hp_table *t, __u32 name_len,
 	e->path_len = 0;
 	e->h_exact = 0;
 	e->h_svc = 0;
-	if (is_path) {
-		e->flags = GW_HPE_PATH | (b->path_valid ? GW_HPE_VALID : 0);
-		e->path_len = b->path_len;
-		e->h_exact = b->h_exact;
-		e->h_svc = b->h_svc;
-	}
+	if (is_path)
+		e->flags = GW_HPE_PATH; /* hashes: gw_hp_path_finish() */
 	t->ins++;
 	t->n++;
 	t->size += size;
@@ -244,37 +245,63 @@ static __always_inline int gw_path_char(char c, int in_method)
 	return in_method && c == '-';
 }
 
-/* Validates path[0..path_len) as /service/method and hashes it. */
-static __always_inline void gw_hp_finish_path(struct gw_hp_block *b,
-					      const struct gw_hp_keys *k)
+/* Path check, one character per step (state in b, so the kernel can run
+ * it from bpf_loop without the verifier tracking every position): is
+ * path[0..path_len) a canonical /service/method? Call with i = 0, 1, ...
+ * while it returns 0. */
+static __always_inline int gw_hp_path_check_step(struct gw_hp_block *b, __u32 i)
 {
-	__u32 i, len = b->path_len, second = 0;
-	int ok = !b->path_long && len >= 4 && b->path[0] == '/';
 	char c;
 
-	for (i = 1; i < GW_PATH_MAX; i++) {
-		if (i >= len || !ok)
-			break;
-		c = b->path[i];
-		if (c == '/') {
-			if (second)
-				ok = 0;
-			else
-				second = i;
-		} else if (!gw_path_char(c, second != 0)) {
-			ok = 0;
-		}
+	if (i == 0) {
+		b->path_valid = !b->path_long && b->path_len >= 4 && b->path[0] == '/';
+		b->svc_len = 0;
+		return !b->path_valid;
 	}
-	ok = ok && second >= 2 && second + 1 < len;
-	b->path_valid = ok;
-	b->svc_len = ok ? second + 1 : 0;
+	if (i >= b->path_len || i >= GW_PATH_MAX || !b->path_valid) {
+		/* service and method both non-empty */
+		if (b->path_valid && (b->svc_len < 3 || b->svc_len >= b->path_len))
+			b->path_valid = 0;
+		return 1;
+	}
+	c = b->path[i & (GW_PATH_MAX - 1)];
+	if (c == '/') {
+		if (b->svc_len)
+			b->path_valid = 0;
+		else
+			b->svc_len = i + 1;
+	} else if (!gw_path_char(c, b->svc_len != 0)) {
+		b->path_valid = 0;
+	}
+	return 0;
+}
+
+/* After the block and the path check: hash the literal :path and give the
+ * table entry it went into (if still live) what later references need. */
+static __always_inline void gw_hp_path_finish(struct gw_hp_block *b, struct gw_hp_table *t,
+					      const struct gw_hp_keys *k)
+{
+	struct gw_hp_entry *e;
+	__u32 len = b->path_len;
+
+	if (b->path_how != GW_PATH_LIT_RAW && b->path_how != GW_PATH_LIT_HUFF)
+		return;
+	if (!b->path_valid)
+		b->svc_len = 0;
 	/* every path gets its exact hash (indexed references, event names);
 	 * only a canonical one can match a service wildcard */
 	b->h_exact = gw_siphash((const unsigned char *)b->path,
 				len < GW_PATH_MAX ? len : GW_PATH_MAX,
 				k->k0, k->k1, GW_MATCH_EXACT);
-	b->h_svc = ok ? gw_siphash((const unsigned char *)b->path, second + 1,
-				   k->k0, k->k1, GW_MATCH_SERVICE) : 0;
+	b->h_svc = b->path_valid ? gw_siphash((const unsigned char *)b->path, b->svc_len,
+					       k->k0, k->k1, GW_MATCH_SERVICE) : 0;
+	if (!b->path_inserted || t->ins - b->path_ins > t->n || t->ins == b->path_ins)
+		return;
+	e = &t->e[b->path_ins & GW_HP_MASK];
+	e->flags = GW_HPE_PATH | (b->path_valid ? GW_HPE_VALID : 0);
+	e->path_len = b->path_long ? GW_PATH_MAX : b->path_len;
+	e->h_exact = b->h_exact;
+	e->h_svc = b->h_svc;
 }
 
 /* Opens the string at b->off for the current field (name or value). */
@@ -354,8 +381,7 @@ static __always_inline void gw_hp_emit(struct gw_hp_block *b, __u8 sym)
  * finishes the field. */
 static __always_inline int gw_hp_close_string(struct gw_hp_block *b,
 					      struct gw_hp_table *t,
-					      GW_SRC_T *src,
-					      const struct gw_hp_keys *k)
+					      GW_SRC_T *src)
 {
 	if (b->s_huff && !b->h_accept)
 		return gw_hp_fail(b, GW_REASON_PROTOCOL); /* bad padding, 5.2 */
@@ -367,10 +393,10 @@ static __always_inline int gw_hp_close_string(struct gw_hp_block *b,
 	}
 	if (b->f_is_path) {
 		b->npath++;
+		b->path_inserted = b->f_insert;
 		b->path_len = b->s_dlen < GW_PATH_MAX ? b->s_dlen : GW_PATH_MAX;
 		if (b->s_dlen >= GW_PATH_MAX)
 			b->path_long = 1;
-		gw_hp_finish_path(b, k);
 	}
 	if (b->f_insert &&
 	    gw_hp_insert(t, b->f_name_len, b->s_dlen, b, b->f_is_path))
@@ -476,7 +502,7 @@ static __always_inline int gw_hp_name_ref(struct gw_hp_block *b, struct gw_hp_ta
 /* One step of the block parser. Returns 1 when the block is done (or
  * failed: see b->st), 0 to be called again. */
 static __always_inline int gw_hp_step(struct gw_hp_block *b, struct gw_hp_table *t,
-				      GW_SRC_T *src, const struct gw_hp_keys *k)
+				      GW_SRC_T *src)
 {
 	__u32 off, v;
 	int c;
@@ -488,7 +514,7 @@ static __always_inline int gw_hp_step(struct gw_hp_block *b, struct gw_hp_table 
 			if (b->s_off < b->s_end)
 				return 0;
 		}
-		if (gw_hp_close_string(b, t, src, k))
+		if (gw_hp_close_string(b, t, src))
 			return 1;
 		return 0;
 	}

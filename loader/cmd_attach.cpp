@@ -80,7 +80,7 @@ void AttachPinned(const AttachOptions& o, const std::string& cgroup, const Polic
   bpf_map* map;
   bpf_object__for_each_map(map, skel->obj) {
     const char* name = bpf_map__name(map);
-    if (name[0] == '.') continue;  // .rodata/.data: not shared state
+    if (bpf_map__is_internal(map)) continue;  // .rodata/.data: per program, not shared state
     std::string pin = MapPin(o.pin_dir, name);
     if (bpf_map__set_pin_path(map, pin.c_str()) != 0) throw SysError("setting pin path " + pin, errno);
   }

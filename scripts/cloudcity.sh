@@ -16,7 +16,7 @@ export GW_PYGEN=$ROOT/build/py
 PIDS=()
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-run() { printf '$ %s\n' "$*"; "$@"; }
+run() { printf "$ %s\n" "$*"; "$@" || { echo "cloudcity.sh: failed: $*" >&2; exit 1; }; }
 
 cleanup() {
   set +e
