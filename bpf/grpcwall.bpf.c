@@ -326,7 +326,7 @@ int gw_sk_msg(struct sk_msg_md *msg)
 	struct gw_conn *c;
 	__u32 avail, want, n = 0, off = 0, o;
 	__u8 val = 0, *data, *end;
-	int act, r;
+	int act, r, policed;
 
 	if (!msg->sk)
 		return SK_DROP;
@@ -338,6 +338,8 @@ int gw_sk_msg(struct sk_msg_md *msg)
 		return SK_DROP;
 	if (c->flags & GW_CONN_FAILED)
 		return SK_DROP;
+	/* identity and service under the live policy (once per generation) */
+	policed = gw_refresh(c, cfg) == 0;
 
 	/* linearise what the walker reads: the preface or a frame header,
 	 * and a whole HEADERS frame once it is all there */
@@ -402,7 +404,7 @@ int gw_sk_msg(struct sk_msg_md *msg)
 
 		bpf_map_update_elem(&gw_paths, &h, c->h2.blk.path, BPF_ANY);
 	}
-	if (gw_refresh(c, cfg))
+	if (!policed)
 		return SK_PASS; /* identity or service left the policy: unpoliced */
 	gw_decide(c, cfg, &d);
 	gw_rule_count(cfg, d.rule, d.verdict);

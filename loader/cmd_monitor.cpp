@@ -73,6 +73,7 @@ int OnEvent(void* p, void* data, size_t size) {
   std::string svc = Name(*ctx->live, e.generation, GW_NAMEKIND_SERVICE, e.service);
   std::string comm(e.comm, strnlen(e.comm, sizeof(e.comm)));
   const char* reason = e.reason < GW_REASON_MAX ? kReasons[e.reason] : "?";
+  if (e.reason == GW_REASON_POLICY && e.rule == 0) reason = "no rule allows it";
   if (ctx->o->json) {
     nlohmann::json j{{"time", tsf},           {"verdict", VerdictName(e.verdict)},
                      {"identity", ident},     {"service", svc},

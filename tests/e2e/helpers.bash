@@ -108,3 +108,22 @@ wait_port() {
 json() { $PY -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {"d": d}))' "$1"; }
 
 counter() { "$GRPCWALL" status --pin-dir "$PIN" --json | json "d['counters']['$1']"; }
+
+# start_grpc_server PORT [ARGS]: the Cloud City server in the server namespace
+start_grpc_server() {
+  local port=$1; shift
+  start_bg "$WORK/server-$port.log" $PY "$ROOT/tests/grpc/server.py" --addr "0.0.0.0:$port" "$@"
+  wait_port "$port"
+}
+
+# handlers PORT METHOD: how many times the server ran METHOD's handler
+handlers() { grep -c "^handler $2 " "$WORK/server-$1.log" || true; }
+
+# py_client CGROUP PORT CALLS...: python grpcio client on one channel
+py_client() {
+  local cg=$1 port=$2; shift 2
+  in_cgroup "$cg" "$CLIENT_NS" $PY "$ROOT/tests/grpc/client.py" "$SERVER_IP:$port" "$@"
+}
+
+# events N: the next N monitor events as JSON lines (they wait in the ring buffer)
+events() { "$GRPCWALL" monitor --pin-dir "$PIN" --json --count "$1" --timeout 10; }

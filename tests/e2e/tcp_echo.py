@@ -23,8 +23,14 @@ def echo(c):
             c.sendall(d)
 
 
-def client(addr, port, hold):
-    """Connects, sends, waits for the echo, keeps the connection `hold` s."""
+# the HTTP/2 connection preface and an empty SETTINGS frame
+H2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+HTTP1 = b"GET / HTTP/1.1\r\nHost: door-manager\r\n\r\n"
+
+
+def client(addr, port, hold, payload=H2_HELLO):
+    """Connects, sends `payload`, waits for its echo, keeps the connection
+    `hold` s. Prints "echo ok", or the error the send or receive got."""
     import time
     if addr.startswith("::ffff:"):  # AF_INET6 socket to a v4-mapped address, as gRPC C-core does
         s = socket.socket(socket.AF_INET6)
@@ -32,9 +38,18 @@ def client(addr, port, hold):
         s.connect((addr, port))
     else:
         s = socket.create_connection((addr, port), timeout=5)
-    s.sendall(b"ping")
-    assert s.recv(4) == b"ping"
-    print("echo ok", flush=True)
+    try:
+        s.sendall(payload)
+        got = b""
+        while len(got) < len(payload):
+            d = s.recv(65536)
+            if not d:
+                break
+            got += d
+        print("echo ok" if got == payload else f"echo wrong {got!r}", flush=True)
+    except OSError as e:
+        print(f"error {e.strerror}", flush=True)
+        return
     time.sleep(float(hold))
     s.close()
 
@@ -43,4 +58,6 @@ if __name__ == "__main__":
     if sys.argv[1] == "serve":
         serve(sys.argv[2], int(sys.argv[3]))
     else:
-        client(sys.argv[2], int(sys.argv[3]), sys.argv[4] if len(sys.argv) > 4 else 0)
+        mode = sys.argv[5] if len(sys.argv) > 5 else "h2"
+        client(sys.argv[2], int(sys.argv[3]), sys.argv[4] if len(sys.argv) > 4 else 0,
+               HTTP1 if mode == "http1" else H2_HELLO)

@@ -14,7 +14,7 @@ import cloudcity_pb2_grpc  # noqa: E402
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("target")
-    ap.add_argument("calls", nargs="+", help="Method or Method*N")
+    ap.add_argument("calls", nargs="+", help="Method, Method*N, or WAIT:FILE (wait until FILE exists)")
     ap.add_argument("--metadata-bytes", type=int, default=0, help="add an x-big header this long")
     ap.add_argument("--timeout", type=float, default=5)
     a = ap.parse_args()
@@ -24,6 +24,13 @@ def main():
         md = [("x-big", "b" * a.metadata_bytes)] if a.metadata_bytes else None
         n = 0
         for spec in a.calls:
+            if spec.startswith("WAIT:"):
+                import time
+                for _ in range(600):
+                    if os.path.exists(spec[5:]):
+                        break
+                    time.sleep(0.05)
+                continue
             name, _, times = spec.partition("*")
             for _ in range(int(times or 1)):
                 n += 1

@@ -1,0 +1,122 @@
+#!/usr/bin/env bats
+# In-kernel method enforcement with real gRPC clients: each test has its
+# own namespaces, cgroups and pin dir; client and server are apart.
+
+load helpers
+
+setup() {
+  gw_setup
+  write_policy "$WORK/p.yaml"
+  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
+  start_grpc_server 50051
+}
+teardown() { gw_teardown; }
+
+@test "python grpcio: allowed methods succeed many times on one channel (indexed :path)" {
+  run py_client "$CG/terminal" 50051 'GetName*25' 'GetLocation*25'
+  [ "$status" -eq 0 ]
+  [ "$(echo "$output" | grep -c '^GetName OK$')" -eq 25 ]
+  [ "$(echo "$output" | grep -c '^GetLocation OK$')" -eq 25 ]
+  [ "$(handlers 50051 GetName)" -eq 25 ]
+  [ "$(counter allowed)" -eq 50 ]
+  [ "$(counter denied)" -eq 0 ]
+  [ "$(counter conns_opened)" -eq 1 ]   # one channel, one policed connection
+  [ "$(counter parse_errors)" -eq 0 ]
+}
+
+@test "python grpcio: a denied method fails alone; its handler never runs; the channel goes on" {
+  run py_client "$CG/terminal" 50051 GetName SetAccessCode GetName SetAccessCode GetName
+  [ "$status" -eq 0 ]
+  echo "$output"
+  [ "$(echo "$output" | sed -n 2p)" = "SetAccessCode UNIMPLEMENTED 'Method not found!'" ]
+  [ "$(echo "$output" | grep -c '^GetName OK$')" -eq 3 ]
+  [ "$(echo "$output" | grep -c '^SetAccessCode OK')" -eq 0 ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  [ "$(handlers 50051 GetName)" -eq 3 ]
+  [ "$(counter denied)" -eq 2 ]
+  [ "$(counter conns_failed)" -eq 0 ]
+  run events 2
+  [ "$status" -eq 0 ]
+  first=$(echo "$output" | head -1)
+  [ "$(echo "$first" | json "d['verdict']")" = "deny" ]
+  [ "$(echo "$first" | json "d['identity']")" = "public-terminal" ]
+  [ "$(echo "$first" | json "d['service']")" = "door-manager" ]
+  [ "$(echo "$first" | json "d['method']")" = "/cloudcity.DoorManager/SetAccessCode" ]
+  [ "$(echo "$first" | json "d['dst']")" = "$SERVER_IP:50051" ]
+  # the second deny is an indexed reference to the rewritten entry: named too
+  [ "$(echo "$output" | sed -n 2p | json "d['method']")" = "/cloudcity.DoorManager/SetAccessCode" ]
+}
+
+@test "service wildcard, deny over allow, and audit mode" {
+  run py_client "$CG/sensor" 50051 GetLocation RequestMaintenance SetAccessCode GetName
+  [ "$(echo "$output" | grep -c ' OK$')" -eq 3 ]
+  [[ "$output" == *"SetAccessCode UNIMPLEMENTED"* ]]
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  rule=$(events 1 | json "d['rule']")
+  [ "$rule" -eq 2 ]   # the deny entry of the sensor's rule
+
+  write_policy "$WORK/audit.yaml" \
+    "  - from: door-sensor" "    to: door-manager" "    allow: [\"/cloudcity.DoorManager/*\"]" \
+    "    deny: [/cloudcity.DoorManager/SetAccessCode]" "    audit: true"
+  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/audit.yaml"
+  run py_client "$CG/sensor" 50051 SetAccessCode GetName
+  [ "$(echo "$output" | grep -c ' OK$')" -eq 2 ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 1 ]
+  ev=$(events 1)
+  [ "$(echo "$ev" | json "d['verdict']")" = "audit" ]
+  [ "$(echo "$ev" | json "d['method']")" = "/cloudcity.DoorManager/SetAccessCode" ]
+  [ "$(counter audited)" -eq 1 ]
+  run "$GRPCWALL" policy show --pin-dir "$PIN" --json
+  [ "$(echo "$output" | json "d['rules'][0]['counters']['audited']")" -eq 1 ]
+}
+
+@test "policy apply on a live channel revokes and grants on the next call" {
+  # terminal: GetName allowed, GetLocation not; then the reverse
+  write_policy "$WORK/swap.yaml" \
+    "  - from: public-terminal" "    to: door-manager" \
+    "    allow: [/cloudcity.DoorManager/GetLocation]"
+  py_client "$CG/terminal" 50051 GetName GetName "WAIT:$WORK/go" GetName GetLocation GetLocation \
+    > "$WORK/client.out" 2>&1 &
+  PIDS+=($!)
+  for i in $(seq 1 100); do [ "$(wc -l < "$WORK/client.out")" -ge 2 ] && break; sleep 0.1; done
+  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/swap.yaml"
+  touch "$WORK/go"
+  wait "${PIDS[-1]}"
+  cat "$WORK/client.out"
+  [ "$(sed -n 1,2p "$WORK/client.out")" = "$(printf 'GetName OK\nGetName OK')" ]
+  [[ "$(sed -n 3p "$WORK/client.out")" == "GetName UNIMPLEMENTED"* ]]   # revoked: an indexed :path, now denied
+  [ "$(sed -n 4,5p "$WORK/client.out")" = "$(printf 'GetLocation OK\nGetLocation OK')" ]  # granted
+  [ "$(counter conns_opened)" -eq 1 ]   # all on one connection
+  [ "$(handlers 50051 GetName)" -eq 2 ]
+  [ "$(handlers 50051 GetLocation)" -eq 2 ]
+}
+
+@test "processes without an identity, and other ports, are untouched" {
+  start_grpc_server 50052
+  run py_client "$CG/nobody" 50051 SetAccessCode GetName
+  [ "$output" = "$(printf 'SetAccessCode OK\nGetName OK')" ]
+  run py_client "$CG/terminal" 50052 SetAccessCode
+  [ "$output" = "SetAccessCode OK" ]
+  [ "$(counter conns_opened)" -eq 0 ]
+  [ "$(counter header_blocks)" -eq 0 ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 1 ]
+  [ "$(handlers 50052 SetAccessCode)" -eq 1 ]
+}
+
+@test "a non-HTTP/2 client on a policed port is refused and reported" {
+  start_bg "$WORK/echo.log" $PY "$ROOT/tests/e2e/tcp_echo.py" serve 0.0.0.0 50053
+  wait_port 50053
+  write_policy "$WORK/p2.yaml"
+  sed -i 's/port: 50051/port: 50053/' "$WORK/p2.yaml"
+  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/p2.yaml"
+  run in_cgroup "$CG/terminal" "$CLIENT_NS" $PY "$ROOT/tests/e2e/tcp_echo.py" client "$SERVER_IP" 50053 0 http1
+  echo "$output"
+  [[ "$output" == "error Permission denied" ]]
+  ev=$(events 1)
+  [ "$(echo "$ev" | json "d['reason']")" = "not HTTP/2" ]
+  [ "$(echo "$ev" | json "d['identity']")" = "public-terminal" ]
+  [ "$(counter conns_failed)" -eq 1 ]
+  # an HTTP/2 client on the same port and identity is fine
+  run in_cgroup "$CG/terminal" "$CLIENT_NS" $PY "$ROOT/tests/e2e/tcp_echo.py" client "$SERVER_IP" 50053 0 h2
+  [ "$output" = "echo ok" ]
+}
