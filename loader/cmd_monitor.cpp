@@ -92,7 +92,8 @@ int OnEvent(void* p, void* data, size_t size) {
               << e.dport << " pid " << e.pid << " (" << comm << ") stream " << e.stream_id << std::endl;
   }
   ctx->seen++;
-  return 0;
+  // stop consuming once --count is reached: later events stay in the ring
+  return (ctx->o->count > 0 && ctx->seen >= ctx->o->count) ? -ECANCELED : 0;
 }
 
 void Monitor(const MonitorOptions& o) {
@@ -113,6 +114,7 @@ void Monitor(const MonitorOptions& o) {
   clock_gettime(CLOCK_MONOTONIC, &start);
   while (!g_stop && (o.count == 0 || ctx.seen < o.count)) {
     int n = ring_buffer__poll(rb, 200);
+    if (n == -ECANCELED) break;
     if (n < 0 && n != -EINTR) {
       ring_buffer__free(rb);
       throw SysError("reading events", -n);

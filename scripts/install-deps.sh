@@ -11,9 +11,12 @@ PKGS=(
   # unit tests
   libgtest-dev libnghttp2-dev
   # end-to-end tests and demo
-  bats iproute2 procps python3 python3-grpcio python3-grpc-tools python3-h2
-  nghttp2-client
+  bats iproute2 procps util-linux python3 python3-grpcio python3-grpc-tools python3-h2
+  python3-hpack nghttp2-client
 )
+
+# Node.js for the @grpc/grpc-js client: the machine's own if it has one
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -22,7 +25,18 @@ for p in "${PKGS[@]}"; do
   fi
 done
 
+node_deps() {
+  # @grpc/grpc-js from the npm registry, pinned by package-lock.json
+  local dir
+  dir="$(cd "$(dirname "$0")/.." && pwd)/tests/grpc/node"
+  if [ ! -d "$dir/node_modules/@grpc/grpc-js" ]; then
+    echo "install-deps: npm ci in $dir"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}
+
 if [ ${#missing[@]} -eq 0 ]; then
+  node_deps
   exit 0
 fi
 
@@ -40,3 +54,4 @@ if [ ! -e "$stamp" ]; then
   mkdir -p "$(dirname "$stamp")" && touch "$stamp"
 fi
 apt-get install -y -q --no-install-recommends "${missing[@]}"
+node_deps

@@ -120,3 +120,34 @@ teardown() { gw_teardown; }
   run in_cgroup "$CG/terminal" "$CLIENT_NS" $PY "$ROOT/tests/e2e/tcp_echo.py" client "$SERVER_IP" 50053 0 h2
   [ "$output" = "echo ok" ]
 }
+
+@test "grpc-js: Huffman literal :path every call; deny alone, channel goes on" {
+  [ -d "$ROOT/tests/grpc/node/node_modules/@grpc/grpc-js" ] || skip "npm dependencies missing: run scripts/install-deps.sh"
+  run node_client "$CG/terminal" 50051 'GetName*10' SetAccessCode GetLocation SetAccessCode GetName
+  echo "$output"
+  [ "$status" -eq 0 ]
+  [ "$(echo "$output" | grep -c '^GetName OK$')" -eq 11 ]
+  [ "$(echo "$output" | grep -c '^GetLocation OK$')" -eq 1 ]
+  [ "$(echo "$output" | grep -c "^SetAccessCode UNIMPLEMENTED")" -eq 2 ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  [ "$(counter allowed)" -eq 12 ]
+  [ "$(counter denied)" -eq 2 ]
+  [ "$(counter conns_opened)" -eq 1 ]
+  [ "$(events 1 | json "d['method']")" = "/cloudcity.DoorManager/SetAccessCode" ]
+  # wildcard for a Huffman path
+  run node_client "$CG/sensor" 50051 RequestMaintenance SetAccessCode
+  [ "$output" = "$(printf "RequestMaintenance OK\nSetAccessCode UNIMPLEMENTED 'Method not found!'")" ]
+}
+
+@test "h2load: allowed POSTs reach the handler, denied ones never do" {
+  run h2load_calls "$CG/terminal" 50051 GetName 40
+  echo "$output"
+  [[ "$output" == *"40 succeeded"* ]]
+  [ "$(handlers 50051 GetName)" -eq 40 ]
+  run h2load_calls "$CG/terminal" 50051 SetAccessCode 15
+  echo "$output"
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  [ "$(counter allowed)" -eq 40 ]
+  [ "$(counter denied)" -eq 15 ]
+  [ "$(counter conns_failed)" -eq 0 ]
+}

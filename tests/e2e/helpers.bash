@@ -127,3 +127,18 @@ py_client() {
 
 # events N: the next N monitor events as JSON lines (they wait in the ring buffer)
 events() { "$GRPCWALL" monitor --pin-dir "$PIN" --json --count "$1" --timeout 10; }
+
+# node_client CGROUP PORT CALLS...: @grpc/grpc-js client on one channel
+node_client() {
+  local cg=$1 port=$2; shift 2
+  in_cgroup "$cg" "$CLIENT_NS" node "$ROOT/tests/grpc/node/client.js" "$SERVER_IP:$port" "$@"
+}
+
+# h2load_calls CGROUP PORT METHOD N: N gRPC-framed unary POSTs on one connection
+h2load_calls() {
+  local cg=$1 port=$2 method=$3 n=$4
+  printf '\x00\x00\x00\x00\x02\x08\x01' > "$WORK/req.bin"   # DoorRequest{door_id: 1}
+  in_cgroup "$cg" "$CLIENT_NS" h2load -n "$n" -c 1 -m 1 -d "$WORK/req.bin" \
+    -H 'content-type: application/grpc' -H 'te: trailers' \
+    "http://$SERVER_IP:$port/cloudcity.DoorManager/$method"
+}
