@@ -20,6 +20,8 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
 
 #include "grpcwall.h"
 #include "maps.h"
@@ -436,4 +438,79 @@ int gw_sk_msg(struct sk_msg_md *msg)
 	}
 	gw_emit(c, msg, cfg, GW_VERDICT_DENY, d.reason, d.rule, f.stream);
 	return SK_PASS;
+}
+
+extern int bpf_sock_destroy(struct sock_common *sk) __ksym;
+
+#define GW_TCP_ESTABLISHED 1
+
+/*
+ * Connections that predate attach (or a policy apply that made them
+ * policed) were never put in the sockhash: their RPCs would go unchecked.
+ * The loader runs this iterator over every TCP socket; a connected socket
+ * whose cgroup carries an identity and whose destination is a service, and
+ * that is not already policed, is reset (bpf_sock_destroy) so the client
+ * reconnects, under policy. One line per reset goes to the loader.
+ */
+SEC("iter/tcp")
+int gw_reset_predating(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	struct gw_conn_origin o = {};
+	struct gw_config *cfg;
+	struct tcp_sock *tp;
+	struct cgroup *cg, *anc;
+	struct gw_conn *c;
+	__u32 daddr = 0, i;
+	int level;
+
+	if (!skc)
+		return 0;
+	cfg = gw_get_config();
+	if (!cfg || !cfg->generation)
+		return 0;
+	if (skc->skc_state != GW_TCP_ESTABLISHED)
+		return 0;
+	if (skc->skc_family == AF_INET) {
+		daddr = skc->skc_daddr;
+	} else if (skc->skc_family == AF_INET6) {
+		if (skc->skc_v6_daddr.in6_u.u6_addr32[0] || skc->skc_v6_daddr.in6_u.u6_addr32[1] ||
+		    skc->skc_v6_daddr.in6_u.u6_addr32[2] != bpf_htonl(0x0000ffff))
+			return 0;
+		daddr = skc->skc_v6_daddr.in6_u.u6_addr32[3];
+	} else {
+		return 0;
+	}
+	if (!gw_resolve_service(daddr, skc->skc_dport, cfg->active_slot))
+		return 0;
+	tp = bpf_skc_to_tcp_sock(skc);
+	if (!tp)
+		return 0;
+	/* the socket's cgroup and its ancestors, deepest first */
+	cg = BPF_CORE_READ(&tp->inet_conn.icsk_inet.sk, sk_cgrp_data.cgroup);
+	if (!cg)
+		return 0;
+	level = BPF_CORE_READ(cg, level);
+	o.cgroups[0] = BPF_CORE_READ(cg, kn, id);
+	o.ncgroups = 1;
+	for (i = 1; i < GW_CGROUP_DEPTH; i++) {
+		if ((int)i > level)
+			break;
+		anc = NULL;
+		bpf_probe_read_kernel(&anc, sizeof(anc), &cg->ancestors[level - i]);
+		if (!anc)
+			break;
+		o.cgroups[i] = BPF_CORE_READ(anc, kn, id);
+		o.ncgroups = i + 1;
+	}
+	if (!gw_resolve_ident(&o, cfg->active_slot))
+		return 0;
+	c = bpf_sk_storage_get(&gw_conns, tp, NULL, 0);
+	if (c && (c->flags & GW_CONN_IN_MAP))
+		return 0; /* policed already */
+	if (bpf_sock_destroy(skc))
+		return 0;
+	gw_count(GW_CNT_CONNS_RESET, 1);
+	BPF_SEQ_PRINTF(ctx->meta->seq, "%pI4:%u\n", &daddr, bpf_ntohs(skc->skc_dport));
+	return 0;
 }

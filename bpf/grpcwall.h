@@ -72,6 +72,7 @@ enum gw_counter {
 	GW_CNT_HEADER_BLOCKS,
 	GW_CNT_DROPPED_CONNS,  /* connections failed closed (SK_DROP)     */
 	GW_CNT_EVENTS_LOST,    /* ring buffer full                        */
+	GW_CNT_CONNS_RESET,    /* predated attach/apply: reset to reconnect */
 	GW_CNT_MAX
 };
 

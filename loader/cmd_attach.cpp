@@ -130,6 +130,10 @@ void AttachPinned(const AttachOptions& o, const std::string& cgroup, const Polic
     bpf_link__destroy(link);
   }
   PinProgram(skel->progs.gw_sockops, o.pin_dir + "/prog_sockops");
+  PinProgram(skel->progs.gw_reset_predating, o.pin_dir + "/prog_reset");
+  // connections made before sockops saw them carry RPCs unchecked: reset
+  // them so their clients reconnect under policy
+  int reset = generation ? ResetPredating(o.pin_dir) : 0;
   WriteName(live, 0, GW_NAMEKIND_META, 0, cgroup, "", static_cast<uint64_t>(time(nullptr)));
 
   std::cout << "grpcwall attached at cgroup " << cgroup << ", pinned under " << o.pin_dir << "\n";
@@ -137,6 +141,8 @@ void AttachPinned(const AttachOptions& o, const std::string& cgroup, const Polic
     std::cout << "policy generation " << generation << (o.policy.empty() ? " (kept)" : " from " + o.policy) << "\n";
   else
     std::cout << "no policy yet: nothing is policed until 'grpcwall policy apply FILE'\n";
+  if (reset)
+    std::cout << "reset " << reset << " connection(s) that predate attach: their clients reconnect under policy\n";
 }
 
 }  // namespace

@@ -127,6 +127,9 @@ void Apply(const PolicyOptions& o) {
   Fd lock = LockPinDir(o.pin_dir);
   uint64_t gen = ApplyPolicy(live, p, cg_ids);
   std::cout << "policy generation " << gen << " live from " << o.file << "\n";
+  int reset = ResetPredating(o.pin_dir);
+  if (reset)
+    std::cout << "reset " << reset << " connection(s) that this policy makes policed: their clients reconnect under it\n";
 }
 
 void Show(const PolicyOptions& o) {

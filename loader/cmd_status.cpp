@@ -31,6 +31,7 @@ uint32_t PinnedProgId(const std::string& path) {
 const char* kCounterNames[GW_CNT_MAX] = {
     "allowed",         "denied",          "audited",      "fallback_blocks", "fallback_bytes", "parse_errors",
     "conns_opened",    "conns_closed",    "header_blocks", "conns_failed",   "events_lost",
+    "conns_reset",
 };
 
 void Status(const StatusOptions& o) {
@@ -82,7 +83,7 @@ void Status(const StatusOptions& o) {
             << ", fallback " << c[GW_CNT_FALLBACK_BLOCKS] << " blocks / " << c[GW_CNT_FALLBACK_BYTES] << " bytes\n"
             << "  connections:  tracked " << (c[GW_CNT_CONNS_OPENED] - c[GW_CNT_CONNS_CLOSED]) << " (opened "
             << c[GW_CNT_CONNS_OPENED] << ", closed " << c[GW_CNT_CONNS_CLOSED] << ", failed closed "
-            << c[GW_CNT_DROPPED_CONNS] << ")\n"
+            << c[GW_CNT_DROPPED_CONNS] << ", reset as predating " << c[GW_CNT_CONNS_RESET] << ")\n"
             << "  events lost:  " << c[GW_CNT_EVENTS_LOST] << "\n";
 }
 

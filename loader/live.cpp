@@ -3,7 +3,14 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <arpa/inet.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
 
 #include <algorithm>
 
@@ -181,6 +188,75 @@ uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const std::vector<uint6
   cfg.active_slot = slot;
   WriteConfig(m, cfg);
   return cfg.generation;
+}
+
+namespace {
+
+// Runs the iterator once in the calling thread's network namespace.
+int RunResetIterator(int prog_fd) {
+  int link = bpf_link_create(prog_fd, 0, BPF_TRACE_ITER, nullptr);
+  if (link < 0) throw SysError("creating the tcp iterator", errno);
+  Fd link_fd(link);
+  int it = bpf_iter_create(link_fd.get());
+  if (it < 0) throw SysError("starting the tcp iterator", errno);
+  Fd iter(it);
+  int lines = 0;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(iter.get(), buf, sizeof(buf))) > 0)
+    for (ssize_t i = 0; i < n; i++) lines += buf[i] == '\n';
+  if (n < 0) throw SysError("reading the tcp iterator", errno);
+  return lines;
+}
+
+// pids of every process in the cgroup subtree at `dir`
+void CgroupPids(const std::string& dir, std::vector<int>* pids, int depth = 0) {
+  if (depth > 64) return;
+  std::ifstream procs(dir + "/cgroup.procs");
+  int pid;
+  while (procs >> pid) pids->push_back(pid);
+  DIR* d = opendir(dir.c_str());
+  if (!d) return;
+  while (dirent* e = readdir(d))
+    if (e->d_type == DT_DIR && e->d_name[0] != '.') CgroupPids(dir + "/" + e->d_name, pids, depth + 1);
+  closedir(d);
+}
+
+}  // namespace
+
+int ResetPredating(const std::string& pin_dir) {
+  Fd prog = OpenPinned(pin_dir + "/prog_reset");
+  // The tcp iterator walks the sockets of the namespace it is created in:
+  // visit each network namespace that a process under the attach cgroup is
+  // in, then come back.
+  gw_name_val meta{};
+  LiveMaps live = LiveMaps::Open(pin_dir);
+  std::string cgroup = ReadName(live, 0, GW_NAMEKIND_META, 0, &meta) ? meta.text : CgroupV2Root();
+  std::vector<int> pids;
+  CgroupPids(cgroup, &pids);
+  Fd self(open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC));
+  if (!self) throw SysError("opening /proc/self/ns/net", errno);
+  struct stat self_st {};
+  fstat(self.get(), &self_st);
+  std::set<ino_t> seen{self_st.st_ino};
+  int reset = RunResetIterator(prog.get());
+  for (int pid : pids) {
+    Fd ns(open(("/proc/" + std::to_string(pid) + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC));
+    if (!ns) continue;  // the process is gone
+    struct stat st {};
+    if (fstat(ns.get(), &st) != 0 || !seen.insert(st.st_ino).second) continue;
+    if (setns(ns.get(), CLONE_NEWNET) != 0) throw SysError("entering the network namespace of pid " + std::to_string(pid), errno);
+    int n = 0;
+    try {
+      n = RunResetIterator(prog.get());
+    } catch (...) {
+      setns(self.get(), CLONE_NEWNET);
+      throw;
+    }
+    if (setns(self.get(), CLONE_NEWNET) != 0) throw SysError("returning to the loader's network namespace", errno);
+    reset += n;
+  }
+  return reset;
 }
 
 std::vector<uint64_t> ReadCounters(const LiveMaps& m) {

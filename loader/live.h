@@ -75,6 +75,11 @@ struct LivePolicy {
 };
 LivePolicy ReadLivePolicy(const LiveMaps& m);
 
+// Resets policed-to-be connections that are not in the sockhash (they
+// predate attach, or the policy that made them policed): runs the pinned
+// iter/tcp program. Returns how many were reset.
+int ResetPredating(const std::string& pin_dir);
+
 std::vector<uint64_t> ReadCounters(const LiveMaps& m);  // summed over CPUs
 gw_rule_counters ReadRuleCounters(const LiveMaps& m, uint32_t slot, uint16_t rule);
 

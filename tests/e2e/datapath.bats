@@ -151,3 +151,34 @@ teardown() { gw_teardown; }
   [ "$(counter denied)" -eq 15 ]
   [ "$(counter conns_failed)" -eq 0 ]
 }
+
+@test "connections that predate attach are reset and come back under policy" {
+  "$GRPCWALL" detach --pin-dir "$PIN"
+  py_client "$CG/terminal" 50051 GetName "WAIT:$WORK/go" SetAccessCode GetName SetAccessCode \
+    > "$WORK/client.out" 2>&1 &
+  PIDS+=($!)
+  for i in $(seq 1 100); do [ "$(wc -l < "$WORK/client.out")" -ge 1 ] && break; sleep 0.1; done
+  [ "$(sed -n 1p "$WORK/client.out")" = "GetName OK" ]   # unpoliced: grpcwall is not there yet
+  run "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml"
+  echo "$output"
+  [[ "$output" == *"reset 1 connection(s) that predate attach"* ]]
+  touch "$WORK/go"
+  wait "${PIDS[-1]}"
+  cat "$WORK/client.out"
+  # the call in flight on the reset connection fails; SetAccessCode never ran
+  [[ "$(sed -n 2p "$WORK/client.out")" == "SetAccessCode UNAVAILABLE"* ]]
+  [ "$(sed -n 3p "$WORK/client.out")" = "GetName OK" ]
+  [[ "$(sed -n 4p "$WORK/client.out")" == "SetAccessCode UNIMPLEMENTED"* ]]
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  [ "$(counter conns_reset)" -eq 1 ]
+  [ "$(counter conns_opened)" -eq 1 ]   # the reconnection is policed
+  # an unpoliced connection of a process without identity is left alone
+  py_client "$CG/nobody" 50051 GetName "WAIT:$WORK/go2" GetName > "$WORK/nobody.out" 2>&1 &
+  PIDS+=($!)
+  for i in $(seq 1 100); do [ "$(wc -l < "$WORK/nobody.out")" -ge 1 ] && break; sleep 0.1; done
+  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/p.yaml"
+  touch "$WORK/go2"
+  wait "${PIDS[-1]}"
+  [ "$(cat "$WORK/nobody.out")" = "$(printf 'GetName OK\nGetName OK')" ]
+  [ "$(counter conns_reset)" -eq 1 ]
+}
