@@ -23,7 +23,7 @@ LOADER_HDRS := $(wildcard loader/*.h)
 CORE_SRCS  := loader/policy.cpp
 UNIT_SRCS  := $(wildcard tests/unit/*.cpp)
 
-.PHONY: all deps test unit e2e demo clean bench bench-quick
+.PHONY: all deps test unit e2e demo clean bench bench-quick fuzz
 
 all: $(BUILD)/grpcwall $(BUILD)/py/cloudcity_pb2.py
 
@@ -56,6 +56,15 @@ $(BUILD)/unit_tests: $(UNIT_SRCS) $(CORE_SRCS) $(LOADER_HDRS) bpf/grpcwall.h $(w
 	$(CXX) $(CXXFLAGS) -DGW_SOURCE_DIR='"$(CURDIR)"' $(UNIT_SRCS) $(CORE_SRCS) -o $@ \
 	  -lgtest -lgtest_main -lpthread -lyaml-cpp -lnghttp2
 
+# libFuzzer over the shared walker + HPACK model, seeded with the captures
+$(BUILD)/h2_fuzz: tests/fuzz/h2_fuzz.cpp tests/unit/replay.h $(wildcard hpack/*.h) $(BUILD)/hpack_tables.h
+	clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -I$(BUILD) -Ibpf -Ihpack $< -o $@
+
+FUZZ_SECONDS ?= 60
+fuzz: $(BUILD)/h2_fuzz
+	@mkdir -p $(BUILD)/fuzz-corpus && cp tests/fixtures/*.c2s.bin $(BUILD)/fuzz-corpus/
+	$(BUILD)/h2_fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=4096 $(BUILD)/fuzz-corpus
+
 unit: $(BUILD)/unit_tests
 	$(BUILD)/unit_tests
 
@@ -65,6 +74,7 @@ e2e: all
 test: deps
 	$(MAKE) all $(BUILD)/unit_tests
 	$(BUILD)/unit_tests
+	$(MAKE) fuzz FUZZ_SECONDS=20
 	GRPCWALL=$(CURDIR)/$(BUILD)/grpcwall GW_PYGEN=$(CURDIR)/$(BUILD)/py bats tests/e2e
 
 demo: deps

@@ -9,7 +9,7 @@ PKGS=(
   make g++ clang llvm pkg-config libbpf-dev bpftool libelf-dev zlib1g-dev
   libcli11-dev libyaml-cpp-dev nlohmann-json3-dev
   # unit tests
-  libgtest-dev libnghttp2-dev
+  libgtest-dev libnghttp2-dev libclang-rt-14-dev
   # end-to-end tests and demo
   bats iproute2 procps util-linux python3 python3-grpcio python3-grpc-tools python3-h2
   python3-hpack nghttp2-client

@@ -182,3 +182,19 @@ teardown() { gw_teardown; }
   [ "$(cat "$WORK/nobody.out")" = "$(printf 'GetName OK\nGetName OK')" ]
   [ "$(counter conns_reset)" -eq 1 ]
 }
+
+@test "frames split across writes, one byte per send(), are decided in the kernel" {
+  run in_cgroup "$CG/terminal" "$CLIENT_NS" $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 --split 1 \
+    GetName SetAccessCode GetName
+  echo "$output"
+  [ "$output" = "$(printf 'GetName 0\nSetAccessCode 12\nGetName 0')" ]   # 12: UNIMPLEMENTED
+  [ "$(handlers 50051 GetName)" -eq 2 ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  [ "$(counter header_blocks)" -eq 3 ]
+  [ "$(counter denied)" -eq 1 ]
+  # and in 7-byte pieces, which cut frame headers and HPACK fields anywhere
+  run in_cgroup "$CG/terminal" "$CLIENT_NS" $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 --split 7 \
+    SetAccessCode GetName
+  [ "$output" = "$(printf 'SetAccessCode 12\nGetName 0')" ]
+  [ "$(counter parse_errors)" -eq 0 ]
+}

@@ -1,0 +1,73 @@
+"""Raw HTTP/2 gRPC client on the python h2 library, writing its bytes in
+pieces: `--split 1` sends every byte in its own send() (TCP_NODELAY), so the
+connection preface, frame headers and HEADERS frames reach the kernel in
+fragments. Prints "<Method> <grpc-status>" per call, one stream each, on ONE
+connection; "<Method> reset" if the stream was reset, "error ..." if the
+connection failed."""
+import argparse
+import socket
+import time
+
+import h2.config
+import h2.connection
+import h2.events
+
+REQ = b"\x00\x00\x00\x00\x02\x08\x01"  # gRPC frame: DoorRequest{door_id: 1}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("host")
+    ap.add_argument("port", type=int)
+    ap.add_argument("calls", nargs="+")
+    ap.add_argument("--split", type=int, default=0, help="bytes per send(); 0: whole")
+    ap.add_argument("--metadata-bytes", type=int, default=0)
+    a = ap.parse_args()
+    s = socket.create_connection((a.host, a.port), timeout=5)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+
+    def flush():
+        data = conn.data_to_send()
+        if not a.split:
+            s.sendall(data)
+            return
+        for i in range(0, len(data), a.split):
+            s.sendall(data[i:i + a.split])
+            time.sleep(0.0005)
+
+    try:
+        flush()
+        for method in a.calls:
+            sid = conn.get_next_available_stream_id()
+            headers = [(":method", "POST"), (":scheme", "http"), (":path", f"/cloudcity.DoorManager/{method}"),
+                       (":authority", f"{a.host}:{a.port}"), ("content-type", "application/grpc"), ("te", "trailers")]
+            if a.metadata_bytes:
+                headers.append(("x-big", "b" * a.metadata_bytes))
+            conn.send_headers(sid, headers)
+            conn.send_data(sid, REQ, end_stream=True)
+            flush()
+            status = None
+            while status is None:
+                data = s.recv(65536)
+                if not data:
+                    print("error connection closed", flush=True)
+                    return
+                for ev in conn.receive_data(data):
+                    if isinstance(ev, (h2.events.ResponseReceived, h2.events.TrailersReceived)) and ev.stream_id == sid:
+                        for k, v in ev.headers:
+                            if k == b"grpc-status":
+                                status = v.decode()
+                    elif isinstance(ev, h2.events.StreamReset) and ev.stream_id == sid:
+                        status = "reset"
+                    elif isinstance(ev, h2.events.DataReceived):
+                        conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                flush()
+            print(f"{method} {status}", flush=True)
+    except OSError as e:
+        print(f"error {e.strerror or e}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
