@@ -163,3 +163,64 @@ TEST(HpackModel, SizeUpdatesAndBounds) {
   Model huff;
   EXPECT_EQ(huff.Parse("0481ff"), -1);  // Huffman padding longer than 7 bits / EOS
 }
+
+// A HEADERS frame with PADDED and PRIORITY flags: the walker finds the block
+// between the priority fields and the padding, and the model decides it.
+TEST(H2Walker, PaddedAndPriorityHeaders) {
+  std::string path = "/cloudcity.DoorManager/GetName";
+  std::vector<unsigned char> block = {0x83, 0x86, 0x44, static_cast<unsigned char>(path.size())};
+  block.insert(block.end(), path.begin(), path.end());
+  const unsigned pad = 6;
+  std::vector<unsigned char> payload = {static_cast<unsigned char>(pad), 0x80, 0, 0, 0, 0x10};  // pad len, E|dep, weight
+  payload.insert(payload.end(), block.begin(), block.end());
+  payload.insert(payload.end(), pad, 0);
+  std::vector<unsigned char> frame = {0, 0, static_cast<unsigned char>(payload.size()), H2_FRAME_HEADERS,
+                                      H2_FLAG_END_HEADERS | H2_FLAG_PADDED | H2_FLAG_PRIORITY, 0, 0, 0, 1};
+  frame.insert(frame.end(), payload.begin(), payload.end());
+  gw_h2 h{};
+  gw_h2_init(&h);
+  h.stage = GW_H2_FRAMES;
+  gw_buf src{frame.data(), static_cast<__u32>(frame.size())};
+  gw_h2_frame f{};
+  __u32 n = 0;
+  EXPECT_EQ(gw_h2_next(&h, &src, src.len - 1, &f, &n), GW_ACT_NEED);  // one byte short: wait
+  ASSERT_EQ(gw_h2_next(&h, &src, src.len, &f, &n), GW_ACT_BLOCK);
+  EXPECT_EQ(n, frame.size());
+  EXPECT_EQ(f.blk_off, 9u + 1u + 5u);
+  EXPECT_EQ(f.blk_len, block.size());
+  EXPECT_TRUE(f.is_request);
+  gw_hp_keys k{1, 2};
+  ASSERT_EQ(gw_hp_parse_block(&h.blk, &h.table, frame.data() + f.blk_off, f.blk_len, &k), 0);
+  EXPECT_EQ(std::string(h.blk.path, h.blk.path_len), path);
+  EXPECT_TRUE(h.blk.path_valid);
+  // padding longer than the frame is a protocol error
+  frame[9] = 200;
+  gw_h2 bad{};
+  gw_h2_init(&bad);
+  bad.stage = GW_H2_FRAMES;
+  EXPECT_EQ(gw_h2_next(&bad, &src, src.len, &f, &n), GW_ACT_FAIL);
+  EXPECT_EQ(bad.reason, GW_REASON_PROTOCOL);
+}
+
+TEST(H2Walker, DataSkippedContinuationAndOversizeFailClosed) {
+  gw_h2 h{};
+  gw_h2_init(&h);
+  h.stage = GW_H2_FRAMES;
+  gw_h2_frame f{};
+  __u32 n = 0;
+  std::vector<unsigned char> data = {0x01, 0x00, 0x00, H2_FRAME_DATA, 0, 0, 0, 0, 1};  // 64 KiB DATA: only the header is there
+  gw_buf src{data.data(), static_cast<__u32>(data.size())};
+  ASSERT_EQ(gw_h2_next(&h, &src, src.len, &f, &n), GW_ACT_PASS);
+  EXPECT_EQ(n, 9u + 65536u);  // skipped whole, payload never read
+  std::vector<unsigned char> hdr = {0x00, 0x00, 0x05, H2_FRAME_HEADERS, 0 /* no END_HEADERS */, 0, 0, 0, 1};
+  gw_buf s2{hdr.data(), static_cast<__u32>(hdr.size())};
+  ASSERT_EQ(gw_h2_next(&h, &s2, s2.len, &f, &n), GW_ACT_FAIL);
+  EXPECT_EQ(h.reason, GW_REASON_CONTINUATION);
+  gw_h2 h2{};
+  gw_h2_init(&h2);
+  h2.stage = GW_H2_FRAMES;
+  std::vector<unsigned char> big = {0x00, 0x40, 0x01, H2_FRAME_HEADERS, H2_FLAG_END_HEADERS, 0, 0, 0, 1};
+  gw_buf s3{big.data(), static_cast<__u32>(big.size())};
+  ASSERT_EQ(gw_h2_next(&h2, &s3, s3.len, &f, &n), GW_ACT_FAIL);
+  EXPECT_EQ(h2.reason, GW_REASON_BOUND);
+}
