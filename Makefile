@@ -81,5 +81,24 @@ demo: deps
 	$(MAKE) all
 	scripts/demo.sh
 
+# ---- benchmarks (issue 5): sudo make bench / bench-quick ----
+BENCH_GEN := $(BUILD)/bench
+$(BENCH_GEN)/cloudcity.grpc.pb.cc: tests/grpc/cloudcity.proto
+	@mkdir -p $(BENCH_GEN)
+	protoc -Itests/grpc --cpp_out=$(BENCH_GEN) --grpc_out=$(BENCH_GEN) \
+	  --plugin=protoc-gen-grpc=$$(command -v grpc_cpp_plugin) $<
+
+$(BUILD)/bench_server: tests/bench/server.cpp $(BENCH_GEN)/cloudcity.grpc.pb.cc
+	$(CXX) -std=c++17 -O2 -I$(BENCH_GEN) $< $(BENCH_GEN)/cloudcity.pb.cc $(BENCH_GEN)/cloudcity.grpc.pb.cc \
+	  -o $@ $$(pkg-config --cflags --libs grpc++ protobuf) -lpthread
+
+bench: deps
+	$(MAKE) all $(BUILD)/bench_server
+	/usr/bin/python3 tests/bench/bench.py --grpcwall $(BUILD)/grpcwall --server $(BUILD)/bench_server
+
+bench-quick: deps
+	$(MAKE) all $(BUILD)/bench_server
+	/usr/bin/python3 tests/bench/bench.py --quick --grpcwall $(BUILD)/grpcwall --server $(BUILD)/bench_server
+
 clean:
 	rm -rf $(BUILD)

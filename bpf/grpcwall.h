@@ -19,7 +19,7 @@
 #define GW_MAX_IDENTITIES  16384
 #define GW_MAX_SERVICES    1024
 #define GW_MAX_PAIRS       65536 /* (identity, service) pairs with rules */
-#define GW_MAX_RULES       4096  /* rule ids per generation, 1-based */
+#define GW_MAX_RULES       32768 /* rule ids per generation, 1-based */
 #define GW_MAX_NAMES       262144
 #define GW_MAX_CONNS       65536
 

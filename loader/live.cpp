@@ -39,6 +39,24 @@ void Update(int fd, const void* k, const void* v, const char* what) {
   if (bpf_map_update_elem(fd, k, v, BPF_ANY) != 0) throw SysError(std::string("updating ") + what, errno);
 }
 
+// Batch operations, falling back to one at a time where the kernel has none.
+void BatchUpdate(int fd, std::vector<gw_pair_key>& keys, std::vector<uint32_t>& vals) {
+  if (keys.empty()) return;
+  uint32_t count = static_cast<uint32_t>(keys.size());
+  LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = BPF_ANY);
+  if (bpf_map_update_batch(fd, keys.data(), vals.data(), &count, &opts) == 0) return;
+  if (errno != EINVAL && errno != 524 /* ENOTSUPP */ && errno != EOPNOTSUPP) throw SysError("updating gw_policy", errno);
+  for (size_t i = count; i < keys.size(); i++) Update(fd, &keys[i], &vals[i], "gw_policy");
+}
+
+void BatchDelete(int fd, std::vector<gw_pair_key>& keys) {
+  if (keys.empty()) return;
+  uint32_t count = static_cast<uint32_t>(keys.size());
+  LIBBPF_OPTS(bpf_map_batch_opts, opts);
+  if (bpf_map_delete_batch(fd, keys.data(), &count, &opts) == 0) return;
+  for (size_t i = count; i < keys.size(); i++) bpf_map_delete_elem(fd, &keys[i]);
+}
+
 int NumCpus() {
   int n = libbpf_num_possible_cpus();
   if (n <= 0) throw SysError("counting possible CPUs", -n);
@@ -122,13 +140,21 @@ uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const std::vector<uint6
     if (k.slot == slot) bpf_map_delete_elem(m.idents.get(), &k);
   for (auto& k : Keys<gw_svc_key>(m.services.get()))
     if (k.slot == slot) bpf_map_delete_elem(m.services.get(), &k);
-  for (auto& k : Keys<gw_pair_key>(m.policy.get()))
-    if (k.slot == slot) bpf_map_delete_elem(m.policy.get(), &k);
+  {
+    // outer map-of-maps: every single update or delete waits for an RCU
+    // grace period (~10-30 ms here); a batch waits once
+    std::vector<gw_pair_key> old;
+    for (auto& k : Keys<gw_pair_key>(m.policy.get()))
+      if (k.slot == slot) old.push_back(k);
+    BatchDelete(m.policy.get(), old);
+  }
   for (auto& k : Keys<gw_name_key>(m.names.get()))
     if (k.slot == slot && k.kind != GW_NAMEKIND_META) bpf_map_delete_elem(m.names.get(), &k);
   {
+    // ids above the new rule count are never counted nor read in this
+    // generation; a later one zeroes them when it uses them
     std::vector<gw_rule_counters> zero(NumCpus());
-    for (uint32_t r = 0; r < GW_MAX_RULES; r++) {
+    for (uint32_t r = 0; r <= p.rules.size() && r < GW_MAX_RULES; r++) {
       uint32_t idx = slot * GW_MAX_RULES + r;
       Update(m.rule_counters.get(), &idx, zero.data(), "gw_rule_counters");
     }
@@ -167,6 +193,9 @@ uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const std::vector<uint6
     WriteName(m, slot, GW_NAMEKIND_RULE, r.id, r.from + " -> " + r.to, p.file + ":" + std::to_string(r.line),
               r.audit);
   std::set<uint64_t> named;
+  std::vector<gw_pair_key> pair_keys;
+  std::vector<uint32_t> pair_fds;
+  std::vector<Fd> inner_fds;
   for (const auto& pair : cp.pairs) {
     LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = BPF_F_NO_PREALLOC);
     int inner = bpf_map_create(BPF_MAP_TYPE_HASH, "gw_methods", sizeof(uint64_t), sizeof(gw_method_val),
@@ -177,10 +206,12 @@ uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const std::vector<uint6
       Update(inner, &meth.hash, &meth.val, "a method table");
       if (named.insert(meth.hash).second) WriteName(m, slot, GW_NAMEKIND_METHOD, meth.hash, meth.pattern, "", 0);
     }
-    gw_pair_key k{slot, pair.ident, pair.service};
-    uint32_t v = static_cast<uint32_t>(inner);
-    Update(m.policy.get(), &k, &v, "gw_policy");
+    pair_keys.push_back(gw_pair_key{slot, pair.ident, pair.service});
+    pair_fds.push_back(static_cast<uint32_t>(inner));
+    inner_fds.push_back(std::move(inner_fd));
   }
+  BatchUpdate(m.policy.get(), pair_keys, pair_fds);
+  inner_fds.clear();
   WriteName(m, 0, GW_NAMEKIND_META, 1 + slot, p.file, "", 0);
 
   // 3. Flip: one write makes the whole new policy live.

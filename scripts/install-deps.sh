@@ -13,6 +13,8 @@ PKGS=(
   # end-to-end tests and demo
   bats iproute2 procps util-linux python3 python3-grpcio python3-grpc-tools python3-h2
   python3-hpack nghttp2-client
+  # benchmarks
+  libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev haproxy gnuplot-nox
 )
 
 # Node.js for the @grpc/grpc-js client: the machine's own if it has one

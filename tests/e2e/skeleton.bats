@@ -142,6 +142,7 @@ YAML
 
   # no identity: untouched, untracked
   run in_cgroup "$CG/nobody" "$CLIENT_NS" $PY "$ROOT/tests/e2e/tcp_echo.py" client "$SERVER_IP" 50051
+  echo "nobody: $output"
   [ "$output" = "echo ok" ]
   # identity, other port: untracked
   run in_cgroup "$CG/terminal" "$CLIENT_NS" $PY "$ROOT/tests/e2e/tcp_echo.py" client "$SERVER_IP" 50052
