@@ -72,7 +72,7 @@ e2e: all
 	GRPCWALL=$(CURDIR)/$(BUILD)/grpcwall GW_PYGEN=$(CURDIR)/$(BUILD)/py bats tests/e2e
 
 test: deps
-	$(MAKE) all $(BUILD)/unit_tests
+	$(MAKE) all $(BUILD)/unit_tests $(BUILD)/bench_server
 	$(BUILD)/unit_tests
 	$(MAKE) fuzz FUZZ_SECONDS=20
 	GRPCWALL=$(CURDIR)/$(BUILD)/grpcwall GW_PYGEN=$(CURDIR)/$(BUILD)/py bats tests/e2e

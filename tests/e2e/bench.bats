@@ -1,0 +1,49 @@
+#!/usr/bin/env bats
+# The bench harness itself works: a seconds-long run produces a well-formed
+# results file and plot. Never asserts a number is reached (this machine is
+# shared and noisy): `sudo make bench` measures.
+
+setup() {
+  [ "$(id -u)" -eq 0 ] || skip "the bench needs root"
+  ROOT=$(cd "$BATS_TEST_DIRNAME/../.." && pwd)
+  [ -x "$ROOT/build/bench_server" ] || skip "build/bench_server not built (make build/bench_server)"
+}
+
+teardown() {
+  # bench.py removes its namespaces, cgroups and pins itself; make sure
+  "$ROOT/build/grpcwall" detach --pin-dir /sys/fs/bpf/grpcwall-bench >/dev/null 2>&1 || true
+  ip netns del gwbench-c 2>/dev/null || true
+  ip netns del gwbench-s 2>/dev/null || true
+}
+
+@test "bench harness: a smoke run writes a well-formed results JSON and a PNG plot" {
+  run timeout 300 /usr/bin/python3 "$ROOT/tests/bench/bench.py" --smoke --grpcwall "$ROOT/build/grpcwall" \
+    --server "$ROOT/build/bench_server" --out "$BATS_TEST_TMPDIR/results"
+  echo "$output"
+  [ "$status" -eq 0 ]
+  json=$(ls "$BATS_TEST_TMPDIR"/results/*.json)
+  png=${json%.json}.png
+  [ "$(head -c 4 "$png" | od -An -c | tr -d ' ')" = "211PNG" ]
+  /usr/bin/python3 - "$json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+for k in ("date", "kernel", "cpus", "rounds", "load", "large_policy", "configurations", "memory_per_connection", "scale"):
+    assert k in r, k
+names = [c["config"] for c in r["configurations"]]
+assert names == ["baseline", "grpcwall", "grpcwall-large", "haproxy"], names
+for c in r["configurations"]:
+    for k in ("rps", "p50_us", "p99_us", "p999_us", "ratio_to_baseline", "bpf_ns_per_run", "rounds"):
+        assert k in c, (c["config"], k)
+    assert c["rps"] > 0 and c["p50_us"] <= c["p99_us"] <= c["p999_us"], c
+    assert c["failed"] == 0, c   # the called method is allowed everywhere
+# grpcwall's programs ran (bpf_stats) where it was attached, and only there
+assert set(r["configurations"][1]["bpf_ns_per_run"]) >= {"sk_msg"}, r["configurations"][1]
+assert r["configurations"][0]["bpf_ns_per_run"] == {} and r["configurations"][3]["bpf_ns_per_run"] == {}
+assert r["memory_per_connection"]["sk_storage_value_bytes"] > 4096
+assert [s["connections"] for s in r["scale"]] == [1, 10]
+print("results well-formed")
+PY
+  # and it left nothing behind
+  [ ! -e /sys/fs/bpf/grpcwall-bench ]
+  ! ip netns list | grep -q gwbench
+}
