@@ -200,6 +200,19 @@ static __always_inline int gw_hp_insert(struct gw_hp_table *t, __u32 name_len,
 	return 0;
 }
 
+/* The byte at *off if it is before end (then *off moves on), else -1. */
+static __always_inline int gw_hp_take(GW_SRC_T *src, __u32 *off, __u32 end)
+{
+	int c;
+
+	if (*off >= end)
+		return -1;
+	c = gw_src_byte(src, *off);
+	if (c >= 0)
+		(*off)++;
+	return c;
+}
+
 /* Reads an HPACK integer with an n-bit prefix at *off (RFC 7541 5.1). */
 static __always_inline int gw_hp_int(GW_SRC_T *src, __u32 *off, __u32 end,
 				     __u8 nbits, __u32 *out)
@@ -207,24 +220,18 @@ static __always_inline int gw_hp_int(GW_SRC_T *src, __u32 *off, __u32 end,
 	__u32 max = (1u << nbits) - 1, v, m = 0, i;
 	int c;
 
-	if (*off >= end)
-		return -1;
-	c = gw_src_byte(src, *off);
+	c = gw_hp_take(src, off, end);
 	if (c < 0)
 		return -1;
-	(*off)++;
 	v = c & max;
 	if (v < max) {
 		*out = v;
 		return 0;
 	}
 	for (i = 0; i < 4; i++) { /* up to 2^28: more is never a sane length */
-		if (*off >= end)
-			return -1;
-		c = gw_src_byte(src, *off);
+		c = gw_hp_take(src, off, end);
 		if (c < 0)
 			return -1;
-		(*off)++;
 		v += (__u32)(c & 0x7f) << m;
 		m += 7;
 		if (!(c & 0x80)) {

@@ -112,14 +112,7 @@ TEST_P(Captures, WholeSplitAndByteByByte) {
   Inflater inf;
   for (const auto& d : whole.decided) {
     std::vector<std::string> paths;
-    gw_buf src{d.frame.data(), static_cast<__u32>(d.frame.size())};
-    gw_h2 tmp{};
-    gw_h2_init(&tmp);
-    tmp.stage = GW_H2_FRAMES;
-    gw_h2_frame f{};
-    __u32 n = 0;
-    ASSERT_EQ(gw_h2_next(&tmp, &src, src.len, &f, &n), GW_ACT_BLOCK);
-    ASSERT_TRUE(inf.Inflate(d.frame.data() + f.blk_off, f.blk_len, &paths));
+    ASSERT_TRUE(inf.Inflate(d.frame.data() + d.blk_off, d.blk_len, &paths));
     EXPECT_EQ(d.table_size, inf.TableSize());
   }
 
@@ -145,18 +138,11 @@ TEST_P(Captures, DenyRewriteKeepsTablesInStep) {
   const uint64_t deny = ExactHash("/cloudcity.DoorManager/SetAccessCode", r.k);
   r.on_block = [&](Decided& d, std::vector<unsigned char>& frame) {
     if (!d.request || d.blk.h_exact != deny) return;
-    gw_buf src{frame.data(), static_cast<__u32>(frame.size())};
-    gw_h2 tmp{};
-    gw_h2_init(&tmp);
-    tmp.stage = GW_H2_FRAMES;
-    gw_h2_frame f{};
-    __u32 n = 0;
-    ASSERT_EQ(gw_h2_next(&tmp, &src, src.len, &f, &n), GW_ACT_BLOCK);
-    gw_buf blk{frame.data() + f.blk_off, f.blk_len};
+    gw_buf blk{frame.data() + d.blk_off, d.blk_len};
     __u32 off = 0;
     __u8 val = 0;
     ASSERT_EQ(gw_hp_deny_rewrite(&d.blk, &blk, &off, &val), 0);
-    frame[f.blk_off + off] = val;
+    frame[d.blk_off + off] = val;
   };
   r.Write(bytes.data(), bytes.size());
   ASSERT_FALSE(r.failed);
@@ -168,15 +154,8 @@ TEST_P(Captures, DenyRewriteKeepsTablesInStep) {
   std::vector<std::string> got;
   size_t i = 0;
   for (const auto& d : server_view.decided) {
-    gw_buf src{d.frame.data(), static_cast<__u32>(d.frame.size())};
-    gw_h2 tmp{};
-    gw_h2_init(&tmp);
-    tmp.stage = GW_H2_FRAMES;
-    gw_h2_frame f{};
-    __u32 n = 0;
-    ASSERT_EQ(gw_h2_next(&tmp, &src, src.len, &f, &n), GW_ACT_BLOCK);
     std::vector<std::string> paths;
-    ASSERT_TRUE(inf.Inflate(d.frame.data() + f.blk_off, f.blk_len, &paths));
+    ASSERT_TRUE(inf.Inflate(d.frame.data() + d.blk_off, d.blk_len, &paths));
     EXPECT_EQ(inf.TableSize(), r.decided[i++].table_size);
     if (d.request) got.push_back(paths.at(0));
   }

@@ -16,6 +16,7 @@ struct Decided {
   bool request = false;
   gw_hp_block blk{};
   uint32_t table_size = 0;
+  uint32_t blk_off = 0, blk_len = 0;  // the header block within `frame`
   std::vector<unsigned char> frame;  // the whole HEADERS frame, as sent on
 };
 
@@ -62,6 +63,8 @@ struct Replayer {
       Decided d;
       d.stream = f.stream;
       d.request = f.is_request;
+      d.blk_off = f.blk_off;
+      d.blk_len = f.blk_len;
       gw_hp_parse_block(&h.blk, &h.table, pending.data() + f.blk_off, f.blk_len, &k);
       d.blk = h.blk;
       d.table_size = h.table.size;
