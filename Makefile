@@ -20,7 +20,7 @@ BPF_OBJS   := $(patsubst bpf/%.bpf.c,$(BUILD)/%.bpf.o,$(BPF_SRCS))
 BPF_HDRS   := $(wildcard bpf/*.h) $(wildcard hpack/*.h)
 LOADER_SRCS := $(wildcard loader/*.cpp)
 LOADER_HDRS := $(wildcard loader/*.h)
-CORE_SRCS  := loader/policy.cpp
+CORE_SRCS  := loader/policy.cpp loader/fb_stream.cpp
 UNIT_SRCS  := $(wildcard tests/unit/*.cpp)
 
 .PHONY: all deps test unit e2e demo clean bench bench-quick fuzz
@@ -49,10 +49,10 @@ $(BUILD)/%.bpf.o: bpf/%.bpf.c $(BPF_HDRS) $(BUILD)/vmlinux.h $(BUILD)/hpack_tabl
 $(BUILD)/%.skel.h: $(BUILD)/%.bpf.o
 	$(BPFTOOL) gen skeleton $< name $(subst -,_,$*)_bpf > $@.tmp && mv $@.tmp $@
 
-$(BUILD)/grpcwall: $(LOADER_SRCS) $(LOADER_HDRS) bpf/grpcwall.h $(wildcard hpack/*.h) $(BUILD)/hpack_tables.h $(BUILD)/grpcwall.skel.h
+$(BUILD)/grpcwall: $(LOADER_SRCS) $(LOADER_HDRS) $(wildcard bpf/*.h) $(wildcard hpack/*.h) $(BUILD)/hpack_tables.h $(BUILD)/grpcwall.skel.h
 	$(CXX) $(CXXFLAGS) $(LOADER_SRCS) -o $@ $(LDLIBS)
 
-$(BUILD)/unit_tests: $(UNIT_SRCS) $(CORE_SRCS) $(LOADER_HDRS) bpf/grpcwall.h $(wildcard hpack/*) $(BUILD)/hpack_tables.h
+$(BUILD)/unit_tests: $(UNIT_SRCS) $(CORE_SRCS) $(LOADER_HDRS) $(wildcard bpf/*.h) $(wildcard hpack/*) $(BUILD)/hpack_tables.h
 	$(CXX) $(CXXFLAGS) -DGW_SOURCE_DIR='"$(CURDIR)"' $(UNIT_SRCS) $(CORE_SRCS) -o $@ \
 	  -lgtest -lgtest_main -lpthread -lyaml-cpp -lnghttp2
 
@@ -62,7 +62,8 @@ $(BUILD)/h2_fuzz: tests/fuzz/h2_fuzz.cpp tests/unit/replay.h $(wildcard hpack/*.
 
 FUZZ_SECONDS ?= 60
 fuzz: $(BUILD)/h2_fuzz
-	@mkdir -p $(BUILD)/fuzz-corpus && cp tests/fixtures/*.c2s.bin $(BUILD)/fuzz-corpus/
+	@mkdir -p $(BUILD)/fuzz-corpus && for f in tests/fixtures/*.c2s.bin; do \
+	  for w in 000 006 077; do printf "\\$$w" | cat - $$f > $(BUILD)/fuzz-corpus/$$w-$$(basename $$f); done; done
 	$(BUILD)/h2_fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=4096 $(BUILD)/fuzz-corpus
 
 unit: $(BUILD)/unit_tests

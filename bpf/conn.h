@@ -30,17 +30,6 @@ static __always_inline int gw_src_byte(struct gw_msg_src *s, __u32 off)
 
 #include "h2.h"
 
-#define GW_CONN_POLICED 0x1  /* identity + service matched at connect */
-#define GW_CONN_IN_MAP  0x2  /* inserted in the sockhash              */
-#define GW_CONN_FAILED  0x4  /* failed closed: every send is dropped  */
-
-struct gw_conn {
-	struct gw_conn_origin origin;
-	__u32 flags;
-	__u16 ident, service;   /* resolved for `generation` */
-	__u64 generation;
-	__u64 cookie;           /* socket cookie (not available to sk_msg) */
-	struct gw_h2 h2;        /* frame walker and HPACK model */
-};
+#include "conn_state.h"
 
 #endif

@@ -318,6 +318,171 @@ static __always_inline int gw_fail(struct gw_conn *c, struct sk_msg_md *msg,
 	return SK_DROP;
 }
 
+/* --- the userspace fallback (fallback.h) --- */
+
+struct gw_copy_ctx {
+	struct gw_hp_table *dst;
+	struct gw_hp_table *src;
+};
+
+static long gw_copy_cb(__u32 i, void *ctx)
+{
+	struct gw_copy_ctx *cc = ctx;
+
+	cc->dst->e[i & GW_HP_MASK] = cc->src->e[i & GW_HP_MASK];
+	return 0;
+}
+
+/* copies a table model, one entry per bpf_loop step */
+static __always_inline void gw_table_copy(struct gw_hp_table *dst, struct gw_hp_table *src)
+{
+	struct gw_copy_ctx cc = { .dst = dst, .src = src };
+
+	dst->max_size = src->max_size;
+	dst->size = src->size;
+	dst->ins = src->ins;
+	dst->n = src->n;
+	bpf_loop(GW_HP_ENTRIES, gw_copy_cb, &cc, 0);
+}
+
+/* Sends the whole message into the helper's socket of slot p. */
+static __always_inline int gw_to_helper(struct gw_conn *c, struct sk_msg_md *msg,
+					struct gw_config *cfg, struct gw_pool_slot *p)
+{
+	__u64 key = p->pool_cookie;
+	__u32 size = msg->size;
+
+	bpf_msg_cork_bytes(msg, 0);
+	bpf_msg_apply_bytes(msg, 0);
+	if (bpf_msg_redirect_hash(msg, &gw_sockhash, &key, BPF_F_INGRESS) != SK_PASS) {
+		/* the helper is gone: what it had is lost, nothing passed unchecked */
+		c->flags &= ~GW_CONN_DIVERTED;
+		p->busy = 0;
+		return gw_fail(c, msg, cfg, GW_REASON_FALLBACK, 0);
+	}
+	p->diverted += size;
+	gw_count(GW_CNT_FALLBACK_BYTES, size);
+	return SK_PASS;
+}
+
+#define GW_RESUME (-1)
+
+/* A diverted connection sends: back to the kernel path if the helper has
+ * handed back at exactly the bytes diverted so far, else to the helper. */
+static __always_inline int gw_diverted(struct gw_conn *c, struct sk_msg_md *msg,
+				       struct gw_config *cfg)
+{
+	__u32 slot = c->pool_slot, k;
+	struct gw_pool_slot *p;
+	struct gw_h2_model *m;
+	__u64 *hb, *failed, want;
+
+	p = bpf_map_lookup_elem(&gw_pool, &slot);
+	k = slot * GW_FB_RET_CELLS + GW_FB_HANDBACK;
+	hb = bpf_map_lookup_elem(&gw_fb_ret, &k);
+	k = slot * GW_FB_RET_CELLS + GW_FB_FAILED;
+	failed = bpf_map_lookup_elem(&gw_fb_ret, &k);
+	m = bpf_map_lookup_elem(&gw_fb_model, &slot);
+	if (!p || !hb || !failed || !m) {
+		c->flags &= ~GW_CONN_DIVERTED;
+		return gw_fail(c, msg, cfg, GW_REASON_FALLBACK, 0);
+	}
+	if (*(volatile __u64 *)failed == p->epoch) {
+		c->flags &= ~GW_CONN_DIVERTED;
+		p->busy = 0;
+		return gw_fail(c, msg, cfg, GW_REASON_FALLBACK, 0);
+	}
+	want = GW_FB_PACK(p->epoch, p->diverted);
+	if (*(volatile __u64 *)hb != want)
+		return gw_to_helper(c, msg, cfg, p);
+	/* every diverted byte went on and the model was written before the
+	 * handback mark: take the model back and release the slot */
+	c->h2.last_stream = m->last_stream;
+	gw_table_copy(&c->h2.table, &m->table);
+	c->h2.stage = GW_H2_FRAMES;
+	c->flags &= ~GW_CONN_DIVERTED;
+	p->busy = 0;
+	gw_count(GW_CNT_FALLBACK_RESUMED, 1);
+	return GW_RESUME;
+}
+
+struct gw_claim_ctx {
+	__u32 found;
+};
+
+/* one slot per step: a slot with a helper socket and not busy is ours */
+static long gw_claim_cb(__u32 i, void *ctx)
+{
+	struct gw_claim_ctx *cl = ctx;
+	struct gw_pool_slot *p;
+	__u32 k = i * GW_FB_RET_CELLS + GW_FB_COOKIE;
+	__u64 *ck = bpf_map_lookup_elem(&gw_fb_ret, &k);
+
+	if (!ck || !*ck)
+		return 0;
+	p = bpf_map_lookup_elem(&gw_pool, &i);
+	if (!p)
+		return 0;
+	if (__sync_val_compare_and_swap(&p->busy, 0, 1) != 0)
+		return 0;
+	cl->found = i;
+	return 1;
+}
+
+/* A header block the kernel cannot see whole: claim a helper slot, give it
+ * the table model and send this connection's bytes there from this frame
+ * on. No helper running: the connection fails closed. */
+static __always_inline int gw_divert(struct gw_conn *c, struct sk_msg_md *msg,
+				     struct gw_config *cfg, int policed, __u8 reason,
+				     __u32 stream)
+{
+	struct gw_claim_ctx cl = { .found = GW_POOL_SLOTS };
+	struct gw_pool_slot *p;
+	__u32 k, found;
+	__u64 *ck;
+
+	bpf_loop(GW_POOL_SLOTS, gw_claim_cb, &cl, 0);
+	found = cl.found;
+	if (found >= GW_POOL_SLOTS)
+		return gw_fail(c, msg, cfg, reason, stream);
+	k = found * GW_FB_RET_CELLS + GW_FB_COOKIE;
+	ck = bpf_map_lookup_elem(&gw_fb_ret, &k);
+	p = bpf_map_lookup_elem(&gw_pool, &found);
+	if (!ck || !p)
+		return gw_fail(c, msg, cfg, reason, stream);
+	p->epoch += 1;
+	p->conn_cookie = c->cookie;
+	p->pool_cookie = *ck;
+	p->diverted = 0;
+	p->generation = cfg->generation;
+	p->cfg_slot = cfg->active_slot;
+	p->ident = c->ident;
+	p->service = c->service;
+	p->policed = policed;
+	p->reason = reason;
+	p->origin = c->origin;
+	p->model.last_stream = c->h2.last_stream;
+	gw_table_copy(&p->model.table, &c->h2.table);
+	c->pool_slot = found;
+	c->flags |= GW_CONN_DIVERTED;
+	gw_count(GW_CNT_FALLBACK_BLOCKS, 1);
+	return gw_to_helper(c, msg, cfg, p);
+}
+
+/* What the helper writes on its end of a pool pair goes out of the
+ * diverted connection (egress: that socket's own program does not run). */
+static __always_inline int gw_from_helper(struct gw_conn *c, struct sk_msg_md *msg)
+{
+	__u32 slot = c->pool_slot;
+	struct gw_pool_slot *p = bpf_map_lookup_elem(&gw_pool, &slot);
+	__u64 key;
+
+	if (!p || !p->busy)
+		return SK_DROP;
+	key = p->conn_cookie;
+	return bpf_msg_redirect_hash(msg, &gw_sockhash, &key, 0);
+}
+
 SEC("sk_msg")
 int gw_sk_msg(struct sk_msg_md *msg)
 {
@@ -338,10 +503,17 @@ int gw_sk_msg(struct sk_msg_md *msg)
 	cfg = gw_get_config();
 	if (!cfg)
 		return SK_DROP;
+	if (c->flags & GW_CONN_POOL)
+		return gw_from_helper(c, msg);
 	if (c->flags & GW_CONN_FAILED)
 		return SK_DROP;
 	/* identity and service under the live policy (once per generation) */
 	policed = gw_refresh(c, cfg) == 0;
+	if (c->flags & GW_CONN_DIVERTED) {
+		r = gw_diverted(c, msg, cfg);
+		if (r != GW_RESUME)
+			return r;
+	}
 
 	/* linearise what the walker reads: the preface or a frame header,
 	 * and a whole HEADERS frame once it is all there */
@@ -374,6 +546,8 @@ int gw_sk_msg(struct sk_msg_md *msg)
 	}
 	if (act == GW_ACT_FAIL)
 		return gw_fail(c, msg, cfg, c->h2.reason, f.stream);
+	if (act == GW_ACT_DIVERT)
+		return gw_divert(c, msg, cfg, policed, c->h2.reason, f.stream);
 	bpf_msg_cork_bytes(msg, 0);
 	if (act == GW_ACT_PASS) {
 		bpf_msg_apply_bytes(msg, n);

@@ -56,6 +56,7 @@ enum gw_reason {
 	GW_REASON_TABLE       = 8,  /* dynamic table model no longer trusted   */
 	GW_REASON_NOMEM       = 9,  /* kernel could not pull the frame         */
 	GW_REASON_PREDATES    = 10, /* connection predates attach: reset       */
+	GW_REASON_FALLBACK    = 11, /* fallback helper gone or gave up         */
 	GW_REASON_MAX
 };
 
@@ -73,6 +74,7 @@ enum gw_counter {
 	GW_CNT_DROPPED_CONNS,  /* connections failed closed (SK_DROP)     */
 	GW_CNT_EVENTS_LOST,    /* ring buffer full                        */
 	GW_CNT_CONNS_RESET,    /* predated attach/apply: reset to reconnect */
+	GW_CNT_FALLBACK_RESUMED, /* diverted connections back on the kernel path */
 	GW_CNT_MAX
 };
 

@@ -6,6 +6,7 @@
 
 #include "grpcwall.h"
 #include "conn.h"
+#include "fallback.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -99,6 +100,42 @@ struct {
 	__type(key, int);
 	__type(value, struct gw_conn);
 } gw_conns SEC(".maps");
+
+/* the userspace fallback: see fallback.h */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, GW_POOL_SLOTS);
+	__type(key, __u32);
+	__type(value, struct gw_pool_slot);
+} gw_pool SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, GW_POOL_SLOTS * GW_FB_RET_CELLS);
+	__type(key, __u32);
+	__type(value, __u64);
+} gw_fb_ret SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, GW_POOL_SLOTS);
+	__type(key, __u32);
+	__type(value, struct gw_h2_model);
+} gw_fb_model SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gw_fb_stats);
+} gw_fb_stats SEC(".maps");
+
+/* the helper's deny/audit events; `grpcwall monitor` drains it with the ring buffer */
+struct {
+	__uint(type, BPF_MAP_TYPE_QUEUE);
+	__uint(max_entries, 4096);
+	__type(value, struct gw_event);
+} gw_fb_events SEC(".maps");
 
 static __always_inline void gw_count(__u32 idx, __u64 n)
 {

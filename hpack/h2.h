@@ -8,6 +8,10 @@
  *                   skipped in O(1) (kernel: apply_bytes), never read
  *   GW_ACT_BLOCK n  a whole HEADERS frame of n bytes: decide its header block
  *   GW_ACT_FAIL     cannot follow: the connection fails closed
+ *   GW_ACT_DIVERT   a HEADERS frame whose block the kernel cannot see whole
+ *                   (CONTINUATION follows, or over GW_H2_MAX_BLOCK): the
+ *                   userspace fallback takes the connection from this frame
+ *                   on (h->reason says which; nothing else changed)
  * Direction-independent: the same walker serves client->server (sk_msg) and,
  * later, server-side verdict programs.
  */
@@ -32,7 +36,7 @@
 #define GW_H2_MAX_BLOCK       16384
 
 enum gw_h2_stage { GW_H2_PREFACE = 0, GW_H2_FRAMES, GW_H2_FAILED };
-enum gw_h2_act { GW_ACT_NEED = 0, GW_ACT_PASS, GW_ACT_BLOCK, GW_ACT_FAIL };
+enum gw_h2_act { GW_ACT_NEED = 0, GW_ACT_PASS, GW_ACT_BLOCK, GW_ACT_FAIL, GW_ACT_DIVERT };
 
 struct gw_h2 {
 	__u8  stage;        /* enum gw_h2_stage */
@@ -120,12 +124,16 @@ static __always_inline int gw_h2_next(struct gw_h2 *h, GW_SRC_T *src, __u32 avai
 		return gw_h2_fail(h, GW_REASON_PROTOCOL);
 	if (f->type != H2_FRAME_HEADERS)
 		return GW_ACT_PASS;
-	if (!(f->flags & H2_FLAG_END_HEADERS))
-		return gw_h2_fail(h, GW_REASON_CONTINUATION);
-	if (len > GW_H2_MAX_BLOCK)
-		return gw_h2_fail(h, GW_REASON_BOUND);
 	if (!f->stream || !(f->stream & 1))
 		return gw_h2_fail(h, GW_REASON_PROTOCOL);
+	if (!(f->flags & H2_FLAG_END_HEADERS)) {
+		h->reason = GW_REASON_CONTINUATION;
+		return GW_ACT_DIVERT;
+	}
+	if (len > GW_H2_MAX_BLOCK) {
+		h->reason = GW_REASON_BOUND;
+		return GW_ACT_DIVERT;
+	}
 	if (avail < H2_FRAME_HEADER_LEN + len)
 		return GW_ACT_NEED;
 	if (f->flags & H2_FLAG_PADDED) {
@@ -146,5 +154,13 @@ static __always_inline int gw_h2_next(struct gw_h2 *h, GW_SRC_T *src, __u32 avai
 		h->last_stream = f->stream;
 	return GW_ACT_BLOCK;
 }
+
+/* What the fallback and the kernel hand each other when a connection
+ * moves between them: the walker is at a frame boundary, past the preface. */
+struct gw_h2_model {
+	__u32 last_stream;
+	__u32 pad0;
+	struct gw_hp_table table;
+};
 
 #endif /* GW_H2_H */

@@ -22,6 +22,7 @@ struct AttachOptions {
   std::string cgroup;
   std::string pin_dir;
   std::string policy;
+  bool no_fallback = false;
 };
 
 using Skel = std::unique_ptr<grpcwall_bpf, decltype(&grpcwall_bpf__destroy)>;
@@ -67,6 +68,15 @@ void Attach(const AttachOptions& o) {
       }
     }
     throw;
+  }
+  // after the pin dir lock is released: the helper is a fork of this process
+  if (o.no_fallback) {
+    if (StopProxy(o.pin_dir)) std::cout << "fallback helper stopped (--no-fallback)\n";
+    std::cout << "no fallback helper: header blocks the kernel cannot see whole fail their connection\n";
+  } else if (pid_t pid = RunningProxy(o.pin_dir)) {
+    std::cout << "fallback helper already running (pid " << pid << ")\n";
+  } else {
+    StartProxy(o.pin_dir);
   }
 }
 
@@ -160,6 +170,9 @@ void RegisterAttach(CLI::App& app) {
       ->check(CLI::ExistingDirectory);
   AddPinDir(sub, &o->pin_dir);
   sub->add_option("POLICY", o->policy, "policy YAML to apply")->check(CLI::ExistingFile);
+  sub->add_flag("--no-fallback", o->no_fallback,
+                "do not start the userspace fallback ('grpcwall proxy'): connections whose header blocks the\n"
+                "kernel cannot see whole (CONTINUATION, over 16384 bytes) then fail closed");
   sub->callback([o] { Attach(*o); });
 }
 

@@ -31,6 +31,7 @@ void Detach(const DetachOptions& o) {
 bool RemovePinDir(const std::string& pin_dir) {
   if (access(pin_dir.c_str(), F_OK) != 0) return false;
   DetachOptions o{pin_dir};
+  StopProxy(pin_dir);  // before the maps it serves go
   {
     Fd lock = LockPinDir(o.pin_dir);
     std::string link_pin = o.pin_dir + "/link_sockops";

@@ -1,5 +1,6 @@
 // grpcwall monitor: one line per verdict event from the ring buffer.
 #include <arpa/inet.h>
+#include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <signal.h>
 
@@ -28,7 +29,7 @@ volatile sig_atomic_t g_stop = 0;
 const char* kReasons[GW_REASON_MAX] = {
     "policy",      "no rule for this identity and service", "bad :path", ":path too long", "not HTTP/2",
     "protocol error", "header block over the kernel bound", "header block continues in CONTINUATION",
-    "HPACK table model lost", "out of memory", "connection predates attach",
+    "HPACK table model lost", "out of memory", "connection predates attach", "fallback helper gone or gave up",
 };
 
 struct Ctx {
@@ -106,6 +107,7 @@ void Monitor(const MonitorOptions& o) {
   clock_gettime(CLOCK_REALTIME, &real);
   ctx.mono_to_real = (real.tv_sec + real.tv_nsec / 1e9) - (mono.tv_sec + mono.tv_nsec / 1e9);
 
+  Fd fb_events(bpf_obj_get(MapPin(o.pin_dir, "gw_fb_events").c_str()));  // the fallback helper's
   ring_buffer* rb = ring_buffer__new(events.get(), OnEvent, &ctx, nullptr);
   if (!rb) throw SysError("opening the event ring buffer", errno);
   signal(SIGINT, [](int) { g_stop = 1; });
@@ -115,6 +117,12 @@ void Monitor(const MonitorOptions& o) {
   while (!g_stop && (o.count == 0 || ctx.seen < o.count)) {
     int n = ring_buffer__poll(rb, 200);
     if (n == -ECANCELED) break;
+    gw_event fe{};
+    bool stop = false;
+    while (fb_events && !stop && (o.count == 0 || ctx.seen < o.count) &&
+           bpf_map_lookup_and_delete_elem(fb_events.get(), nullptr, &fe) == 0)
+      stop = OnEvent(&ctx, &fe, sizeof(fe)) != 0;
+    if (stop) break;
     if (n < 0 && n != -EINTR) {
       ring_buffer__free(rb);
       throw SysError("reading events", -n);

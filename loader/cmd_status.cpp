@@ -8,6 +8,11 @@
 #include "commands.h"
 #include "error.h"
 #include "live.h"
+
+extern "C" {
+#include "userspace.h"
+#include "fallback.h"
+}
 #include "system.h"
 
 namespace gw {
@@ -31,7 +36,7 @@ uint32_t PinnedProgId(const std::string& path) {
 const char* kCounterNames[GW_CNT_MAX] = {
     "allowed",         "denied",          "audited",      "fallback_blocks", "fallback_bytes", "parse_errors",
     "conns_opened",    "conns_closed",    "header_blocks", "conns_failed",   "events_lost",
-    "conns_reset",
+    "conns_reset",     "fallback_resumed",
 };
 
 void Status(const StatusOptions& o) {
@@ -64,6 +69,18 @@ void Status(const StatusOptions& o) {
   for (int i = 0; i < GW_CNT_MAX; i++) counters[kCounterNames[i]] = c[i];
   counters["conns_tracked"] = c[GW_CNT_CONNS_OPENED] - c[GW_CNT_CONNS_CLOSED];
   j["counters"] = counters;
+  gw_fb_stats fb{};
+  {
+    Fd st(bpf_obj_get(MapPin(o.pin_dir, "gw_fb_stats").c_str()));
+    uint32_t zero = 0;
+    if (st) bpf_map_lookup_elem(st.get(), &zero, &fb);
+  }
+  pid_t helper = RunningProxy(o.pin_dir);
+  j["fallback"] = {{"running", helper != 0},       {"pid", helper},          {"log", DefaultProxyLog(o.pin_dir)},
+                   {"diverted_blocks", c[GW_CNT_FALLBACK_BLOCKS]},          {"diverted_bytes", c[GW_CNT_FALLBACK_BYTES]},
+                   {"resumed", c[GW_CNT_FALLBACK_RESUMED]}, {"blocks", fb.blocks},
+                   {"big_blocks", fb.big_blocks}, {"bytes", fb.bytes},     {"allowed", fb.allowed},
+                   {"denied", fb.denied},         {"audited", fb.audited}, {"failed", fb.failed}};
   if (o.json) {
     std::cout << j.dump(2) << "\n";
     return;
@@ -84,7 +101,12 @@ void Status(const StatusOptions& o) {
             << "  connections:  tracked " << (c[GW_CNT_CONNS_OPENED] - c[GW_CNT_CONNS_CLOSED]) << " (opened "
             << c[GW_CNT_CONNS_OPENED] << ", closed " << c[GW_CNT_CONNS_CLOSED] << ", failed closed "
             << c[GW_CNT_DROPPED_CONNS] << ", reset as predating " << c[GW_CNT_CONNS_RESET] << ")\n"
-            << "  events lost:  " << c[GW_CNT_EVENTS_LOST] << "\n";
+            << "  events lost:  " << c[GW_CNT_EVENTS_LOST] << "\n"
+            << "  fallback:     " << (helper ? "helper running (pid " + std::to_string(helper) + ")" : std::string("no helper: continued/oversized header blocks fail closed")) << "\n"
+            << "                diverted " << c[GW_CNT_FALLBACK_BLOCKS] << " blocks / " << c[GW_CNT_FALLBACK_BYTES]
+            << " bytes, back to the kernel " << c[GW_CNT_FALLBACK_RESUMED] << "; in userspace " << fb.blocks
+            << " blocks (" << fb.big_blocks << " big): allowed " << fb.allowed << ", denied " << fb.denied
+            << ", audited " << fb.audited << ", failed " << fb.failed << "\n";
 }
 
 }  // namespace

@@ -44,6 +44,7 @@ int main(int argc, char** argv) {
   gw::RegisterPolicy(app);
   gw::RegisterStatus(app);
   gw::RegisterMonitor(app);
+  gw::RegisterProxy(app);
 
   try {
     app.parse(argc, argv);

@@ -199,14 +199,3 @@ teardown() { gw_teardown; }
   [ "$(counter parse_errors)" -eq 0 ]
 }
 
-@test "a header block in HEADERS + CONTINUATION fails the connection closed, with an event" {
-  # python h2 splits a 40 KiB header block into HEADERS + CONTINUATION (16 KiB frames)
-  run in_cgroup "$CG/terminal" "$CLIENT_NS" $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 \
-    --metadata-bytes 40000 GetName
-  echo "$output"
-  [[ "$output" == "error "* ]]
-  [ "$(handlers 50051 GetName)" -eq 0 ]
-  ev=$(events 1)
-  [ "$(echo "$ev" | json "d['reason']")" = "header block continues in CONTINUATION" ]
-  [ "$(counter conns_failed)" -eq 1 ]
-}

@@ -5,6 +5,7 @@ fragments. Prints "<Method> <grpc-status>" per call, one stream each, on ONE
 connection; "<Method> reset" if the stream was reset, "error ..." if the
 connection failed."""
 import argparse
+import os
 import socket
 import time
 
@@ -21,7 +22,10 @@ def main():
     ap.add_argument("port", type=int)
     ap.add_argument("calls", nargs="+")
     ap.add_argument("--split", type=int, default=0, help="bytes per send(); 0: whole")
-    ap.add_argument("--metadata-bytes", type=int, default=0)
+    ap.add_argument("--metadata-bytes", type=int, default=0,
+                    help="x-big header this long: on calls marked ^ (Method^), or on all if none is")
+    ap.add_argument("--hold", help="send the first frame of the first call's header block, then wait for"
+                    " this file to exist before sending the rest")
     a = ap.parse_args()
     s = socket.create_connection((a.host, a.port), timeout=5)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -39,14 +43,27 @@ def main():
 
     try:
         flush()
-        for method in a.calls:
+        marked = any(c.endswith("^") for c in a.calls)
+        for spec in a.calls:
+            method = spec.rstrip("^")
+            big = spec.endswith("^") or not marked
             sid = conn.get_next_available_stream_id()
             headers = [(":method", "POST"), (":scheme", "http"), (":path", f"/cloudcity.DoorManager/{method}"),
                        (":authority", f"{a.host}:{a.port}"), ("content-type", "application/grpc"), ("te", "trailers")]
-            if a.metadata_bytes:
+            if a.metadata_bytes and big:
                 headers.append(("x-big", "b" * a.metadata_bytes))
             conn.send_headers(sid, headers)
             conn.send_data(sid, REQ, end_stream=True)
+            if a.hold:
+                data = conn.data_to_send()
+                first = 9 + int.from_bytes(data[:3], "big")
+                s.sendall(data[:first])
+                for _ in range(600):
+                    if os.path.exists(a.hold):
+                        break
+                    time.sleep(0.05)
+                s.sendall(data[first:])
+                a.hold = None
             flush()
             status = None
             while status is None:

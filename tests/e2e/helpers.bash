@@ -40,6 +40,7 @@ gw_teardown() {
   [ -n "${CLIENT_NS:-}" ] && ip netns pids "$CLIENT_NS" 2>/dev/null | xargs -r kill -9
   [ -n "${SERVER_NS:-}" ] && ip netns pids "$SERVER_NS" 2>/dev/null | xargs -r kill -9
   for p in "${EXTRA_DIRS[@]}"; do rm -rf "$p"; done
+  [ -n "${PIN:-}" ] && rm -f "/run/grpcwall/$(echo "${PIN#/}" | tr / _).log"
   ip netns del "$CLIENT_NS" 2>/dev/null
   ip netns del "$SERVER_NS" 2>/dev/null
   if [ -n "${CG:-}" ] && [ -d "$CG" ]; then

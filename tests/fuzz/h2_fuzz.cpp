@@ -4,23 +4,35 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 
 #include "../unit/replay.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 2) return 0;
   Replayer r;
-  // first byte: a write size (1..64); the rest: the stream after the preface
+  // first byte: a write size (1..64); the rest: the client's stream, with
+  // the connection preface put in front unless it is already there (the
+  // seeds are whole captures)
   size_t chunk = (data[0] % 64) + 1;
   static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-  r.Write(reinterpret_cast<const unsigned char*>(preface), 24);
+  if (size < 25 || memcmp(data + 1, preface, 24) != 0)
+    r.Write(reinterpret_cast<const unsigned char*>(preface), 24);
   for (size_t off = 1; off < size; off += chunk) {
     size_t n = size - off < chunk ? size - off : chunk;
     r.Write(data + off, n);
     if (r.h.table.n > GW_HP_ENTRIES || r.h.table.size > r.h.table.max_size) abort();
     if (r.failed) break;
   }
-  for (const auto& d : r.decided)
-    if (d.blk.path_len > GW_PATH_MAX || (d.blk.path_valid && d.blk.svc_len < 3)) abort();
+  for (const auto& d : r.decided) {
+    if (d.blk.path_len > GW_PATH_MAX) abort();
+    if (d.blk.st != GW_HP_DONE) continue;  // the connection fails here: nothing decided
+    // a literal path found canonical has a non-empty service and method
+    // (an indexed one takes validity and hashes from its table entry)
+    bool literal = d.blk.path_how == GW_PATH_LIT_RAW || d.blk.path_how == GW_PATH_LIT_HUFF;
+    if (literal && d.blk.path_valid && (d.blk.svc_len < 3 || d.blk.svc_len >= d.blk.path_len))
+      abort();
+    if (d.blk.path_valid && d.blk.path_long) abort();
+  }
   return 0;
 }

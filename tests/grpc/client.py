@@ -14,8 +14,10 @@ import cloudcity_pb2_grpc  # noqa: E402
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("target")
-    ap.add_argument("calls", nargs="+", help="Method, Method*N, or WAIT:FILE (wait until FILE exists)")
-    ap.add_argument("--metadata-bytes", type=int, default=0, help="add an x-big header this long")
+    ap.add_argument("calls", nargs="+", help="Method, Method*N, Method^ (with the big header, see"
+                    " --metadata-bytes), or WAIT:FILE (wait until FILE exists)")
+    ap.add_argument("--metadata-bytes", type=int, default=0,
+                    help="add an x-big header this long: to the calls marked ^, or to all if none is")
     ap.add_argument("--timeout", type=float, default=5)
     a = ap.parse_args()
     opts = [("grpc.max_metadata_size", 1 << 20)]
@@ -32,10 +34,14 @@ def main():
                     time.sleep(0.05)
                 continue
             name, _, times = spec.partition("*")
+            big = name.endswith("^")
+            name = name.rstrip("^")
+            marked = any(c.split("*")[0].endswith("^") for c in a.calls)
             for _ in range(int(times or 1)):
                 n += 1
                 try:
-                    getattr(stub, name)(cloudcity_pb2.DoorRequest(door_id=n), timeout=a.timeout, metadata=md)
+                    getattr(stub, name)(cloudcity_pb2.DoorRequest(door_id=n), timeout=a.timeout,
+                                        metadata=md if (big or not marked) else None)
                     print(f"{name} OK", flush=True)
                 except grpc.RpcError as e:
                     print(f"{name} {e.code().name} {e.details()!r}", flush=True)

@@ -202,7 +202,7 @@ TEST(H2Walker, PaddedAndPriorityHeaders) {
   EXPECT_EQ(bad.reason, GW_REASON_PROTOCOL);
 }
 
-TEST(H2Walker, DataSkippedContinuationAndOversizeFailClosed) {
+TEST(H2Walker, DataSkippedContinuationAndOversizeDiverted) {
   gw_h2 h{};
   gw_h2_init(&h);
   h.stage = GW_H2_FRAMES;
@@ -214,13 +214,13 @@ TEST(H2Walker, DataSkippedContinuationAndOversizeFailClosed) {
   EXPECT_EQ(n, 9u + 65536u);  // skipped whole, payload never read
   std::vector<unsigned char> hdr = {0x00, 0x00, 0x05, H2_FRAME_HEADERS, 0 /* no END_HEADERS */, 0, 0, 0, 1};
   gw_buf s2{hdr.data(), static_cast<__u32>(hdr.size())};
-  ASSERT_EQ(gw_h2_next(&h, &s2, s2.len, &f, &n), GW_ACT_FAIL);
+  ASSERT_EQ(gw_h2_next(&h, &s2, s2.len, &f, &n), GW_ACT_DIVERT);  // to the fallback
   EXPECT_EQ(h.reason, GW_REASON_CONTINUATION);
   gw_h2 h2{};
   gw_h2_init(&h2);
   h2.stage = GW_H2_FRAMES;
   std::vector<unsigned char> big = {0x00, 0x40, 0x01, H2_FRAME_HEADERS, H2_FLAG_END_HEADERS, 0, 0, 0, 1};
   gw_buf s3{big.data(), static_cast<__u32>(big.size())};
-  ASSERT_EQ(gw_h2_next(&h2, &s3, s3.len, &f, &n), GW_ACT_FAIL);
+  ASSERT_EQ(gw_h2_next(&h2, &s3, s3.len, &f, &n), GW_ACT_DIVERT);
   EXPECT_EQ(h2.reason, GW_REASON_BOUND);
 }

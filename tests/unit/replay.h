@@ -49,7 +49,7 @@ struct Replayer {
       __u32 need = 0;
       int act = gw_h2_next(&h, &src, src.len, &f, &need);
       if (act == GW_ACT_NEED) break;
-      if (act == GW_ACT_FAIL) {
+      if (act == GW_ACT_FAIL || act == GW_ACT_DIVERT) {  // no fallback here: fails closed
         failed = true;
         break;
       }

@@ -1,0 +1,470 @@
+// grpcwall proxy: the userspace fallback for header blocks the kernel
+// cannot see whole (see bpf/fallback.h for the mechanism). Started by
+// `grpcwall attach` unless --no-fallback; restartable on its own.
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <memory>
+
+#include "commands.h"
+#include "error.h"
+#include "fb_stream.h"
+
+extern "C" {
+#include "conn_state.h"
+}
+#include "live.h"
+#include "system.h"
+
+namespace gw {
+namespace {
+
+struct ProxyOptions {
+  std::string pin_dir;
+  std::string log;
+  bool daemon = false;
+};
+
+volatile sig_atomic_t g_stop = 0;
+
+uint64_t MonoNs() {
+  timespec t{};
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return uint64_t(t.tv_sec) * 1000000000ull + t.tv_nsec;
+}
+
+struct FbMaps {
+  Fd pool, ret, model, stats, events, conns, sockhash, paths;
+  static FbMaps Open(const std::string& d) {
+    FbMaps m;
+    m.pool = OpenPinned(MapPin(d, "gw_pool"));
+    m.ret = OpenPinned(MapPin(d, "gw_fb_ret"));
+    m.model = OpenPinned(MapPin(d, "gw_fb_model"));
+    m.stats = OpenPinned(MapPin(d, "gw_fb_stats"));
+    m.events = OpenPinned(MapPin(d, "gw_fb_events"));
+    m.conns = OpenPinned(MapPin(d, "gw_conns"));
+    m.sockhash = OpenPinned(MapPin(d, "gw_sockhash"));
+    m.paths = OpenPinned(MapPin(d, "gw_paths"));
+    return m;
+  }
+};
+
+void SetCell(const FbMaps& m, uint32_t slot, uint32_t cell, uint64_t v) {
+  uint32_t k = slot * GW_FB_RET_CELLS + cell;
+  if (bpf_map_update_elem(m.ret.get(), &k, &v, BPF_ANY) != 0) throw SysError("writing gw_fb_ret", errno);
+}
+
+gw_fb_stats ReadStats(const FbMaps& m) {
+  gw_fb_stats s{};
+  uint32_t zero = 0;
+  bpf_map_lookup_elem(m.stats.get(), &zero, &s);
+  return s;
+}
+
+struct Slot {
+  Fd mine, peer;      // the pool pair: mine is in the sockhash
+  uint32_t epoch = 0;  // the diversion being followed
+  uint64_t resent = 0;
+  bool failed = false;
+  gw_pool_slot info{};
+  FbStream stream;
+};
+
+class Helper {
+ public:
+  Helper(const std::string& pin_dir) : pin_dir_(pin_dir), live_(LiveMaps::Open(pin_dir)), m_(FbMaps::Open(pin_dir)) {}
+
+  void Setup() {
+    gw_fb_stats st = ReadStats(m_);
+    if (st.pid && st.pid != uint32_t(getpid()) && kill(st.pid, 0) == 0 && IsHelper(st.pid))
+      throw Error(kSystem, "a fallback helper (pid " + std::to_string(st.pid) + ") already runs for " + pin_dir_ +
+                               ": stop it first (kill " + std::to_string(st.pid) + ")");
+    // connections a previous helper had taken are lost: fail them closed
+    for (uint32_t i = 0; i < GW_POOL_SLOTS; i++) {
+      gw_pool_slot ps{};
+      if (bpf_map_lookup_elem(m_.pool.get(), &i, &ps) == 0 && ps.busy) SetCell(m_, i, GW_FB_FAILED, ps.epoch);
+      SetCell(m_, i, GW_FB_COOKIE, 0);
+    }
+    listen_ = Fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (!listen_ || bind(listen_.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
+        listen(listen_.get(), GW_POOL_SLOTS) != 0)
+      throw SysError("opening the pool listener on 127.0.0.1", errno);
+    epoll_ = Fd(epoll_create1(EPOLL_CLOEXEC));
+    for (uint32_t i = 0; i < GW_POOL_SLOTS; i++) {
+      slots_[i] = std::make_unique<Slot>();
+      OpenPair(i);
+    }
+    st = gw_fb_stats{};
+    st.pid = getpid();
+    st.slots = GW_POOL_SLOTS;
+    st.started_ns = MonoNs();
+    stats_ = st;
+    PublishStats();
+  }
+
+  void Run() {
+    std::vector<uint8_t> buf(256 * 1024), out;
+    epoll_event evs[GW_POOL_SLOTS];
+    while (!g_stop) {
+      int n = epoll_wait(epoll_.get(), evs, GW_POOL_SLOTS, 500);
+      if (n < 0 && errno != EINTR) throw SysError("epoll_wait", errno);
+      for (int e = 0; e < n; e++) Serve(evs[e].data.u32, &buf, &out);
+    }
+  }
+
+  void Shutdown() {
+    for (uint32_t i = 0; i < GW_POOL_SLOTS; i++) {
+      try {
+        SetCell(m_, i, GW_FB_COOKIE, 0);
+      } catch (...) {
+      }
+    }
+    stats_.pid = 0;
+    PublishStats();
+  }
+
+ private:
+  static bool IsHelper(uint32_t pid) {
+    std::ifstream f("/proc/" + std::to_string(pid) + "/comm");
+    std::string comm;
+    std::getline(f, comm);
+    return comm == "grpcwall";
+  }
+
+  void OpenPair(uint32_t i) {
+    Slot& s = *slots_[i];
+    if (s.mine) epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, s.mine.get(), nullptr);
+    s.mine = Fd();
+    s.peer = Fd();
+    sockaddr_in a{};
+    socklen_t al = sizeof(a);
+    getsockname(listen_.get(), reinterpret_cast<sockaddr*>(&a), &al);
+    Fd c(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    int big = 8 << 20;
+    setsockopt(c.get(), SOL_SOCKET, SO_RCVBUF, &big, sizeof(big));
+    if (!c || connect(c.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0)
+      throw SysError("connecting a pool socket", errno);
+    Fd p(accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    if (!p) throw SysError("accepting a pool socket", errno);
+    uint64_t cookie = 0;
+    socklen_t cl = sizeof(cookie);
+    if (getsockopt(c.get(), SOL_SOCKET, SO_COOKIE, &cookie, &cl) != 0) throw SysError("SO_COOKIE", errno);
+    gw_conn conn{};
+    conn.flags = GW_CONN_POOL;
+    conn.pool_slot = i;
+    conn.cookie = cookie;
+    int fd = c.get();
+    if (bpf_map_update_elem(m_.conns.get(), &fd, &conn, BPF_ANY) != 0)
+      throw SysError("marking a pool socket in gw_conns", errno);
+    uint64_t fd64 = uint64_t(fd);  // gw_sockhash values are 8 bytes
+    if (bpf_map_update_elem(m_.sockhash.get(), &cookie, &fd64, BPF_ANY) != 0)
+      throw SysError("putting a pool socket in gw_sockhash", errno);
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u32 = i;
+    if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) throw SysError("epoll_ctl", errno);
+    s.mine = std::move(c);
+    s.peer = std::move(p);
+    SetCell(m_, i, GW_FB_COOKIE, cookie);
+  }
+
+  void PublishStats() {
+    uint32_t zero = 0;
+    bpf_map_update_elem(m_.stats.get(), &zero, &stats_, BPF_ANY);
+  }
+
+  // the kernel's gw_decide, over the same maps
+  FbVerdict Decide(const Slot& s, const FbBlock& b) {
+    FbVerdict d;
+    if (!s.info.policed) {
+      d.verdict = GW_VERDICT_ALLOW;
+      return d;
+    }
+    const gw_hp_block& k = *b.blk;
+    d.reason = GW_REASON_POLICY;
+    if (k.npath != 1) return d.reason = GW_REASON_BAD_PATH, d;
+    if (k.path_long) return d.reason = GW_REASON_PATH_LONG, d;
+    if (!k.path_valid) return d.reason = GW_REASON_BAD_PATH, d;
+    gw_config cfg = ReadConfig(live_);
+    gw_pair_key pk{};
+    pk.slot = s.info.cfg_slot;
+    pk.ident = s.info.ident;
+    pk.service = s.info.service;
+    uint32_t inner_id = 0;
+    if (bpf_map_lookup_elem(live_.policy.get(), &pk, &inner_id) != 0) return d.reason = GW_REASON_NO_RULE, d;
+    Fd inner(bpf_map_get_fd_by_id(inner_id));
+    if (!inner) return d.reason = GW_REASON_NO_RULE, d;
+    auto rank = [](uint8_t v) { return v == GW_VERDICT_DENY ? 3 : v == GW_VERDICT_AUDIT ? 2 : v == GW_VERDICT_ALLOW ? 1 : 0; };
+    gw_method_val best{}, v{};
+    bool have = false;
+    for (uint64_t key : {k.h_exact, k.h_svc, cfg.hash_any}) {
+      if (bpf_map_lookup_elem(inner.get(), &key, &v) == 0 && (!have || rank(v.verdict) > rank(best.verdict))) {
+        best = v;
+        have = true;
+      }
+    }
+    if (!have) {
+      uint64_t key = cfg.hash_default;
+      if (bpf_map_lookup_elem(inner.get(), &key, &v) == 0) {
+        best = v;
+        have = true;
+      }
+    }
+    if (!have) return d.reason = GW_REASON_NO_RULE, d;
+    d.verdict = best.verdict;
+    d.rule = best.rule;
+    return d;
+  }
+
+  void Emit(const Slot& s, const FbBlock& b, const FbVerdict& v) {
+    gw_event e{};
+    e.ts_ns = MonoNs();
+    e.generation = s.info.generation;
+    e.cookie = s.info.conn_cookie;
+    e.saddr = s.info.origin.saddr;
+    e.daddr = s.info.origin.daddr;
+    e.sport = s.info.origin.sport;
+    e.dport = ntohs(s.info.origin.dport);
+    e.ident = s.info.ident;
+    e.service = s.info.service;
+    e.rule = v.rule;
+    e.verdict = v.verdict;
+    e.reason = v.reason;
+    e.pid = s.info.origin.pid;
+    e.conn_pid = s.info.origin.pid;
+    std::memcpy(e.comm, s.info.origin.comm, sizeof(e.comm));
+    e.stream_id = b.stream;
+    const gw_hp_block& k = *b.blk;
+    if (k.path_how == GW_PATH_LIT_RAW || k.path_how == GW_PATH_LIT_HUFF) {
+      e.path_len = std::min<uint16_t>(k.path_len, GW_PATH_MAX);
+      std::memcpy(e.path, k.path, e.path_len);
+    } else if (k.path_how == GW_PATH_IDX_DYN) {
+      uint64_t h = k.h_exact;
+      char text[GW_PATH_MAX];
+      if (bpf_map_lookup_elem(m_.paths.get(), &h, text) == 0) {
+        e.path_len = std::min<uint16_t>(k.path_len, GW_PATH_MAX);
+        std::memcpy(e.path, text, e.path_len);
+      }
+    }
+    if (bpf_map_update_elem(m_.events.get(), nullptr, &e, BPF_ANY) != 0)
+      std::cerr << "grpcwall proxy: event queue full, event lost\n";
+  }
+
+  void Serve(uint32_t i, std::vector<uint8_t>* buf, std::vector<uint8_t>* out) {
+    Slot& s = *slots_[i];
+    ssize_t n = read(s.mine.get(), buf->data(), buf->size());
+    if (n <= 0) {
+      if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+      std::cerr << "grpcwall proxy: pool socket " << i << " broke (" << (n == 0 ? "closed" : strerror(errno))
+                << "), opening a new one\n";
+      OpenPair(i);
+      return;
+    }
+    gw_pool_slot ps{};
+    if (bpf_map_lookup_elem(m_.pool.get(), &i, &ps) != 0) throw SysError("reading gw_pool", errno);
+    if (ps.epoch != s.epoch) {  // a new diversion: start from the kernel's model
+      s.epoch = ps.epoch;
+      s.info = ps;
+      s.resent = 0;
+      s.failed = false;
+      gw_config cfg = ReadConfig(live_);
+      s.stream.Reset(ps.model, gw_hp_keys{cfg.key0, cfg.key1});
+      s.stream.decide = [this, &s](const FbBlock& b) {
+        FbVerdict v = Decide(s, b);
+        if (s.info.policed && v.verdict != GW_VERDICT_ALLOW) Emit(s, b, v);
+        return v;
+      };
+      stats_.diverts++;
+      std::cerr << "grpcwall proxy: slot " << i << " takes connection " << ps.conn_cookie << " ("
+                << (ps.reason == GW_REASON_BOUND ? "header block over the kernel bound" : "CONTINUATION") << ")\n";
+    }
+    if (s.failed) return;  // already failing: nothing more goes on
+    stats_.bytes += n;
+    out->clear();
+    uint64_t b0 = s.stream.blocks, bb0 = s.stream.big_blocks, a0 = s.stream.allowed, d0 = s.stream.denied,
+             au0 = s.stream.audited;
+    bool ok = s.stream.Feed(buf->data(), size_t(n), out);
+    stats_.blocks += s.stream.blocks - b0;
+    stats_.big_blocks += s.stream.big_blocks - bb0;
+    if (s.info.policed) {
+      stats_.allowed += s.stream.allowed - a0;
+      stats_.denied += s.stream.denied - d0;
+      stats_.audited += s.stream.audited - au0;
+    }
+    size_t done = 0;
+    while (done < out->size()) {
+      ssize_t w = write(s.mine.get(), out->data() + done, out->size() - done);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) {  // the diverted connection is gone
+        std::cerr << "grpcwall proxy: slot " << i << ": connection gone (" << strerror(errno) << ")\n";
+        ok = false;
+        OpenPair(i);
+        break;
+      }
+      done += size_t(w);
+    }
+    s.resent += done;
+    if (!ok) {
+      s.failed = true;
+      stats_.failed++;
+      SetCell(m_, i, GW_FB_FAILED, s.epoch);
+      FbBlock b{0, true, true, &s.stream.last_block()};
+      FbVerdict v;
+      v.reason = s.stream.reason() ? s.stream.reason() : uint8_t(GW_REASON_FALLBACK);
+      if (s.stream.reason()) Emit(s, b, v);
+      std::cerr << "grpcwall proxy: slot " << i << ": connection failed closed (reason " << int(v.reason) << ")\n";
+    } else if (s.stream.AtBoundary()) {
+      // model first, then the mark the kernel compares with its count
+      gw_h2_model m = s.stream.Model();
+      if (bpf_map_update_elem(m_.model.get(), &i, &m, BPF_ANY) != 0) throw SysError("writing gw_fb_model", errno);
+      SetCell(m_, i, GW_FB_HANDBACK, GW_FB_PACK(s.epoch, s.resent));
+      stats_.handbacks++;
+    }
+    PublishStats();
+  }
+
+  std::string pin_dir_;
+  LiveMaps live_;
+  FbMaps m_;
+  Fd listen_, epoll_;
+  std::unique_ptr<Slot> slots_[GW_POOL_SLOTS];
+  gw_fb_stats stats_{};
+};
+
+void Proxy(const ProxyOptions& o) {
+  RequireRoot("proxy");
+  if (!PinDirAttached(o.pin_dir))
+    throw Error(kSystem, "nothing attached at " + o.pin_dir + ": run 'grpcwall attach --pin-dir " + o.pin_dir + "' first");
+  int ready[2] = {-1, -1};
+  if (o.daemon) {
+    if (pipe2(ready, O_CLOEXEC) != 0) throw SysError("pipe", errno);
+    std::cout.flush();
+    std::cerr.flush();
+    pid_t pid = fork();
+    if (pid < 0) throw SysError("fork", errno);
+    if (pid > 0) {  // the parent returns once the helper is serving
+      close(ready[1]);
+      char c = 0;
+      ssize_t r = read(ready[0], &c, 1);
+      close(ready[0]);
+      if (r != 1 || c != 'y') throw Error(kSystem, "the fallback helper did not start: see " + o.log);
+      std::cout << "fallback helper running (pid " << pid << "), log " << o.log << "\n";
+      return;
+    }
+    close(ready[0]);
+    setsid();
+    int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (devnull >= 0) dup2(devnull, 0);
+    int log = open(o.log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    if (log >= 0) {
+      dup2(log, 1);
+      dup2(log, 2);
+    }
+  }
+  signal(SIGINT, [](int) { g_stop = 1; });
+  signal(SIGTERM, [](int) { g_stop = 1; });
+  signal(SIGPIPE, SIG_IGN);
+  Helper h(o.pin_dir);
+  try {
+    h.Setup();
+  } catch (const std::exception& e) {
+    std::cerr << "grpcwall proxy: " << e.what() << std::endl;
+    if (o.daemon) _exit(kSystem);
+    throw;
+  }
+  std::cerr << "grpcwall proxy: serving " << GW_POOL_SLOTS << " slots for " << o.pin_dir << " (pid " << getpid()
+            << ")" << std::endl;
+  if (o.daemon) {
+    ssize_t w = write(ready[1], "y", 1);
+    (void)w;
+    close(ready[1]);
+  }
+  try {
+    h.Run();
+  } catch (const std::exception& e) {
+    std::cerr << "grpcwall proxy: " << e.what() << std::endl;
+    h.Shutdown();
+    if (o.daemon) _exit(kSystem);
+    throw;
+  }
+  h.Shutdown();
+  std::cerr << "grpcwall proxy: stopped" << std::endl;
+  if (o.daemon) _exit(0);
+}
+
+}  // namespace
+
+std::string DefaultProxyLog(const std::string& pin_dir) {
+  std::string n = pin_dir;
+  for (auto& c : n)
+    if (c == '/') c = '_';
+  return "/run/grpcwall/" + n.substr(1) + ".log";
+}
+
+pid_t RunningProxy(const std::string& pin_dir) {
+  Fd stats(bpf_obj_get(MapPin(pin_dir, "gw_fb_stats").c_str()));
+  if (!stats) return 0;
+  gw_fb_stats s{};
+  uint32_t zero = 0;
+  if (bpf_map_lookup_elem(stats.get(), &zero, &s) != 0 || !s.pid) return 0;
+  if (kill(pid_t(s.pid), 0) != 0) return 0;
+  std::ifstream f("/proc/" + std::to_string(s.pid) + "/comm");
+  std::string comm;
+  std::getline(f, comm);
+  return comm == "grpcwall" ? pid_t(s.pid) : 0;
+}
+
+void StartProxy(const std::string& pin_dir) {
+  mkdir("/run/grpcwall", 0750);
+  ProxyOptions o{pin_dir, DefaultProxyLog(pin_dir), true};
+  Proxy(o);
+}
+
+bool StopProxy(const std::string& pin_dir) {
+  pid_t pid = RunningProxy(pin_dir);
+  if (!pid) return false;
+  kill(pid, SIGTERM);
+  for (int i = 0; i < 100 && kill(pid, 0) == 0; i++) usleep(20000);
+  if (kill(pid, 0) == 0) kill(pid, SIGKILL);
+  for (int i = 0; i < 100 && kill(pid, 0) == 0; i++) usleep(20000);
+  return true;
+}
+
+void RegisterProxy(CLI::App& app) {
+  auto o = std::make_shared<ProxyOptions>();
+  auto* sub = app.add_subcommand(
+      "proxy",
+      "Run the userspace fallback for header blocks the kernel cannot see whole (HEADERS followed by\n"
+      "CONTINUATION, or over the in-kernel bound of 16384 bytes). 'grpcwall attach' starts it unless\n"
+      "--no-fallback; run it yourself to restart it. Without it such connections fail closed.\n"
+      "It takes a connection only for such a block and hands it back to the kernel once drained.");
+  AddPinDir(sub, &o->pin_dir);
+  sub->add_flag("--daemon", o->daemon, "detach and log to --log (returns once serving)");
+  sub->add_option("--log", o->log, "log file with --daemon (default /run/grpcwall/<pin dir with / as _>.log)");
+  sub->callback([o] {
+    ProxyOptions p = *o;
+    if (p.log.empty()) {
+      mkdir("/run/grpcwall", 0750);
+      p.log = DefaultProxyLog(p.pin_dir);
+    }
+    Proxy(p);
+  });
+}
+
+}  // namespace gw

@@ -1,0 +1,153 @@
+#include "fb_stream.h"
+
+#include <algorithm>
+
+namespace gw {
+
+void FbStream::Reset(const gw_h2_model& m, const gw_hp_keys& k) {
+  h_ = gw_h2{};
+  gw_h2_init(&h_);
+  h_.stage = GW_H2_FRAMES;
+  h_.last_stream = m.last_stream;
+  h_.table = m.table;
+  k_ = k;
+  pending_.clear();
+  skip_ = 0;
+  failed_ = false;
+  reason_ = 0;
+}
+
+gw_h2_model FbStream::Model() const {
+  gw_h2_model m{};
+  m.last_stream = h_.last_stream;
+  m.table = h_.table;
+  return m;
+}
+
+bool FbStream::Fail(uint8_t reason) {
+  failed_ = true;
+  reason_ = reason;
+  pending_.clear();
+  return false;
+}
+
+long FbStream::Assemble(size_t pos, const gw_h2_frame& f, std::vector<std::pair<size_t, size_t>>* frags) {
+  const size_t avail = pending_.size() - pos;
+  const uint8_t* p = pending_.data() + pos;
+  size_t o = H2_FRAME_HEADER_LEN + f.len;
+  if (f.len > GW_FB_MAX_BLOCK) return Fail(GW_REASON_BOUND), -1;
+  if (avail < o) return 0;
+  size_t pad = 0, pri = (f.flags & H2_FLAG_PRIORITY) ? 5 : 0;
+  if (f.flags & H2_FLAG_PADDED) {
+    if (f.len < 1) return Fail(GW_REASON_PROTOCOL), -1;
+    pad = static_cast<size_t>(p[H2_FRAME_HEADER_LEN]) + 1;
+  }
+  if (pad + pri > f.len) return Fail(GW_REASON_PROTOCOL), -1;
+  size_t first = H2_FRAME_HEADER_LEN + pri + (pad ? 1 : 0);
+  frags->clear();
+  frags->push_back({pos + first, f.len - pri - pad});
+  size_t total = frags->back().second;
+  uint8_t flags = f.flags;
+  while (!(flags & H2_FLAG_END_HEADERS)) {
+    // RFC 9113 6.10: only CONTINUATION frames of the same stream may follow
+    if (avail < o + H2_FRAME_HEADER_LEN) return 0;
+    const uint8_t* h = p + o;
+    size_t len = (size_t{h[0]} << 16) | (size_t{h[1]} << 8) | h[2];
+    uint32_t stream = ((uint32_t{h[5]} << 24) | (uint32_t{h[6]} << 16) | (uint32_t{h[7]} << 8) | h[8]) & 0x7fffffff;
+    if (h[3] != H2_FRAME_CONTINUATION || stream != f.stream) return Fail(GW_REASON_PROTOCOL), -1;
+    if (total + len > GW_FB_MAX_BLOCK) return Fail(GW_REASON_BOUND), -1;
+    if (avail < o + H2_FRAME_HEADER_LEN + len) return 0;
+    frags->push_back({pos + o + H2_FRAME_HEADER_LEN, len});
+    total += len;
+    flags = h[4];
+    o += H2_FRAME_HEADER_LEN + len;
+  }
+  return static_cast<long>(o);
+}
+
+bool FbStream::Feed(const uint8_t* p, size_t n, std::vector<uint8_t>* out) {
+  if (failed_) return false;
+  size_t used = 0;
+  if (skip_) {
+    size_t s = static_cast<size_t>(std::min<uint64_t>(skip_, n));
+    out->insert(out->end(), p, p + s);
+    skip_ -= s;
+    used = s;
+  }
+  pending_.insert(pending_.end(), p + used, p + n);
+  size_t pos = 0;
+  std::vector<std::pair<size_t, size_t>> frags;
+  std::vector<uint8_t> block;
+  while (pos < pending_.size()) {
+    gw_buf src{pending_.data() + pos, static_cast<__u32>(std::min<size_t>(pending_.size() - pos, UINT32_MAX))};
+    gw_h2_frame f{};
+    __u32 need = 0;
+    int act = gw_h2_next(&h_, &src, src.len, &f, &need);
+    if (act == GW_ACT_NEED) break;
+    if (act == GW_ACT_FAIL) return Fail(h_.reason);
+    if (act == GW_ACT_PASS) {
+      size_t s = std::min<size_t>(need, pending_.size() - pos);
+      out->insert(out->end(), pending_.begin() + pos, pending_.begin() + pos + s);
+      skip_ = need - s;
+      pos += s;
+      continue;
+    }
+    size_t span;
+    const bool big = act == GW_ACT_DIVERT;
+    if (!big) {
+      span = need;
+      frags.assign(1, {pos + f.blk_off, f.blk_len});
+    } else {
+      long r = Assemble(pos, f, &frags);
+      if (r < 0) return false;
+      if (r == 0) {
+        // hold the frames back until the block is whole, within the bound
+        if (pending_.size() - pos > GW_FB_MAX_BLOCK + 64 * 1024) return Fail(GW_REASON_BOUND);
+        break;
+      }
+      span = static_cast<size_t>(r);
+      f.is_request = f.stream > h_.last_stream;
+      if (f.is_request) h_.last_stream = f.stream;
+    }
+    block.clear();
+    for (const auto& fr : frags) block.insert(block.end(), pending_.begin() + fr.first, pending_.begin() + fr.first + fr.second);
+    if (gw_hp_parse_block(&h_.blk, &h_.table, block.data(), static_cast<__u32>(block.size()), &k_) != 0)
+      return Fail(h_.blk.st == GW_HP_ERR ? h_.blk.err : uint8_t(GW_REASON_PROTOCOL));
+    h_.blocks++;
+    blocks++;
+    if (big) big_blocks++;
+    if (f.is_request && decide) {
+      FbBlock fb{f.stream, true, big, &h_.blk};
+      FbVerdict v = decide(fb);
+      if (v.verdict == GW_VERDICT_ALLOW) {
+        allowed++;
+      } else if (v.verdict == GW_VERDICT_AUDIT) {
+        audited++;
+      } else {
+        denied++;
+        if (h_.blk.npath > 1) return Fail(GW_REASON_BAD_PATH);
+        gw_buf bs{block.data(), static_cast<__u32>(block.size())};
+        __u32 off = 0;
+        __u8 val = 0;
+        int r = gw_hp_deny_rewrite(&h_.blk, &bs, &off, &val);
+        if (r < 0) return Fail(GW_REASON_BAD_PATH);
+        if (r == 0) {  // the block offset, back in the frame it came in
+          size_t at = off;
+          for (const auto& fr : frags) {
+            if (at < fr.second) {
+              pending_[fr.first + at] = val;
+              break;
+            }
+            at -= fr.second;
+          }
+        }
+      }
+    }
+    out->insert(out->end(), pending_.begin() + pos, pending_.begin() + pos + span);
+    pos += span;
+  }
+  pending_.erase(pending_.begin(), pending_.begin() + pos);
+  return true;
+}
+
+}  // namespace gw

@@ -1,0 +1,227 @@
+// The fallback's stream processor (loader/fb_stream.cpp): it takes a
+// connection where the kernel walker diverted it (HEADERS + CONTINUATION,
+// or a HEADERS frame over the in-kernel bound), continues from the kernel's
+// table model, decides and denies like the kernel, and ends at a frame
+// boundary with a model the kernel can take back.
+#include <gtest/gtest.h>
+#include <nghttp2/nghttp2.h>
+
+#include <string>
+#include <vector>
+
+#include "fb_stream.h"
+#include "replay.h"
+
+namespace {
+
+using Bytes = std::vector<unsigned char>;
+
+void Frame(Bytes* out, uint8_t type, uint8_t flags, uint32_t stream, const unsigned char* p, size_t n) {
+  out->push_back(uint8_t(n >> 16));
+  out->push_back(uint8_t(n >> 8));
+  out->push_back(uint8_t(n));
+  out->push_back(type);
+  out->push_back(flags);
+  for (int s = 24; s >= 0; s -= 8) out->push_back(uint8_t(stream >> s));
+  out->insert(out->end(), p, p + n);
+}
+
+struct Call {
+  std::string method;
+  size_t metadata;  // bytes of x-big
+};
+
+// A client stream as python h2 writes it: blocks over 16 KiB split into
+// HEADERS + CONTINUATION, each request followed by its DATA frame.
+struct Stream {
+  Bytes bytes;
+  std::vector<std::string> paths;
+};
+
+Stream MakeStream(const std::vector<Call>& calls, size_t max_frame, bool continuation) {
+  nghttp2_hd_deflater* def = nullptr;
+  EXPECT_EQ(nghttp2_hd_deflate_new(&def, 4096), 0);
+  Stream s;
+  const char* preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+  s.bytes.assign(preface, preface + 24);
+  Frame(&s.bytes, 0x4, 0, 0, nullptr, 0);  // SETTINGS
+  uint32_t sid = 1;
+  for (const auto& c : calls) {
+    std::string path = "/cloudcity.DoorManager/" + c.method, big(c.metadata, 'b');
+    std::vector<std::pair<std::string, std::string>> h = {
+        {":method", "POST"}, {":scheme", "http"}, {":path", path}, {":authority", "10.250.0.2:50051"},
+        {"content-type", "application/grpc"}, {"te", "trailers"}};
+    if (c.metadata) h.push_back({"x-big", big});
+    std::vector<nghttp2_nv> nv;
+    for (auto& [n, v] : h)
+      nv.push_back({(uint8_t*)n.data(), (uint8_t*)v.data(), n.size(), v.size(), NGHTTP2_NV_FLAG_NONE});
+    Bytes blk(nghttp2_hd_deflate_bound(def, nv.data(), nv.size()));
+    ssize_t n = nghttp2_hd_deflate_hd(def, blk.data(), blk.size(), nv.data(), nv.size());
+    EXPECT_GT(n, 0);
+    blk.resize(size_t(n));
+    if (!continuation || blk.size() <= max_frame) {
+      Frame(&s.bytes, 0x1, 0x4, sid, blk.data(), blk.size());
+    } else {
+      for (size_t off = 0; off < blk.size(); off += max_frame) {
+        size_t len = std::min(max_frame, blk.size() - off);
+        bool last = off + len == blk.size();
+        Frame(&s.bytes, off == 0 ? 0x1 : 0x9, last ? 0x4 : 0, sid, blk.data() + off, len);
+      }
+    }
+    const unsigned char req[] = {0, 0, 0, 0, 2, 8, 1};
+    Frame(&s.bytes, 0x0, 0x1, sid, req, sizeof(req));
+    s.paths.push_back(path);
+    sid += 2;
+  }
+  nghttp2_hd_deflate_del(def);
+  return s;
+}
+
+// Decodes every request block of a client stream with libnghttp2: the
+// :path values the server sees, in order. False if the HPACK is broken.
+bool ServerPaths(const Bytes& b, std::vector<std::string>* paths, size_t* table_size) {
+  nghttp2_hd_inflater* inf = nullptr;
+  nghttp2_hd_inflate_new(&inf);
+  size_t o = 24;
+  Bytes blk;
+  bool ok = true;
+  while (ok && o + 9 <= b.size()) {
+    size_t len = (size_t(b[o]) << 16) | (size_t(b[o + 1]) << 8) | b[o + 2];
+    uint8_t type = b[o + 3], flags = b[o + 4];
+    if (type == 0x1 || type == 0x9) {
+      blk.insert(blk.end(), b.begin() + long(o + 9), b.begin() + long(o + 9 + len));
+      if (flags & 0x4) {
+        const unsigned char* p = blk.data();
+        size_t n = blk.size();
+        for (;;) {
+          nghttp2_nv nv;
+          int fl = 0;
+          ssize_t rv = nghttp2_hd_inflate_hd2(inf, &nv, &fl, p, n, 1);
+          if (rv < 0) {
+            ok = false;
+            break;
+          }
+          p += rv;
+          n -= size_t(rv);
+          if ((fl & NGHTTP2_HD_INFLATE_EMIT) && std::string((char*)nv.name, nv.namelen) == ":path")
+            paths->emplace_back((char*)nv.value, nv.valuelen);
+          if (fl & NGHTTP2_HD_INFLATE_FINAL) {
+            nghttp2_hd_inflate_end_headers(inf);
+            break;
+          }
+        }
+        blk.clear();
+      }
+    }
+    o += 9 + len;
+  }
+  *table_size = nghttp2_hd_inflate_get_dynamic_table_size(inf);
+  nghttp2_hd_inflate_del(inf);
+  return ok && o == b.size();
+}
+
+struct Diversion {
+  Bytes server;  // what the server receives: the kernel's part, then the helper's
+  gw::FbStream fb;
+  std::vector<std::string> decided;
+  bool diverted = false;
+};
+
+// The kernel walks until it diverts; the fallback takes the rest in
+// pieces of `chunk` bytes, denying `deny`.
+void Divert(const Stream& s, size_t chunk, const std::string& deny, Diversion* run) {
+  Replayer r;
+  r.Write(s.bytes.data(), s.bytes.size());
+  run->server = r.out;
+  if (!r.failed) return;
+  run->diverted = true;
+  gw_h2_model m{};
+  m.last_stream = r.h.last_stream;
+  m.table = r.h.table;
+  run->fb.Reset(m, r.k);
+  run->fb.decide = [&, k = r.k](const gw::FbBlock& b) {
+    gw::FbVerdict v;
+    std::string p(b.blk->path, b.blk->path_len < GW_PATH_MAX ? b.blk->path_len : GW_PATH_MAX);
+    bool denied = false;
+    if (b.blk->path_how == GW_PATH_IDX_DYN) {
+      denied = b.blk->h_exact == gw_siphash((const unsigned char*)deny.data(), deny.size(), k.k0, k.k1, GW_MATCH_EXACT);
+      p = denied ? deny : "(indexed)";
+    } else {
+      denied = p == deny;
+    }
+    run->decided.push_back(p);
+    v.verdict = denied ? GW_VERDICT_DENY : GW_VERDICT_ALLOW;
+    return v;
+  };
+  Bytes rest = r.pending;
+  for (size_t off = 0; off < rest.size(); off += chunk)
+    ASSERT_TRUE(run->fb.Feed(rest.data() + off, std::min(chunk, rest.size() - off), &run->server));
+}
+
+TEST(Fallback, ContinuedBlocksAllowedPassUnchangedAndHandBack) {
+  Stream s = MakeStream({{"GetName", 0}, {"GetName", 40000}, {"GetLocation", 40000}, {"GetName", 0}}, 16384, true);
+  for (size_t chunk : {size_t(1), size_t(7), size_t(1000), size_t(1 << 20)}) {
+    Diversion run;
+    Divert(s, chunk, "none", &run);
+    ASSERT_TRUE(run.diverted);
+    EXPECT_EQ(run.server, s.bytes) << "chunk " << chunk;  // every byte, in order, unchanged
+    EXPECT_TRUE(run.fb.AtBoundary());
+    EXPECT_EQ(run.fb.big_blocks, 2u);
+    EXPECT_EQ(run.fb.blocks, 3u);  // the kernel decided the first
+    std::vector<std::string> paths;
+    size_t table = 0;
+    ASSERT_TRUE(ServerPaths(s.bytes, &paths, &table));
+    EXPECT_EQ(run.fb.Model().table.size, table);  // the model the kernel takes back is in step
+    EXPECT_EQ(run.fb.Model().last_stream, 7u);
+  }
+}
+
+TEST(Fallback, DeniedBigRequestRewrittenAloneHpackStaysConsistent) {
+  const std::string deny = "/cloudcity.DoorManager/SetAccessCode";
+  Stream s = MakeStream({{"GetName", 40000}, {"SetAccessCode", 40000}, {"GetName", 0}, {"SetAccessCode", 0}}, 16384, true);
+  Diversion run;
+  Divert(s, 4096, deny, &run);
+  ASSERT_TRUE(run.diverted);
+  EXPECT_EQ(run.fb.denied, 2u);
+  EXPECT_EQ(run.fb.allowed, 2u);
+  std::vector<std::string> paths;
+  size_t table = 0;
+  ASSERT_TRUE(ServerPaths(run.server, &paths, &table));  // the server decodes every block
+  ASSERT_EQ(paths.size(), 4u);
+  EXPECT_EQ(paths[0], "/cloudcity.DoorManager/GetName");
+  EXPECT_NE(paths[1], deny);
+  EXPECT_NE(paths[1][0], '/');  // unroutable: the server answers UNIMPLEMENTED
+  EXPECT_EQ(paths[2], "/cloudcity.DoorManager/GetName");
+  EXPECT_NE(paths[3], deny);
+}
+
+TEST(Fallback, OversizedSingleHeadersFrameDiverted) {
+  Stream s = MakeStream({{"GetName", 0}, {"GetLocation", 30000}, {"GetName", 0}}, 1 << 20, false);
+  Diversion run;
+  Divert(s, 512, "none", &run);
+  ASSERT_TRUE(run.diverted);
+  EXPECT_EQ(run.server, s.bytes);
+  EXPECT_EQ(run.fb.big_blocks, 1u);
+}
+
+TEST(Fallback, ContinuationOfAnotherStreamFailsClosed) {
+  Stream s = MakeStream({{"GetName", 40000}}, 16384, true);
+  // the first CONTINUATION names stream 3: a protocol error
+  size_t o = 24 + 9, first = (size_t(s.bytes[o]) << 16 | size_t(s.bytes[o + 1]) << 8 | s.bytes[o + 2]);
+  size_t cont = o + 9 + first;
+  ASSERT_EQ(s.bytes[cont + 3], 0x9);
+  s.bytes[cont + 8] = 3;
+  Replayer r;
+  r.Write(s.bytes.data(), s.bytes.size());
+  ASSERT_TRUE(r.failed);
+  gw::FbStream fb;
+  gw_h2_model m{};
+  m.table = r.h.table;
+  fb.Reset(m, r.k);
+  Bytes out;
+  EXPECT_FALSE(fb.Feed(r.pending.data(), r.pending.size(), &out));
+  EXPECT_EQ(fb.reason(), GW_REASON_PROTOCOL);
+  EXPECT_TRUE(out.empty());  // nothing of the block went on
+}
+
+}  // namespace
