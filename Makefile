@@ -57,8 +57,8 @@ $(BUILD)/unit_tests: $(UNIT_SRCS) $(CORE_SRCS) $(LOADER_HDRS) $(wildcard bpf/*.h
 	  -lgtest -lgtest_main -lpthread -lyaml-cpp -lnghttp2
 
 # libFuzzer over the shared walker + HPACK model, seeded with the captures
-$(BUILD)/h2_fuzz: tests/fuzz/h2_fuzz.cpp tests/unit/replay.h $(wildcard hpack/*.h) $(BUILD)/hpack_tables.h
-	clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -I$(BUILD) -Ibpf -Ihpack $< -o $@
+$(BUILD)/h2_fuzz: tests/fuzz/h2_fuzz.cpp tests/unit/replay.h loader/fb_stream.cpp loader/fb_stream.h $(wildcard hpack/*.h) $(wildcard bpf/*.h) $(BUILD)/hpack_tables.h
+	clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -I$(BUILD) -Ibpf -Ihpack -Iloader $< loader/fb_stream.cpp -o $@
 
 FUZZ_SECONDS ?= 60
 fuzz: $(BUILD)/h2_fuzz

@@ -5,8 +5,10 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
 
 #include "../unit/replay.h"
+#include "fb_stream.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 2) return 0;
@@ -23,6 +25,25 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     r.Write(data + off, n);
     if (r.h.table.n > GW_HP_ENTRIES || r.h.table.size > r.h.table.max_size) abort();
     if (r.failed) break;
+  }
+  // where the kernel diverts, the fallback takes the rest from its model
+  if (r.failed && r.h.stage != GW_H2_FAILED && (r.h.reason == GW_REASON_CONTINUATION || r.h.reason == GW_REASON_BOUND)) {
+    gw::FbStream fb;
+    gw_h2_model m{};
+    m.last_stream = r.h.last_stream;
+    m.table = r.h.table;
+    fb.Reset(m, r.k);
+    fb.decide = [](const gw::FbBlock& b) {
+      gw::FbVerdict v;
+      v.verdict = (b.stream & 2) ? GW_VERDICT_DENY : GW_VERDICT_ALLOW;
+      return v;
+    };
+    std::vector<unsigned char> out;
+    for (size_t off = 0; off < r.pending.size(); off += chunk)
+      if (!fb.Feed(r.pending.data() + off, std::min(chunk, r.pending.size() - off), &out)) break;
+    if (out.size() > r.pending.size()) abort();  // never invents bytes
+    gw_h2_model back = fb.Model();
+    if (back.table.n > GW_HP_ENTRIES || back.table.size > back.table.max_size) abort();
   }
   for (const auto& d : r.decided) {
     if (d.blk.path_len > GW_PATH_MAX) abort();
