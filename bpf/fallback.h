@@ -58,12 +58,10 @@ struct gw_fb_stats {
 	__u32 pid;           /* the running helper (0: none) */
 	__u32 slots;
 	__u64 started_ns;    /* CLOCK_MONOTONIC */
-	__u64 diverts;       /* diverted connections taken */
 	__u64 blocks;        /* header blocks decided in userspace */
 	__u64 big_blocks;    /* ... of them continued or over the kernel bound */
 	__u64 bytes;         /* bytes passed through */
 	__u64 allowed, denied, audited;
-	__u64 handbacks;     /* times the helper offered the connection back */
 	__u64 failed;        /* connections it could not follow */
 };
 

@@ -166,11 +166,6 @@ static __always_inline void gw_rule_count(struct gw_config *cfg, __u16 rule, __u
 		rc->denied++;
 }
 
-static __always_inline int gw_rank(__u8 v)
-{
-	return v == GW_VERDICT_DENY ? 3 : v == GW_VERDICT_AUDIT ? 2 : v == GW_VERDICT_ALLOW ? 1 : 0;
-}
-
 /* Decides the block's :path for the connection's identity and service:
  * deny beats audit beats allow across the exact, service and `*` entries;
  * what matches none gets the pair's default entry (deny or audit). */
@@ -182,20 +177,14 @@ static __always_inline void gw_decide(struct gw_conn *c, struct gw_config *cfg,
 	struct gw_method_val *v, *best = NULL;
 	void *inner;
 	__u64 key;
+	int r;
 
 	d->verdict = GW_VERDICT_DENY;
 	d->reason = GW_REASON_POLICY;
 	d->rule = 0;
-	if (b->npath != 1) {
-		d->reason = GW_REASON_BAD_PATH;
-		return;
-	}
-	if (b->path_long) {
-		d->reason = GW_REASON_PATH_LONG;
-		return;
-	}
-	if (!b->path_valid) {
-		d->reason = GW_REASON_BAD_PATH;
+	r = gw_hp_path_reason(b);
+	if (r >= 0) {
+		d->reason = r;
 		return;
 	}
 	pk.slot = cfg->active_slot;
@@ -212,11 +201,11 @@ static __always_inline void gw_decide(struct gw_conn *c, struct gw_config *cfg,
 		best = v;
 	key = b->h_svc;
 	v = bpf_map_lookup_elem(inner, &key);
-	if (v && (!best || gw_rank(v->verdict) > gw_rank(best->verdict)))
+	if (v && (!best || gw_verdict_rank(v->verdict) > gw_verdict_rank(best->verdict)))
 		best = v;
 	key = cfg->hash_any;
 	v = bpf_map_lookup_elem(inner, &key);
-	if (v && (!best || gw_rank(v->verdict) > gw_rank(best->verdict)))
+	if (v && (!best || gw_verdict_rank(v->verdict) > gw_verdict_rank(best->verdict)))
 		best = v;
 	if (!best) {
 		key = cfg->hash_default;
@@ -382,8 +371,7 @@ static __always_inline int gw_diverted(struct gw_conn *c, struct sk_msg_md *msg,
 	hb = bpf_map_lookup_elem(&gw_fb_ret, &k);
 	k = slot * GW_FB_RET_CELLS + GW_FB_FAILED;
 	failed = bpf_map_lookup_elem(&gw_fb_ret, &k);
-	m = bpf_map_lookup_elem(&gw_fb_model, &slot);
-	if (!p || !hb || !failed || !m) {
+	if (!p || !hb || !failed) {
 		c->flags &= ~GW_CONN_DIVERTED;
 		return gw_fail(c, msg, cfg, GW_REASON_FALLBACK, 0);
 	}
@@ -397,6 +385,12 @@ static __always_inline int gw_diverted(struct gw_conn *c, struct sk_msg_md *msg,
 		return gw_to_helper(c, msg, cfg, p);
 	/* every diverted byte went on and the model was written before the
 	 * handback mark: take the model back and release the slot */
+	m = bpf_map_lookup_elem(&gw_fb_model, &slot);
+	if (!m) {
+		c->flags &= ~GW_CONN_DIVERTED;
+		p->busy = 0;
+		return gw_fail(c, msg, cfg, GW_REASON_FALLBACK, 0);
+	}
 	c->h2.last_stream = m->last_stream;
 	gw_table_copy(&c->h2.table, &m->table);
 	c->h2.stage = GW_H2_FRAMES;

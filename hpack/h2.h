@@ -78,13 +78,54 @@ static __always_inline int gw_h2_fail(struct gw_h2 *h, __u8 reason)
 	return GW_ACT_FAIL;
 }
 
+/* Reads the frame header at offset 0 into *f. -1: not all 9 bytes there. */
+static __always_inline int gw_h2_read_header(GW_SRC_T *src, struct gw_h2_frame *f)
+{
+	int b[H2_FRAME_HEADER_LEN];
+	__u32 i;
+
+	for (i = 0; i < H2_FRAME_HEADER_LEN; i++) {
+		b[i] = gw_src_byte(src, i);
+		if (b[i] < 0)
+			return -1;
+	}
+	f->len = ((__u32)b[0] << 16) | ((__u32)b[1] << 8) | (__u32)b[2];
+	f->type = b[3];
+	f->flags = b[4];
+	f->stream = (((__u32)b[5] << 24) | ((__u32)b[6] << 16) | ((__u32)b[7] << 8) |
+		     (__u32)b[8]) & 0x7fffffff;
+	return 0;
+}
+
+/* Where the header block of the HEADERS frame at offset 0 is: after the Pad
+ * Length byte and the PRIORITY fields, before the padding. Sets blk_off and
+ * blk_len. -1: a protocol error (or the Pad Length byte is not there). */
+static __always_inline int gw_h2_headers_span(GW_SRC_T *src, struct gw_h2_frame *f)
+{
+	__u32 pad = 0, pri = 0;
+
+	if (f->flags & H2_FLAG_PADDED) {
+		int p = gw_src_byte(src, H2_FRAME_HEADER_LEN);
+
+		if (p < 0 || f->len < 1)
+			return -1;
+		pad = (__u32)p + 1;  /* the Pad Length byte, and the padding */
+	}
+	if (f->flags & H2_FLAG_PRIORITY)
+		pri = 5;
+	if (pad + pri > f->len)
+		return -1;
+	f->blk_off = H2_FRAME_HEADER_LEN + pri + (pad ? 1 : 0);
+	f->blk_len = f->len - pri - pad;
+	return 0;
+}
+
 /* Looks at the bytes at offset 0 (`avail` of them are there) and returns
  * an enum gw_h2_act with *n set. For GW_ACT_BLOCK, *f describes the frame. */
 static __always_inline int gw_h2_next(struct gw_h2 *h, GW_SRC_T *src, __u32 avail,
 				      struct gw_h2_frame *f, __u32 *n)
 {
-	__u32 i, len, pad = 0, pri = 0;
-	int b[H2_FRAME_HEADER_LEN];
+	__u32 i, len;
 
 	if (h->stage == GW_H2_FAILED)
 		return GW_ACT_FAIL;
@@ -106,17 +147,9 @@ static __always_inline int gw_h2_next(struct gw_h2 *h, GW_SRC_T *src, __u32 avai
 		*n = H2_FRAME_HEADER_LEN;
 		return GW_ACT_NEED;
 	}
-	for (i = 0; i < H2_FRAME_HEADER_LEN; i++) {
-		b[i] = gw_src_byte(src, i);
-		if (b[i] < 0)
-			return gw_h2_fail(h, GW_REASON_NOMEM);
-	}
-	len = ((__u32)b[0] << 16) | ((__u32)b[1] << 8) | (__u32)b[2];
-	f->len = len;
-	f->type = b[3];
-	f->flags = b[4];
-	f->stream = (((__u32)b[5] << 24) | ((__u32)b[6] << 16) | ((__u32)b[7] << 8) |
-		     (__u32)b[8]) & 0x7fffffff;
+	if (gw_h2_read_header(src, f))
+		return gw_h2_fail(h, GW_REASON_NOMEM);
+	len = f->len;
 	*n = H2_FRAME_HEADER_LEN + len;
 	if (f->type == H2_FRAME_CONTINUATION)
 		return gw_h2_fail(h, GW_REASON_CONTINUATION);
@@ -136,19 +169,8 @@ static __always_inline int gw_h2_next(struct gw_h2 *h, GW_SRC_T *src, __u32 avai
 	}
 	if (avail < H2_FRAME_HEADER_LEN + len)
 		return GW_ACT_NEED;
-	if (f->flags & H2_FLAG_PADDED) {
-		int p = gw_src_byte(src, H2_FRAME_HEADER_LEN);
-
-		if (p < 0 || len < 1)
-			return gw_h2_fail(h, GW_REASON_PROTOCOL);
-		pad = (__u32)p + 1;  /* the Pad Length byte, and the padding */
-	}
-	if (f->flags & H2_FLAG_PRIORITY)
-		pri = 5;
-	if (pad + pri > len)
+	if (gw_h2_headers_span(src, f))
 		return gw_h2_fail(h, GW_REASON_PROTOCOL);
-	f->blk_off = H2_FRAME_HEADER_LEN + pri + (pad ? 1 : 0);
-	f->blk_len = len - pri - pad;
 	f->is_request = f->stream > h->last_stream;
 	if (f->is_request)
 		h->last_stream = f->stream;

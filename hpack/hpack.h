@@ -311,6 +311,20 @@ static __always_inline void gw_hp_path_finish(struct gw_hp_block *b, struct gw_h
 	e->h_svc = b->h_svc;
 }
 
+/* Can the block's :path be looked up in a policy? -1 if so, else the
+ * reason it is denied unlooked: exactly one :path, not too long, a
+ * canonical /service/method. */
+static __always_inline int gw_hp_path_reason(const struct gw_hp_block *b)
+{
+	if (b->npath != 1)
+		return GW_REASON_BAD_PATH;
+	if (b->path_long)
+		return GW_REASON_PATH_LONG;
+	if (!b->path_valid)
+		return GW_REASON_BAD_PATH;
+	return -1;
+}
+
 /* Opens the string at b->off for the current field (name or value). */
 static __always_inline int gw_hp_open_string(struct gw_hp_block *b, GW_SRC_T *src,
 					     __u8 which)

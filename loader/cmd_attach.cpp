@@ -10,6 +10,7 @@
 
 #include "commands.h"
 #include "error.h"
+#include "proxy.h"
 #include "live.h"
 #include "system.h"
 

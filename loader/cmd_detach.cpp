@@ -8,6 +8,7 @@
 
 #include "commands.h"
 #include "error.h"
+#include "proxy.h"
 #include "system.h"
 
 namespace gw {

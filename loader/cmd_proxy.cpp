@@ -27,6 +27,7 @@ extern "C" {
 #include "conn_state.h"
 }
 #include "live.h"
+#include "proxy.h"
 #include "system.h"
 
 namespace gw {
@@ -67,19 +68,15 @@ void SetCell(const FbMaps& m, uint32_t slot, uint32_t cell, uint64_t v) {
   if (bpf_map_update_elem(m.ret.get(), &k, &v, BPF_ANY) != 0) throw SysError("writing gw_fb_ret", errno);
 }
 
-gw_fb_stats ReadStats(const FbMaps& m) {
-  gw_fb_stats s{};
-  uint32_t zero = 0;
-  bpf_map_lookup_elem(m.stats.get(), &zero, &s);
-  return s;
-}
-
 struct Slot {
   Fd mine, peer;      // the pool pair: mine is in the sockhash
   uint32_t epoch = 0;  // the diversion being followed
   uint64_t resent = 0;
   bool failed = false;
   gw_pool_slot info{};
+  gw_config cfg{};        // keys and match hashes: fixed for the attach
+  uint32_t inner_id = 0;  // the pair's method map last looked up ...
+  Fd inner;               // ... and an fd on it, reused while the id holds
   FbStream stream;
 };
 
@@ -88,10 +85,10 @@ class Helper {
   Helper(const std::string& pin_dir) : pin_dir_(pin_dir), live_(LiveMaps::Open(pin_dir)), m_(FbMaps::Open(pin_dir)) {}
 
   void Setup() {
-    gw_fb_stats st = ReadStats(m_);
-    if (st.pid && st.pid != uint32_t(getpid()) && kill(st.pid, 0) == 0 && IsHelper(st.pid))
-      throw Error(kSystem, "a fallback helper (pid " + std::to_string(st.pid) + ") already runs for " + pin_dir_ +
-                               ": stop it first (kill " + std::to_string(st.pid) + ")");
+    pid_t running = RunningProxy(pin_dir_);
+    if (running && running != getpid())
+      throw Error(kSystem, "a fallback helper (pid " + std::to_string(running) + ") already runs for " + pin_dir_ +
+                               ": stop it first (kill " + std::to_string(running) + ")");
     // connections a previous helper had taken are lost: fail them closed
     for (uint32_t i = 0; i < GW_POOL_SLOTS; i++) {
       gw_pool_slot ps{};
@@ -110,11 +107,10 @@ class Helper {
       slots_[i] = std::make_unique<Slot>();
       OpenPair(i);
     }
-    st = gw_fb_stats{};
-    st.pid = getpid();
-    st.slots = GW_POOL_SLOTS;
-    st.started_ns = MonoNs();
-    stats_ = st;
+    stats_ = gw_fb_stats{};
+    stats_.pid = getpid();
+    stats_.slots = GW_POOL_SLOTS;
+    stats_.started_ns = MonoNs();
     PublishStats();
   }
 
@@ -140,13 +136,6 @@ class Helper {
   }
 
  private:
-  static bool IsHelper(uint32_t pid) {
-    std::ifstream f("/proc/" + std::to_string(pid) + "/comm");
-    std::string comm;
-    std::getline(f, comm);
-    return comm == "grpcwall";
-  }
-
   void OpenPair(uint32_t i) {
     Slot& s = *slots_[i];
     if (s.mine) epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, s.mine.get(), nullptr);
@@ -168,7 +157,6 @@ class Helper {
     gw_conn conn{};
     conn.flags = GW_CONN_POOL;
     conn.pool_slot = i;
-    conn.cookie = cookie;
     int fd = c.get();
     if (bpf_map_update_elem(m_.conns.get(), &fd, &conn, BPF_ANY) != 0)
       throw SysError("marking a pool socket in gw_conns", errno);
@@ -190,41 +178,41 @@ class Helper {
   }
 
   // the kernel's gw_decide, over the same maps
-  FbVerdict Decide(const Slot& s, const FbBlock& b) {
+  // the kernel's gw_decide, over the same maps: the pair's method map is
+  // looked up per block (a policy apply takes effect on the next RPC)
+  FbVerdict Decide(Slot& s, const FbBlock& b) {
     FbVerdict d;
     if (!s.info.policed) {
       d.verdict = GW_VERDICT_ALLOW;
       return d;
     }
     const gw_hp_block& k = *b.blk;
-    d.reason = GW_REASON_POLICY;
-    if (k.npath != 1) return d.reason = GW_REASON_BAD_PATH, d;
-    if (k.path_long) return d.reason = GW_REASON_PATH_LONG, d;
-    if (!k.path_valid) return d.reason = GW_REASON_BAD_PATH, d;
-    gw_config cfg = ReadConfig(live_);
+    int r = gw_hp_path_reason(&k);
+    if (r >= 0) return d.reason = uint8_t(r), d;
     gw_pair_key pk{};
     pk.slot = s.info.cfg_slot;
     pk.ident = s.info.ident;
     pk.service = s.info.service;
     uint32_t inner_id = 0;
     if (bpf_map_lookup_elem(live_.policy.get(), &pk, &inner_id) != 0) return d.reason = GW_REASON_NO_RULE, d;
-    Fd inner(bpf_map_get_fd_by_id(inner_id));
-    if (!inner) return d.reason = GW_REASON_NO_RULE, d;
-    auto rank = [](uint8_t v) { return v == GW_VERDICT_DENY ? 3 : v == GW_VERDICT_AUDIT ? 2 : v == GW_VERDICT_ALLOW ? 1 : 0; };
+    if (inner_id != s.inner_id || !s.inner) {
+      s.inner = Fd(bpf_map_get_fd_by_id(inner_id));
+      s.inner_id = s.inner ? inner_id : 0;
+    }
+    if (!s.inner) return d.reason = GW_REASON_NO_RULE, d;
     gw_method_val best{}, v{};
     bool have = false;
-    for (uint64_t key : {k.h_exact, k.h_svc, cfg.hash_any}) {
-      if (bpf_map_lookup_elem(inner.get(), &key, &v) == 0 && (!have || rank(v.verdict) > rank(best.verdict))) {
+    for (uint64_t key : {k.h_exact, k.h_svc, s.cfg.hash_any}) {
+      if (bpf_map_lookup_elem(s.inner.get(), &key, &v) == 0 &&
+          (!have || gw_verdict_rank(v.verdict) > gw_verdict_rank(best.verdict))) {
         best = v;
         have = true;
       }
     }
-    if (!have) {
-      uint64_t key = cfg.hash_default;
-      if (bpf_map_lookup_elem(inner.get(), &key, &v) == 0) {
-        best = v;
-        have = true;
-      }
+    uint64_t key = s.cfg.hash_default;
+    if (!have && bpf_map_lookup_elem(s.inner.get(), &key, &v) == 0) {
+      best = v;
+      have = true;
     }
     if (!have) return d.reason = GW_REASON_NO_RULE, d;
     d.verdict = best.verdict;
@@ -283,14 +271,13 @@ class Helper {
       s.info = ps;
       s.resent = 0;
       s.failed = false;
-      gw_config cfg = ReadConfig(live_);
-      s.stream.Reset(ps.model, gw_hp_keys{cfg.key0, cfg.key1});
+      s.cfg = ReadConfig(live_);
+      s.stream.Reset(ps.model, gw_hp_keys{s.cfg.key0, s.cfg.key1});
       s.stream.decide = [this, &s](const FbBlock& b) {
         FbVerdict v = Decide(s, b);
         if (s.info.policed && v.verdict != GW_VERDICT_ALLOW) Emit(s, b, v);
         return v;
       };
-      stats_.diverts++;
       std::cerr << "grpcwall proxy: slot " << i << " takes connection " << ps.conn_cookie << " ("
                 << (ps.reason == GW_REASON_BOUND ? "header block over the kernel bound" : "CONTINUATION") << ")\n";
     }
@@ -334,7 +321,6 @@ class Helper {
       gw_h2_model m = s.stream.Model();
       if (bpf_map_update_elem(m_.model.get(), &i, &m, BPF_ANY) != 0) throw SysError("writing gw_fb_model", errno);
       SetCell(m_, i, GW_FB_HANDBACK, GW_FB_PACK(s.epoch, s.resent));
-      stats_.handbacks++;
     }
     PublishStats();
   }
@@ -417,13 +403,17 @@ std::string DefaultProxyLog(const std::string& pin_dir) {
   return "/run/grpcwall/" + n.substr(1) + ".log";
 }
 
-pid_t RunningProxy(const std::string& pin_dir) {
-  Fd stats(bpf_obj_get(MapPin(pin_dir, "gw_fb_stats").c_str()));
-  if (!stats) return 0;
+gw_fb_stats ReadFallbackStats(const std::string& pin_dir) {
   gw_fb_stats s{};
+  Fd stats(bpf_obj_get(MapPin(pin_dir, "gw_fb_stats").c_str()));
   uint32_t zero = 0;
-  if (bpf_map_lookup_elem(stats.get(), &zero, &s) != 0 || !s.pid) return 0;
-  if (kill(pid_t(s.pid), 0) != 0) return 0;
+  if (stats) bpf_map_lookup_elem(stats.get(), &zero, &s);
+  return s;
+}
+
+pid_t RunningProxy(const std::string& pin_dir) {
+  gw_fb_stats s = ReadFallbackStats(pin_dir);
+  if (!s.pid || kill(pid_t(s.pid), 0) != 0) return 0;
   std::ifstream f("/proc/" + std::to_string(s.pid) + "/comm");
   std::string comm;
   std::getline(f, comm);
@@ -431,9 +421,28 @@ pid_t RunningProxy(const std::string& pin_dir) {
 }
 
 void StartProxy(const std::string& pin_dir) {
+  // exec `grpcwall proxy --daemon` (it returns once the helper serves), so
+  // the helper shows as what it is in ps and holds none of attach's state
   mkdir("/run/grpcwall", 0750);
-  ProxyOptions o{pin_dir, DefaultProxyLog(pin_dir), true};
-  Proxy(o);
+  std::string log = DefaultProxyLog(pin_dir);
+  char self[4096];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (n <= 0) throw SysError("finding the grpcwall binary (/proc/self/exe)", errno);
+  self[n] = 0;
+  std::cout.flush();
+  pid_t pid = fork();
+  if (pid < 0) throw SysError("fork", errno);
+  if (pid == 0) {
+    execl(self, "grpcwall", "proxy", "--pin-dir", pin_dir.c_str(), "--daemon", "--log", log.c_str(),
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  int st = 0;
+  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+    throw Error(kSystem, "the fallback helper did not start: see " + log +
+                             " (or attach with --no-fallback to run without it)");
 }
 
 bool StopProxy(const std::string& pin_dir) {

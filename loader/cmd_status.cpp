@@ -8,11 +8,7 @@
 #include "commands.h"
 #include "error.h"
 #include "live.h"
-
-extern "C" {
-#include "userspace.h"
-#include "fallback.h"
-}
+#include "proxy.h"
 #include "system.h"
 
 namespace gw {
@@ -69,12 +65,7 @@ void Status(const StatusOptions& o) {
   for (int i = 0; i < GW_CNT_MAX; i++) counters[kCounterNames[i]] = c[i];
   counters["conns_tracked"] = c[GW_CNT_CONNS_OPENED] - c[GW_CNT_CONNS_CLOSED];
   j["counters"] = counters;
-  gw_fb_stats fb{};
-  {
-    Fd st(bpf_obj_get(MapPin(o.pin_dir, "gw_fb_stats").c_str()));
-    uint32_t zero = 0;
-    if (st) bpf_map_lookup_elem(st.get(), &zero, &fb);
-  }
+  gw_fb_stats fb = ReadFallbackStats(o.pin_dir);
   pid_t helper = RunningProxy(o.pin_dir);
   j["fallback"] = {{"running", helper != 0},       {"pid", helper},          {"log", DefaultProxyLog(o.pin_dir)},
                    {"diverted_blocks", c[GW_CNT_FALLBACK_BLOCKS]},          {"diverted_bytes", c[GW_CNT_FALLBACK_BYTES]},

@@ -31,36 +31,29 @@ bool FbStream::Fail(uint8_t reason) {
   return false;
 }
 
-long FbStream::Assemble(size_t pos, const gw_h2_frame& f, std::vector<std::pair<size_t, size_t>>* frags) {
+long FbStream::Assemble(size_t pos, gw_h2_frame f, std::vector<std::pair<size_t, size_t>>* frags) {
   const size_t avail = pending_.size() - pos;
   const uint8_t* p = pending_.data() + pos;
   size_t o = H2_FRAME_HEADER_LEN + f.len;
   if (f.len > GW_FB_MAX_BLOCK) return Fail(GW_REASON_BOUND), -1;
   if (avail < o) return 0;
-  size_t pad = 0, pri = (f.flags & H2_FLAG_PRIORITY) ? 5 : 0;
-  if (f.flags & H2_FLAG_PADDED) {
-    if (f.len < 1) return Fail(GW_REASON_PROTOCOL), -1;
-    pad = static_cast<size_t>(p[H2_FRAME_HEADER_LEN]) + 1;
-  }
-  if (pad + pri > f.len) return Fail(GW_REASON_PROTOCOL), -1;
-  size_t first = H2_FRAME_HEADER_LEN + pri + (pad ? 1 : 0);
-  frags->clear();
-  frags->push_back({pos + first, f.len - pri - pad});
-  size_t total = frags->back().second;
+  gw_buf src{p, static_cast<__u32>(o)};
+  if (gw_h2_headers_span(&src, &f)) return Fail(GW_REASON_PROTOCOL), -1;
+  frags->assign(1, {pos + f.blk_off, f.blk_len});
+  size_t total = f.blk_len;
   uint8_t flags = f.flags;
   while (!(flags & H2_FLAG_END_HEADERS)) {
     // RFC 9113 6.10: only CONTINUATION frames of the same stream may follow
-    if (avail < o + H2_FRAME_HEADER_LEN) return 0;
-    const uint8_t* h = p + o;
-    size_t len = (size_t{h[0]} << 16) | (size_t{h[1]} << 8) | h[2];
-    uint32_t stream = ((uint32_t{h[5]} << 24) | (uint32_t{h[6]} << 16) | (uint32_t{h[7]} << 8) | h[8]) & 0x7fffffff;
-    if (h[3] != H2_FRAME_CONTINUATION || stream != f.stream) return Fail(GW_REASON_PROTOCOL), -1;
-    if (total + len > GW_FB_MAX_BLOCK) return Fail(GW_REASON_BOUND), -1;
-    if (avail < o + H2_FRAME_HEADER_LEN + len) return 0;
-    frags->push_back({pos + o + H2_FRAME_HEADER_LEN, len});
-    total += len;
-    flags = h[4];
-    o += H2_FRAME_HEADER_LEN + len;
+    gw_buf at{p + o, static_cast<__u32>(avail - o)};
+    gw_h2_frame c{};
+    if (gw_h2_read_header(&at, &c)) return 0;
+    if (c.type != H2_FRAME_CONTINUATION || c.stream != f.stream) return Fail(GW_REASON_PROTOCOL), -1;
+    if (total + c.len > GW_FB_MAX_BLOCK) return Fail(GW_REASON_BOUND), -1;
+    if (avail < o + H2_FRAME_HEADER_LEN + c.len) return 0;
+    frags->push_back({pos + o + H2_FRAME_HEADER_LEN, c.len});
+    total += c.len;
+    flags = c.flags;
+    o += H2_FRAME_HEADER_LEN + c.len;
   }
   return static_cast<long>(o);
 }

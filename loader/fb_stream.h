@@ -52,7 +52,7 @@ class FbStream {
   bool Fail(uint8_t reason);
   // A HEADERS frame at pending_[pos]: 0 = need more bytes, >0 = bytes of the
   // frames holding the whole block (fragments filled), <0 = failed.
-  long Assemble(size_t pos, const gw_h2_frame& f, std::vector<std::pair<size_t, size_t>>* frags);
+  long Assemble(size_t pos, gw_h2_frame f, std::vector<std::pair<size_t, size_t>>* frags);
 
   gw_h2 h_{};
   gw_hp_keys k_{};

@@ -45,5 +45,5 @@ print("results well-formed")
 PY
   # and it left nothing behind
   [ ! -e /sys/fs/bpf/grpcwall-bench ]
-  ! ip netns list | grep -q gwbench
+  [ -z "$(ip netns list | grep gwbench)" ]
 }

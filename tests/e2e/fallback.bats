@@ -27,7 +27,8 @@ fb() { "$GRPCWALL" status --pin-dir "$PIN" --json | json "d['fallback']['$1']"; 
   [ "$status" -eq 2 ]
   [[ "$output" == *"already runs"* ]]
   "$GRPCWALL" detach --pin-dir "$PIN"
-  ! kill -0 "$pid" 2>/dev/null
+  run kill -0 "$pid"    # (a bare `! cmd` never fails a bats test)
+  [ "$status" -ne 0 ]
 }
 
 @test "python h2, 40 KiB metadata in HEADERS + CONTINUATION: allowed succeeds, denied fails alone, small calls go back to the kernel" {

@@ -16,8 +16,9 @@ teardown() { gw_teardown; }
   [ "$sockops" -gt 0 ] && [ "$skmsg" -gt 0 ]
   maps=$(bpftool prog show id "$sockops" --json | json "' '.join(map(str, d['map_ids']))")
   bpftool cgroup show "$CG" | grep -q gw_sockops
-  # enforcement needs no process: none of ours is running now
-  ! pgrep -f "grpcwall attach" >/dev/null
+  # enforcement needs no process: attach has exited (only the fallback
+  # helper, `grpcwall proxy`, stays; a bare `! cmd` never fails a bats test)
+  [ -z "$(pgrep -f "grpcwall attach")" ]
 
   run "$GRPCWALL" detach --pin-dir "$PIN"
   [ "$status" -eq 0 ]

@@ -4,12 +4,12 @@
 // table model, decides and denies like the kernel, and ends at a frame
 // boundary with a model the kernel can take back.
 #include <gtest/gtest.h>
-#include <nghttp2/nghttp2.h>
 
 #include <string>
 #include <vector>
 
 #include "fb_stream.h"
+#include "nghttp2_hd.h"
 #include "replay.h"
 
 namespace {
@@ -39,26 +39,18 @@ struct Stream {
 };
 
 Stream MakeStream(const std::vector<Call>& calls, size_t max_frame, bool continuation) {
-  nghttp2_hd_deflater* def = nullptr;
-  EXPECT_EQ(nghttp2_hd_deflate_new(&def, 4096), 0);
+  Deflater def;
   Stream s;
   const char* preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
   s.bytes.assign(preface, preface + 24);
   Frame(&s.bytes, 0x4, 0, 0, nullptr, 0);  // SETTINGS
   uint32_t sid = 1;
   for (const auto& c : calls) {
-    std::string path = "/cloudcity.DoorManager/" + c.method, big(c.metadata, 'b');
-    std::vector<std::pair<std::string, std::string>> h = {
-        {":method", "POST"}, {":scheme", "http"}, {":path", path}, {":authority", "10.250.0.2:50051"},
-        {"content-type", "application/grpc"}, {"te", "trailers"}};
-    if (c.metadata) h.push_back({"x-big", big});
-    std::vector<nghttp2_nv> nv;
-    for (auto& [n, v] : h)
-      nv.push_back({(uint8_t*)n.data(), (uint8_t*)v.data(), n.size(), v.size(), NGHTTP2_NV_FLAG_NONE});
-    Bytes blk(nghttp2_hd_deflate_bound(def, nv.data(), nv.size()));
-    ssize_t n = nghttp2_hd_deflate_hd(def, blk.data(), blk.size(), nv.data(), nv.size());
-    EXPECT_GT(n, 0);
-    blk.resize(size_t(n));
+    std::string path = "/cloudcity.DoorManager/" + c.method;
+    Headers h = {{":method", "POST"}, {":scheme", "http"}, {":path", path}, {":authority", "10.250.0.2:50051"},
+                 {"content-type", "application/grpc"}, {"te", "trailers"}};
+    if (c.metadata) h.push_back({"x-big", std::string(c.metadata, 'b')});
+    Bytes blk = def.Deflate(h);
     if (!continuation || blk.size() <= max_frame) {
       Frame(&s.bytes, 0x1, 0x4, sid, blk.data(), blk.size());
     } else {
@@ -73,51 +65,29 @@ Stream MakeStream(const std::vector<Call>& calls, size_t max_frame, bool continu
     s.paths.push_back(path);
     sid += 2;
   }
-  nghttp2_hd_deflate_del(def);
   return s;
 }
 
-// Decodes every request block of a client stream with libnghttp2: the
-// :path values the server sees, in order. False if the HPACK is broken.
+// Decodes every request block of a client stream as the server would
+// (libnghttp2): the :path values in order. False if the HPACK is broken.
 bool ServerPaths(const Bytes& b, std::vector<std::string>* paths, size_t* table_size) {
-  nghttp2_hd_inflater* inf = nullptr;
-  nghttp2_hd_inflate_new(&inf);
+  Inflater inf;
   size_t o = 24;
   Bytes blk;
-  bool ok = true;
-  while (ok && o + 9 <= b.size()) {
+  while (o + 9 <= b.size()) {
     size_t len = (size_t(b[o]) << 16) | (size_t(b[o + 1]) << 8) | b[o + 2];
     uint8_t type = b[o + 3], flags = b[o + 4];
     if (type == 0x1 || type == 0x9) {
       blk.insert(blk.end(), b.begin() + long(o + 9), b.begin() + long(o + 9 + len));
       if (flags & 0x4) {
-        const unsigned char* p = blk.data();
-        size_t n = blk.size();
-        for (;;) {
-          nghttp2_nv nv;
-          int fl = 0;
-          ssize_t rv = nghttp2_hd_inflate_hd2(inf, &nv, &fl, p, n, 1);
-          if (rv < 0) {
-            ok = false;
-            break;
-          }
-          p += rv;
-          n -= size_t(rv);
-          if ((fl & NGHTTP2_HD_INFLATE_EMIT) && std::string((char*)nv.name, nv.namelen) == ":path")
-            paths->emplace_back((char*)nv.value, nv.valuelen);
-          if (fl & NGHTTP2_HD_INFLATE_FINAL) {
-            nghttp2_hd_inflate_end_headers(inf);
-            break;
-          }
-        }
+        if (!inf.Inflate(blk.data(), blk.size(), paths)) return false;
         blk.clear();
       }
     }
     o += 9 + len;
   }
-  *table_size = nghttp2_hd_inflate_get_dynamic_table_size(inf);
-  nghttp2_hd_inflate_del(inf);
-  return ok && o == b.size();
+  *table_size = inf.TableSize();
+  return o == b.size();
 }
 
 struct Diversion {

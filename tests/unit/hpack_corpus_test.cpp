@@ -13,6 +13,7 @@
 #include <random>
 #include <sstream>
 
+#include "nghttp2_hd.h"
 #include "replay.h"
 
 namespace {
@@ -49,38 +50,6 @@ uint64_t ExactHash(const std::string& s, const gw_hp_keys& k) {
       return ::testing::AssertionFailure() << "no :path, want '" << want << "'";
   }
 }
-
-// libnghttp2's inflater: the full decoder the model must stay in step with.
-class Inflater {
- public:
-  Inflater() { EXPECT_EQ(nghttp2_hd_inflate_new(&inf_), 0); }
-  ~Inflater() { nghttp2_hd_inflate_del(inf_); }
-  void SetMax(size_t n) { nghttp2_hd_inflate_change_table_size(inf_, n); }
-  // Decodes one block; returns false on error. Fills the :path values.
-  bool Inflate(const unsigned char* p, size_t n, std::vector<std::string>* paths) {
-    for (;;) {
-      nghttp2_nv nv;
-      int flags = 0;
-      ssize_t rv = nghttp2_hd_inflate_hd2(inf_, &nv, &flags, p, n, 1);
-      if (rv < 0) return false;
-      p += rv;
-      n -= rv;
-      if (flags & NGHTTP2_HD_INFLATE_EMIT) {
-        std::string name(reinterpret_cast<char*>(nv.name), nv.namelen);
-        if (name == ":path") paths->emplace_back(reinterpret_cast<char*>(nv.value), nv.valuelen);
-      }
-      if (flags & NGHTTP2_HD_INFLATE_FINAL) {
-        nghttp2_hd_inflate_end_headers(inf_);
-        return true;
-      }
-      if (rv == 0 && n == 0) return false;
-    }
-  }
-  size_t TableSize() const { return nghttp2_hd_inflate_get_dynamic_table_size(inf_); }
-
- private:
-  nghttp2_hd_inflater* inf_ = nullptr;
-};
 
 const std::vector<std::string> kCalls = {"GetName", "GetName", "SetAccessCode", "GetName", "SetAccessCode", "GetName"};
 
@@ -243,8 +212,7 @@ TEST(HpackStories, EveryPathExactTableInStep) {
 // table size changes; its inflater is the reference.
 TEST(HpackDifferential, NghttpDeflaterVsModel) {
   std::mt19937 rng(42);
-  nghttp2_hd_deflater* def = nullptr;
-  ASSERT_EQ(nghttp2_hd_deflate_new(&def, 4096), 0);
+  Deflater def;
   Inflater inf;
   gw_hp_table t{};
   gw_hp_table_init(&t);
@@ -254,9 +222,9 @@ TEST(HpackDifferential, NghttpDeflaterVsModel) {
   for (int blk = 0; blk < 3000; blk++) {
     if (rng() % 50 == 0) {
       size_t sz = std::vector<size_t>{0, 64, 256, 1024, 4096}[rng() % 5];
-      nghttp2_hd_deflate_change_table_size(def, sz);
+      def.ChangeTableSize(sz);
     }
-    std::vector<std::pair<std::string, std::string>> hs = {
+    Headers hs = {
         {":method", "POST"}, {":scheme", "http"}, {":authority", "10.250.0.2:50051"}};
     std::string path = "/pkg" + std::to_string(rng() % 7) + ".Svc/" + methods[rng() % methods.size()];
     if (rng() % 10 == 0) path = "/" + std::string(rng() % 300, 'a');  // long, not canonical
@@ -265,14 +233,10 @@ TEST(HpackDifferential, NghttpDeflaterVsModel) {
     for (int i = 0; i < extra; i++)
       hs.push_back({"x-h" + std::to_string(rng() % 20), std::string(rng() % 80, static_cast<char>('a' + rng() % 26))});
     hs.push_back({"grpc-timeout", std::to_string(rng() % 100000) + "m"});
-    std::vector<nghttp2_nv> nva;
-    for (auto& [n, v] : hs) {
-      uint8_t flags = NGHTTP2_NV_FLAG_NONE;
-      if (rng() % 5 == 0) flags |= NGHTTP2_NV_FLAG_NO_INDEX;
-      nva.push_back({reinterpret_cast<uint8_t*>(n.data()), reinterpret_cast<uint8_t*>(v.data()), n.size(), v.size(), flags});
-    }
-    std::vector<uint8_t> buf(nghttp2_hd_deflate_bound(def, nva.data(), nva.size()));
-    ssize_t n = nghttp2_hd_deflate_hd(def, buf.data(), buf.size(), nva.data(), nva.size());
+    std::vector<bool> no_index;
+    for (size_t i = 0; i < hs.size(); i++) no_index.push_back(rng() % 5 == 0);
+    std::vector<uint8_t> buf = def.Deflate(hs, no_index);
+    ssize_t n = ssize_t(buf.size());
     ASSERT_GT(n, 0);
     std::vector<std::string> ngpaths;
     ASSERT_TRUE(inf.Inflate(buf.data(), n, &ngpaths));
@@ -282,7 +246,6 @@ TEST(HpackDifferential, NghttpDeflaterVsModel) {
     ASSERT_TRUE(PathIs(b, k, path)) << "block " << blk;
     ASSERT_EQ(b.path_valid, path.rfind("/pkg", 0) == 0) << "block " << blk;
   }
-  nghttp2_hd_deflate_del(def);
 }
 
 }  // namespace
