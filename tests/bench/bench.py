@@ -92,6 +92,10 @@ class Bench:
                 p.kill()
         self.procs = []
         subprocess.run([self.a.grpcwall, "detach", "--pin-dir", PIN], capture_output=True)
+        try:  # the fallback helper's log (attach starts the helper; it idles here)
+            os.remove("/run/grpcwall/" + PIN.lstrip("/").replace("/", "_") + ".log")
+        except FileNotFoundError:
+            pass
         for ns in (NS_C, NS_S):
             pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
             for pid in pids:
