@@ -76,7 +76,7 @@ test: deps
 	$(MAKE) all $(BUILD)/unit_tests $(BUILD)/bench_server
 	$(BUILD)/unit_tests
 	$(MAKE) fuzz FUZZ_SECONDS=20
-	GRPCWALL=$(CURDIR)/$(BUILD)/grpcwall GW_PYGEN=$(CURDIR)/$(BUILD)/py bats tests/e2e
+	GW_STRICT=1 GRPCWALL=$(CURDIR)/$(BUILD)/grpcwall GW_PYGEN=$(CURDIR)/$(BUILD)/py bats tests/e2e
 
 demo: deps
 	$(MAKE) all

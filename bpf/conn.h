@@ -8,8 +8,8 @@
 /* hpack/ reads sk_msg data through this source (see hpack/hpack.h) */
 struct gw_msg_src {
 	struct sk_msg_md *msg;
-	__u32 base;     /* offset of the header block in msg data */
-	__u32 pad0;
+	__u32 *base;    /* offset of what is read from msg data (map memory:
+			 * the verifier tracks no value for it) */
 };
 #define GW_SRC_T struct gw_msg_src
 
@@ -17,7 +17,7 @@ static __always_inline int gw_src_byte(struct gw_msg_src *s, __u32 off)
 {
 	void *data = (void *)(long)s->msg->data;
 	void *end = (void *)(long)s->msg->data_end;
-	__u32 o = s->base + off;
+	__u32 o = *s->base + off;
 	unsigned char *p;
 
 	if (o >= 0x7fff) /* frames read are < 32 KiB; keeps umax + 1 under the verifier's 0xffff */

@@ -11,6 +11,35 @@
 #define GW_CONN_POOL    0x8  /* the fallback helper's end of a pool pair */
 #define GW_CONN_DIVERTED 0x10 /* sends go to the fallback helper      */
 
+/* The sk_msg program's walk over one message (grpcwall.bpf.c), in map
+ * memory so that the verifier tracks no value of it across bpf_loop steps. */
+struct gw_walk_state {
+	struct gw_h2_frame f; /* the HEADERS frame at off (BLOCK, PATH) */
+	__u64 k0, k1;     /* the policy's SipHash key */
+	__u32 base;       /* where the walker reads, from msg->data */
+	__u32 size;       /* bytes in the message */
+	__u32 off;        /* next byte to walk */
+	__u32 n;          /* bytes of the frame at off (BLOCK, PATH) */
+	__u32 pi;         /* next :path character to check (PATH) */
+	__u32 need;       /* NEED: hold the message until it is this long */
+	__u32 stream;     /* FAIL / DIVERT: the frame's stream */
+	__u8  mode;       /* enum gw_walk_mode */
+	__u8  res;        /* enum gw_walk_res */
+	__u8  reason;     /* FAIL / DIVERT */
+	__u8  policed;
+};
+
+/* Frames of the last message walked that came after its last HEADERS
+ * frame (stream offsets, mod 2^32): where a short write may be picked up
+ * again (grpcwall.bpf.c, gw_resync). */
+#define GW_RESYNC_FRAMES 16
+struct gw_resync {
+	__u32 n;
+	__u32 pad0;
+	__u32 start[GW_RESYNC_FRAMES];
+	__u32 end[GW_RESYNC_FRAMES];
+};
+
 struct gw_conn {
 	struct gw_conn_origin origin;
 	__u32 flags;
@@ -18,7 +47,19 @@ struct gw_conn {
 	__u64 generation;
 	__u64 cookie;           /* socket cookie (not available to sk_msg) */
 	__u32 pool_slot;        /* GW_CONN_POOL / GW_CONN_DIVERTED: gw_pool index */
-	__u32 pad1;
+	/* The send-path invariant (egress guard, grpcwall.bpf.c): stream
+	 * byte i has TCP sequence number seq0 + i; no payload byte at or past
+	 * seq0 + approved leaves the host, and every sk_msg run checks that
+	 * the socket holds exactly `approved` bytes before its message. */
+	__u32 seq0;             /* ISN + 1, recorded at connect */
+	__u64 approved;         /* stream bytes the walker let through */
+	__u64 read_end;         /* stream offset past the last byte it read */
+	__u32 skip;             /* payload bytes still to pass unread */
+	__u32 read_off;         /* in the message being walked: past the last byte read */
+	__u32 cork_done;        /* in a held message: bytes already walked */
+	__u32 corked_for;       /* the held message is released at this size (0: none held) */
+	struct gw_walk_state w;
+	struct gw_resync rs;
 	struct gw_h2 h2;        /* frame walker and HPACK model */
 };
 

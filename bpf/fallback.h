@@ -39,8 +39,19 @@ enum gw_fb_cell {
 #define GW_FB_BYTES_MASK ((1ULL << 40) - 1)
 #define GW_FB_PACK(epoch, bytes) (((__u64)(epoch) << 40) | ((bytes) & GW_FB_BYTES_MASK))
 
+/* A slot's life: FREE -> BUSY (the kernel claims it, compare-and-swap) ->
+ * FREE (handed back whole) or RECYCLE (its connection closed or failed
+ * while diverted: the kernel sets it) -> FREE (the helper, after it opened
+ * new pool sockets for the slot, so no byte of the old connection can
+ * reach the next one). */
+enum gw_pool_state {
+	GW_POOL_FREE = 0,
+	GW_POOL_BUSY = 1,
+	GW_POOL_RECYCLE = 2,
+};
+
 struct gw_pool_slot {
-	__u32 busy;          /* claimed (compare-and-swap 0 -> 1) */
+	__u32 busy;          /* enum gw_pool_state */
 	__u32 epoch;         /* bumped at every claim */
 	__u64 conn_cookie;   /* the diverted connection's key in gw_sockhash */
 	__u64 pool_cookie;   /* the helper socket bytes go to, fixed at claim */

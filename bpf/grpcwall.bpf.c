@@ -56,36 +56,67 @@ static __always_inline __u32 gw_local_ip4(struct bpf_sock_ops *skops)
 	return skops->family == AF_INET ? a4 : a6; /* v4-mapped: policed only then */
 }
 
-static __always_inline void gw_record_origin(struct bpf_sock_ops *skops,
-					     struct gw_conn_origin *o)
+/* Records the connecting task's cgroup ancestry, root-most first, and the
+ * destination. Returns -1 when the task's cgroup is deeper than
+ * GW_CGROUP_DEPTH levels (nothing recorded: such a task is never matched
+ * to an identity, and its connections to services fail closed). */
+static __always_inline int gw_record_origin(struct bpf_sock_ops *skops,
+					    struct gw_conn_origin *o)
 {
-	__u32 level, n = 0;
+	__u32 level;
 	__u64 id;
 
-	/* ancestors from the task's own cgroup up to (not incl.) the root */
-	o->cgroups[0] = bpf_get_current_cgroup_id();
-	n = 1;
-	for (level = GW_CGROUP_DEPTH; level > 0; level--) {
-		id = bpf_get_current_ancestor_cgroup_id(level);
-		if (!id || id == o->cgroups[0])
-			continue;
-		if (n < GW_CGROUP_DEPTH)
-			o->cgroups[n++] = id;
-	}
-	o->ncgroups = n;
 	o->daddr = gw_remote_ip4(skops);
 	o->dport = (__u16)(skops->remote_port >> 16); /* network order */
 	o->pid = bpf_get_current_pid_tgid() >> 32;
 	bpf_get_current_comm(o->comm, sizeof(o->comm));
+	o->ncgroups = 0;
+	for (level = 1; level <= GW_CGROUP_DEPTH + 1; level++) {
+		id = bpf_get_current_ancestor_cgroup_id(level);
+		if (!id)
+			break;
+		if (level > GW_CGROUP_DEPTH) {
+			o->ncgroups = 0;
+			return -1;
+		}
+		o->cgroups[level - 1] = id;
+		o->ncgroups = level;
+	}
+	return 0;
 }
+
+static __always_inline void gw_emit_conn(struct gw_conn *c, struct gw_config *cfg,
+					 __u8 verdict, __u8 reason, __u16 rule, __u32 stream);
+
+/* A policed connection that can no longer be followed: every later send
+ * is dropped by sk_msg, every later payload byte by the egress guard. */
+static __always_inline void gw_mark_failed(struct gw_conn *c, struct gw_config *cfg, __u8 reason)
+{
+	if (c->flags & GW_CONN_FAILED)
+		return;
+	c->flags |= GW_CONN_FAILED;
+	c->h2.stage = GW_H2_FAILED;
+	c->h2.reason = reason;
+	gw_count(GW_CNT_DROPPED_CONNS, 1);
+	if (reason == GW_REASON_PROTOCOL || reason == GW_REASON_NOT_H2 ||
+	    reason == GW_REASON_TABLE)
+		gw_count(GW_CNT_PARSE_ERRORS, 1);
+	gw_emit_conn(c, cfg, GW_VERDICT_DENY, reason, 0, 0);
+}
+
+#define GW_SOL_TCP          6
+#define GW_TCP_USER_TIMEOUT 18
+#define GW_FAILED_TIMEOUT_MS 1
 
 SEC("sockops")
 int gw_sockops(struct bpf_sock_ops *skops)
 {
 	struct bpf_sock *sk = skops->sk;
 	struct gw_config *cfg;
+	struct tcp_sock *tp;
 	struct gw_conn *c;
-	__u64 cookie;
+	__u64 cookie, gen;
+	int deep, ms;
 
 	if ((skops->family != AF_INET && skops->family != AF_INET6) || !sk)
 		return 1;
@@ -95,15 +126,19 @@ int gw_sockops(struct bpf_sock_ops *skops)
 		struct gw_conn_origin o = {};
 
 		cfg = gw_get_config();
-		if (!cfg || !cfg->generation)
+		gen = cfg ? gw_live_gen(cfg) : 0;
+		if (!gen)
 			break;
-		gw_record_origin(skops, &o);
+		deep = gw_record_origin(skops, &o);
 		if (!o.daddr)
 			break; /* IPv6 destinations are not policed yet */
-		if (!gw_resolve_service(o.daddr, o.dport, cfg->active_slot))
+		if (!gw_resolve_service(o.daddr, o.dport, GW_SLOT_OF(gen)))
 			break; /* other destinations are not tracked at all */
-		if (!gw_resolve_ident(&o, cfg->active_slot))
+		if (!deep && !gw_resolve_ident(&o, GW_SLOT_OF(gen)))
 			break; /* nor processes without an identity */
+		tp = bpf_skc_to_tcp_sock(sk);
+		if (!tp)
+			break;
 		c = bpf_sk_storage_get(&gw_conns, sk, NULL,
 				       BPF_SK_STORAGE_GET_F_CREATE);
 		if (!c)
@@ -112,24 +147,45 @@ int gw_sockops(struct bpf_sock_ops *skops)
 		c->flags = GW_CONN_POLICED;
 		c->generation = 0; /* resolve again on first use */
 		c->cookie = bpf_get_socket_cookie(skops);
+		/* tcp_v4/v6_connect chose the ISN before this callback; nothing
+		 * is queued yet, not even fast-open data */
+		c->seq0 = tp->write_seq + 1;
+		c->approved = 0;
+		c->corked_for = 0;
 		gw_h2_init(&c->h2);
+		/* STATE: count the close; RTO: end a failed connection quickly */
+		bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG |
+					  BPF_SOCK_OPS_RTO_CB_FLAG);
+		if (deep)
+			gw_mark_failed(c, cfg, GW_REASON_DEPTH);
 		break;
 	}
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 		c = bpf_sk_storage_get(&gw_conns, sk, NULL, 0);
 		if (!c || !(c->flags & GW_CONN_POLICED))
 			break;
+		c->origin.saddr = gw_local_ip4(skops);
+		c->origin.sport = skops->local_port;
+		if (c->flags & GW_CONN_FAILED)
+			break;
 		cookie = bpf_get_socket_cookie(skops);
 		if (bpf_sock_hash_update(skops, &gw_sockhash, &cookie, BPF_NOEXIST)) {
-			/* cannot police it: fail closed, the writer sees errors */
-			c->flags |= GW_CONN_FAILED;
+			/* no walker can run on it: the egress guard lets no
+			 * payload byte out, the writer's data never arrives */
+			gw_mark_failed(c, gw_get_config(), GW_REASON_NOT_IN_MAP);
 			break;
 		}
 		c->flags |= GW_CONN_IN_MAP;
-		c->origin.saddr = gw_local_ip4(skops);
-		c->origin.sport = skops->local_port;
 		gw_count(GW_CNT_CONNS_OPENED, 1);
-		bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG);
+		break;
+	case BPF_SOCK_OPS_RTO_CB:
+		/* a failed connection whose bytes the guard holds back would
+		 * retransmit for minutes: end it at the next timeout */
+		c = bpf_sk_storage_get(&gw_conns, sk, NULL, 0);
+		if (!c || !(c->flags & GW_CONN_FAILED))
+			break;
+		ms = GW_FAILED_TIMEOUT_MS;
+		bpf_setsockopt(skops, GW_SOL_TCP, GW_TCP_USER_TIMEOUT, &ms, sizeof(ms));
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		if (skops->args[1] != BPF_TCP_CLOSE)
@@ -139,11 +195,20 @@ int gw_sockops(struct bpf_sock_ops *skops)
 			c->flags &= ~GW_CONN_IN_MAP;
 			gw_count(GW_CNT_CONNS_CLOSED, 1);
 		}
+		if (c && (c->flags & GW_CONN_DIVERTED)) {
+			/* closed while the helper had it: the helper recycles the
+			 * slot (new pool sockets, so nothing of this one is left) */
+			__u32 slot = c->pool_slot;
+			struct gw_pool_slot *p = bpf_map_lookup_elem(&gw_pool, &slot);
+
+			c->flags &= ~GW_CONN_DIVERTED;
+			if (p && p->busy == GW_POOL_BUSY && p->conn_cookie == c->cookie)
+				p->busy = GW_POOL_RECYCLE;
+		}
 		break;
 	}
 	return 1;
 }
-
 
 struct gw_decision {
 	__u8  verdict;
@@ -151,9 +216,9 @@ struct gw_decision {
 	__u16 rule;
 };
 
-static __always_inline void gw_rule_count(struct gw_config *cfg, __u16 rule, __u8 verdict)
+static __always_inline void gw_rule_count(__u64 gen, __u16 rule, __u8 verdict)
 {
-	__u32 idx = (cfg->active_slot & 1) * GW_MAX_RULES + (rule & (GW_MAX_RULES - 1));
+	__u32 idx = GW_SLOT_OF(gen) * GW_MAX_RULES + (rule & (GW_MAX_RULES - 1));
 	struct gw_rule_counters *rc = bpf_map_lookup_elem(&gw_rule_counters, &idx);
 
 	if (!rc)
@@ -187,7 +252,7 @@ static __always_inline void gw_decide(struct gw_conn *c, struct gw_config *cfg,
 		d->reason = r;
 		return;
 	}
-	pk.slot = cfg->active_slot;
+	pk.slot = GW_SLOT_OF(c->generation); /* the generation ident and service are of */
 	pk.ident = c->ident;
 	pk.service = c->service;
 	inner = bpf_map_lookup_elem(&gw_policy, &pk);
@@ -219,9 +284,10 @@ static __always_inline void gw_decide(struct gw_conn *c, struct gw_config *cfg,
 	d->rule = best->rule;
 }
 
-static __always_inline void gw_emit(struct gw_conn *c, struct sk_msg_md *msg,
-				    struct gw_config *cfg, __u8 verdict, __u8 reason,
-				    __u16 rule, __u32 stream)
+/* One event for the ring buffer. The block's :path goes with it only for
+ * an RPC's stream (stream != 0): a connection-level failure names none. */
+static __always_inline void gw_emit_conn(struct gw_conn *c, struct gw_config *cfg,
+					 __u8 verdict, __u8 reason, __u16 rule, __u32 stream)
 {
 	struct gw_hp_block *b = &c->h2.blk;
 	struct gw_path_text *t;
@@ -234,7 +300,7 @@ static __always_inline void gw_emit(struct gw_conn *c, struct sk_msg_md *msg,
 		return;
 	}
 	e->ts_ns = bpf_ktime_get_ns();
-	e->generation = cfg ? cfg->generation : 0;
+	e->generation = c->generation;
 	e->cookie = c->cookie;
 	e->saddr = c->origin.saddr;
 	e->daddr = c->origin.daddr;
@@ -252,7 +318,9 @@ static __always_inline void gw_emit(struct gw_conn *c, struct sk_msg_md *msg,
 	e->pad0 = 0;
 	e->path_len = 0;
 	e->path[0] = 0;
-	if (b->path_how == GW_PATH_LIT_RAW || b->path_how == GW_PATH_LIT_HUFF) {
+	if (!stream) {
+		/* nothing */
+	} else if (b->path_how == GW_PATH_LIT_RAW || b->path_how == GW_PATH_LIT_HUFF) {
 		__builtin_memcpy(e->path, b->path, GW_PATH_MAX);
 		e->path_len = b->path_len < GW_PATH_MAX ? b->path_len : GW_PATH_MAX;
 	} else if (b->path_how == GW_PATH_IDX_DYN) {
@@ -269,41 +337,24 @@ static __always_inline void gw_emit(struct gw_conn *c, struct sk_msg_md *msg,
 	bpf_ringbuf_submit(e, 0);
 }
 
-/* bpf_loop drives the shared parser; all its state is in map memory */
-struct gw_loop_ctx {
-	struct gw_msg_src src;
-	struct gw_conn *c;
-	struct gw_hp_keys keys;
-};
-
-static long gw_step_cb(__u32 i, void *ctx)
-{
-	struct gw_loop_ctx *lc = ctx;
-	struct gw_conn *c = lc->c;
-
-	return gw_hp_step(&c->h2.blk, &c->h2.table, &lc->src);
-}
-
-static long gw_path_cb(__u32 i, void *ctx)
-{
-	struct gw_loop_ctx *lc = ctx;
-
-	return gw_hp_path_check_step(&lc->c->h2.blk, i);
-}
 
 /* The connection cannot be followed: every later send fails (SK_DROP is
  * sticky), and an event says why. */
 static __always_inline int gw_fail(struct gw_conn *c, struct sk_msg_md *msg,
 				   struct gw_config *cfg, __u8 reason, __u32 stream)
 {
-	c->flags |= GW_CONN_FAILED;
-	c->h2.stage = GW_H2_FAILED;
-	c->h2.reason = reason;
-	gw_count(GW_CNT_DROPPED_CONNS, 1);
-	if (reason == GW_REASON_PROTOCOL || reason == GW_REASON_NOT_H2 ||
-	    reason == GW_REASON_TABLE)
-		gw_count(GW_CNT_PARSE_ERRORS, 1);
-	gw_emit(c, msg, cfg, GW_VERDICT_DENY, reason, 0, stream);
+	if (!(c->flags & GW_CONN_FAILED) && stream) {
+		/* name the RPC that broke it */
+		c->flags |= GW_CONN_FAILED;
+		c->h2.stage = GW_H2_FAILED;
+		c->h2.reason = reason;
+		gw_count(GW_CNT_DROPPED_CONNS, 1);
+		if (reason == GW_REASON_PROTOCOL || reason == GW_REASON_NOT_H2 ||
+		    reason == GW_REASON_TABLE)
+			gw_count(GW_CNT_PARSE_ERRORS, 1);
+		gw_emit_conn(c, cfg, GW_VERDICT_DENY, reason, 0, stream);
+	}
+	gw_mark_failed(c, cfg, reason);
 	return SK_DROP;
 }
 
@@ -346,7 +397,7 @@ static __always_inline int gw_to_helper(struct gw_conn *c, struct sk_msg_md *msg
 	if (bpf_msg_redirect_hash(msg, &gw_sockhash, &key, BPF_F_INGRESS) != SK_PASS) {
 		/* the helper is gone: what it had is lost, nothing passed unchecked */
 		c->flags &= ~GW_CONN_DIVERTED;
-		p->busy = 0;
+		p->busy = GW_POOL_RECYCLE;
 		return gw_fail(c, msg, cfg, GW_REASON_FALLBACK, 0);
 	}
 	p->diverted += size;
@@ -371,13 +422,15 @@ static __always_inline int gw_diverted(struct gw_conn *c, struct sk_msg_md *msg,
 	hb = bpf_map_lookup_elem(&gw_fb_ret, &k);
 	k = slot * GW_FB_RET_CELLS + GW_FB_FAILED;
 	failed = bpf_map_lookup_elem(&gw_fb_ret, &k);
-	if (!p || !hb || !failed) {
+	if (!p || !hb || !failed || p->busy != GW_POOL_BUSY || p->conn_cookie != c->cookie) {
+		/* the slot is no longer this connection's (a restarted helper
+		 * recycled it): its bytes are lost, fail closed */
 		c->flags &= ~GW_CONN_DIVERTED;
 		return gw_fail(c, msg, cfg, GW_REASON_FALLBACK, 0);
 	}
 	if (*(volatile __u64 *)failed == p->epoch) {
 		c->flags &= ~GW_CONN_DIVERTED;
-		p->busy = 0;
+		p->busy = GW_POOL_RECYCLE;
 		return gw_fail(c, msg, cfg, GW_REASON_FALLBACK, 0);
 	}
 	want = GW_FB_PACK(p->epoch, p->diverted);
@@ -388,14 +441,19 @@ static __always_inline int gw_diverted(struct gw_conn *c, struct sk_msg_md *msg,
 	m = bpf_map_lookup_elem(&gw_fb_model, &slot);
 	if (!m) {
 		c->flags &= ~GW_CONN_DIVERTED;
-		p->busy = 0;
+		p->busy = GW_POOL_RECYCLE;
 		return gw_fail(c, msg, cfg, GW_REASON_FALLBACK, 0);
 	}
 	c->h2.last_stream = m->last_stream;
 	gw_table_copy(&c->h2.table, &m->table);
 	c->h2.stage = GW_H2_FRAMES;
+	/* the helper re-sent exactly the bytes diverted: they are walked */
+	c->approved += p->diverted;
+	c->read_end = c->approved;
+	c->skip = 0;
+	c->read_off = 0;
 	c->flags &= ~GW_CONN_DIVERTED;
-	p->busy = 0;
+	p->busy = GW_POOL_FREE; /* the helper holds nothing of it: claimable at once */
 	gw_count(GW_CNT_FALLBACK_RESUMED, 1);
 	return GW_RESUME;
 }
@@ -417,7 +475,7 @@ static long gw_claim_cb(__u32 i, void *ctx)
 	p = bpf_map_lookup_elem(&gw_pool, &i);
 	if (!p)
 		return 0;
-	if (__sync_val_compare_and_swap(&p->busy, 0, 1) != 0)
+	if (__sync_val_compare_and_swap(&p->busy, GW_POOL_FREE, GW_POOL_BUSY) != GW_POOL_FREE)
 		return 0;
 	cl->found = i;
 	return 1;
@@ -448,8 +506,8 @@ static __always_inline int gw_divert(struct gw_conn *c, struct sk_msg_md *msg,
 	p->conn_cookie = c->cookie;
 	p->pool_cookie = *ck;
 	p->diverted = 0;
-	p->generation = cfg->generation;
-	p->cfg_slot = cfg->active_slot;
+	p->generation = c->generation;
+	p->cfg_slot = GW_SLOT_OF(c->generation);
 	p->ident = c->ident;
 	p->service = c->service;
 	p->policed = policed;
@@ -471,26 +529,303 @@ static __always_inline int gw_from_helper(struct gw_conn *c, struct sk_msg_md *m
 	struct gw_pool_slot *p = bpf_map_lookup_elem(&gw_pool, &slot);
 	__u64 key;
 
-	if (!p || !p->busy)
+	if (!p || p->busy != GW_POOL_BUSY)
 		return SK_DROP;
 	key = p->conn_cookie;
 	return bpf_msg_redirect_hash(msg, &gw_sockhash, &key, 0);
 }
 
+/*
+ * The walk over one message: one bpf_loop whose every step is small (a
+ * frame header, a run of payload bytes, one step of the header block
+ * parser, or one character of the :path check), with all state in the
+ * walk context and in map memory, so the verifier sees one short callback.
+ * All of the message is decided before any of it is sent: it then goes out
+ * with one verdict (gw_send_self), or is held (cork) while a frame the
+ * walker must read is not all there, or fails the connection.
+ */
+#define GW_WALK_STEPS (1 << 20) /* steps one program run takes at most */
+
+enum gw_walk_res {
+	GW_WALK_MORE = 0, /* step budget spent: walked up to off */
+	GW_WALK_DONE,     /* every byte of the message walked */
+	GW_WALK_NEED,     /* a frame to read is cut at the end: hold until `need` */
+	GW_WALK_DIVERT,   /* the fallback takes the connection from off on */
+	GW_WALK_FAIL,
+};
+
+enum gw_walk_mode {
+	GW_W_FRAME = 0,   /* at a frame boundary (or in skipped payload) */
+	GW_W_BLOCK,       /* parsing the header block of the frame at off */
+	GW_W_PATH,        /* checking its literal :path, character by character */
+};
+
+/* on the program's stack: pointers only, never written by the steps */
+struct gw_walk {
+	struct gw_msg_src src;
+	struct gw_conn *c;
+	struct gw_config *cfg;
+};
+
+static __always_inline long gw_walk_stop(struct gw_walk *w, __u8 res, __u8 reason, __u32 stream)
+{
+	struct gw_walk_state *ws = &w->c->w;
+
+	ws->res = res;
+	ws->reason = reason;
+	ws->stream = stream;
+	return 1;
+}
+
+/* The frame at w->off (n bytes, `read` of them read) is walked. `frame`:
+ * a frame that is not HEADERS (its place is recorded for gw_resync); else
+ * the preface or a HEADERS frame, which clears that record. */
+static __always_inline long gw_walk_advance(struct gw_walk *w, __u32 n, __u32 read, int frame)
+{
+	struct gw_conn *c = w->c;
+	struct gw_walk_state *ws = &c->w;
+	__u32 avail = ws->size - ws->off, k, at;
+
+	if (!frame) {
+		c->rs.n = 0;
+	} else if (c->rs.n < GW_RESYNC_FRAMES) {
+		k = c->rs.n & (GW_RESYNC_FRAMES - 1);
+		at = (__u32)c->approved + ws->off;
+		c->rs.start[k] = at;
+		c->rs.end[k] = at + n;
+		c->rs.n++;
+	}
+	c->read_off = ws->off + read;
+	if (n > avail) {
+		c->skip = n - avail; /* the rest of its payload comes later */
+		n = avail;
+	}
+	ws->off += n;
+	ws->mode = GW_W_FRAME;
+	return 0;
+}
+
+/* The header block of the HEADERS frame at off is parsed and its :path
+ * checked: decide, and rewrite a denied :path in place. */
+static __always_inline long gw_walk_decide(struct gw_walk *w)
+{
+	struct gw_decision d = {};
+	struct gw_conn *c = w->c;
+	struct gw_walk_state *ws = &c->w;
+	struct gw_config *cfg = w->cfg;
+	__u8 val = 0, *data, *end;
+	__u32 off = 0, o, n = ws->n;
+	int r;
+
+	c->h2.blocks++;
+	if (!ws->f.is_request)
+		return gw_walk_advance(w, n, n, 0); /* trailers: table kept in step */
+	if (c->h2.blk.path_inserted && c->h2.blk.path_how != GW_PATH_NONE) {
+		__u64 h = c->h2.blk.h_exact;
+
+		bpf_map_update_elem(&gw_paths, &h, c->h2.blk.path, BPF_ANY);
+	}
+	if (!ws->policed)
+		return gw_walk_advance(w, n, n, 0); /* identity or service left the policy */
+	gw_decide(c, cfg, &d);
+	gw_rule_count(c->generation, d.rule, d.verdict);
+	if (d.verdict == GW_VERDICT_ALLOW) {
+		gw_count(GW_CNT_ALLOWED, 1);
+		return gw_walk_advance(w, n, n, 0);
+	}
+	if (d.verdict == GW_VERDICT_AUDIT) {
+		gw_count(GW_CNT_AUDITED, 1);
+		gw_emit_conn(c, cfg, GW_VERDICT_AUDIT, d.reason, d.rule, ws->f.stream);
+		return gw_walk_advance(w, n, n, 0);
+	}
+	/* deny this RPC alone: make its :path unroutable in place */
+	gw_count(GW_CNT_DENIED, 1);
+	if (c->h2.blk.npath > 1)
+		return gw_walk_stop(w, GW_WALK_FAIL, GW_REASON_BAD_PATH, ws->f.stream);
+	r = gw_hp_deny_rewrite(&c->h2.blk, &w->src, &off, &val);
+	if (r < 0)
+		return gw_walk_stop(w, GW_WALK_FAIL,
+				    d.reason == GW_REASON_POLICY ? GW_REASON_BAD_PATH : d.reason,
+				    ws->f.stream);
+	if (r == 0) {
+		o = ws->f.blk_off + off;
+		data = (void *)(long)w->src.msg->data;
+		end = (void *)(long)w->src.msg->data_end;
+		if (o >= 0x7fff || data + o + 1 > end)
+			return gw_walk_stop(w, GW_WALK_FAIL, GW_REASON_NOMEM, ws->f.stream);
+		data[o] = val;
+	}
+	gw_emit_conn(c, cfg, GW_VERDICT_DENY, d.reason, d.rule, ws->f.stream);
+	return gw_walk_advance(w, n, n, 0);
+}
+
+static long gw_walk_cb(__u32 i, void *ctx)
+{
+	struct gw_walk *w = ctx;
+	struct gw_conn *c = w->c;
+	struct gw_walk_state *ws = &c->w;
+	struct sk_msg_md *msg = w->src.msg;
+	__u32 avail, want, n = 0, len, off;
+	__u8 *data, *end;
+	int act;
+
+	if (ws->mode == GW_W_BLOCK) {
+		if (!gw_hp_step(&c->h2.blk, &c->h2.table, &w->src))
+			return 0;
+		if (c->h2.blk.st != GW_HP_DONE)
+			return gw_walk_stop(w, GW_WALK_FAIL,
+					    c->h2.blk.st == GW_HP_ERR ? c->h2.blk.err : GW_REASON_BOUND,
+					    ws->f.stream);
+		if (c->h2.blk.path_how != GW_PATH_LIT_RAW && c->h2.blk.path_how != GW_PATH_LIT_HUFF)
+			return gw_walk_decide(w);
+		ws->mode = GW_W_PATH;
+		ws->pi = 0;
+		return 0;
+	}
+	if (ws->mode == GW_W_PATH) {
+		if (!gw_hp_path_check_step(&c->h2.blk, ws->pi++))
+			return 0;
+		{
+			struct gw_hp_keys k = { .k0 = ws->k0, .k1 = ws->k1 };
+
+			gw_hp_path_finish(&c->h2.blk, &c->h2.table, &k);
+		}
+		return gw_walk_decide(w);
+	}
+
+	off = ws->off;
+	if (off >= ws->size)
+		return gw_walk_stop(w, GW_WALK_DONE, 0, 0);
+	avail = ws->size - off;
+	if (c->skip) {
+		/* payload of a frame that began in an earlier write: never read */
+		n = c->skip < avail ? c->skip : avail;
+		c->skip -= n;
+		ws->off = off + n;
+		return 0;
+	}
+	/* make the preface or the frame header readable at msg->data */
+	want = c->h2.stage == GW_H2_PREFACE ? H2_PREFACE_LEN : H2_FRAME_HEADER_LEN;
+	if (want > avail)
+		want = avail;
+	if (bpf_msg_pull_data(msg, off, off + want, 0))
+		return gw_walk_stop(w, GW_WALK_FAIL, GW_REASON_NOMEM, 0);
+	if (c->h2.stage == GW_H2_FRAMES && avail >= H2_FRAME_HEADER_LEN) {
+		data = (void *)(long)msg->data;
+		end = (void *)(long)msg->data_end;
+		if (data + H2_FRAME_HEADER_LEN > end)
+			return gw_walk_stop(w, GW_WALK_FAIL, GW_REASON_NOMEM, 0);
+		len = ((__u32)data[0] << 16) | ((__u32)data[1] << 8) | data[2];
+		/* a whole HEADERS frame: all of it readable from msg->data */
+		if (data[3] == H2_FRAME_HEADERS && len <= GW_H2_MAX_BLOCK &&
+		    avail >= H2_FRAME_HEADER_LEN + len &&
+		    bpf_msg_pull_data(msg, off, off + H2_FRAME_HEADER_LEN + len, 0))
+			return gw_walk_stop(w, GW_WALK_FAIL, GW_REASON_NOMEM, 0);
+	}
+	ws->base = 0;
+	want = c->h2.stage == GW_H2_PREFACE ? H2_PREFACE_LEN : H2_FRAME_HEADER_LEN;
+	act = gw_h2_next(&c->h2, &w->src, avail, &ws->f, &n);
+	switch (act) {
+	case GW_ACT_NEED:
+		ws->need = off + n;
+		return gw_walk_stop(w, GW_WALK_NEED, 0, 0);
+	case GW_ACT_FAIL:
+		return gw_walk_stop(w, GW_WALK_FAIL, c->h2.reason, ws->f.stream);
+	case GW_ACT_DIVERT:
+		return gw_walk_stop(w, GW_WALK_DIVERT, c->h2.reason, ws->f.stream);
+	case GW_ACT_BLOCK:
+		gw_count(GW_CNT_HEADER_BLOCKS, 1);
+		gw_hp_block_init(&c->h2.blk, ws->f.blk_len);
+		ws->base = ws->f.blk_off;
+		ws->n = n;
+		ws->mode = GW_W_BLOCK;
+		return 0;
+	}
+	/* PASS: only the preface or the frame header was read */
+	return gw_walk_advance(w, n, want, want == H2_FRAME_HEADER_LEN);
+}
+
+/* Sends the first n bytes of the message (n == msg->size: all of it) out of
+ * its own socket. A redirect, not SK_PASS: for a redirect the kernel
+ * clears the verdict before it sends, so when that send fails half way no
+ * stale verdict carries the next write past the program (an SK_PASS
+ * verdict would, tcp_bpf_send_verdict). */
+static __always_inline int gw_send_self(struct gw_conn *c, struct sk_msg_md *msg, __u32 n)
+{
+	__u64 key = c->cookie;
+
+	if (c->read_off)
+		c->read_end = c->approved + c->read_off;
+	c->approved += n;
+	c->read_off = 0;
+	c->cork_done = 0;
+	c->corked_for = 0;
+	bpf_msg_cork_bytes(msg, 0);
+	bpf_msg_apply_bytes(msg, n);
+	return bpf_msg_redirect_hash(msg, &gw_sockhash, &key, 0);
+}
+
+/*
+ * The socket holds fewer bytes than the walker let through: the last write
+ * went out only in part (non-blocking socket with a full send buffer, a
+ * signal) and its writer may now send anything in place of the rest. The
+ * walk is picked up again at `actual` only where the walker's state there
+ * is known without the bytes that did not go out: inside payload it
+ * skipped, or at the start of a frame it recorded, with no HEADERS frame
+ * in between. Returns 0 when picked up, -1 when the connection must fail.
+ */
+static __always_inline int gw_resync(struct gw_conn *c, __u32 actual)
+{
+	__u32 i, s, e;
+
+	if (c->corked_for)
+		return -1;
+	if ((__s32)(actual - (__u32)c->read_end) >= 0) {
+		/* nothing read past actual: the rest is payload, skipped */
+		c->skip += (__u32)c->approved - actual;
+		goto picked_up;
+	}
+	for (i = 0; i < GW_RESYNC_FRAMES; i++) {
+		if (i >= c->rs.n)
+			return -1;
+		s = c->rs.start[i];
+		e = c->rs.end[i];
+		if ((__s32)(actual - s) < 0)
+			return -1; /* before the first recorded frame */
+		if ((__s32)(actual - e) >= 0)
+			continue;
+		if (actual == s) {
+			c->skip = 0; /* a frame boundary */
+		} else if ((__s32)(actual - s) >= H2_FRAME_HEADER_LEN) {
+			c->skip = e - actual; /* inside its payload */
+		} else {
+			return -1; /* inside its frame header: not kept */
+		}
+		goto picked_up;
+	}
+	return -1;
+picked_up:
+	c->approved -= (__u32)c->approved - actual;
+	c->read_end = c->approved;
+	c->rs.n = 0;
+	gw_count(GW_CNT_SHORT_WRITES, 1);
+	return 0;
+}
+
 SEC("sk_msg")
 int gw_sk_msg(struct sk_msg_md *msg)
 {
-	struct gw_loop_ctx lc = {};
-	struct gw_h2_frame f = {};
-	struct gw_decision d = {};
+	struct gw_walk_state *ws;
+	struct gw_walk w = {};
 	struct gw_config *cfg;
+	struct tcp_sock *tp;
 	struct gw_conn *c;
-	__u32 avail, want, n = 0, off = 0, o;
-	__u8 val = 0, *data, *end;
-	int act, r, policed;
+	__u32 actual, gap, off, need, size;
+	int r, in_cork, policed;
 
 	if (!msg->sk)
 		return SK_DROP;
+	size = msg->size; /* one load of the ctx field (clang must not rebase it) */
 	c = bpf_sk_storage_get(&gw_conns, msg->sk, NULL, 0);
 	if (!c)
 		return SK_DROP;
@@ -502,115 +837,161 @@ int gw_sk_msg(struct sk_msg_md *msg)
 	if (c->flags & GW_CONN_FAILED)
 		return SK_DROP;
 	/* identity and service under the live policy (once per generation) */
-	policed = gw_refresh(c, cfg) == 0;
+	policed = gw_refresh(c, gw_live_gen(cfg)) == 0;
 	if (c->flags & GW_CONN_DIVERTED) {
 		r = gw_diverted(c, msg, cfg);
 		if (r != GW_RESUME)
 			return r;
 	}
 
-	/* linearise what the walker reads: the preface or a frame header,
-	 * and a whole HEADERS frame once it is all there */
-	avail = msg->size;
-	want = c->h2.stage == GW_H2_PREFACE ? H2_PREFACE_LEN : H2_FRAME_HEADER_LEN;
-	if (want > avail)
-		want = avail;
-	if (want && bpf_msg_pull_data(msg, 0, want, 0))
-		return gw_fail(c, msg, cfg, GW_REASON_NOMEM, 0);
-	if (c->h2.stage == GW_H2_FRAMES && avail >= H2_FRAME_HEADER_LEN) {
-		data = (void *)(long)msg->data;
-		end = (void *)(long)msg->data_end;
-		if (data + H2_FRAME_HEADER_LEN > end)
-			return gw_fail(c, msg, cfg, GW_REASON_NOMEM, 0);
-		n = ((__u32)data[0] << 16) | ((__u32)data[1] << 8) | data[2];
-		if (data[3] == H2_FRAME_HEADERS && n <= GW_H2_MAX_BLOCK &&
-		    avail >= H2_FRAME_HEADER_LEN + n &&
-		    bpf_msg_pull_data(msg, 0, H2_FRAME_HEADER_LEN + n, 0))
-			return gw_fail(c, msg, cfg, GW_REASON_NOMEM, 0);
+	/* The socket must hold exactly the bytes the walker let through.
+	 * More: bytes got past it (a write that began before the socket was
+	 * policed, fast-open data). Fewer: a write it passed went out only in
+	 * part (non-blocking socket, signal, MSG_FASTOPEN on a connected
+	 * socket) and the writer may send anything in place of the rest. That
+	 * is followed only where the rest held no byte the walker read: then
+	 * whatever takes its place is payload it would have skipped anyway. */
+	tp = bpf_skc_to_tcp_sock(msg->sk);
+	if (!tp)
+		return gw_fail(c, msg, cfg, GW_REASON_UNWALKED, 0);
+	actual = tp->write_seq - c->seq0;
+	if (actual != (__u32)c->approved) {
+		gap = (__u32)c->approved - actual;
+		if ((__s32)gap < 0 || gw_resync(c, actual))
+			return gw_fail(c, msg, cfg, GW_REASON_UNWALKED, 0);
 	}
+	/* A cork is honoured only until the message is full (17 pieces); then
+	 * the kernel re-runs the program on fewer bytes than it asked for and
+	 * sends them. A frame cut there cannot be followed. */
+	in_cork = c->corked_for != 0;
+	if (in_cork && size < c->corked_for)
+		return gw_fail(c, msg, cfg, GW_REASON_CORK_FLUSH, 0);
 
-	lc.src.msg = msg;
-	lc.src.base = 0;
-	act = gw_h2_next(&c->h2, &lc.src, avail, &f, &n);
-	if (act == GW_ACT_NEED) {
-		/* hold the bytes (the writer sees success) until n are there */
+	ws = &c->w;
+	if (!in_cork)
+		c->rs.n = 0;
+	w.src.msg = msg;
+	w.src.base = &ws->base;
+	w.c = c;
+	w.cfg = cfg;
+	ws->k0 = cfg->key0;
+	ws->k1 = cfg->key1;
+	ws->size = size;
+	ws->off = in_cork ? c->cork_done : 0; /* a held message: walked up to there */
+	ws->mode = GW_W_FRAME;
+	ws->res = GW_WALK_MORE;
+	ws->policed = policed;
+	bpf_loop(GW_WALK_STEPS, gw_walk_cb, &w, 0);
+
+	off = ws->off;
+	switch (ws->res) {
+	case GW_WALK_DONE:
+		return gw_send_self(c, msg, size);
+	case GW_WALK_NEED:
+		/* hold all of it (the writer sees success) until the frame is
+		 * whole; the bytes before it stay walked (cork_done) */
+		need = ws->need;
+		c->cork_done = off;
+		c->corked_for = need;
 		bpf_msg_apply_bytes(msg, 0);
-		bpf_msg_cork_bytes(msg, n);
+		bpf_msg_cork_bytes(msg, need);
 		return SK_PASS;
+	case GW_WALK_DIVERT:
+		if (off == 0)
+			return gw_divert(c, msg, cfg, policed, ws->reason, ws->stream);
+		/* send what comes before it; the kernel runs the program again
+		 * on the rest, which then starts with that frame. Not from a
+		 * held message: the kernel drops what a redirect leaves of it. */
+		if (in_cork)
+			return gw_fail(c, msg, cfg, ws->reason, ws->stream);
+		return gw_send_self(c, msg, off);
+	case GW_WALK_FAIL:
+		return gw_fail(c, msg, cfg, ws->reason, ws->stream);
 	}
-	if (act == GW_ACT_FAIL)
-		return gw_fail(c, msg, cfg, c->h2.reason, f.stream);
-	if (act == GW_ACT_DIVERT)
-		return gw_divert(c, msg, cfg, policed, c->h2.reason, f.stream);
-	bpf_msg_cork_bytes(msg, 0);
-	if (act == GW_ACT_PASS) {
-		bpf_msg_apply_bytes(msg, n);
-		return SK_PASS;
-	}
+	/* GW_WALK_MORE: more steps than one run takes (or stopped inside a
+	 * block): send what is walked, the kernel runs the program on the rest */
+	if (in_cork || off == 0 || ws->mode != GW_W_FRAME)
+		return gw_fail(c, msg, cfg, GW_REASON_BOUND, 0);
+	return gw_send_self(c, msg, off);
+}
 
-	/* GW_ACT_BLOCK: a whole HEADERS frame of n bytes at offset 0 */
-	gw_count(GW_CNT_HEADER_BLOCKS, 1);
-	lc.src.base = f.blk_off;
-	lc.c = c;
-	lc.keys.k0 = cfg->key0;
-	lc.keys.k1 = cfg->key1;
-	gw_hp_block_init(&c->h2.blk, f.blk_len);
-	bpf_loop(2 * GW_H2_MAX_BLOCK + 8, gw_step_cb, &lc, 0);
-	if (c->h2.blk.st != GW_HP_DONE)
-		return gw_fail(c, msg, cfg,
-			       c->h2.blk.st == GW_HP_ERR ? c->h2.blk.err : GW_REASON_BOUND,
-			       f.stream);
-	if (c->h2.blk.path_how == GW_PATH_LIT_RAW || c->h2.blk.path_how == GW_PATH_LIT_HUFF) {
-		bpf_loop(GW_PATH_MAX + 1, gw_path_cb, &lc, 0);
-		gw_hp_path_finish(&c->h2.blk, &c->h2.table, &lc.keys);
-	}
-	c->h2.blocks++;
-	bpf_msg_apply_bytes(msg, n);
-	if (!f.is_request)
-		return SK_PASS; /* trailers: parsed to keep the table in step */
+#define GW_IPPROTO_TCP 6
+#define GW_TCP_FLAG_SYN 0x02
+#define GW_TCP_FLAG_URG 0x20
 
-	if (c->h2.blk.path_inserted && c->h2.blk.path_how != GW_PATH_NONE) {
-		__u64 h = c->h2.blk.h_exact;
+/* Drops the segment; the first drop fails the connection with an event. */
+static __always_inline int gw_guard_drop(struct gw_conn *c, __u8 reason)
+{
+	gw_count(GW_CNT_GUARD_DROPS, 1);
+	gw_mark_failed(c, gw_get_config(), reason);
+	return 0;
+}
 
-		bpf_map_update_elem(&gw_paths, &h, c->h2.blk.path, BPF_ANY);
-	}
-	if (!policed)
-		return SK_PASS; /* identity or service left the policy: unpoliced */
-	gw_decide(c, cfg, &d);
-	gw_rule_count(cfg, d.rule, d.verdict);
-	if (d.verdict == GW_VERDICT_ALLOW) {
-		gw_count(GW_CNT_ALLOWED, 1);
-		return SK_PASS;
-	}
-	if (d.verdict == GW_VERDICT_AUDIT) {
-		gw_count(GW_CNT_AUDITED, 1);
-		gw_emit(c, msg, cfg, GW_VERDICT_AUDIT, d.reason, d.rule, f.stream);
-		return SK_PASS;
-	}
+/*
+ * The egress guard (cgroup_skb/egress at the attach cgroup): the last
+ * word on what a policed connection puts on the wire. sk_msg sees only
+ * what goes through tcp_bpf; bytes can reach a socket's send queue past
+ * it (a blocking send() that began in SYN_SENT, fast-open data, a verdict
+ * the kernel keeps after a failed write, a cork it flushes when the
+ * message is full). So every segment of a policed socket is checked here:
+ * no payload byte at or past seq0 + approved (what the walker let through)
+ * and no urgent data (the receiver takes the urgent byte out of the
+ * stream, so the walker's offsets and the server's would differ) leave the
+ * host. What the guard holds back is never sent; the connection is failed
+ * and ends at its next retransmission timeout (sockops RTO_CB).
+ * Cost for other sockets: one sk_storage lookup per packet.
+ */
+SEC("cgroup_skb/egress")
+int gw_guard(struct __sk_buff *skb)
+{
+	struct bpf_sock *sk = skb->sk;
+	__u8 ip[20], th[20];
+	__u32 off, hl, seq, len, start, limit;
+	struct gw_conn *c;
 
-	/* deny this RPC alone: make its :path unroutable in place */
-	gw_count(GW_CNT_DENIED, 1);
-	if (c->h2.blk.npath > 1)
-		return gw_fail(c, msg, cfg, GW_REASON_BAD_PATH, f.stream);
-	r = gw_hp_deny_rewrite(&c->h2.blk, &lc.src, &off, &val);
-	if (r < 0)
-		return gw_fail(c, msg, cfg, d.reason == GW_REASON_POLICY ? GW_REASON_BAD_PATH : d.reason,
-			       f.stream);
-	if (r == 0) {
-		o = f.blk_off + off;
-		data = (void *)(long)msg->data;
-		end = (void *)(long)msg->data_end;
-		if (o >= 0x7fff || data + o + 1 > end)
-			return gw_fail(c, msg, cfg, GW_REASON_NOMEM, f.stream);
-		data[o] = val;
+	if (!sk)
+		return 1;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk || sk->protocol != GW_IPPROTO_TCP)
+		return 1;
+	c = bpf_sk_storage_get(&gw_conns, sk, NULL, 0);
+	if (!c || !(c->flags & GW_CONN_POLICED) || (c->flags & GW_CONN_POOL))
+		return 1;
+	if (bpf_skb_load_bytes(skb, 0, ip, sizeof(ip)))
+		return gw_guard_drop(c, GW_REASON_UNWALKED);
+	if ((ip[0] >> 4) == 4) {
+		off = (ip[0] & 0xf) * 4;
+		if (ip[9] != GW_IPPROTO_TCP || off < 20)
+			return gw_guard_drop(c, GW_REASON_UNWALKED);
+	} else if ((ip[0] >> 4) == 6) {
+		off = 40; /* extension headers: not followed, fail closed */
+		if (ip[6] != GW_IPPROTO_TCP)
+			return gw_guard_drop(c, GW_REASON_UNWALKED);
+	} else {
+		return gw_guard_drop(c, GW_REASON_UNWALKED);
 	}
-	gw_emit(c, msg, cfg, GW_VERDICT_DENY, d.reason, d.rule, f.stream);
-	return SK_PASS;
+	if (off > 60 || bpf_skb_load_bytes(skb, off, th, sizeof(th)))
+		return gw_guard_drop(c, GW_REASON_UNWALKED);
+	if (th[13] & GW_TCP_FLAG_URG)
+		return gw_guard_drop(c, GW_REASON_URGENT);
+	hl = (th[12] >> 4) * 4;
+	if (skb->len <= off + hl)
+		return 1; /* no payload: SYN, ACK, FIN, RST */
+	len = skb->len - off - hl;
+	if (c->flags & GW_CONN_DIVERTED)
+		return 1; /* the helper writes here; the connection's own sends go to it */
+	seq = ((__u32)th[4] << 24) | ((__u32)th[5] << 16) | ((__u32)th[6] << 8) | th[7];
+	start = seq + ((th[13] & GW_TCP_FLAG_SYN) ? 1 : 0);
+	limit = c->seq0 + (__u32)c->approved;
+	if ((__s32)(start + len - limit) > 0)
+		return gw_guard_drop(c, GW_REASON_UNWALKED); /* a full sockhash: reported at insert */
+	return 1;
 }
 
 extern int bpf_sock_destroy(struct sock_common *sk) __ksym;
 
 #define GW_TCP_ESTABLISHED 1
+#define GW_TCP_SYN_SENT    2
 
 /*
  * Connections that predate attach (or a policy apply that made them
@@ -630,14 +1011,18 @@ int gw_reset_predating(struct bpf_iter__tcp *ctx)
 	struct cgroup *cg, *anc;
 	struct gw_conn *c;
 	__u32 daddr = 0, i;
+	__u64 gen;
 	int level;
 
 	if (!skc)
 		return 0;
 	cfg = gw_get_config();
-	if (!cfg || !cfg->generation)
+	gen = cfg ? gw_live_gen(cfg) : 0;
+	if (!gen)
 		return 0;
-	if (skc->skc_state != GW_TCP_ESTABLISHED)
+	/* SYN_SENT too: a connect() whose sockops callback ran under the old
+	 * policy would otherwise become established unpoliced */
+	if (skc->skc_state != GW_TCP_ESTABLISHED && skc->skc_state != GW_TCP_SYN_SENT)
 		return 0;
 	if (skc->skc_family == AF_INET) {
 		daddr = skc->skc_daddr;
@@ -649,33 +1034,37 @@ int gw_reset_predating(struct bpf_iter__tcp *ctx)
 	} else {
 		return 0;
 	}
-	if (!gw_resolve_service(daddr, skc->skc_dport, cfg->active_slot))
+	if (!gw_resolve_service(daddr, skc->skc_dport, GW_SLOT_OF(gen)))
 		return 0;
 	tp = bpf_skc_to_tcp_sock(skc);
 	if (!tp)
 		return 0;
-	/* the socket's cgroup and its ancestors, deepest first */
+	/* the socket's cgroup and its ancestors below the root, root-most
+	 * first, as sockops records them; deeper than GW_CGROUP_DEPTH: such
+	 * a connection would fail closed, so it is reset like a policed one */
 	cg = BPF_CORE_READ(&tp->inet_conn.icsk_inet.sk, sk_cgrp_data.cgroup);
 	if (!cg)
 		return 0;
 	level = BPF_CORE_READ(cg, level);
-	o.cgroups[0] = BPF_CORE_READ(cg, kn, id);
-	o.ncgroups = 1;
-	for (i = 1; i < GW_CGROUP_DEPTH; i++) {
+	if (level > GW_CGROUP_DEPTH)
+		goto reset;
+	for (i = 1; i <= GW_CGROUP_DEPTH; i++) {
 		if ((int)i > level)
 			break;
 		anc = NULL;
-		bpf_probe_read_kernel(&anc, sizeof(anc), &cg->ancestors[level - i]);
+		bpf_probe_read_kernel(&anc, sizeof(anc), &cg->ancestors[i]);
 		if (!anc)
 			break;
-		o.cgroups[i] = BPF_CORE_READ(anc, kn, id);
-		o.ncgroups = i + 1;
+		o.cgroups[i - 1] = BPF_CORE_READ(anc, kn, id);
+		o.ncgroups = i;
 	}
-	if (!gw_resolve_ident(&o, cfg->active_slot))
+	if (!gw_resolve_ident(&o, GW_SLOT_OF(gen)))
 		return 0;
+reset:
 	c = bpf_sk_storage_get(&gw_conns, tp, NULL, 0);
-	if (c && (c->flags & GW_CONN_IN_MAP))
-		return 0; /* policed already */
+	if (c && (c->flags & GW_CONN_POLICED) &&
+	    ((c->flags & GW_CONN_IN_MAP) || skc->skc_state == GW_TCP_SYN_SENT))
+		return 0; /* policed already, or will be once established */
 	if (bpf_sock_destroy(skc))
 		return 0;
 	gw_count(GW_CNT_CONNS_RESET, 1);

@@ -24,8 +24,12 @@
 #define GW_MAX_CONNS       65536
 
 /* Two policy slots: `policy apply` fills the inactive one, then flips
- * gw_config.active_slot in one write, so no reader sees half a policy. */
+ * gw_config.active_slot in one write, so no reader sees half a policy.
+ * Generation g (>= 1) always lives in slot (g + 1) & 1, so the datapath
+ * reads only the 8-byte generation (one load, never torn) and derives
+ * the slot from it: the two can never come from different applies. */
 #define GW_SLOTS 2
+#define GW_SLOT_OF(gen) ((__u32)(((gen) + 1) & 1))
 
 /* Kinds of method-table keys; mixed into the hash key so a path can never
  * collide with a wildcard entry of another kind. */
@@ -64,6 +68,13 @@ enum gw_reason {
 	GW_REASON_NOMEM       = 9,  /* kernel could not pull the frame         */
 	GW_REASON_PREDATES    = 10, /* connection predates attach: reset       */
 	GW_REASON_FALLBACK    = 11, /* fallback helper gone or gave up         */
+	GW_REASON_UNWALKED    = 12, /* bytes reached the socket past the walker:
+				     * sent before it was policed, in the SYN
+				     * (fast open), or after a failed write  */
+	GW_REASON_URGENT      = 13, /* urgent data (MSG_OOB)                   */
+	GW_REASON_NOT_IN_MAP  = 14, /* sockhash full: the walker cannot run    */
+	GW_REASON_CORK_FLUSH  = 15, /* the kernel sent a held, partial frame   */
+	GW_REASON_DEPTH       = 16, /* cgroup deeper than GW_CGROUP_DEPTH      */
 	GW_REASON_MAX
 };
 
@@ -82,6 +93,8 @@ enum gw_counter {
 	GW_CNT_EVENTS_LOST,    /* ring buffer full                        */
 	GW_CNT_CONNS_RESET,    /* predated attach/apply: reset to reconnect */
 	GW_CNT_FALLBACK_RESUMED, /* diverted connections back on the kernel path */
+	GW_CNT_GUARD_DROPS,    /* segments the egress guard held back     */
+	GW_CNT_SHORT_WRITES,   /* writes sent only in part, followed on   */
 	GW_CNT_MAX
 };
 
@@ -162,8 +175,10 @@ struct gw_rule_counters {
 
 /* recorded per connection at connect time (identity is decided then) */
 struct gw_conn_origin {
-	__u64 cgroups[GW_CGROUP_DEPTH]; /* ancestors, [0] = the task's own */
-	__u32 ncgroups;
+	__u64 cgroups[GW_CGROUP_DEPTH]; /* [i]: the task's ancestor at level i + 1;
+					 * [ncgroups - 1]: the task's own cgroup */
+	__u32 ncgroups;     /* the task's cgroup level (0: the root, or deeper
+			     * than GW_CGROUP_DEPTH: then nothing is recorded) */
 	__u32 daddr;        /* network order */
 	__u16 dport;        /* network order */
 	__u16 sport;        /* host order, known once established */

@@ -25,7 +25,7 @@ static __always_inline __u16 gw_resolve_ident(const struct gw_conn_origin *o,
 	for (i = 0; i < GW_CGROUP_DEPTH; i++) {
 		if (i >= o->ncgroups)
 			break;
-		k.cgroup_id = o->cgroups[i];
+		k.cgroup_id = o->cgroups[(o->ncgroups - 1 - i) & (GW_CGROUP_DEPTH - 1)];
 		v = bpf_map_lookup_elem(&gw_idents, &k);
 		if (v)
 			return v->ident;
@@ -50,15 +50,20 @@ static __always_inline __u16 gw_resolve_service(__u32 daddr, __u16 dport,
 /* Re-resolve a connection's identity and service when the policy
  * generation changed since it was last looked at. Returns 0 when the
  * connection is (still) policed. */
-static __always_inline int gw_refresh(struct gw_conn *c, struct gw_config *cfg)
+static __always_inline int gw_refresh(struct gw_conn *c, __u64 gen)
 {
-	if (c->generation == cfg->generation)
+	if (c->generation == gen)
 		return (c->ident && c->service) ? 0 : -1;
-	c->ident = gw_resolve_ident(&c->origin, cfg->active_slot);
-	c->service = gw_resolve_service(c->origin.daddr, c->origin.dport,
-					cfg->active_slot);
-	c->generation = cfg->generation;
+	c->ident = gw_resolve_ident(&c->origin, GW_SLOT_OF(gen));
+	c->service = gw_resolve_service(c->origin.daddr, c->origin.dport, GW_SLOT_OF(gen));
+	c->generation = gen;
 	return (c->ident && c->service) ? 0 : -1;
+}
+
+/* The live generation: one load (see GW_SLOT_OF). */
+static __always_inline __u64 gw_live_gen(struct gw_config *cfg)
+{
+	return *(volatile __u64 *)&cfg->generation;
 }
 
 #endif

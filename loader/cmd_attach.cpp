@@ -24,7 +24,27 @@ struct AttachOptions {
   std::string pin_dir;
   std::string policy;
   bool no_fallback = false;
+  uint32_t max_connections = 0;  // 0: kDefaultMaxConnections, or what is pinned
 };
+
+constexpr uint32_t kDefaultMaxConnections = 262144;
+
+// The sockhash size: fixed when its map is first pinned. Returns the size
+// to load with; throws when --max-connections asks for another one.
+uint32_t SockhashSize(const AttachOptions& o) {
+  int fd = bpf_obj_get(MapPin(o.pin_dir, "gw_sockhash").c_str());
+  if (fd < 0) return o.max_connections ? o.max_connections : kDefaultMaxConnections;
+  Fd f(fd);
+  bpf_map_info info{};
+  uint32_t len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(f.get(), &info, &len) != 0) throw SysError("reading the pinned sockhash", errno);
+  if (o.max_connections && o.max_connections != info.max_entries)
+    throw Error(kBadInput, "--max-connections " + std::to_string(o.max_connections) + ": the sockhash pinned under " +
+                            o.pin_dir + " holds " + std::to_string(info.max_entries) +
+                            " connections and cannot be resized; run 'grpcwall detach --pin-dir " + o.pin_dir +
+                            "' first to attach with another size");
+  return info.max_entries;
+}
 
 using Skel = std::unique_ptr<grpcwall_bpf, decltype(&grpcwall_bpf__destroy)>;
 
@@ -35,11 +55,47 @@ void PinProgram(bpf_program* prog, const std::string& path) {
   if (bpf_obj_pin(bpf_program__fd(prog), path.c_str()) != 0) throw SysError("pinning " + path, errno);
 }
 
+std::string Dirname(const std::string& p);
+
 uint64_t LinkCgroupId(int link_fd) {
   bpf_link_info info{};
   uint32_t len = sizeof(info);
   if (bpf_obj_get_info_by_fd(link_fd, &info, &len) != 0) throw SysError("reading sockops link info", errno);
   return info.cgroup.cgroup_id;
+}
+
+// Attaches `prog` at the cgroup through a link pinned at `link_pin`, or, if
+// that link exists, swaps its program atomically (no window without it).
+void AttachCgroupLink(const std::string& link_pin, bpf_program* prog, const std::string& cgroup, uint64_t want_cg,
+                      const std::string& what) {
+  int old_link = bpf_obj_get(link_pin.c_str());
+  if (old_link >= 0) {
+    Fd old(old_link);
+    uint64_t have_cg = LinkCgroupId(old.get());
+    if (have_cg != want_cg)
+      throw Error(kSystem, "pin dir " + Dirname(link_pin) + " is attached at another cgroup (id " +
+                               std::to_string(have_cg) + "): run 'grpcwall detach --pin-dir " + Dirname(link_pin) +
+                               "' first, or use another --pin-dir");
+    if (bpf_link_update(old.get(), bpf_program__fd(prog), nullptr) != 0)
+      throw SysError("replacing the " + what + " program", errno);
+    return;
+  }
+  Fd cg_fd(open(cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!cg_fd) throw SysError("opening cgroup " + cgroup, errno);
+  bpf_link* link = bpf_program__attach_cgroup(prog, cg_fd.get());
+  if (!link) throw SysError("attaching " + what + " at cgroup " + cgroup, errno);
+  int perr = bpf_link__pin(link, link_pin.c_str());
+  if (perr) {
+    bpf_link__destroy(link);
+    throw SysError("pinning " + link_pin, -perr);
+  }
+  bpf_link__disconnect(link);  // the pin keeps it attached after we exit
+  bpf_link__destroy(link);
+}
+
+std::string Dirname(const std::string& p) {
+  auto i = p.rfind('/');
+  return i == std::string::npos ? "." : p.substr(0, i);
 }
 
 void AttachPinned(const AttachOptions& o, const std::string& cgroup, const Policy& policy,
@@ -86,8 +142,11 @@ void AttachPinned(const AttachOptions& o, const std::string& cgroup, const Polic
   EnsurePinDir(o.pin_dir);
   Fd lock = LockPinDir(o.pin_dir);
 
+  uint32_t max_conns = SockhashSize(o);
   Skel skel(grpcwall_bpf__open(), grpcwall_bpf__destroy);
   if (!skel) throw SysError("opening the BPF object", errno);
+  if (bpf_map__set_max_entries(skel->maps.gw_sockhash, max_conns) != 0)
+    throw SysError("sizing the sockhash", errno);
   bpf_map* map;
   bpf_object__for_each_map(map, skel->obj) {
     const char* name = bpf_map__name(map);
@@ -115,32 +174,13 @@ void AttachPinned(const AttachOptions& o, const std::string& cgroup, const Polic
     throw SysError("attaching sk_msg to the sockhash", errno);
   PinProgram(skel->progs.gw_sk_msg, o.pin_dir + "/prog_sk_msg");
 
-  std::string link_pin = o.pin_dir + "/link_sockops";
+  // The egress guard first, then sockops: a socket sockops makes policed
+  // is never on the wire without the guard.
   uint64_t want_cg = CgroupId(cgroup);
-  int old_link = bpf_obj_get(link_pin.c_str());
-  if (old_link >= 0) {
-    Fd old(old_link);
-    uint64_t have_cg = LinkCgroupId(old.get());
-    if (have_cg != want_cg)
-      throw Error(kSystem, "pin dir " + o.pin_dir + " is attached at another cgroup (id " + std::to_string(have_cg) +
-                               "): run 'grpcwall detach --pin-dir " + o.pin_dir + "' first, or use another --pin-dir");
-    // Atomic program swap on the existing link: no window without sockops.
-    if (bpf_link_update(old.get(), bpf_program__fd(skel->progs.gw_sockops), nullptr) != 0)
-      throw SysError("replacing the sockops program", errno);
-  } else {
-    Fd cg_fd(open(cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!cg_fd) throw SysError("opening cgroup " + cgroup, errno);
-    bpf_link* link = bpf_program__attach_cgroup(skel->progs.gw_sockops, cg_fd.get());
-    if (!link) throw SysError("attaching sockops at cgroup " + cgroup, errno);
-    int perr = bpf_link__pin(link, link_pin.c_str());
-    if (perr) {
-      bpf_link__destroy(link);
-      throw SysError("pinning " + link_pin, -perr);
-    }
-    bpf_link__disconnect(link);  // the pin keeps it attached after we exit
-    bpf_link__destroy(link);
-  }
+  AttachCgroupLink(o.pin_dir + "/link_guard", skel->progs.gw_guard, cgroup, want_cg, "the egress guard");
+  AttachCgroupLink(o.pin_dir + "/link_sockops", skel->progs.gw_sockops, cgroup, want_cg, "sockops");
   PinProgram(skel->progs.gw_sockops, o.pin_dir + "/prog_sockops");
+  PinProgram(skel->progs.gw_guard, o.pin_dir + "/prog_guard");
   PinProgram(skel->progs.gw_reset_predating, o.pin_dir + "/prog_reset");
   // connections made before sockops saw them carry RPCs unchecked: reset
   // them so their clients reconnect under policy
@@ -171,6 +211,11 @@ void RegisterAttach(CLI::App& app) {
       ->check(CLI::ExistingDirectory);
   AddPinDir(sub, &o->pin_dir);
   sub->add_option("POLICY", o->policy, "policy YAML to apply")->check(CLI::ExistingFile);
+  sub->add_option("--max-connections", o->max_connections,
+                  "policed connections the sockhash holds at once (default " + std::to_string(kDefaultMaxConnections) +
+                      "); fixed at the first attach of a pin dir. When it is full, new policed connections\n"
+                      "fail closed: their data never leaves the host, and an event says so")
+      ->check(CLI::Range(1u, 1u << 24));
   sub->add_flag("--no-fallback", o->no_fallback,
                 "do not start the userspace fallback ('grpcwall proxy'): connections whose header blocks the\n"
                 "kernel cannot see whole (CONTINUATION, over 16384 bytes) then fail closed");

@@ -35,11 +35,14 @@ bool RemovePinDir(const std::string& pin_dir) {
   StopProxy(pin_dir);  // before the maps it serves go
   {
     Fd lock = LockPinDir(o.pin_dir);
-    std::string link_pin = o.pin_dir + "/link_sockops";
-    int link = bpf_obj_get(link_pin.c_str());
-    if (link >= 0) {
-      Fd l(link);
-      if (bpf_link_detach(l.get()) != 0 && errno != EINVAL) throw SysError("detaching sockops", errno);
+    // sockops first: no new socket becomes policed once the guard is gone
+    for (const char* what : {"sockops", "guard"}) {
+      std::string link_pin = o.pin_dir + "/link_" + what;
+      int link = bpf_obj_get(link_pin.c_str());
+      if (link >= 0) {
+        Fd l(link);
+        if (bpf_link_detach(l.get()) != 0 && errno != EINVAL) throw SysError(std::string("detaching ") + what, errno);
+      }
     }
     int prog = bpf_obj_get((o.pin_dir + "/prog_sk_msg").c_str());
     int map = bpf_obj_get((o.pin_dir + "/gw_sockhash").c_str());

@@ -30,6 +30,9 @@ const char* kReasons[GW_REASON_MAX] = {
     "policy",      "no rule for this identity and service", "bad :path", ":path too long", "not HTTP/2",
     "protocol error", "header block over the kernel bound", "header block continues in CONTINUATION",
     "HPACK table model lost", "out of memory", "connection predates attach", "fallback helper gone or gave up",
+    "bytes reached the socket past the walker (a send before the socket was policed, fast-open data, or a failed write)",
+    "urgent data (MSG_OOB)", "sockhash full: the connection cannot be policed (attach --max-connections)",
+    "the kernel flushed a held partial frame", "cgroup deeper than grpcwall records (16 levels)",
 };
 
 struct Ctx {
@@ -69,10 +72,11 @@ int OnEvent(void* p, void* data, size_t size) {
   strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
   char tsf[80];
   snprintf(tsf, sizeof(tsf), "%s.%06dZ", ts, static_cast<int>((real - secs) * 1e6));
-  std::string path(e.path, std::min<size_t>(e.path_len, sizeof(e.path)));
+  // path and comm are the policed workload's bytes: escaped before printing
+  std::string path = EscapeBytes(std::string(e.path, std::min<size_t>(e.path_len, sizeof(e.path))));
   std::string ident = Name(*ctx->live, e.generation, GW_NAMEKIND_IDENT, e.ident);
   std::string svc = Name(*ctx->live, e.generation, GW_NAMEKIND_SERVICE, e.service);
-  std::string comm(e.comm, strnlen(e.comm, sizeof(e.comm)));
+  std::string comm = EscapeBytes(std::string(e.comm, strnlen(e.comm, sizeof(e.comm))));
   const char* reason = e.reason < GW_REASON_MAX ? kReasons[e.reason] : "?";
   if (e.reason == GW_REASON_POLICY && e.rule == 0) reason = "no rule allows it";
   if (ctx->o->json) {

@@ -77,6 +77,8 @@ struct Slot {
   gw_config cfg{};        // keys and match hashes: fixed for the attach
   uint32_t inner_id = 0;  // the pair's method map last looked up ...
   Fd inner;               // ... and an fd on it, reused while the id holds
+  uint64_t gen = 0;       // the generation ident/service below are resolved for
+  uint16_t ident = 0, service = 0;
   FbStream stream;
 };
 
@@ -106,6 +108,7 @@ class Helper {
     for (uint32_t i = 0; i < GW_POOL_SLOTS; i++) {
       slots_[i] = std::make_unique<Slot>();
       OpenPair(i);
+      SetFree(i);  // what a predecessor held is failed above; the slot starts anew
     }
     stats_ = gw_fb_stats{};
     stats_.pid = getpid();
@@ -118,9 +121,10 @@ class Helper {
     std::vector<uint8_t> buf(256 * 1024), out;
     epoll_event evs[GW_POOL_SLOTS];
     while (!g_stop) {
-      int n = epoll_wait(epoll_.get(), evs, GW_POOL_SLOTS, 500);
+      int n = epoll_wait(epoll_.get(), evs, GW_POOL_SLOTS, 200);
       if (n < 0 && errno != EINTR) throw SysError("epoll_wait", errno);
       for (int e = 0; e < n; e++) Serve(evs[e].data.u32, &buf, &out);
+      Recycle();
     }
   }
 
@@ -172,6 +176,30 @@ class Helper {
     SetCell(m_, i, GW_FB_COOKIE, cookie);
   }
 
+  // Slots whose connection closed or failed while diverted (the kernel set
+  // them to RECYCLE): new pool sockets, so nothing left in the old ones can
+  // reach the next connection, then free for the kernel to claim.
+  void Recycle() {
+    for (uint32_t i = 0; i < GW_POOL_SLOTS; i++) {
+      gw_pool_slot ps{};
+      if (bpf_map_lookup_elem(m_.pool.get(), &i, &ps) != 0 || ps.busy != GW_POOL_RECYCLE) continue;
+      std::cerr << "grpcwall proxy: slot " << i << " recycled (connection " << ps.conn_cookie << " closed or failed)\n";
+      OpenPair(i);
+      SetFree(i);
+    }
+  }
+
+  // Only in RECYCLE (or at start, with no helper serving): no other writer.
+  void SetFree(uint32_t i) {
+    gw_pool_slot ps{};
+    if (bpf_map_lookup_elem(m_.pool.get(), &i, &ps) != 0) throw SysError("reading gw_pool", errno);
+    ps.busy = GW_POOL_FREE;
+    if (bpf_map_update_elem(m_.pool.get(), &i, &ps, BPF_ANY) != 0) throw SysError("freeing a gw_pool slot", errno);
+    Slot& s = *slots_[i];
+    s.epoch = ps.epoch;  // bytes read before the next claim belong to no one
+    s.failed = true;
+  }
+
   void PublishStats() {
     uint32_t zero = 0;
     bpf_map_update_elem(m_.stats.get(), &zero, &stats_, BPF_ANY);
@@ -180,9 +208,40 @@ class Helper {
   // the kernel's gw_decide, over the same maps
   // the kernel's gw_decide, over the same maps: the pair's method map is
   // looked up per block (a policy apply takes effect on the next RPC)
-  FbVerdict Decide(Slot& s, const FbBlock& b) {
+  // The connection's identity and service under the live policy, as the
+  // kernel's gw_refresh: resolved again whenever the generation moved, so a
+  // policy apply takes effect on the next header block here too.
+  bool Refresh(Slot& s) {
+    uint64_t gen = ReadConfig(live_).generation;  // the slot follows from it (GW_SLOT_OF)
+    if (gen != s.gen) {
+      const uint32_t slot = GW_SLOT_OF(gen);
+      const gw_conn_origin& o = s.info.origin;
+      s.ident = 0;
+      for (uint32_t i = 0; i < o.ncgroups && i < GW_CGROUP_DEPTH && gen; i++) {  // deepest first
+        gw_ident_key k{};
+        k.slot = slot;
+        k.cgroup_id = o.cgroups[o.ncgroups - 1 - i];
+        gw_ident_val v{};
+        if (bpf_map_lookup_elem(live_.idents.get(), &k, &v) == 0) {
+          s.ident = v.ident;
+          break;
+        }
+      }
+      gw_svc_key sk{};
+      sk.prefixlen = GW_SVC_PREFIX_FIXED + 32;
+      sk.slot = uint8_t(slot);
+      sk.port = o.dport;
+      sk.addr = o.daddr;
+      gw_svc_val sv{};
+      s.service = gen && bpf_map_lookup_elem(live_.services.get(), &sk, &sv) == 0 ? sv.service : 0;
+      s.gen = gen;
+    }
+    return s.ident && s.service;
+  }
+
+  FbVerdict Decide(Slot& s, const FbBlock& b, bool policed) {
     FbVerdict d;
-    if (!s.info.policed) {
+    if (!policed) {
       d.verdict = GW_VERDICT_ALLOW;
       return d;
     }
@@ -190,9 +249,9 @@ class Helper {
     int r = gw_hp_path_reason(&k);
     if (r >= 0) return d.reason = uint8_t(r), d;
     gw_pair_key pk{};
-    pk.slot = s.info.cfg_slot;
-    pk.ident = s.info.ident;
-    pk.service = s.info.service;
+    pk.slot = GW_SLOT_OF(s.gen);
+    pk.ident = s.ident;
+    pk.service = s.service;
     uint32_t inner_id = 0;
     if (bpf_map_lookup_elem(live_.policy.get(), &pk, &inner_id) != 0) return d.reason = GW_REASON_NO_RULE, d;
     if (inner_id != s.inner_id || !s.inner) {
@@ -223,14 +282,14 @@ class Helper {
   void Emit(const Slot& s, const FbBlock& b, const FbVerdict& v) {
     gw_event e{};
     e.ts_ns = MonoNs();
-    e.generation = s.info.generation;
+    e.generation = s.gen;
     e.cookie = s.info.conn_cookie;
     e.saddr = s.info.origin.saddr;
     e.daddr = s.info.origin.daddr;
     e.sport = s.info.origin.sport;
     e.dport = ntohs(s.info.origin.dport);
-    e.ident = s.info.ident;
-    e.service = s.info.service;
+    e.ident = s.ident;
+    e.service = s.service;
     e.rule = v.rule;
     e.verdict = v.verdict;
     e.reason = v.reason;
@@ -272,16 +331,18 @@ class Helper {
       s.resent = 0;
       s.failed = false;
       s.cfg = ReadConfig(live_);
+      s.gen = 0;
       s.stream.Reset(ps.model, gw_hp_keys{s.cfg.key0, s.cfg.key1});
       s.stream.decide = [this, &s](const FbBlock& b) {
-        FbVerdict v = Decide(s, b);
-        if (s.info.policed && v.verdict != GW_VERDICT_ALLOW) Emit(s, b, v);
+        bool policed = Refresh(s);
+        FbVerdict v = Decide(s, b, policed);
+        if (policed && v.verdict != GW_VERDICT_ALLOW) Emit(s, b, v);
         return v;
       };
       std::cerr << "grpcwall proxy: slot " << i << " takes connection " << ps.conn_cookie << " ("
                 << (ps.reason == GW_REASON_BOUND ? "header block over the kernel bound" : "CONTINUATION") << ")\n";
     }
-    if (s.failed) return;  // already failing: nothing more goes on
+    if (s.failed || ps.busy != GW_POOL_BUSY) return;  // failing, or no one's: nothing more goes on
     stats_.bytes += n;
     out->clear();
     uint64_t b0 = s.stream.blocks, bb0 = s.stream.big_blocks, a0 = s.stream.allowed, d0 = s.stream.denied,
@@ -289,7 +350,7 @@ class Helper {
     bool ok = s.stream.Feed(buf->data(), size_t(n), out);
     stats_.blocks += s.stream.blocks - b0;
     stats_.big_blocks += s.stream.big_blocks - bb0;
-    if (s.info.policed) {
+    if (s.ident && s.service) {
       stats_.allowed += s.stream.allowed - a0;
       stats_.denied += s.stream.denied - d0;
       stats_.audited += s.stream.audited - au0;
@@ -401,6 +462,16 @@ std::string DefaultProxyLog(const std::string& pin_dir) {
   for (auto& c : n)
     if (c == '/') c = '_';
   return "/run/grpcwall/" + n.substr(1) + ".log";
+}
+
+uint32_t BusyPoolSlots(const std::string& pin_dir) {
+  Fd pool(bpf_obj_get(MapPin(pin_dir, "gw_pool").c_str()));
+  uint32_t busy = 0;
+  for (uint32_t i = 0; pool && i < GW_POOL_SLOTS; i++) {
+    gw_pool_slot ps{};
+    if (bpf_map_lookup_elem(pool.get(), &i, &ps) == 0 && ps.busy != GW_POOL_FREE) busy++;
+  }
+  return busy;
 }
 
 gw_fb_stats ReadFallbackStats(const std::string& pin_dir) {

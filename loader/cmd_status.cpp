@@ -32,7 +32,7 @@ uint32_t PinnedProgId(const std::string& path) {
 const char* kCounterNames[GW_CNT_MAX] = {
     "allowed",         "denied",          "audited",      "fallback_blocks", "fallback_bytes", "parse_errors",
     "conns_opened",    "conns_closed",    "header_blocks", "conns_failed",   "events_lost",
-    "conns_reset",     "fallback_resumed",
+    "conns_reset",     "fallback_resumed", "guard_drops", "short_writes",
 };
 
 void Status(const StatusOptions& o) {
@@ -54,12 +54,22 @@ void Status(const StatusOptions& o) {
   std::string file = ReadName(live, 0, GW_NAMEKIND_META, 1 + cfg.active_slot, &meta) ? meta.text : "";
   uint32_t sockops_id = PinnedProgId(o.pin_dir + "/prog_sockops");
   uint32_t skmsg_id = PinnedProgId(o.pin_dir + "/prog_sk_msg");
-  bool link = access((o.pin_dir + "/link_sockops").c_str(), F_OK) == 0;
+  uint32_t guard_id = PinnedProgId(o.pin_dir + "/prog_guard");
+  bool link = access((o.pin_dir + "/link_sockops").c_str(), F_OK) == 0 &&
+              access((o.pin_dir + "/link_guard").c_str(), F_OK) == 0;
+  uint32_t max_conns = 0;
+  {
+    Fd sh(bpf_obj_get(MapPin(o.pin_dir, "gw_sockhash").c_str()));
+    bpf_map_info info{};
+    uint32_t len = sizeof(info);
+    if (sh && bpf_obj_get_info_by_fd(sh.get(), &info, &len) == 0) max_conns = info.max_entries;
+  }
   auto c = ReadCounters(live);
 
-  j["attached"] = link && sockops_id && skmsg_id;
+  j["attached"] = link && sockops_id && skmsg_id && guard_id;
   j["cgroup"] = cgroup;
-  j["programs"] = {{"sockops", sockops_id}, {"sk_msg", skmsg_id}};
+  j["programs"] = {{"sockops", sockops_id}, {"sk_msg", skmsg_id}, {"guard", guard_id}};
+  j["max_connections"] = max_conns;
   j["policy"] = {{"generation", cfg.generation}, {"slot", cfg.active_slot}, {"file", file}};
   nlohmann::json counters;
   for (int i = 0; i < GW_CNT_MAX; i++) counters[kCounterNames[i]] = c[i];
@@ -71,7 +81,8 @@ void Status(const StatusOptions& o) {
                    {"diverted_blocks", c[GW_CNT_FALLBACK_BLOCKS]},          {"diverted_bytes", c[GW_CNT_FALLBACK_BYTES]},
                    {"resumed", c[GW_CNT_FALLBACK_RESUMED]}, {"blocks", fb.blocks},
                    {"big_blocks", fb.big_blocks}, {"bytes", fb.bytes},     {"allowed", fb.allowed},
-                   {"denied", fb.denied},         {"audited", fb.audited}, {"failed", fb.failed}};
+                   {"denied", fb.denied},         {"audited", fb.audited}, {"failed", fb.failed},
+                   {"slots", GW_POOL_SLOTS},      {"slots_busy", BusyPoolSlots(o.pin_dir)}};
   if (o.json) {
     std::cout << j.dump(2) << "\n";
     return;
@@ -79,7 +90,8 @@ void Status(const StatusOptions& o) {
   std::cout << "grpcwall: " << (j["attached"].get<bool>() ? "attached" : "partly attached (run attach again)") << "\n"
             << "  pin dir:      " << o.pin_dir << "\n"
             << "  cgroup:       " << cgroup << "\n"
-            << "  programs:     sockops id " << sockops_id << ", sk_msg id " << skmsg_id << "\n"
+            << "  programs:     sockops id " << sockops_id << ", sk_msg id " << skmsg_id << ", egress guard id "
+            << guard_id << "\n"
             << "  policy:       ";
   if (cfg.generation)
     std::cout << "generation " << cfg.generation << " from " << file << "\n";
@@ -91,13 +103,17 @@ void Status(const StatusOptions& o) {
             << ", fallback " << c[GW_CNT_FALLBACK_BLOCKS] << " blocks / " << c[GW_CNT_FALLBACK_BYTES] << " bytes\n"
             << "  connections:  tracked " << (c[GW_CNT_CONNS_OPENED] - c[GW_CNT_CONNS_CLOSED]) << " (opened "
             << c[GW_CNT_CONNS_OPENED] << ", closed " << c[GW_CNT_CONNS_CLOSED] << ", failed closed "
-            << c[GW_CNT_DROPPED_CONNS] << ", reset as predating " << c[GW_CNT_CONNS_RESET] << ")\n"
+            << c[GW_CNT_DROPPED_CONNS] << ", reset as predating " << c[GW_CNT_CONNS_RESET] << "; at most "
+            << max_conns << ")\n"
+            << "  send path:    segments held back by the egress guard " << c[GW_CNT_GUARD_DROPS]
+            << ", short writes followed " << c[GW_CNT_SHORT_WRITES] << "\n"
             << "  events lost:  " << c[GW_CNT_EVENTS_LOST] << "\n"
             << "  fallback:     " << (helper ? "helper running (pid " + std::to_string(helper) + ")" : std::string("no helper: continued/oversized header blocks fail closed")) << "\n"
             << "                diverted " << c[GW_CNT_FALLBACK_BLOCKS] << " blocks / " << c[GW_CNT_FALLBACK_BYTES]
             << " bytes, back to the kernel " << c[GW_CNT_FALLBACK_RESUMED] << "; in userspace " << fb.blocks
             << " blocks (" << fb.big_blocks << " big): allowed " << fb.allowed << ", denied " << fb.denied
-            << ", audited " << fb.audited << ", failed " << fb.failed << "\n";
+            << ", audited " << fb.audited << ", failed " << fb.failed << "; pool slots busy "
+            << BusyPoolSlots(o.pin_dir) << " of " << GW_POOL_SLOTS << "\n";
 }
 
 }  // namespace

@@ -132,7 +132,7 @@ std::vector<uint64_t> ResolveIdentities(const Policy& p) {
 uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const std::vector<uint64_t>& cg_ids) {
   gw_config cfg = ReadConfig(m);
   if (!cfg.key0 && !cfg.key1) cfg = NewConfigKeys(cfg);
-  const uint32_t slot = cfg.generation == 0 ? 0 : 1 - cfg.active_slot;
+  const uint32_t slot = GW_SLOT_OF(cfg.generation + 1);  // the datapath derives it so (grpcwall.h)
   CompiledPolicy cp = Compile(p, cfg.key0, cfg.key1);
 
   // 1. Empty the inactive slot (what was live two generations ago).

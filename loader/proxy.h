@@ -16,6 +16,8 @@ std::string DefaultProxyLog(const std::string& pin_dir);
 // the pid in it is a live grpcwall process.
 gw_fb_stats ReadFallbackStats(const std::string& pin_dir);
 pid_t RunningProxy(const std::string& pin_dir);  // 0: none
+// Pool slots not free (claimed by a diverted connection, or to recycle).
+uint32_t BusyPoolSlots(const std::string& pin_dir);
 void StartProxy(const std::string& pin_dir);     // returns once it serves
 bool StopProxy(const std::string& pin_dir);      // false: none was running
 

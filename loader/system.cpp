@@ -120,4 +120,22 @@ Fd LockPinDir(const std::string& pin_dir) {
   return Fd(fd);
 }
 
+std::string EscapeBytes(const std::string& raw) {
+  static const char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(raw.size());
+  for (unsigned char ch : raw) {
+    if (ch == '\\') {
+      out += "\\\\";
+    } else if (ch >= 0x20 && ch < 0x7f) {
+      out += static_cast<char>(ch);
+    } else {
+      out += "\\x";
+      out += kHex[ch >> 4];
+      out += kHex[ch & 15];
+    }
+  }
+  return out;
+}
+
 }  // namespace gw

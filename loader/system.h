@@ -50,4 +50,10 @@ Fd LockPinDir(const std::string& pin_dir);
 
 std::string Errno(int err);
 
+// Bytes that came from a policed workload (a :path, a comm) made safe to
+// print: printable ASCII stays, backslash becomes "\\", every other byte
+// "\xNN". The result is plain ASCII, so it is valid UTF-8 and valid in
+// JSON, and no byte can move the cursor, clear the screen or end a line.
+std::string EscapeBytes(const std::string& raw);
+
 }  // namespace gw

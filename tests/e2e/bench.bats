@@ -3,10 +3,12 @@
 # results file and plot. Never asserts a number is reached (this machine is
 # shared and noisy): `sudo make bench` measures.
 
+load helpers
+
 setup() {
-  [ "$(id -u)" -eq 0 ] || skip "the bench needs root"
+  [ "$(id -u)" -eq 0 ] || need_skip "the bench needs root"
   ROOT=$(cd "$BATS_TEST_DIRNAME/../.." && pwd)
-  [ -x "$ROOT/build/bench_server" ] || skip "build/bench_server not built (make build/bench_server)"
+  [ -x "$ROOT/build/bench_server" ] || need_skip "build/bench_server not built (make build/bench_server)"
 }
 
 teardown() {

@@ -122,7 +122,7 @@ teardown() { gw_teardown; }
 }
 
 @test "grpc-js: Huffman literal :path every call; deny alone, channel goes on" {
-  [ -d "$ROOT/tests/grpc/node/node_modules/@grpc/grpc-js" ] || skip "npm dependencies missing: run scripts/install-deps.sh"
+  [ -d "$ROOT/tests/grpc/node/node_modules/@grpc/grpc-js" ] || need_skip "npm dependencies missing: run scripts/install-deps.sh"
   run node_client "$CG/terminal" 50051 'GetName*10' SetAccessCode GetLocation SetAccessCode GetName
   echo "$output"
   [ "$status" -eq 0 ]

@@ -106,3 +106,18 @@ fb() { "$GRPCWALL" status --pin-dir "$PIN" --json | json "d['fallback']['$1']"; 
   [ "$(handlers 50051 GetName)" -eq 0 ]
   [ "$(events 1 | json "d['reason']")" = "header block continues in CONTINUATION" ]
 }
+
+@test "pool slots of connections that close while diverted are recycled: more such connections than slots all succeed" {
+  local i ok=0
+  for i in $(seq 1 40); do
+    out=$(in_cgroup "$CG/terminal" "$CLIENT_NS" $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 \
+      --metadata-bytes 40000 --abrupt 'GetName^' 'SetAccessCode^' 2>&1)
+    [ "$(echo "$out" | sed -n 1p)" = "GetName 0" ] && [ "$(echo "$out" | sed -n 2p)" = "SetAccessCode 12" ] && ok=$((ok + 1))
+  done
+  echo "ok: $ok of 40"
+  [ "$ok" -eq 40 ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  # every slot back once the helper has recycled them
+  for i in $(seq 1 30); do [ "$(fb slots_busy)" -eq 0 ] && break; sleep 0.1; done
+  [ "$(fb slots_busy)" -eq 0 ]
+}

@@ -26,6 +26,8 @@ def main():
                     help="x-big header this long: on calls marked ^ (Method^), or on all if none is")
     ap.add_argument("--hold", help="send the first frame of the first call's header block, then wait for"
                     " this file to exist before sending the rest")
+    ap.add_argument("--abrupt", action="store_true",
+                    help="after the last call's request, send nothing more (no acks) and close")
     a = ap.parse_args()
     s = socket.create_connection((a.host, a.port), timeout=5)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -44,7 +46,8 @@ def main():
     try:
         flush()
         marked = any(c.endswith("^") for c in a.calls)
-        for spec in a.calls:
+        for n, spec in enumerate(a.calls):
+            last = n == len(a.calls) - 1
             method = spec.rstrip("^")
             big = spec.endswith("^") or not marked
             sid = conn.get_next_available_stream_id()
@@ -80,7 +83,8 @@ def main():
                         status = "reset"
                     elif isinstance(ev, h2.events.DataReceived):
                         conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-                flush()
+                if not (a.abrupt and last):
+                    flush()
             print(f"{method} {status}", flush=True)
     except OSError as e:
         print(f"error {e.strerror or e}", flush=True)

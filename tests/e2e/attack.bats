@@ -1,0 +1,207 @@
+#!/usr/bin/env bats
+# A policed workload attacks the send path (issue 8): a crafted client in
+# the public-terminal identity (GetName allowed, SetAccessCode denied) tries
+# to get bytes to the server that the walker never saw in order. Each test
+# asserts what the operator would check: the denied handler never ran, the
+# monitor names the reason, and allowed calls still work.
+
+load helpers
+
+setup() {
+  gw_setup
+  write_policy "$WORK/p.yaml"
+  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" $ATTACH_ARGS "$WORK/p.yaml" >/dev/null
+  start_grpc_server 50051
+}
+teardown() { gw_teardown; }
+
+# attack CGROUP MODE ARGS...: tests/e2e/attack.py from that cgroup
+attack() {
+  local cg=$1; shift
+  in_cgroup "$cg" "$CLIENT_NS" $PY "$ROOT/tests/e2e/attack.py" "$SERVER_IP" 50051 "$@"
+}
+
+# has_event REASON_SUBSTRING: a monitor event (JSON) with that reason
+has_event() {
+  local out
+  out=$("$GRPCWALL" monitor --pin-dir "$PIN" --json --count 20 --timeout 3 2>/dev/null || true)
+  echo "events: $out"
+  echo "$out" | grep -q "$1"
+}
+
+@test "control: the crafted client's allowed call succeeds and its denied call is refused" {
+  run attack "$CG/terminal" plain GetName SetAccessCode GetName
+  echo "$output"
+  [ "$(echo "$output" | sed -n 1p)" = "GetName 0" ]
+  [ "$(echo "$output" | sed -n 2p)" = "SetAccessCode 12" ]
+  [ "$(echo "$output" | sed -n 3p)" = "GetName 0" ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  [ "$(handlers 50051 GetName)" -eq 2 ]
+}
+
+@test "a send() that starts during the handshake never reaches the server" {
+  # no address on the server side: the SYN waits for ARP, the send blocks in SYN_SENT
+  ip -n "$SERVER_NS" addr del "$SERVER_IP/24" dev "$ID-b"
+  attack "$CG/terminal" handshake SetAccessCode > "$WORK/a.out" 2>&1 &
+  PIDS+=($!)
+  for i in $(seq 1 50); do grep -q connecting "$WORK/a.out" && break; sleep 0.1; done
+  sleep 0.5
+  ip -n "$SERVER_NS" addr add "$SERVER_IP/24" dev "$ID-b"
+  wait "${PIDS[-1]}" || true
+  cat "$WORK/a.out"
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  ! grep -q "SetAccessCode 0" "$WORK/a.out" || false
+  [ "$(counter guard_drops)" -ge 1 ]
+  [ "$(counter conns_failed)" -ge 1 ]
+  has_event "past the walker"
+  # the identity's next connection is policed as usual
+  run attack "$CG/terminal" plain GetName
+  [ "$(echo "$output" | sed -n 1p)" = "GetName 0" ]
+}
+
+@test "TCP fast open: data in the SYN (MSG_FASTOPEN, TCP_FASTOPEN_CONNECT) never reaches the server" {
+  ip netns exec "$SERVER_NS" sysctl -qw net.ipv4.tcp_fastopen=0x603
+  ip netns exec "$CLIENT_NS" sysctl -qw net.ipv4.tcp_fastopen=0x5
+  run attack "$CG/terminal" fastopen SetAccessCode
+  echo "$output"
+  run attack "$CG/terminal" fastopen-connect SetAccessCode
+  echo "$output"
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  [ "$(counter guard_drops)" -ge 2 ]
+  [ "$(counter conns_failed)" -ge 2 ]
+  has_event "fast-open"
+  run attack "$CG/terminal" plain GetName
+  [ "$(echo "$output" | sed -n 1p)" = "GetName 0" ]
+}
+
+@test "urgent data (MSG_OOB) fails the connection before the server reads past it" {
+  run attack "$CG/terminal" oob GetName SetAccessCode
+  echo "$output"
+  [ "$(echo "$output" | sed -n 1p)" = "GetName 0" ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  [ "$(handlers 50051 GetName)" -eq 1 ]
+  [ "$(counter guard_drops)" -ge 1 ]
+  has_event "urgent data"
+}
+
+@test "a write the kernel sends only in part: what is written in place of the rest is not let through unread" {
+  run attack "$CG/terminal" stale GetName SetAccessCode
+  echo "$output"
+  [ "$(echo "$output" | sed -n 1p)" = "first write short" ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  [ "$(handlers 50051 GetName)" -eq 0 ]
+  [ "$(counter conns_failed)" -eq 1 ]
+  has_event "past the walker"
+}
+
+@test "a held HEADERS frame the kernel flushes when the message fills up fails closed" {
+  start_bg "$WORK/other.log" ip netns exec "$CLIENT_NS" $PY "$ROOT/tests/e2e/tcp_echo.py" serve 127.0.0.1 7000
+  for i in $(seq 1 50); do ip netns exec "$CLIENT_NS" ss -ltn "sport = :7000" | grep -q LISTEN && break; sleep 0.1; done
+  run attack "$CG/terminal" cork-flush SetAccessCode --other-port 7000
+  echo "$output"
+  [[ "$output" == *"enospc at "* ]]
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  [ "$(counter conns_failed)" -eq 1 ]
+  has_event "flushed a held partial frame"
+  run attack "$CG/terminal" plain GetName
+  [ "$(echo "$output" | sed -n 1p)" = "GetName 0" ]
+}
+
+@test "short writes of a non-blocking client with a tiny send buffer are followed (benign)" {
+  run attack "$CG/terminal" bigwrite GetName GetName GetName --size 60000
+  echo "$output"
+  [ "$(echo "$output" | grep -c "^GetName 0$")" -eq 3 ]
+  [ "$(handlers 50051 GetName)" -eq 3 ]
+  [ "$(counter conns_failed)" -eq 0 ]
+  [ "$(counter guard_drops)" -eq 0 ]
+  # the client saw short writes, and the kernel picked the walk up after them
+  [ "$(echo "$output" | grep '^short-writes' | awk '{s+=$2} END {print s}')" -ge 1 ]
+  echo "short writes followed: $(counter short_writes)"
+  [ "$(counter short_writes)" -ge 1 ]
+}
+
+@test "cgroups deeper than 16 levels fail closed; 16 levels are policed" {
+  local d="$CG/terminal" i
+  for i in $(seq 3 16); do d="$d/l$i"; done   # $CG is level 1, terminal 2
+  mkdir -p "$d/l17"
+  EXTRA_DIRS+=()
+  run attack "$d" plain GetName SetAccessCode
+  echo "$output"
+  [ "$(echo "$output" | sed -n 1p)" = "GetName 0" ]
+  [ "$(echo "$output" | sed -n 2p)" = "SetAccessCode 12" ]
+  run attack "$d/l17" plain SetAccessCode
+  echo "$output"
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  [ "$(handlers 50051 GetName)" -eq 1 ]
+  has_event "cgroup deeper"
+}
+
+@test "a full sockhash fails new policed connections closed, with an event" {
+  "$GRPCWALL" detach --pin-dir "$PIN" >/dev/null
+  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" --max-connections 34 --no-fallback "$WORK/p.yaml" >/dev/null
+  run "$GRPCWALL" status --pin-dir "$PIN" --json
+  [ "$(echo "$output" | json "d['max_connections']")" -eq 34 ]
+  # another size on a live pin dir is refused, naming the size it has
+  run "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" --max-connections 100 --no-fallback
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"holds 34 connections"* ]]
+  local i
+  for i in $(seq 1 34); do
+    attack "$CG/terminal" hold 20 > "$WORK/hold-$i.out" 2>&1 &
+    PIDS+=($!)
+  done
+  for i in $(seq 1 100); do [ "$(counter conns_tracked)" -ge 34 ] && break; sleep 0.1; done
+  [ "$(counter conns_tracked)" -eq 34 ]
+  run attack "$CG/terminal" plain SetAccessCode
+  echo "$output"
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  [ "$(counter conns_tracked)" -eq 34 ]
+  [ "$(counter guard_drops)" -ge 1 ]
+  has_event "sockhash full"
+}
+
+@test "a connection still in SYN_SENT when a policy makes it policed is reset" {
+  # the terminal has no identity yet
+  cat > "$WORK/none.yaml" <<YAML
+identities:
+  door-sensor: { cgroup: $CG/sensor }
+services:
+  door-manager: { port: 50051, cidrs: [$SERVER_IP/32] }
+rules:
+  - { from: door-sensor, to: door-manager, allow: ["*"] }
+YAML
+  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/none.yaml" >/dev/null
+  ip -n "$SERVER_NS" addr del "$SERVER_IP/24" dev "$ID-b"
+  attack "$CG/terminal" plain SetAccessCode > "$WORK/a.out" 2>&1 &
+  PIDS+=($!)
+  for i in $(seq 1 50); do ip netns exec "$CLIENT_NS" ss -tn state syn-sent | grep -q ":50051" && break; sleep 0.1; done
+  ip netns exec "$CLIENT_NS" ss -tn state syn-sent | grep -q ":50051"
+  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/p.yaml"
+  ip -n "$SERVER_NS" addr add "$SERVER_IP/24" dev "$ID-b"
+  wait "${PIDS[-1]}" || true
+  cat "$WORK/a.out"
+  [ "$(counter conns_reset)" -eq 1 ]
+  grep -q "^error" "$WORK/a.out"
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+}
+
+@test "the monitor escapes what the workload wrote: no forged lines, no terminal control, valid JSON" {
+  # :path = "/cloudcity.DoorManager/SetAccessCode\n<forged ALLOW line>" ESC "[2J" 0xff
+  local forged="2026-11-25T00:00:00Z ALLOW public-terminal -> door-manager"
+  local hex
+  hex=$($PY -c 'import sys; print((b"/cloudcity.DoorManager/SetAccessCode\n" + sys.argv[1].encode() + b"\x1b[2J\xff").hex())' "$forged")
+  run attack "$CG/terminal" badpath "$hex"
+  echo "$output"
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  run "$GRPCWALL" monitor --pin-dir "$PIN" --count 1 --timeout 10
+  echo "$output"
+  [ "$status" -eq 0 ]
+  [ "$(echo "$output" | wc -l)" -eq 1 ]
+  [[ "$output" == *'SetAccessCode\x0a2026-11-25'*'\x1b[2J\xff'* ]]
+  ! printf '%s' "$output" | grep -q $'\x1b' || false
+  # the same event again, as JSON: valid, and the method says the same
+  run attack "$CG/terminal" badpath "$hex"
+  run "$GRPCWALL" monitor --pin-dir "$PIN" --json --count 1 --timeout 10
+  [ "$status" -eq 0 ]
+  [ "$(echo "$output" | json "d['method']")" = '/cloudcity.DoorManager/SetAccessCode\x0a2026-11-25T00:00:00Z ALLOW public-terminal -> door-manager\x1b[2J\xff' ]
+}

@@ -1,0 +1,305 @@
+"""A crafted HTTP/2 client that tries to get bytes to a gRPC server past
+grpcwall's walker, the way a policed workload could (tests/e2e/attack.bats).
+
+Every mode opens one connection to HOST:PORT, writes a connection preface,
+SETTINGS and one or more unary gRPC calls to /cloudcity.DoorManager/METHOD
+(HPACK literals without indexing, raw), and prints one line per call:
+"<Method> <grpc-status>", "<Method> reset", or "error <what>" when the
+connection fails. The last line is "done".
+
+modes:
+  plain METHOD...         an ordinary client (the control)
+  handshake METHOD        non-blocking connect(), then one blocking send() of
+                          preface + call that starts while still in SYN_SENT
+                          (--syn-wait FILE: the test makes the SYN-ACK late)
+  fastopen METHOD         preface + call in the SYN: sendto(MSG_FASTOPEN)
+  fastopen-connect METHOD the same with setsockopt(TCP_FASTOPEN_CONNECT)
+  oob ALLOWED DENIED      a frame of an unknown type whose last byte is sent
+                          with MSG_OOB, so the server drops it from the
+                          stream; then a byte that completes the frame for the
+                          server only, then the DENIED call
+  stale ALLOWED DENIED    a write of padding frames and the ALLOWED call that
+                          the kernel sends only in part (non-blocking, tiny
+                          send buffer); the rest is then written with the
+                          DENIED call in place of the ALLOWED one
+  cork-flush METHOD       the HEADERS frame one byte per send(), with a write
+                          to another socket between sends, so the kernel's
+                          message fills up while the frame is held
+  bigwrite METHOD         a call with a large request message written by a
+                          non-blocking socket with a tiny send buffer, the way
+                          gRPC C-core writes (short writes, then the rest)
+  badpath PATH_HEX        one call whose :path is the given bytes (hex)
+  hold SECONDS            an idle connection (preface and SETTINGS only)
+"""
+import argparse
+import errno
+import os
+import select
+import socket
+import sys
+import time
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+TCP_FASTOPEN_CONNECT = 30
+MSG_FASTOPEN = 0x20000000
+REQ = b"\x00\x00\x00\x00\x02\x08\x01"  # gRPC frame: DoorRequest{door_id: 1}
+
+
+def frame(ftype, flags, stream, payload):
+    return len(payload).to_bytes(3, "big") + bytes([ftype, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def hstr(b):
+    assert len(b) < 127
+    return bytes([len(b)]) + b
+
+
+def headers_block(path, authority, pad=-1):
+    """HPACK literals without indexing, so the server's table never changes.
+    pad >= 0 adds a header "x: <pad bytes>" (4 + pad bytes in the block)."""
+    fields = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", path),
+              (b":authority", authority), (b"content-type", b"application/grpc"), (b"te", b"trailers")]
+    if pad >= 0:
+        fields.append((b"x", b"p" * pad))
+    return b"".join(b"\x00" + hstr(k) + hstr(v) for k, v in fields)
+
+
+def call(stream, method, authority, body=REQ, pad=-1):
+    path = method if isinstance(method, bytes) else f"/cloudcity.DoorManager/{method}".encode()
+    return (frame(0x1, 0x4, stream, headers_block(path, authority, pad)) +
+            frame(0x0, 0x1, stream, body))
+
+
+SETTINGS = frame(0x4, 0, 0, b"")
+
+
+class Reader:
+    """Just enough of a server-side reader: grpc-status per stream."""
+
+    def __init__(self, sock):
+        self.s = sock
+        self.buf = b""
+
+    def status(self, stream, timeout=5.0):
+        import hpack
+        dec = getattr(self, "dec", None) or hpack.Decoder()
+        self.dec = dec
+        end = time.time() + timeout
+        while True:
+            while len(self.buf) >= 9:
+                n = int.from_bytes(self.buf[:3], "big")
+                if len(self.buf) < 9 + n:
+                    break
+                t, fl, sid = self.buf[3], self.buf[4], int.from_bytes(self.buf[5:9], "big") & 0x7fffffff
+                p = self.buf[9:9 + n]
+                self.buf = self.buf[9 + n:]
+                if t == 0x4 and not fl & 1:
+                    self.s.sendall(frame(0x4, 1, 0, b""))
+                elif t == 0x6 and not fl & 1:
+                    self.s.sendall(frame(0x6, 1, 0, p))
+                elif t == 0x1:
+                    if fl & 0x8:
+                        p = p[1:len(p) - p[0]]
+                    if fl & 0x20:
+                        p = p[5:]
+                    hs = dec.decode(p)
+                    if sid == stream:
+                        for k, v in hs:
+                            if k in ("grpc-status", b"grpc-status"):
+                                return v if isinstance(v, str) else v.decode()
+                elif t == 0x3 and sid == stream:
+                    return "reset"
+                elif t == 0x7:
+                    return "goaway"
+            left = end - time.time()
+            if left <= 0:
+                return "timeout"
+            r, _, _ = select.select([self.s], [], [], left)
+            if not r:
+                return "timeout"
+            d = self.s.recv(65536)
+            if not d:
+                return "closed"
+            self.buf += d
+
+
+def report(rd, stream, method):
+    st = rd.status(stream)
+    print(f"{method} {st}", flush=True)
+
+
+def connect(host, port):
+    s = socket.create_connection((host, port), timeout=10)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("host")
+    ap.add_argument("port", type=int)
+    ap.add_argument("mode")
+    ap.add_argument("args", nargs="*")
+    ap.add_argument("--syn-wait", help="handshake: print 'connecting' and send while the test holds the SYN-ACK")
+    ap.add_argument("--other-port", type=int, default=0, help="cork-flush: a local TCP port to write to in between")
+    ap.add_argument("--size", type=int, default=1 << 20, help="bigwrite: request message bytes")
+    a = ap.parse_args()
+    auth = f"{a.host}:{a.port}".encode()
+    try:
+        run(a, auth)
+    except OSError as e:
+        print(f"error {errno.errorcode.get(e.errno, e.errno)}", flush=True)
+    print("done", flush=True)
+
+
+def run(a, auth):
+    host, port = a.host, a.port
+    if a.mode == "plain":
+        s = connect(host, port)
+        s.sendall(PREFACE + SETTINGS)
+        rd = Reader(s)
+        for i, m in enumerate(a.args):
+            s.sendall(call(1 + 2 * i, m, auth))
+            report(rd, 1 + 2 * i, m)
+        return
+    if a.mode == "hold":
+        s = connect(host, port)
+        s.sendall(PREFACE + SETTINGS)
+        print("holding", flush=True)
+        time.sleep(float(a.args[0]))
+        return
+    if a.mode == "handshake":
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setblocking(False)
+        s.connect_ex((host, port))
+        s.settimeout(None)  # truly blocking: python's timeouts poll for POLLOUT first
+        print("connecting", flush=True)
+        # blocks in SYN_SENT, then goes on in plain tcp_sendmsg
+        s.sendall(PREFACE + SETTINGS + call(1, a.args[0], auth))
+        s.settimeout(10)
+        report(Reader(s), 1, a.args[0])
+        return
+    if a.mode in ("fastopen", "fastopen-connect"):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(10)
+        data = PREFACE + SETTINGS + call(1, a.args[0], auth)
+        if a.mode == "fastopen":
+            s.sendto(data, MSG_FASTOPEN, (host, port))
+        else:
+            s.setsockopt(socket.IPPROTO_TCP, TCP_FASTOPEN_CONNECT, 1)
+            s.connect((host, port))
+            s.sendall(data)
+        report(Reader(s), 1, a.args[0])
+        return
+    if a.mode == "oob":
+        s = connect(host, port)
+        s.sendall(PREFACE + SETTINGS)
+        rd = Reader(s)
+        s.sendall(call(1, a.args[0], auth))
+        report(rd, 1, a.args[0])
+        # unknown frame type 0xfa, length 1: its one payload byte is urgent
+        s.send(frame(0xfa, 0, 0, b"\x00"), socket.MSG_OOB)
+        time.sleep(0.2)
+        s.sendall(b"\x01" + call(3, a.args[1], auth))
+        report(rd, 3, a.args[1])
+        return
+    if a.mode == "stale":
+        s = connect(host, port)
+        s.sendall(PREFACE + SETTINGS)
+        rd = Reader(s)
+        # unknown frames (the server ignores them, the walker skips their
+        # payload), then the ALLOWED call, in one write of a non-blocking
+        # socket with a tiny send buffer: the kernel sends only a part
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        filler = b"".join(frame(0xfa, 0, 0, b"f" * 16000) for _ in range(12))
+        ok, bad = call(1, a.args[0], auth), call(1, a.args[1], auth)
+        s.setblocking(False)
+        try:
+            n = s.send(filler + ok)
+        except BlockingIOError:
+            n = 0
+        print(f"first write {'short' if n < len(filler + ok) else 'whole'}", flush=True)
+        # the rest, with the DENIED call in place of the ALLOWED one
+        rest = (filler + bad)[n:]
+        s.setblocking(True)
+        s.settimeout(10)
+        s.sendall(rest)
+        report(rd, 1, a.args[1])
+        return
+    if a.mode == "cork-flush":
+        o = socket.create_connection(("127.0.0.1", a.other_port), timeout=5)
+        s = connect(host, port)
+        s.sendall(PREFACE + SETTINGS)
+        rd = Reader(s)
+        data = call(1, a.args[0], auth)
+        hlen = 9 + int.from_bytes(data[:3], "big")
+        i = 0
+        while i < hlen:
+            try:
+                s.send(data[i:i + 1])
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+                # the held message is full: send the rest of the frame at once
+                print(f"enospc at {i}", flush=True)
+                s.sendall(data[i:hlen])
+                break
+            o.send(b"x")
+            i += 1
+        s.sendall(data[hlen:])
+        report(rd, 1, a.args[0])
+        return
+    if a.mode == "bigwrite":
+        s = connect(host, port)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        s.sendall(PREFACE + SETTINGS + frame(0x4, 0, 0, b"\x00\x04\x7f\xff\xff\xff") +
+                  frame(0x8, 0, 0, (0x7fffffff - 65535).to_bytes(4, "big")))
+        rd = Reader(s)
+        for i, m in enumerate(a.args):
+            sid = 1 + 2 * i
+            # DoorRequest{door_id: 1, field 15 (unknown, bytes): size}
+            pb = b"\x08\x01" + b"\x7a" + varint(a.size) + b"z" * a.size
+            msg = b"\x00" + len(pb).to_bytes(4, "big") + pb
+            data = frame(0x1, 0x4, sid, headers_block(f"/cloudcity.DoorManager/{m}".encode(), auth))
+            for j in range(0, len(msg), 16384):
+                chunk = msg[j:j + 16384]
+                data += frame(0x0, 0x1 if j + 16384 >= len(msg) else 0, sid, chunk)
+            s.setblocking(False)
+            short = 0
+            while data:
+                try:
+                    n = s.send(data)
+                except BlockingIOError:
+                    n = 0
+                if n < len(data):
+                    short += 1
+                data = data[n:]
+                if data:
+                    select.select([], [s], [], 5)
+            s.setblocking(True)
+            s.settimeout(10)
+            print(f"short-writes {short}", flush=True)
+            report(rd, sid, m)
+        return
+    if a.mode == "badpath":
+        s = connect(host, port)
+        s.sendall(PREFACE + SETTINGS)
+        s.sendall(call(1, bytes.fromhex(a.args[0]), auth))
+        report(Reader(s), 1, "badpath")
+        return
+    sys.exit(f"unknown mode {a.mode}")
+
+
+def varint(n):
+    out = b""
+    while True:
+        b = n & 0x7f
+        n >>= 7
+        if n:
+            out += bytes([b | 0x80])
+        else:
+            return out + bytes([b])
+
+
+if __name__ == "__main__":
+    main()
