@@ -32,28 +32,47 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define AF_INET 2
 #define AF_INET6 10
 
-/* IPv4 destination of the connection: plain AF_INET, or an AF_INET6 socket
- * connected to a v4-mapped address (::ffff:a.b.c.d), which is what gRPC
- * C-core and Node use. Returns 0 for real IPv6 (not policed yet). */
-static __always_inline __u32 gw_remote_ip4(struct bpf_sock_ops *skops)
+/* The connection's remote and local addresses as IPv6 (IPv4 as v4-mapped,
+ * which is also how an AF_INET6 socket connected to an IPv4 address sees
+ * them: gRPC C-core and Node do that). Each field is loaded at a fixed
+ * offset (clang would otherwise merge the loads into one ctx access at a
+ * computed offset, which the verifier refuses). */
+static __always_inline void gw_remote_ip6(struct bpf_sock_ops *skops, __u32 *a)
 {
-	if (skops->family == AF_INET)
-		return skops->remote_ip4;
-	if (skops->family == AF_INET6 && skops->remote_ip6[0] == 0 &&
-	    skops->remote_ip6[1] == 0 &&
-	    skops->remote_ip6[2] == bpf_htonl(0x0000ffff))
-		return skops->remote_ip6[3];
-	return 0;
+	__u32 v4 = skops->remote_ip4, a0 = skops->remote_ip6[0], a1 = skops->remote_ip6[1],
+	      a2 = skops->remote_ip6[2], a3 = skops->remote_ip6[3];
+
+	asm volatile("" : "+r"(v4), "+r"(a0), "+r"(a1), "+r"(a2), "+r"(a3));
+	if (skops->family == AF_INET) {
+		a[0] = 0;
+		a[1] = 0;
+		a[2] = bpf_htonl(0x0000ffff);
+		a[3] = v4;
+	} else {
+		a[0] = a0;
+		a[1] = a1;
+		a[2] = a2;
+		a[3] = a3;
+	}
 }
 
-static __always_inline __u32 gw_local_ip4(struct bpf_sock_ops *skops)
+static __always_inline void gw_local_ip6(struct bpf_sock_ops *skops, __u32 *a)
 {
-	__u32 a4 = skops->local_ip4, a6 = skops->local_ip6[3];
+	__u32 v4 = skops->local_ip4, a0 = skops->local_ip6[0], a1 = skops->local_ip6[1],
+	      a2 = skops->local_ip6[2], a3 = skops->local_ip6[3];
 
-	/* both loads at fixed offsets: clang would otherwise merge them into
-	 * one ctx load at a computed offset, which the verifier refuses */
-	asm volatile("" : "+r"(a4), "+r"(a6));
-	return skops->family == AF_INET ? a4 : a6; /* v4-mapped: policed only then */
+	asm volatile("" : "+r"(v4), "+r"(a0), "+r"(a1), "+r"(a2), "+r"(a3));
+	if (skops->family == AF_INET) {
+		a[0] = 0;
+		a[1] = 0;
+		a[2] = bpf_htonl(0x0000ffff);
+		a[3] = v4;
+	} else {
+		a[0] = a0;
+		a[1] = a1;
+		a[2] = a2;
+		a[3] = a3;
+	}
 }
 
 /* Records the connecting task's cgroup ancestry, root-most first, and the
@@ -66,7 +85,7 @@ static __always_inline int gw_record_origin(struct bpf_sock_ops *skops,
 	__u32 level;
 	__u64 id;
 
-	o->daddr = gw_remote_ip4(skops);
+	gw_remote_ip6(skops, o->daddr);
 	o->dport = (__u16)(skops->remote_port >> 16); /* network order */
 	o->pid = bpf_get_current_pid_tgid() >> 32;
 	bpf_get_current_comm(o->comm, sizeof(o->comm));
@@ -130,8 +149,6 @@ int gw_sockops(struct bpf_sock_ops *skops)
 		if (!gen)
 			break;
 		deep = gw_record_origin(skops, &o);
-		if (!o.daddr)
-			break; /* IPv6 destinations are not policed yet */
 		if (!gw_resolve_service(o.daddr, o.dport, GW_SLOT_OF(gen)))
 			break; /* other destinations are not tracked at all */
 		if (!deep && !gw_resolve_ident(&o, GW_SLOT_OF(gen)))
@@ -164,7 +181,7 @@ int gw_sockops(struct bpf_sock_ops *skops)
 		c = bpf_sk_storage_get(&gw_conns, sk, NULL, 0);
 		if (!c || !(c->flags & GW_CONN_POLICED))
 			break;
-		c->origin.saddr = gw_local_ip4(skops);
+		gw_local_ip6(skops, c->origin.saddr);
 		c->origin.sport = skops->local_port;
 		if (c->flags & GW_CONN_FAILED)
 			break;
@@ -302,8 +319,8 @@ static __always_inline void gw_emit_conn(struct gw_conn *c, struct gw_config *cf
 	e->ts_ns = bpf_ktime_get_ns();
 	e->generation = c->generation;
 	e->cookie = c->cookie;
-	e->saddr = c->origin.saddr;
-	e->daddr = c->origin.daddr;
+	__builtin_memcpy(e->saddr, c->origin.saddr, sizeof(e->saddr));
+	__builtin_memcpy(e->daddr, c->origin.daddr, sizeof(e->daddr));
 	e->sport = c->origin.sport;
 	e->dport = bpf_ntohs(c->origin.dport);
 	e->ident = c->ident;
@@ -1010,7 +1027,7 @@ int gw_reset_predating(struct bpf_iter__tcp *ctx)
 	struct tcp_sock *tp;
 	struct cgroup *cg, *anc;
 	struct gw_conn *c;
-	__u32 daddr = 0, i;
+	__u32 daddr[4] = {}, i;
 	__u64 gen;
 	int level;
 
@@ -1025,12 +1042,13 @@ int gw_reset_predating(struct bpf_iter__tcp *ctx)
 	if (skc->skc_state != GW_TCP_ESTABLISHED && skc->skc_state != GW_TCP_SYN_SENT)
 		return 0;
 	if (skc->skc_family == AF_INET) {
-		daddr = skc->skc_daddr;
+		daddr[2] = bpf_htonl(0x0000ffff);
+		daddr[3] = skc->skc_daddr;
 	} else if (skc->skc_family == AF_INET6) {
-		if (skc->skc_v6_daddr.in6_u.u6_addr32[0] || skc->skc_v6_daddr.in6_u.u6_addr32[1] ||
-		    skc->skc_v6_daddr.in6_u.u6_addr32[2] != bpf_htonl(0x0000ffff))
-			return 0;
-		daddr = skc->skc_v6_daddr.in6_u.u6_addr32[3];
+		daddr[0] = skc->skc_v6_daddr.in6_u.u6_addr32[0];
+		daddr[1] = skc->skc_v6_daddr.in6_u.u6_addr32[1];
+		daddr[2] = skc->skc_v6_daddr.in6_u.u6_addr32[2];
+		daddr[3] = skc->skc_v6_daddr.in6_u.u6_addr32[3];
 	} else {
 		return 0;
 	}
@@ -1068,6 +1086,6 @@ reset:
 	if (bpf_sock_destroy(skc))
 		return 0;
 	gw_count(GW_CNT_CONNS_RESET, 1);
-	BPF_SEQ_PRINTF(ctx->meta->seq, "%pI4:%u\n", &daddr, bpf_ntohs(skc->skc_dport));
+	BPF_SEQ_PRINTF(ctx->meta->seq, "[%pI6]:%u\n", daddr, bpf_ntohs(skc->skc_dport));
 	return 0;
 }

@@ -119,13 +119,17 @@ struct gw_ident_val {
 	__u32 pad1;
 };
 
+/* Addresses are IPv6, network order; IPv4 as v4-mapped (::ffff:a.b.c.d),
+ * so one trie and one code path serve both families. */
+#define GW_V4_MAPPED_BITS 96
+
 /* service LPM trie: prefix bits count over slot|pad|port|addr */
 struct gw_svc_key {
-	__u32 prefixlen;    /* 32 + CIDR prefix length */
+	__u32 prefixlen;    /* 32 + prefix length over addr (IPv4 /n: 96 + n) */
 	__u8  slot;
 	__u8  pad0;
 	__u16 port;         /* network byte order */
-	__u32 addr;         /* IPv4, network byte order */
+	__u32 addr[4];      /* IPv6 or v4-mapped, network byte order */
 };
 #define GW_SVC_PREFIX_FIXED 32
 struct gw_svc_val {
@@ -179,12 +183,11 @@ struct gw_conn_origin {
 					 * [ncgroups - 1]: the task's own cgroup */
 	__u32 ncgroups;     /* the task's cgroup level (0: the root, or deeper
 			     * than GW_CGROUP_DEPTH: then nothing is recorded) */
-	__u32 daddr;        /* network order */
+	__u32 daddr[4];     /* IPv6 or v4-mapped, network order */
+	__u32 saddr[4];     /* ... known once established */
 	__u16 dport;        /* network order */
 	__u16 sport;        /* host order, known once established */
-	__u32 saddr;        /* network order, known once established */
 	__u32 pid;
-	__u32 pad0;
 	char  comm[16];
 };
 
@@ -193,7 +196,8 @@ struct gw_event {
 	__u64 ts_ns;        /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
 	__u64 generation;
 	__u64 cookie;       /* socket cookie */
-	__u32 saddr, daddr; /* network order */
+	__u32 saddr[4];     /* IPv6 or v4-mapped, network order */
+	__u32 daddr[4];
 	__u16 sport, dport; /* host order */
 	__u16 ident, service;
 	__u16 rule;

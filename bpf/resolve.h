@@ -33,14 +33,14 @@ static __always_inline __u16 gw_resolve_ident(const struct gw_conn_origin *o,
 	return 0;
 }
 
-static __always_inline __u16 gw_resolve_service(__u32 daddr, __u16 dport,
+static __always_inline __u16 gw_resolve_service(const __u32 *daddr, __u16 dport,
 						__u32 slot)
 {
 	struct gw_svc_key k = {
-		.prefixlen = GW_SVC_PREFIX_FIXED + 32,
+		.prefixlen = GW_SVC_PREFIX_FIXED + 128,
 		.slot = slot,
 		.port = dport,
-		.addr = daddr,
+		.addr = { daddr[0], daddr[1], daddr[2], daddr[3] },
 	};
 	struct gw_svc_val *v = bpf_map_lookup_elem(&gw_services, &k);
 

@@ -53,10 +53,15 @@ std::string Name(const LiveMaps& live, uint64_t gen, uint32_t kind, uint16_t id)
   return ReadName(live, slot, kind, id, &v) ? std::string(v.text) : "#" + std::to_string(id);
 }
 
-std::string Ip(uint32_t a) {
-  char buf[INET_ADDRSTRLEN];
-  inet_ntop(AF_INET, &a, buf, sizeof(buf));
-  return buf;
+// "a.b.c.d:port" for IPv4 (v4-mapped), "[v6]:port" for IPv6
+std::string Endpoint(const uint32_t a[4], uint16_t port) {
+  char buf[INET6_ADDRSTRLEN];
+  if (a[0] == 0 && a[1] == 0 && a[2] == htonl(0xffff)) {
+    inet_ntop(AF_INET, &a[3], buf, sizeof(buf));
+    return std::string(buf) + ":" + std::to_string(port);
+  }
+  inet_ntop(AF_INET6, a, buf, sizeof(buf));
+  return "[" + std::string(buf) + "]:" + std::to_string(port);
 }
 
 int OnEvent(void* p, void* data, size_t size) {
@@ -83,8 +88,8 @@ int OnEvent(void* p, void* data, size_t size) {
     nlohmann::json j{{"time", tsf},           {"verdict", VerdictName(e.verdict)},
                      {"identity", ident},     {"service", svc},
                      {"method", path},        {"rule", e.rule},
-                     {"reason", reason},      {"src", Ip(e.saddr) + ":" + std::to_string(e.sport)},
-                     {"dst", Ip(e.daddr) + ":" + std::to_string(e.dport)},
+                     {"reason", reason},      {"src", Endpoint(e.saddr, e.sport)},
+                     {"dst", Endpoint(e.daddr, e.dport)},
                      {"pid", e.pid},          {"conn_pid", e.conn_pid},
                      {"comm", comm},          {"stream", e.stream_id},
                      {"generation", e.generation}, {"cookie", e.cookie}};
@@ -93,8 +98,7 @@ int OnEvent(void* p, void* data, size_t size) {
     std::string v = VerdictName(e.verdict);
     for (auto& ch : v) ch = static_cast<char>(toupper(ch));
     std::cout << tsf << " " << v << " " << ident << " -> " << svc << " " << (path.empty() ? "-" : path) << " rule "
-              << e.rule << " (" << reason << ") " << Ip(e.saddr) << ":" << e.sport << " -> " << Ip(e.daddr) << ":"
-              << e.dport << " pid " << e.pid << " (" << comm << ") stream " << e.stream_id << std::endl;
+              << e.rule << " (" << reason << ") " << Endpoint(e.saddr, e.sport) << " -> " << Endpoint(e.daddr, e.dport) << " pid " << e.pid << " (" << comm << ") stream " << e.stream_id << std::endl;
   }
   ctx->seen++;
   // stop consuming once --count is reached: later events stay in the ring

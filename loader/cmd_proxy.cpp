@@ -228,10 +228,10 @@ class Helper {
         }
       }
       gw_svc_key sk{};
-      sk.prefixlen = GW_SVC_PREFIX_FIXED + 32;
+      sk.prefixlen = GW_SVC_PREFIX_FIXED + 128;
       sk.slot = uint8_t(slot);
       sk.port = o.dport;
-      sk.addr = o.daddr;
+      std::memcpy(sk.addr, o.daddr, sizeof(sk.addr));
       gw_svc_val sv{};
       s.service = gen && bpf_map_lookup_elem(live_.services.get(), &sk, &sv) == 0 ? sv.service : 0;
       s.gen = gen;
@@ -284,8 +284,8 @@ class Helper {
     e.ts_ns = MonoNs();
     e.generation = s.gen;
     e.cookie = s.info.conn_cookie;
-    e.saddr = s.info.origin.saddr;
-    e.daddr = s.info.origin.daddr;
+    std::memcpy(e.saddr, s.info.origin.saddr, sizeof(e.saddr));
+    std::memcpy(e.daddr, s.info.origin.daddr, sizeof(e.daddr));
     e.sport = s.info.origin.sport;
     e.dport = ntohs(s.info.origin.dport);
     e.ident = s.ident;

@@ -171,16 +171,17 @@ uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const std::vector<uint6
     const Service& s = cp.services[i];
     gw_svc_val v{static_cast<uint16_t>(i + 1), 0, 0};
     std::string dest;
-    auto put = [&](uint32_t addr, uint8_t len) {
+    auto put = [&](const uint8_t* addr, uint8_t len) {
       gw_svc_key k{};
       k.prefixlen = GW_SVC_PREFIX_FIXED + len;
       k.slot = static_cast<uint8_t>(slot);
       k.port = htons(s.port);
-      k.addr = addr;
+      std::memcpy(k.addr, addr, sizeof(k.addr));
       Update(m.services.get(), &k, &v, "gw_services");
     };
-    if (s.cidrs.empty()) {
-      put(0, 0);
+    if (s.cidrs.empty()) {  // any address, IPv4 and IPv6
+      static const uint8_t kAny[16] = {};
+      put(kAny, 0);
       dest = "any";
     }
     for (const auto& c : s.cidrs) {

@@ -1,5 +1,7 @@
 #include "policy.h"
 
+#include <cstring>
+
 #include <arpa/inet.h>
 #include <yaml-cpp/yaml.h>
 
@@ -58,21 +60,33 @@ class Parser {
     c.text = s;
     auto slash = s.find('/');
     std::string ip = s.substr(0, slash);
-    int len = 32;
+    in_addr a4{};
+    in6_addr a6{};
+    if (inet_pton(AF_INET, ip.c_str(), &a4) == 1) {
+      c.v4 = true;
+    } else if (inet_pton(AF_INET6, ip.c_str(), &a6) != 1) {
+      Fail(n, "bad CIDR '" + s + "': expected an IPv4 or IPv6 address with a prefix length, like 10.250.0.2/32 or "
+                                 "fd00:250::2/128");
+    }
+    const int max = c.v4 ? 32 : 128;
+    int len = max;
     if (slash != std::string::npos) {
       std::string l = s.substr(slash + 1);
-      if (l.empty() || l.size() > 2 || !std::all_of(l.begin(), l.end(), ::isdigit))
-        Fail(n, "bad CIDR '" + s + "': prefix length must be 0-32");
+      if (l.empty() || l.size() > 3 || !std::all_of(l.begin(), l.end(), ::isdigit) ||
+          (l.size() > 1 && l[0] == '0') || std::stoi(l) > max)
+        Fail(n, "bad CIDR '" + s + "': prefix length must be 0-" + std::to_string(max));
       len = std::stoi(l);
-      if (len > 32) Fail(n, "bad CIDR '" + s + "': prefix length must be 0-32");
     }
-    in_addr a{};
-    if (inet_pton(AF_INET, ip.c_str(), &a) != 1)
-      Fail(n, "bad CIDR '" + s + "': expected an IPv4 address like 10.250.0.2/32 (IPv6 is not supported yet)");
-    uint32_t host = ntohl(a.s_addr);
-    uint32_t mask = len == 0 ? 0 : ~0u << (32 - len);
-    if (host & ~mask) Fail(n, "bad CIDR '" + s + "': host bits set beyond /" + std::to_string(len));
-    c.addr = a.s_addr;
+    if (c.v4) {  // v4-mapped
+      c.addr[10] = c.addr[11] = 0xff;
+      std::memcpy(c.addr + 12, &a4, 4);
+      len += GW_V4_MAPPED_BITS;
+    } else {
+      std::memcpy(c.addr, &a6, 16);
+    }
+    for (int bit = len; bit < 128; bit++)
+      if (c.addr[bit / 8] & (0x80 >> (bit % 8)))
+        Fail(n, "bad CIDR '" + s + "': host bits set beyond /" + std::to_string(c.v4 ? len - GW_V4_MAPPED_BITS : len));
     c.len = static_cast<uint8_t>(len);
     return c;
   }

@@ -18,9 +18,12 @@ struct Identity {
   int line = 0;
 };
 
+// IPv4 or IPv6 prefix, kept as IPv6 (IPv4 as v4-mapped ::ffff:a.b.c.d, the
+// form the datapath sees every address in).
 struct Cidr {
-  uint32_t addr = 0;  // network order
-  uint8_t len = 0;
+  uint8_t addr[16] = {};  // network order
+  uint8_t len = 0;        // over all 128 bits (IPv4 /n: 96 + n)
+  bool v4 = false;
   std::string text;
 };
 

@@ -13,6 +13,7 @@ gw_setup() {
   NET=$((n % 250 + 1))
   CLIENT_NS="$ID-c"; SERVER_NS="$ID-s"
   CLIENT_IP="10.250.$NET.1"; SERVER_IP="10.250.$NET.2"
+  CLIENT_IP6="fd00:250:$NET::1"; SERVER_IP6="fd00:250:$NET::2"
   CGROOT=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts)
   CG="$CGROOT/$ID"
   PIN="/sys/fs/bpf/$ID"
@@ -25,6 +26,8 @@ gw_setup() {
   ip link add "$ID-a" netns "$CLIENT_NS" type veth peer name "$ID-b" netns "$SERVER_NS"
   ip -n "$CLIENT_NS" addr add "$CLIENT_IP/24" dev "$ID-a"
   ip -n "$SERVER_NS" addr add "$SERVER_IP/24" dev "$ID-b"
+  ip -n "$CLIENT_NS" addr add "$CLIENT_IP6/64" dev "$ID-a" nodad
+  ip -n "$SERVER_NS" addr add "$SERVER_IP6/64" dev "$ID-b" nodad
   ip -n "$CLIENT_NS" link set "$ID-a" up
   ip -n "$SERVER_NS" link set "$ID-b" up
   ip -n "$CLIENT_NS" link set lo up

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "error.h"
 #include "policy.h"
@@ -17,6 +18,7 @@ const char* kGood = R"(identities:
 services:
   door-manager: { port: 50051, cidrs: [10.250.0.2/32, 10.250.1.0/24] }
   other:        { port: 8080 }
+  v6:           { port: 443, cidrs: ["fd00:250::/32", 10.250.0.9] }
 rules:
   - from: public-terminal
     to: door-manager
@@ -58,15 +60,22 @@ TEST(PolicyParse, GoodPolicy) {
   EXPECT_EQ(p.identities[0].name, "public-terminal");
   EXPECT_EQ(p.identities[0].cgroup, "cloudcity/terminal");
   EXPECT_EQ(p.identities[0].line, 2);
-  ASSERT_EQ(p.services.size(), 2u);
+  ASSERT_EQ(p.services.size(), 3u);
   EXPECT_EQ(p.services[0].port, 50051);
   ASSERT_EQ(p.services[0].cidrs.size(), 2u);
-  EXPECT_EQ(p.services[0].cidrs[1].len, 24);
-  EXPECT_EQ(p.services[0].cidrs[1].addr, 0x0001fa0au);  // 10.250.1.0 in network order
+  EXPECT_EQ(p.services[0].cidrs[1].len, 96 + 24);  // v4-mapped
+  const uint8_t want[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 250, 1, 0};
+  EXPECT_EQ(std::memcmp(p.services[0].cidrs[1].addr, want, 16), 0);
   EXPECT_TRUE(p.services[1].cidrs.empty());
+  ASSERT_EQ(p.services[2].cidrs.size(), 2u);  // IPv6 prefixes, and an IPv4 one with no length
+  EXPECT_FALSE(p.services[2].cidrs[0].v4);
+  EXPECT_EQ(p.services[2].cidrs[0].len, 32);
+  const uint8_t v6[16] = {0xfd, 0x00, 0x02, 0x50};
+  EXPECT_EQ(std::memcmp(p.services[2].cidrs[0].addr, v6, 16), 0);
+  EXPECT_EQ(p.services[2].cidrs[1].len, 128);
   ASSERT_EQ(p.rules.size(), 3u);
-  EXPECT_EQ(p.rules[0].line, 8);
-  EXPECT_EQ(p.rules[1].deny[0].line, 16);
+  EXPECT_EQ(p.rules[0].line, 9);
+  EXPECT_EQ(p.rules[1].deny[0].line, 17);
   EXPECT_TRUE(p.rules[2].audit);
 }
 
@@ -84,6 +93,15 @@ TEST(PolicyParse, ErrorsCarryFileAndLine) {
             "p.yaml:4: bad port '70000': must be 1-65535");
   EXPECT_EQ(ErrorOf("services:\n  s: { port: 1, cidrs: [10.0.0.1/16] }\n"),
             "p.yaml:2: bad CIDR '10.0.0.1/16': host bits set beyond /16");
+  EXPECT_EQ(ErrorOf("services:\n  s: { port: 1, cidrs: [\"fd00:250::1/32\"] }\n"),
+            "p.yaml:2: bad CIDR 'fd00:250::1/32': host bits set beyond /32");
+  EXPECT_EQ(ErrorOf("services:\n  s: { port: 1, cidrs: [\"fd00::/129\"] }\n"),
+            "p.yaml:2: bad CIDR 'fd00::/129': prefix length must be 0-128");
+  EXPECT_EQ(ErrorOf("services:\n  s: { port: 1, cidrs: [10.0.0.0/08] }\n"),
+            "p.yaml:2: bad CIDR '10.0.0.0/08': prefix length must be 0-32");
+  EXPECT_EQ(ErrorOf("services:\n  s: { port: 1, cidrs: [door-manager] }\n"),
+            "p.yaml:2: bad CIDR 'door-manager': expected an IPv4 or IPv6 address with a prefix length, like "
+            "10.250.0.2/32 or fd00:250::2/128");
   EXPECT_EQ(ErrorOf("identities:\n  a: { cgroup: x }\n  b: { cgroup: x/ }\n"),
             "p.yaml:3: cgroup 'x/' is already the cgroup of another identity");
   EXPECT_EQ(ErrorOf("identity:\n  a: { cgroup: x }\n"),

@@ -1,0 +1,62 @@
+#!/usr/bin/env bats
+# IPv6 destinations are policed exactly like IPv4 (issue 8, item 4): a
+# service defined by port only, or by an IPv6 prefix, with the server
+# listening on [::].
+
+load helpers
+
+setup() {
+  gw_setup
+  start_grpc_server 50051 --addr "[::]:50051"
+}
+teardown() { gw_teardown; }
+
+attack6() {
+  local cg=$1; shift
+  in_cgroup "$cg" "$CLIENT_NS" $PY "$ROOT/tests/e2e/attack.py" "$SERVER_IP6" 50051 "$@"
+}
+
+@test "IPv6: a service defined by port only polices connections to the server's IPv6 address" {
+  cat > "$WORK/p.yaml" <<YAML
+identities:
+  public-terminal: { cgroup: $CG/terminal }
+services:
+  door-manager: { port: 50051 }
+rules:
+  - { from: public-terminal, to: door-manager, allow: [/cloudcity.DoorManager/GetName] }
+YAML
+  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
+  run attack6 "$CG/terminal" plain GetName SetAccessCode GetName
+  echo "$output"
+  [ "$(echo "$output" | sed -n 1p)" = "GetName 0" ]
+  [ "$(echo "$output" | sed -n 2p)" = "SetAccessCode 12" ]
+  [ "$(echo "$output" | sed -n 3p)" = "GetName 0" ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  [ "$(counter conns_opened)" -eq 1 ]
+  ev=$(events 1)
+  echo "$ev"
+  [ "$(echo "$ev" | json "d['dst']")" = "[$SERVER_IP6]:50051" ]
+  [ "$(echo "$ev" | json "d['src']")" = "[$CLIENT_IP6]:$(echo "$ev" | json "d['src'].rsplit(':', 1)[1]")" ]
+  [ "$(echo "$ev" | json "d['identity']")" = "public-terminal" ]
+}
+
+@test "IPv6: service cidrs take IPv6 prefixes; other IPv6 destinations and IPv4 are apart" {
+  cat > "$WORK/p.yaml" <<YAML
+identities:
+  public-terminal: { cgroup: $CG/terminal }
+services:
+  door-manager: { port: 50051, cidrs: ["$SERVER_IP6/128"] }
+rules:
+  - { from: public-terminal, to: door-manager, allow: [/cloudcity.DoorManager/GetName] }
+YAML
+  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
+  run "$GRPCWALL" policy show --pin-dir "$PIN"
+  [[ "$output" == *"$SERVER_IP6/128"* ]]
+  run attack6 "$CG/terminal" plain SetAccessCode
+  [ "$(echo "$output" | sed -n 1p)" = "SetAccessCode 12" ]
+  # the IPv4 address is not in the service: not policed
+  run in_cgroup "$CG/terminal" "$CLIENT_NS" $PY "$ROOT/tests/e2e/attack.py" "$SERVER_IP" 50051 plain SetAccessCode
+  [ "$(echo "$output" | sed -n 1p)" = "SetAccessCode 0" ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 1 ]
+  [ "$(counter conns_opened)" -eq 1 ]
+}
