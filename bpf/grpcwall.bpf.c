@@ -75,33 +75,52 @@ static __always_inline void gw_local_ip6(struct bpf_sock_ops *skops, __u32 *a)
 	}
 }
 
-/* Records the connecting task's cgroup ancestry, root-most first, and the
- * destination. Returns -1 when the task's cgroup is deeper than
- * GW_CGROUP_DEPTH levels (nothing recorded: such a task is never matched
- * to an identity, and its connections to services fail closed). */
-static __always_inline int gw_record_origin(struct bpf_sock_ops *skops,
-					    struct gw_conn_origin *o)
+/* The identity keys of a socket's cgroup path (hpack/siphash.h,
+ * gw_cgroup_hash), one per level from the root down, for as many levels as
+ * an identity of the live policy can be at (cfg->ident_depth): a cgroup
+ * made after the policy was applied, or made again (a restarted service),
+ * has the keys of its path from its first connection on. Shared by
+ * sockops and the reset iterator, so both see the same identities. */
+static __always_inline void gw_origin_cgroups(struct cgroup *cg, struct gw_config *cfg,
+					      struct gw_conn_origin *o)
 {
-	__u32 level;
-	__u64 id;
+	unsigned char name[GW_CGROUP_NAME_BUF];
+	__u32 i, depth = cfg->ident_depth;
+	struct cgroup *anc;
+	const char *np;
+	__u64 h = 0;
+	int level, n;
 
+	o->ncgroups = 0;
+	if (!cg)
+		return;
+	level = BPF_CORE_READ(cg, level);
+	for (i = 1; i <= GW_CGROUP_DEPTH; i++) {
+		if ((int)i > level || i > depth)
+			break;
+		anc = NULL;
+		bpf_probe_read_kernel(&anc, sizeof(anc), &cg->ancestors[i]);
+		if (!anc)
+			break;
+		np = BPF_CORE_READ(anc, kn, name);
+		n = bpf_probe_read_kernel_str(name, GW_CGROUP_NAME_MAX + 2, np);
+		if (n <= 0)
+			break;
+		h = gw_cgroup_hash(h, name, n - 1, cfg->key0, cfg->key1);
+		o->cgroups[i - 1] = h;
+		o->ncgroups = i;
+	}
+}
+
+/* Records who connects (the socket's cgroup path) and where to. */
+static __always_inline void gw_record_origin(struct bpf_sock_ops *skops, struct tcp_sock *tp,
+					     struct gw_config *cfg, struct gw_conn_origin *o)
+{
 	gw_remote_ip6(skops, o->daddr);
 	o->dport = (__u16)(skops->remote_port >> 16); /* network order */
 	o->pid = bpf_get_current_pid_tgid() >> 32;
 	bpf_get_current_comm(o->comm, sizeof(o->comm));
-	o->ncgroups = 0;
-	for (level = 1; level <= GW_CGROUP_DEPTH + 1; level++) {
-		id = bpf_get_current_ancestor_cgroup_id(level);
-		if (!id)
-			break;
-		if (level > GW_CGROUP_DEPTH) {
-			o->ncgroups = 0;
-			return -1;
-		}
-		o->cgroups[level - 1] = id;
-		o->ncgroups = level;
-	}
-	return 0;
+	gw_origin_cgroups(BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup), cfg, o);
 }
 
 static __always_inline void gw_emit_conn(struct gw_conn *c, struct gw_config *cfg,
@@ -135,7 +154,7 @@ int gw_sockops(struct bpf_sock_ops *skops)
 	struct tcp_sock *tp;
 	struct gw_conn *c;
 	__u64 cookie, gen;
-	int deep, ms;
+	int ms;
 
 	if ((skops->family != AF_INET && skops->family != AF_INET6) || !sk)
 		return 1;
@@ -148,14 +167,14 @@ int gw_sockops(struct bpf_sock_ops *skops)
 		gen = cfg ? gw_live_gen(cfg) : 0;
 		if (!gen)
 			break;
-		deep = gw_record_origin(skops, &o);
-		if (!gw_resolve_service(o.daddr, o.dport, GW_SLOT_OF(gen)))
-			break; /* other destinations are not tracked at all */
-		if (!deep && !gw_resolve_ident(&o, GW_SLOT_OF(gen)))
-			break; /* nor processes without an identity */
 		tp = bpf_skc_to_tcp_sock(sk);
 		if (!tp)
 			break;
+		gw_record_origin(skops, tp, cfg, &o);
+		if (!gw_resolve_service(o.daddr, o.dport, GW_SLOT_OF(gen)))
+			break; /* other destinations are not tracked at all */
+		if (!gw_resolve_ident(&o, GW_SLOT_OF(gen)))
+			break; /* nor processes without an identity */
 		c = bpf_sk_storage_get(&gw_conns, sk, NULL,
 				       BPF_SK_STORAGE_GET_F_CREATE);
 		if (!c)
@@ -173,8 +192,6 @@ int gw_sockops(struct bpf_sock_ops *skops)
 		/* STATE: count the close; RTO: end a failed connection quickly */
 		bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG |
 					  BPF_SOCK_OPS_RTO_CB_FLAG);
-		if (deep)
-			gw_mark_failed(c, cfg, GW_REASON_DEPTH);
 		break;
 	}
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
@@ -1025,11 +1042,9 @@ int gw_reset_predating(struct bpf_iter__tcp *ctx)
 	struct gw_conn_origin o = {};
 	struct gw_config *cfg;
 	struct tcp_sock *tp;
-	struct cgroup *cg, *anc;
 	struct gw_conn *c;
-	__u32 daddr[4] = {}, i;
+	__u32 daddr[4] = {};
 	__u64 gen;
-	int level;
 
 	if (!skc)
 		return 0;
@@ -1057,28 +1072,10 @@ int gw_reset_predating(struct bpf_iter__tcp *ctx)
 	tp = bpf_skc_to_tcp_sock(skc);
 	if (!tp)
 		return 0;
-	/* the socket's cgroup and its ancestors below the root, root-most
-	 * first, as sockops records them; deeper than GW_CGROUP_DEPTH: such
-	 * a connection would fail closed, so it is reset like a policed one */
-	cg = BPF_CORE_READ(&tp->inet_conn.icsk_inet.sk, sk_cgrp_data.cgroup);
-	if (!cg)
-		return 0;
-	level = BPF_CORE_READ(cg, level);
-	if (level > GW_CGROUP_DEPTH)
-		goto reset;
-	for (i = 1; i <= GW_CGROUP_DEPTH; i++) {
-		if ((int)i > level)
-			break;
-		anc = NULL;
-		bpf_probe_read_kernel(&anc, sizeof(anc), &cg->ancestors[i]);
-		if (!anc)
-			break;
-		o.cgroups[i - 1] = BPF_CORE_READ(anc, kn, id);
-		o.ncgroups = i;
-	}
+	/* the socket's cgroup path, as sockops records it */
+	gw_origin_cgroups(BPF_CORE_READ(&tp->inet_conn.icsk_inet.sk, sk_cgrp_data.cgroup), cfg, &o);
 	if (!gw_resolve_ident(&o, GW_SLOT_OF(gen)))
 		return 0;
-reset:
 	c = bpf_sk_storage_get(&gw_conns, tp, NULL, 0);
 	if (c && (c->flags & GW_CONN_POLICED) &&
 	    ((c->flags & GW_CONN_IN_MAP) || skc->skc_state == GW_TCP_SYN_SENT))

@@ -15,7 +15,7 @@
 #define GW_PATH_MAX        256  /* longest :path the datapath decides */
 #define GW_NAME_MAX        64   /* identity / service names */
 #define GW_CGROUP_PATH_MAX 192  /* identity cgroup as written in the policy */
-#define GW_CGROUP_DEPTH    16   /* cgroup levels recorded per connection */
+#define GW_CGROUP_DEPTH    16   /* deepest cgroup level an identity can be at */
 #define GW_MAX_IDENTITIES  16384
 #define GW_MAX_SERVICES    1024
 #define GW_MAX_PAIRS       65536 /* (identity, service) pairs with rules */
@@ -74,7 +74,6 @@ enum gw_reason {
 	GW_REASON_URGENT      = 13, /* urgent data (MSG_OOB)                   */
 	GW_REASON_NOT_IN_MAP  = 14, /* sockhash full: the walker cannot run    */
 	GW_REASON_CORK_FLUSH  = 15, /* the kernel sent a held, partial frame   */
-	GW_REASON_DEPTH       = 16, /* cgroup deeper than GW_CGROUP_DEPTH      */
 	GW_REASON_MAX
 };
 
@@ -101,17 +100,17 @@ enum gw_counter {
 struct gw_config {
 	__u64 generation;   /* bumped by every policy apply; 0 = no policy */
 	__u32 active_slot;  /* 0 or 1 */
-	__u32 pad0;
+	__u32 ident_depth;  /* deepest identity level of any policy applied (only grows) */
 	__u64 key0, key1;   /* SipHash key, random per attach */
 	__u64 hash_any;     /* precomputed keys of the "*" and default entries */
 	__u64 hash_default;
 };
 
-/* identity map: cgroup id -> identity, per slot */
+/* identity map: cgroup path key (gw_cgroup_hash) -> identity, per slot */
 struct gw_ident_key {
 	__u32 slot;
 	__u32 pad0;
-	__u64 cgroup_id;
+	__u64 path_hash;
 };
 struct gw_ident_val {
 	__u16 ident;        /* 1-based, within its generation */
@@ -179,10 +178,9 @@ struct gw_rule_counters {
 
 /* recorded per connection at connect time (identity is decided then) */
 struct gw_conn_origin {
-	__u64 cgroups[GW_CGROUP_DEPTH]; /* [i]: the task's ancestor at level i + 1;
-					 * [ncgroups - 1]: the task's own cgroup */
-	__u32 ncgroups;     /* the task's cgroup level (0: the root, or deeper
-			     * than GW_CGROUP_DEPTH: then nothing is recorded) */
+	__u64 cgroups[GW_CGROUP_DEPTH]; /* [i]: path key of the socket's cgroup's
+					 * ancestor (or itself) at level i + 1 */
+	__u32 ncgroups;     /* levels recorded: up to the policy's deepest identity */
 	__u32 daddr[4];     /* IPv6 or v4-mapped, network order */
 	__u32 saddr[4];     /* ... known once established */
 	__u16 dport;        /* network order */

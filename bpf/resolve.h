@@ -12,7 +12,7 @@ static __always_inline struct gw_config *gw_get_config(void)
 	return bpf_map_lookup_elem(&gw_config, &zero);
 }
 
-/* Deepest recorded cgroup that is an identity wins: a process in
+/* Deepest recorded cgroup path that is an identity wins: a process in
  * cloudcity/terminal/x carries cloudcity/terminal's identity unless
  * cloudcity/terminal/x is an identity of its own. */
 static __always_inline __u16 gw_resolve_ident(const struct gw_conn_origin *o,
@@ -25,7 +25,7 @@ static __always_inline __u16 gw_resolve_ident(const struct gw_conn_origin *o,
 	for (i = 0; i < GW_CGROUP_DEPTH; i++) {
 		if (i >= o->ncgroups)
 			break;
-		k.cgroup_id = o->cgroups[(o->ncgroups - 1 - i) & (GW_CGROUP_DEPTH - 1)];
+		k.path_hash = o->cgroups[(o->ncgroups - 1 - i) & (GW_CGROUP_DEPTH - 1)];
 		v = bpf_map_lookup_elem(&gw_idents, &k);
 		if (v)
 			return v->ident;

@@ -16,6 +16,8 @@
 #endif
 
 #define GW_HASH_BUF 256 /* == GW_PATH_MAX */
+#define GW_CGROUP_NAME_MAX 64  /* longest cgroup name in an identity path */
+#define GW_CGROUP_NAME_BUF 128 /* power of two above it */
 
 #define GW_ROTL(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
 #define GW_SIPROUND(v0, v1, v2, v3)                                   \
@@ -26,48 +28,74 @@
 		v2 += v1; v1 = GW_ROTL(v1, 17); v1 ^= v2; v2 = GW_ROTL(v2, 32); \
 	} while (0)
 
-static inline __u64 gw_siphash(const unsigned char *buf, __u32 len,
-			       __u64 k0, __u64 k1, __u32 kind)
-{
-	__u64 v0 = 0x736f6d6570736575ULL ^ k0;
-	__u64 v1 = 0x646f72616e646f6dULL ^ (k1 ^ kind);
-	__u64 v2 = 0x6c7967656e657261ULL ^ k0;
-	__u64 v3 = 0x7465646279746573ULL ^ (k1 ^ kind);
-	__u64 m, b;
-	__u32 i, blocks, off, j;
+/* SipHash-2-4 over buf[0..len), len capped at BUF (a power of two: the
+ * verifier sees every read bounded); `kind` keeps hashes of different
+ * things apart. One definition, instantiated per buffer size. */
+#define GW_SIPHASH_DEFINE(NAME, BUF) \
+static inline __u64 NAME(const unsigned char *buf, __u32 len, \
+			       __u64 k0, __u64 k1, __u32 kind) \
+{ \
+	__u64 v0 = 0x736f6d6570736575ULL ^ k0; \
+	__u64 v1 = 0x646f72616e646f6dULL ^ (k1 ^ kind); \
+	__u64 v2 = 0x6c7967656e657261ULL ^ k0; \
+	__u64 v3 = 0x7465646279746573ULL ^ (k1 ^ kind); \
+	__u64 m, b; \
+	__u32 i, blocks, off, j; \
+ \
+	if (len > BUF) \
+		len = BUF; \
+	blocks = len / 8; \
+	for (i = 0; i < BUF / 8; i++) { \
+		if (i >= blocks) \
+			break; \
+		off = (i * 8) & (BUF - 8); \
+		m = 0; \
+		for (j = 0; j < 8; j++) \
+			m |= (__u64)buf[off + j] << (8 * j); \
+		v3 ^= m; \
+		GW_SIPROUND(v0, v1, v2, v3); \
+		GW_SIPROUND(v0, v1, v2, v3); \
+		v0 ^= m; \
+	} \
+	b = (__u64)(len & 0xff) << 56; \
+	off = blocks * 8; \
+	for (j = 0; j < 7; j++) { \
+		if (off + j >= len) \
+			break; \
+		b |= (__u64)buf[(off + j) & (BUF - 1)] << (8 * j); \
+	} \
+	v3 ^= b; \
+	GW_SIPROUND(v0, v1, v2, v3); \
+	GW_SIPROUND(v0, v1, v2, v3); \
+	v0 ^= b; \
+	v2 ^= 0xff; \
+	GW_SIPROUND(v0, v1, v2, v3); \
+	GW_SIPROUND(v0, v1, v2, v3); \
+	GW_SIPROUND(v0, v1, v2, v3); \
+	GW_SIPROUND(v0, v1, v2, v3); \
+	return v0 ^ v1 ^ v2 ^ v3; \
+} \
 
-	if (len > GW_HASH_BUF)
-		len = GW_HASH_BUF;
-	blocks = len / 8;
-	for (i = 0; i < GW_HASH_BUF / 8; i++) {
-		if (i >= blocks)
-			break;
-		off = (i * 8) & (GW_HASH_BUF - 8);
-		m = 0;
-		for (j = 0; j < 8; j++)
-			m |= (__u64)buf[off + j] << (8 * j);
-		v3 ^= m;
-		GW_SIPROUND(v0, v1, v2, v3);
-		GW_SIPROUND(v0, v1, v2, v3);
-		v0 ^= m;
-	}
-	b = (__u64)(len & 0xff) << 56;
-	off = blocks * 8;
-	for (j = 0; j < 7; j++) {
-		if (off + j >= len)
-			break;
-		b |= (__u64)buf[(off + j) & (GW_HASH_BUF - 1)] << (8 * j);
-	}
-	v3 ^= b;
-	GW_SIPROUND(v0, v1, v2, v3);
-	GW_SIPROUND(v0, v1, v2, v3);
-	v0 ^= b;
-	v2 ^= 0xff;
-	GW_SIPROUND(v0, v1, v2, v3);
-	GW_SIPROUND(v0, v1, v2, v3);
-	GW_SIPROUND(v0, v1, v2, v3);
-	GW_SIPROUND(v0, v1, v2, v3);
-	return v0 ^ v1 ^ v2 ^ v3;
+GW_SIPHASH_DEFINE(gw_siphash, GW_HASH_BUF)          /* paths */
+GW_SIPHASH_DEFINE(gw_siphash_name, GW_CGROUP_NAME_BUF) /* cgroup names */
+
+/* Kinds of cgroup hashes (beyond enum gw_match_kind). */
+#define GW_HASH_CGROUP      8  /* one path component */
+#define GW_HASH_CGROUP_LONG 9  /* a component longer than GW_CGROUP_NAME_MAX */
+
+/* The identity key of a cgroup path: chained over its components from the
+ * root, h(level i) = SipHash(name_i) keyed with the policy key XOR
+ * h(level i-1), so every prefix of a path has its own hash and a cgroup
+ * made again at the same path (a restarted service) has the same one.
+ * The kernel computes it from the cgroup's ancestors' names, the loader
+ * from the policy's path. A name longer than GW_CGROUP_NAME_MAX hashes as
+ * another kind, so it can match no identity (which the loader rejects). */
+static inline __u64 gw_cgroup_hash(__u64 prev, const unsigned char *name, __u32 len,
+				   __u64 k0, __u64 k1)
+{
+	if (len > GW_CGROUP_NAME_MAX)
+		return gw_siphash_name(name, GW_CGROUP_NAME_MAX, k0 ^ prev, k1, GW_HASH_CGROUP_LONG);
+	return gw_siphash_name(name, len, k0 ^ prev, k1, GW_HASH_CGROUP);
 }
 
 #endif /* GW_SIPHASH_H */

@@ -99,7 +99,7 @@ std::string Dirname(const std::string& p) {
 }
 
 void AttachPinned(const AttachOptions& o, const std::string& cgroup, const Policy& policy,
-                  const std::vector<uint64_t>& cg_ids);
+                  const IdentityPaths& paths);
 
 void Attach(const AttachOptions& o) {
   RequireRoot("attach");
@@ -109,14 +109,14 @@ void Attach(const AttachOptions& o) {
                              CgroupV2Root() + ")");
   // Check the policy before touching anything: bad input changes nothing.
   Policy policy;
-  std::vector<uint64_t> cg_ids;
+  IdentityPaths paths;
   if (!o.policy.empty()) {
     policy = LoadPolicyFile(o.policy);
-    cg_ids = ResolveIdentities(policy);
+    paths = ResolveIdentities(policy);
   }
   const bool fresh = !PinDirAttached(o.pin_dir);
   try {
-    AttachPinned(o, cgroup, policy, cg_ids);
+    AttachPinned(o, cgroup, policy, paths);
   } catch (...) {
     if (fresh) {
       try {
@@ -138,7 +138,7 @@ void Attach(const AttachOptions& o) {
 }
 
 void AttachPinned(const AttachOptions& o, const std::string& cgroup, const Policy& policy,
-                  const std::vector<uint64_t>& cg_ids) {
+                  const IdentityPaths& paths) {
   EnsurePinDir(o.pin_dir);
   Fd lock = LockPinDir(o.pin_dir);
 
@@ -166,7 +166,7 @@ void AttachPinned(const AttachOptions& o, const std::string& cgroup, const Polic
   if (!cfg.key0 && !cfg.key1) WriteConfig(live, NewConfigKeys(cfg));  // first attach: new key
 
   uint64_t generation = cfg.generation;
-  if (!o.policy.empty()) generation = ApplyPolicy(live, policy, cg_ids);
+  if (!o.policy.empty()) generation = ApplyPolicy(live, policy, paths);
 
   // sk_msg first, so every socket the sockops program inserts is covered.
   int map_fd = bpf_map__fd(skel->maps.gw_sockhash);

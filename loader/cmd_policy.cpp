@@ -53,7 +53,7 @@ nlohmann::json ToJson(const LivePolicy& v, bool live) {
   j["identities"] = nlohmann::json::array();
   for (const auto& i : v.identities) {
     nlohmann::json e{{"id", i.id}, {"name", i.name}, {"cgroup", i.cgroup}};
-    if (live) e["cgroup_id"] = i.cgroup_id;
+    if (live) e["path_key"] = i.path_key;
     j["identities"].push_back(e);
   }
   j["services"] = nlohmann::json::array();
@@ -79,9 +79,7 @@ void PrintText(const LivePolicy& v, bool live) {
   if (live) std::cout << "generation " << v.config.generation << " (slot " << v.config.active_slot << ") from " << v.file << "\n";
   std::cout << "identities:\n";
   for (const auto& i : v.identities) {
-    std::cout << "  " << std::left << std::setw(20) << i.name << " cgroup " << i.cgroup;
-    if (live) std::cout << " (id " << i.cgroup_id << ")";
-    std::cout << "\n";
+    std::cout << "  " << std::left << std::setw(20) << i.name << " cgroup " << i.cgroup << "\n";
   }
   std::cout << "services:\n";
   for (const auto& s : v.services)
@@ -122,10 +120,10 @@ void Check(const PolicyOptions& o) {
 void Apply(const PolicyOptions& o) {
   Policy p = LoadPolicyFile(o.file);
   RequireRoot("policy apply");
-  std::vector<uint64_t> cg_ids = ResolveIdentities(p);
+  IdentityPaths paths = ResolveIdentities(p);
   LiveMaps live = LiveMaps::Open(o.pin_dir);
   Fd lock = LockPinDir(o.pin_dir);
-  uint64_t gen = ApplyPolicy(live, p, cg_ids);
+  uint64_t gen = ApplyPolicy(live, p, paths);
   std::cout << "policy generation " << gen << " live from " << o.file << "\n";
   int reset = ResetPredating(o.pin_dir);
   if (reset)

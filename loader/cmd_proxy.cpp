@@ -220,7 +220,7 @@ class Helper {
       for (uint32_t i = 0; i < o.ncgroups && i < GW_CGROUP_DEPTH && gen; i++) {  // deepest first
         gw_ident_key k{};
         k.slot = slot;
-        k.cgroup_id = o.cgroups[o.ncgroups - 1 - i];
+        k.path_hash = o.cgroups[o.ncgroups - 1 - i];
         gw_ident_val v{};
         if (bpf_map_lookup_elem(live_.idents.get(), &k, &v) == 0) {
           s.ident = v.ident;

@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <iostream>
+#include <sstream>
 
 #include <algorithm>
 
@@ -18,6 +20,7 @@
 #include <set>
 
 #include "error.h"
+#include "siphash.h"
 
 namespace gw {
 namespace {
@@ -116,22 +119,61 @@ bool ReadName(const LiveMaps& m, uint32_t slot, uint32_t kind, uint64_t id, gw_n
   return bpf_map_lookup_elem(m.names.get(), &k, out) == 0;
 }
 
-std::vector<uint64_t> ResolveIdentities(const Policy& p) {
-  std::vector<uint64_t> cg_ids;
+IdentityPaths ResolveIdentities(const Policy& p) {
+  IdentityPaths out;
+  const std::string root = CgroupV2Root();
   for (const auto& id : p.identities) {
+    const std::string where = p.file + ":" + std::to_string(id.line) + ": identity '" + id.name + "': ";
+    if (id.cgroup.find('\0') != std::string::npos) throw InputError(where + "cgroup path holds a NUL byte");
     std::string path = ResolveCgroupPath(id.cgroup);
+    std::vector<std::string> comps;
+    std::stringstream ss(path.substr(root.size()));
+    for (std::string c; std::getline(ss, c, '/');) {
+      if (c.empty() || c == ".") continue;
+      if (c == "..") throw InputError(where + "cgroup path " + id.cgroup + " holds '..': write it from the root");
+      if (c.size() > GW_CGROUP_NAME_MAX)
+        throw InputError(where + "cgroup name '" + c + "' is longer than " + std::to_string(GW_CGROUP_NAME_MAX) +
+                         " bytes, which grpcwall cannot match");
+      comps.push_back(c);
+    }
+    if (comps.empty())
+      throw InputError(where + "cgroup " + id.cgroup + " is the cgroup v2 root (" + root +
+                       "): name a cgroup below it");
+    if (comps.size() > GW_CGROUP_DEPTH)
+      throw InputError(where + "cgroup " + id.cgroup + " is " + std::to_string(comps.size()) +
+                       " levels deep; identities can be at most " + std::to_string(GW_CGROUP_DEPTH) + " levels deep");
     if (!IsCgroupV2Dir(path))
-      throw InputError(p.file + ":" + std::to_string(id.line) + ": identity '" + id.name + "': cgroup " +
-                       path + " does not exist (create it, or fix the path: relative paths start at " +
-                       CgroupV2Root() + ")");
-    cg_ids.push_back(CgroupId(path));
+      std::cerr << where << "warning: cgroup " << path
+                << " does not exist yet; its processes carry the identity once it is made\n";
+    out.push_back(comps);
   }
-  return cg_ids;
+  return out;
 }
 
-uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const std::vector<uint64_t>& cg_ids) {
+uint64_t CgroupPathKey(const std::vector<std::string>& components, uint64_t k0, uint64_t k1) {
+  uint64_t h = 0;
+  unsigned char buf[GW_CGROUP_NAME_BUF] = {};
+  for (const auto& c : components) {
+    size_t n = std::min<size_t>(c.size(), GW_CGROUP_NAME_MAX + 1);
+    std::memset(buf, 0, sizeof(buf));
+    std::memcpy(buf, c.data(), n);
+    h = gw_cgroup_hash(h, buf, static_cast<__u32>(n), k0, k1);
+  }
+  return h;
+}
+
+uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const IdentityPaths& paths) {
   gw_config cfg = ReadConfig(m);
   if (!cfg.key0 && !cfg.key1) cfg = NewConfigKeys(cfg);
+  // the datapath hashes as many cgroup levels as the deepest identity: grown
+  // (never shrunk, so a reader of the old generation still hashes enough)
+  // and written before the new slot goes live
+  uint32_t depth = cfg.ident_depth;
+  for (const auto& c : paths) depth = std::max<uint32_t>(depth, static_cast<uint32_t>(c.size()));
+  if (depth != cfg.ident_depth) {
+    cfg.ident_depth = depth;
+    WriteConfig(m, cfg);
+  }
   const uint32_t slot = GW_SLOT_OF(cfg.generation + 1);  // the datapath derives it so (grpcwall.h)
   CompiledPolicy cp = Compile(p, cfg.key0, cfg.key1);
 
@@ -162,10 +204,11 @@ uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const std::vector<uint6
 
   // 2. Fill it.
   for (size_t i = 0; i < cp.identities.size(); i++) {
-    gw_ident_key k{slot, 0, cg_ids[i]};
+    const uint64_t key = CgroupPathKey(paths[i], cfg.key0, cfg.key1);
+    gw_ident_key k{slot, 0, key};
     gw_ident_val v{static_cast<uint16_t>(i + 1), 0, 0};
     Update(m.idents.get(), &k, &v, "gw_idents");
-    WriteName(m, slot, GW_NAMEKIND_IDENT, i + 1, cp.identities[i].name, cp.identities[i].cgroup, cg_ids[i]);
+    WriteName(m, slot, GW_NAMEKIND_IDENT, i + 1, cp.identities[i].name, cp.identities[i].cgroup, key);
   }
   for (size_t i = 0; i < cp.services.size(); i++) {
     const Service& s = cp.services[i];

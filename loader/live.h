@@ -28,13 +28,20 @@ void WriteConfig(const LiveMaps& m, const gw_config& c);
 // A fresh random SipHash key and the precomputed keys that go with it.
 gw_config NewConfigKeys(const gw_config& c);
 
-// The cgroup id of every identity, in order. Throws InputError (FILE:LINE)
-// for a cgroup that does not exist. Touches no BPF state.
-std::vector<uint64_t> ResolveIdentities(const Policy& p);
+// Every identity's cgroup path as components below the cgroup v2 root, in
+// order. Throws InputError (FILE:LINE) for a path grpcwall cannot police
+// (the root, deeper than GW_CGROUP_DEPTH, a name over GW_CGROUP_NAME_MAX,
+// "..", a NUL byte); warns on stderr for one that does not exist yet (its
+// processes carry the identity once it is made). Touches no BPF state.
+using IdentityPaths = std::vector<std::vector<std::string>>;
+IdentityPaths ResolveIdentities(const Policy& p);
+
+// The datapath's key for a cgroup path (gw_cgroup_hash over its components).
+uint64_t CgroupPathKey(const std::vector<std::string>& components, uint64_t k0, uint64_t k1);
 
 // Compiles `p` with the live key, fills the inactive slot and flips to it.
 // Returns the new generation. Throws Error(kSystem) for map failures.
-uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const std::vector<uint64_t>& cg_ids);
+uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const IdentityPaths& paths);
 
 void WriteName(const LiveMaps& m, uint32_t slot, uint32_t kind, uint64_t id, const std::string& text,
                const std::string& detail, uint64_t aux);
@@ -52,7 +59,7 @@ struct LivePair {
 struct LiveIdentity {
   uint16_t id;
   std::string name, cgroup;
-  uint64_t cgroup_id;
+  uint64_t path_key;  // gw_ident_key.path_hash
 };
 struct LiveService {
   uint16_t id;

@@ -120,20 +120,50 @@ has_event() {
   [ "$(counter short_writes)" -ge 1 ]
 }
 
-@test "cgroups deeper than 16 levels fail closed; 16 levels are policed" {
+@test "a process 17 levels deep carries its ancestor's identity" {
   local d="$CG/terminal" i
-  for i in $(seq 3 16); do d="$d/l$i"; done   # $CG is level 1, terminal 2
-  mkdir -p "$d/l17"
-  EXTRA_DIRS+=()
+  for i in $(seq 3 17); do d="$d/l$i"; done   # $CG is level 1, terminal 2
+  mkdir -p "$d"
   run attack "$d" plain GetName SetAccessCode
   echo "$output"
   [ "$(echo "$output" | sed -n 1p)" = "GetName 0" ]
   [ "$(echo "$output" | sed -n 2p)" = "SetAccessCode 12" ]
-  run attack "$d/l17" plain SetAccessCode
-  echo "$output"
   [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
-  [ "$(handlers 50051 GetName)" -eq 1 ]
-  has_event "cgroup deeper"
+}
+
+@test "identities are cgroup paths: a workload's cgroup made again, or made after the apply, is policed from its first connection" {
+  # restart: the identity's cgroup removed and made again (a new cgroup id)
+  rmdir "$CG/terminal"
+  mkdir "$CG/terminal"
+  run attack "$CG/terminal" plain SetAccessCode GetName
+  echo "$output"
+  [ "$(echo "$output" | sed -n 1p)" = "SetAccessCode 12" ]
+  [ "$(echo "$output" | sed -n 2p)" = "GetName 0" ]
+  # an identity whose cgroup does not exist at apply: a warning, then policed once made
+  write_policy "$WORK/later.yaml"
+  sed -i "s|door-sensor:     { cgroup: $CG/sensor }|door-sensor:     { cgroup: $CG/later/sensor }|" "$WORK/later.yaml"
+  run "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/later.yaml"
+  echo "$output"
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"does not exist yet"* ]]
+  mkdir -p "$CG/later/sensor/worker"
+  run attack "$CG/later/sensor/worker" plain SetAccessCode RequestMaintenance
+  echo "$output"
+  [ "$(echo "$output" | sed -n 1p)" = "SetAccessCode 12" ]
+  [ "$(echo "$output" | sed -n 2p)" = "RequestMaintenance 0" ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  # identities grpcwall cannot match are refused with the reason
+  cat > "$WORK/root.yaml" <<YAML
+identities:
+  everyone: { cgroup: / }
+services:
+  door-manager: { port: 50051 }
+rules:
+  - { from: everyone, to: door-manager, allow: ["*"] }
+YAML
+  run "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/root.yaml"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"root.yaml:2: identity 'everyone': cgroup / is the cgroup v2 root"* ]]
 }
 
 @test "a full sockhash fails new policed connections closed, with an event" {
