@@ -30,13 +30,16 @@ struct gw_walk_state {
 };
 
 /* Frames of the last message walked that came after its last HEADERS
- * frame (stream offsets, mod 2^32): where a short write may be picked up
- * again (grpcwall.bpf.c, gw_resync). */
+ * frame (stream offsets, mod 2^32), the first GW_RESYNC_FRAMES of them:
+ * where a short write may be picked up again (grpcwall.bpf.c, gw_resync).
+ * A frame is its header [start, pay) and payload [pay, end); payload that
+ * began in an earlier write is an entry with start == pay. */
 #define GW_RESYNC_FRAMES 16
 struct gw_resync {
 	__u32 n;
 	__u32 pad0;
 	__u32 start[GW_RESYNC_FRAMES];
+	__u32 pay[GW_RESYNC_FRAMES];
 	__u32 end[GW_RESYNC_FRAMES];
 };
 

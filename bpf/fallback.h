@@ -61,6 +61,9 @@ struct gw_pool_slot {
 	__u16 ident, service;
 	__u32 policed;
 	__u32 reason;        /* why: GW_REASON_CONTINUATION or GW_REASON_BOUND */
+	__u32 passthrough;   /* first bytes diverted that the kernel walked already:
+			      * the helper forwards them unparsed */
+	__u32 pad1;
 	struct gw_conn_origin origin;
 	struct gw_h2_model model; /* the table model at the claim */
 };

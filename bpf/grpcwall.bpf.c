@@ -142,6 +142,7 @@ static __always_inline void gw_mark_failed(struct gw_conn *c, struct gw_config *
 	gw_emit_conn(c, cfg, GW_VERDICT_DENY, reason, 0, 0);
 }
 
+#define GW_SEND_SHUTDOWN    2
 #define GW_SOL_TCP          6
 #define GW_TCP_USER_TIMEOUT 18
 #define GW_FAILED_TIMEOUT_MS 1
@@ -162,6 +163,12 @@ int gw_sockops(struct bpf_sock_ops *skops)
 	switch (skops->op) {
 	case BPF_SOCK_OPS_TCP_CONNECT_CB: {
 		struct gw_conn_origin o = {};
+
+		/* a socket connected again (after connect(AF_UNSPEC)) starts
+		 * afresh: nothing of its last connection may stay */
+		c = bpf_sk_storage_get(&gw_conns, sk, NULL, 0);
+		if (c)
+			c->flags = 0;
 
 		cfg = gw_get_config();
 		gen = cfg ? gw_live_gen(cfg) : 0;
@@ -207,6 +214,8 @@ int gw_sockops(struct bpf_sock_ops *skops)
 			/* no walker can run on it: the egress guard lets no
 			 * payload byte out, the writer's data never arrives */
 			gw_mark_failed(c, gw_get_config(), GW_REASON_NOT_IN_MAP);
+			ms = GW_FAILED_TIMEOUT_MS; /* end it at the first timeout */
+			bpf_setsockopt(skops, GW_SOL_TCP, GW_TCP_USER_TIMEOUT, &ms, sizeof(ms));
 			break;
 		}
 		c->flags |= GW_CONN_IN_MAP;
@@ -520,7 +529,7 @@ static long gw_claim_cb(__u32 i, void *ctx)
  * on. No helper running: the connection fails closed. */
 static __always_inline int gw_divert(struct gw_conn *c, struct sk_msg_md *msg,
 				     struct gw_config *cfg, int policed, __u8 reason,
-				     __u32 stream)
+				     __u32 stream, __u32 walked)
 {
 	struct gw_claim_ctx cl = { .found = GW_POOL_SLOTS };
 	struct gw_pool_slot *p;
@@ -546,11 +555,15 @@ static __always_inline int gw_divert(struct gw_conn *c, struct sk_msg_md *msg,
 	p->service = c->service;
 	p->policed = policed;
 	p->reason = reason;
+	p->passthrough = walked; /* the message's first bytes: walked here already */
 	p->origin = c->origin;
 	p->model.last_stream = c->h2.last_stream;
 	gw_table_copy(&p->model.table, &c->h2.table);
 	c->pool_slot = found;
 	c->flags |= GW_CONN_DIVERTED;
+	c->corked_for = 0;
+	c->cork_done = 0;
+	c->read_off = 0;
 	gw_count(GW_CNT_FALLBACK_BLOCKS, 1);
 	return gw_to_helper(c, msg, cfg, p);
 }
@@ -611,6 +624,19 @@ static __always_inline long gw_walk_stop(struct gw_walk *w, __u8 res, __u8 reaso
 	return 1;
 }
 
+static __always_inline void gw_rs_record(struct gw_conn *c, __u32 start, __u32 pay, __u32 end)
+{
+	__u32 k = c->rs.n;
+
+	if (k >= GW_RESYNC_FRAMES)
+		return;
+	k &= GW_RESYNC_FRAMES - 1;
+	c->rs.start[k] = start;
+	c->rs.pay[k] = pay;
+	c->rs.end[k] = end;
+	c->rs.n++;
+}
+
 /* The frame at w->off (n bytes, `read` of them read) is walked. `frame`:
  * a frame that is not HEADERS (its place is recorded for gw_resync); else
  * the preface or a HEADERS frame, which clears that record. */
@@ -618,16 +644,13 @@ static __always_inline long gw_walk_advance(struct gw_walk *w, __u32 n, __u32 re
 {
 	struct gw_conn *c = w->c;
 	struct gw_walk_state *ws = &c->w;
-	__u32 avail = ws->size - ws->off, k, at;
+	__u32 avail = ws->size - ws->off, at;
 
 	if (!frame) {
 		c->rs.n = 0;
-	} else if (c->rs.n < GW_RESYNC_FRAMES) {
-		k = c->rs.n & (GW_RESYNC_FRAMES - 1);
+	} else {
 		at = (__u32)c->approved + ws->off;
-		c->rs.start[k] = at;
-		c->rs.end[k] = at + n;
-		c->rs.n++;
+		gw_rs_record(c, at, at + H2_FRAME_HEADER_LEN, at + n);
 	}
 	c->read_off = ws->off + read;
 	if (n > avail) {
@@ -734,6 +757,8 @@ static long gw_walk_cb(__u32 i, void *ctx)
 	if (c->skip) {
 		/* payload of a frame that began in an earlier write: never read */
 		n = c->skip < avail ? c->skip : avail;
+		len = (__u32)c->approved + off;
+		gw_rs_record(c, len, len, len + c->skip);
 		c->skip -= n;
 		ws->off = off + n;
 		return 0;
@@ -799,6 +824,19 @@ static __always_inline int gw_send_self(struct gw_conn *c, struct sk_msg_md *msg
 	return bpf_msg_redirect_hash(msg, &gw_sockhash, &key, 0);
 }
 
+/* Another task is in the middle of a send on this socket: waiting for the
+ * socket lock (a redirect send between its verdict and its push) or for
+ * send-buffer memory inside its push. Its bytes are approved but not yet
+ * queued, which looks like a short write and must never be taken for one. */
+static __always_inline int gw_other_sender(struct tcp_sock *tp)
+{
+	struct sock *sk = &tp->inet_conn.icsk_inet.sk;
+	__u64 head = (__u64)(long)&sk->sk_lock.wq.head;
+	__u64 next = (__u64)(long)BPF_CORE_READ(sk, sk_lock.wq.head.next);
+
+	return BPF_CORE_READ(sk, sk_write_pending) != 0 || next != head;
+}
+
 /*
  * The socket holds fewer bytes than the walker let through: the last write
  * went out only in part (non-blocking socket with a full send buffer, a
@@ -808,11 +846,11 @@ static __always_inline int gw_send_self(struct gw_conn *c, struct sk_msg_md *msg
  * skipped, or at the start of a frame it recorded, with no HEADERS frame
  * in between. Returns 0 when picked up, -1 when the connection must fail.
  */
-static __always_inline int gw_resync(struct gw_conn *c, __u32 actual)
+static __always_inline int gw_resync(struct gw_conn *c, struct tcp_sock *tp, __u32 actual)
 {
-	__u32 i, s, e;
+	__u32 i, s, pay, e;
 
-	if (c->corked_for)
+	if (c->corked_for || gw_other_sender(tp))
 		return -1;
 	if ((__s32)(actual - (__u32)c->read_end) >= 0) {
 		/* nothing read past actual: the rest is payload, skipped */
@@ -823,15 +861,16 @@ static __always_inline int gw_resync(struct gw_conn *c, __u32 actual)
 		if (i >= c->rs.n)
 			return -1;
 		s = c->rs.start[i];
+		pay = c->rs.pay[i];
 		e = c->rs.end[i];
 		if ((__s32)(actual - s) < 0)
 			return -1; /* before the first recorded frame */
 		if ((__s32)(actual - e) >= 0)
 			continue;
-		if (actual == s) {
-			c->skip = 0; /* a frame boundary */
-		} else if ((__s32)(actual - s) >= H2_FRAME_HEADER_LEN) {
+		if ((__s32)(actual - pay) >= 0) {
 			c->skip = e - actual; /* inside its payload */
+		} else if (actual == s) {
+			c->skip = 0; /* a frame boundary */
 		} else {
 			return -1; /* inside its frame header: not kept */
 		}
@@ -888,10 +927,18 @@ int gw_sk_msg(struct sk_msg_md *msg)
 	tp = bpf_skc_to_tcp_sock(msg->sk);
 	if (!tp)
 		return gw_fail(c, msg, cfg, GW_REASON_UNWALKED, 0);
+	/* kTLS and other ULPs send through their own path (tls_sw_sendmsg),
+	 * where a failed push keeps its verdict: not followed */
+	if (BPF_CORE_READ(tp, inet_conn.icsk_ulp_ops))
+		return gw_fail(c, msg, cfg, GW_REASON_ULP, 0);
+	/* after shutdown(SHUT_WR) the FIN took a sequence number and nothing
+	 * more can be sent: refuse quietly, the writer gets an error */
+	if (BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_shutdown) & GW_SEND_SHUTDOWN)
+		return SK_DROP;
 	actual = tp->write_seq - c->seq0;
 	if (actual != (__u32)c->approved) {
 		gap = (__u32)c->approved - actual;
-		if ((__s32)gap < 0 || gw_resync(c, actual))
+		if ((__s32)gap < 0 || gw_resync(c, tp, actual))
 			return gw_fail(c, msg, cfg, GW_REASON_UNWALKED, 0);
 	}
 	/* A cork is honoured only until the message is full (17 pieces); then
@@ -931,14 +978,10 @@ int gw_sk_msg(struct sk_msg_md *msg)
 		bpf_msg_cork_bytes(msg, need);
 		return SK_PASS;
 	case GW_WALK_DIVERT:
-		if (off == 0)
-			return gw_divert(c, msg, cfg, policed, ws->reason, ws->stream);
-		/* send what comes before it; the kernel runs the program again
-		 * on the rest, which then starts with that frame. Not from a
-		 * held message: the kernel drops what a redirect leaves of it. */
-		if (in_cork)
-			return gw_fail(c, msg, cfg, ws->reason, ws->stream);
-		return gw_send_self(c, msg, off);
+		/* all of it to the helper, which forwards the `off` bytes
+		 * walked here unparsed and takes over at that frame (a
+		 * partial redirect would lose the rest of a held message) */
+		return gw_divert(c, msg, cfg, policed, ws->reason, ws->stream, off);
 	case GW_WALK_FAIL:
 		return gw_fail(c, msg, cfg, ws->reason, ws->stream);
 	}
@@ -952,6 +995,50 @@ int gw_sk_msg(struct sk_msg_md *msg)
 #define GW_IPPROTO_TCP 6
 #define GW_TCP_FLAG_SYN 0x02
 #define GW_TCP_FLAG_URG 0x20
+
+#define GW_SOCK_RAW 3
+
+/* A raw socket's IPv4/IPv6 packet: TCP to a policy service is dropped (it
+ * could carry bytes into a policed connection's sequence space, or a
+ * connection of its own, past sockops and sk_msg alike). Everything else a
+ * raw socket sends is not grpcwall's business. */
+static __always_inline int gw_guard_raw(struct __sk_buff *skb)
+{
+	__u32 daddr[4] = {};
+	struct gw_config *cfg;
+	__u8 ip[40], l4[4];
+	__u32 off;
+	__u64 gen;
+
+	if (bpf_skb_load_bytes(skb, 0, ip, 20))
+		return 1;
+	if ((ip[0] >> 4) == 4) {
+		if (ip[9] != GW_IPPROTO_TCP)
+			return 1;
+		off = (ip[0] & 0xf) * 4;
+		daddr[2] = bpf_htonl(0x0000ffff);
+		__builtin_memcpy(&daddr[3], &ip[16], 4);
+	} else if ((ip[0] >> 4) == 6) {
+		if (bpf_skb_load_bytes(skb, 0, ip, 40))
+			return 1;
+		if (ip[6] == 0 || ip[6] == 43 || ip[6] == 44 || ip[6] == 60)
+			return 0; /* extension headers: what follows is not looked for */
+		if (ip[6] != GW_IPPROTO_TCP)
+			return 1;
+		off = 40;
+		__builtin_memcpy(daddr, &ip[24], 16);
+	} else {
+		return 1;
+	}
+	if (off < 20 || off > 60 || bpf_skb_load_bytes(skb, off, l4, sizeof(l4)))
+		return 0; /* a TCP header that cannot be read: not sent */
+	cfg = gw_get_config();
+	gen = cfg ? gw_live_gen(cfg) : 0;
+	if (!gen || !gw_resolve_service(daddr, *(__u16 *)&l4[2], GW_SLOT_OF(gen)))
+		return 1;
+	gw_count(GW_CNT_GUARD_DROPS, 1);
+	return 0;
+}
 
 /* Drops the segment; the first drop fails the connection with an event. */
 static __always_inline int gw_guard_drop(struct gw_conn *c, __u8 reason)
@@ -986,7 +1073,11 @@ int gw_guard(struct __sk_buff *skb)
 	if (!sk)
 		return 1;
 	sk = bpf_sk_fullsock(sk);
-	if (!sk || sk->protocol != GW_IPPROTO_TCP)
+	if (!sk)
+		return 1;
+	if (sk->type == GW_SOCK_RAW)
+		return gw_guard_raw(skb);
+	if (sk->protocol != GW_IPPROTO_TCP)
 		return 1;
 	c = bpf_sk_storage_get(&gw_conns, sk, NULL, 0);
 	if (!c || !(c->flags & GW_CONN_POLICED) || (c->flags & GW_CONN_POOL))
@@ -1012,11 +1103,17 @@ int gw_guard(struct __sk_buff *skb)
 	if (skb->len <= off + hl)
 		return 1; /* no payload: SYN, ACK, FIN, RST */
 	len = skb->len - off - hl;
-	if (c->flags & GW_CONN_DIVERTED)
-		return 1; /* the helper writes here; the connection's own sends go to it */
 	seq = ((__u32)th[4] << 24) | ((__u32)th[5] << 16) | ((__u32)th[6] << 8) | th[7];
 	start = seq + ((th[13] & GW_TCP_FLAG_SYN) ? 1 : 0);
 	limit = c->seq0 + (__u32)c->approved;
+	if (c->flags & GW_CONN_DIVERTED) {
+		/* the helper sends back exactly the bytes diverted to it */
+		__u32 slot = c->pool_slot;
+		struct gw_pool_slot *p = bpf_map_lookup_elem(&gw_pool, &slot);
+
+		if (p && p->conn_cookie == c->cookie)
+			limit += (__u32)p->diverted;
+	}
 	if ((__s32)(start + len - limit) > 0)
 		return gw_guard_drop(c, GW_REASON_UNWALKED); /* a full sockhash: reported at insert */
 	return 1;

@@ -74,6 +74,8 @@ enum gw_reason {
 	GW_REASON_URGENT      = 13, /* urgent data (MSG_OOB)                   */
 	GW_REASON_NOT_IN_MAP  = 14, /* sockhash full: the walker cannot run    */
 	GW_REASON_CORK_FLUSH  = 15, /* the kernel sent a held, partial frame   */
+	GW_REASON_ULP         = 16, /* an upper layer (kTLS) on a policed socket */
+	GW_REASON_RAW         = 17, /* TCP to a service from a raw socket      */
 	GW_REASON_MAX
 };
 

@@ -32,7 +32,8 @@ const char* kReasons[GW_REASON_MAX] = {
     "HPACK table model lost", "out of memory", "connection predates attach", "fallback helper gone or gave up",
     "bytes reached the socket past the walker (a send before the socket was policed, fast-open data, or a failed write)",
     "urgent data (MSG_OOB)", "sockhash full: the connection cannot be policed (attach --max-connections)",
-    "the kernel flushed a held partial frame",
+    "the kernel flushed a held partial frame", "an upper layer protocol (TCP_ULP, kTLS) on a policed socket",
+    "TCP to a service from a raw socket",
 };
 
 struct Ctx {

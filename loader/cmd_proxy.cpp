@@ -333,6 +333,7 @@ class Helper {
       s.cfg = ReadConfig(live_);
       s.gen = 0;
       s.stream.Reset(ps.model, gw_hp_keys{s.cfg.key0, s.cfg.key1});
+      s.stream.Passthrough(ps.passthrough);
       s.stream.decide = [this, &s](const FbBlock& b) {
         bool policed = Refresh(s);
         FbVerdict v = Decide(s, b, policed);

@@ -35,6 +35,9 @@ class FbStream {
 
   // Starts at a frame boundary past the preface, with the kernel's model.
   void Reset(const gw_h2_model& m, const gw_hp_keys& k);
+  // The next n bytes go on unparsed (the kernel walked them before it
+  // diverted the connection; the model is the one after them).
+  void Passthrough(uint64_t n) { skip_ = n; }
   // Takes the next bytes the client sent; appends to *out what may go on
   // to the server now (same bytes, in order, denied paths rewritten).
   // Returns false once the connection cannot be followed (reason()).

@@ -235,3 +235,14 @@ YAML
   [ "$status" -eq 0 ]
   [ "$(echo "$output" | json "d['method']")" = '/cloudcity.DoorManager/SetAccessCode\x0a2026-11-25T00:00:00Z ALLOW public-terminal -> door-manager\x1b[2J\xff' ]
 }
+
+@test "a raw socket's TCP segment to a service is dropped; to another port it is not grpcwall's business" {
+  run attack "$CG/terminal" raw "$CLIENT_IP" SetAccessCode
+  echo "$output"
+  [ "$(echo "$output" | sed -n 1p)" = "raw EPERM" ]
+  [ "$(counter guard_drops)" -eq 1 ]
+  run in_cgroup "$CG/terminal" "$CLIENT_NS" $PY "$ROOT/tests/e2e/attack.py" "$SERVER_IP" 50052 raw "$CLIENT_IP" GetName
+  echo "$output"
+  [ "$(echo "$output" | sed -n 1p)" = "raw sent" ]
+  [ "$(counter guard_drops)" -eq 1 ]
+}

@@ -30,6 +30,7 @@ modes:
                           gRPC C-core writes (short writes, then the rest)
   badpath PATH_HEX        one call whose :path is the given bytes (hex)
   hold SECONDS            an idle connection (preface and SETTINGS only)
+  raw SRC_IP METHOD       a TCP segment carrying a call, from a raw socket
 """
 import argparse
 import errno
@@ -280,6 +281,29 @@ def run(a, auth):
             s.settimeout(10)
             print(f"short-writes {short}", flush=True)
             report(rd, sid, m)
+        return
+    if a.mode == "raw":
+        # a TCP segment with a request in it, crafted on a raw socket (needs
+        # CAP_NET_RAW): it never reaches the server's port if that is a service
+        import struct
+        r = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+        src = socket.inet_aton(a.args[0])
+        dst = socket.inet_aton(host)
+        payload = PREFACE + SETTINGS + call(1, a.args[1], auth)
+        hdr = struct.pack("!HHIIBBHHH", 40000, port, 1, 0, 5 << 4, 0x18, 65535, 0, 0)
+        pseudo = src + dst + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(hdr) + len(payload))
+        data = pseudo + hdr + payload
+        if len(data) % 2:
+            data += b"\0"
+        csum = sum(struct.unpack(f"!{len(data) // 2}H", data))
+        while csum >> 16:
+            csum = (csum & 0xffff) + (csum >> 16)
+        hdr = hdr[:16] + struct.pack("!H", ~csum & 0xffff) + hdr[18:]
+        try:
+            r.sendto(hdr + payload, (host, 0))
+            print("raw sent", flush=True)
+        except OSError as e:
+            print(f"raw {errno.errorcode.get(e.errno, e.errno)}", flush=True)
         return
     if a.mode == "badpath":
         s = connect(host, port)

@@ -121,3 +121,15 @@ fb() { "$GRPCWALL" status --pin-dir "$PIN" --json | json "d['fallback']['$1']"; 
   for i in $(seq 1 30); do [ "$(fb slots_busy)" -eq 0 ] && break; sleep 0.1; done
   [ "$(fb slots_busy)" -eq 0 ]
 }
+
+@test "writes of 7 bytes with 30 KB metadata: a held message that ends in a continued block goes whole to the helper" {
+  run in_cgroup "$CG/terminal" "$CLIENT_NS" $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 \
+    --split 7 --metadata-bytes 30000 'GetName^' 'SetAccessCode^' GetName
+  echo "$output"
+  [ "$(echo "$output" | sed -n 1p)" = "GetName 0" ]
+  [ "$(echo "$output" | sed -n 2p)" = "SetAccessCode 12" ]
+  [ "$(echo "$output" | sed -n 3p)" = "GetName 0" ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  [ "$(counter conns_failed)" -eq 0 ]
+  [ "$(fb denied)" -ge 1 ]
+}

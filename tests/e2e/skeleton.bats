@@ -99,11 +99,11 @@ YAML
   run "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/bad.yaml"
   [ "$status" -eq 1 ]
   [[ "$output" == *"bad.yaml:10:"* ]]
-  # a cgroup that does not exist is bad input too, with its line
-  sed "s#$CG/sensor#$CG/no-such-cgroup#" "$WORK/good.yaml" > "$WORK/nocg.yaml"
-  run "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/nocg.yaml"
+  # a cgroup path grpcwall cannot match is bad input too, with its line
+  sed "s#$CG/sensor#$CG/../sensor#" "$WORK/good.yaml" > "$WORK/dotdot.yaml"
+  run "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/dotdot.yaml"
   [ "$status" -eq 1 ]
-  [[ "$output" == *"nocg.yaml:3: identity 'door-sensor': cgroup $CG/no-such-cgroup does not exist"* ]]
+  [[ "$output" == *"dotdot.yaml:3: identity 'door-sensor': cgroup path $CG/../sensor holds '..'"* ]]
   [ "$("$GRPCWALL" status --pin-dir "$PIN" --json | json "d['policy']['generation']")" -eq 1 ]
   # attach with a bad policy attaches nothing new
   run "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN.x" "$WORK/bad.yaml"

@@ -195,3 +195,33 @@ TEST(Fallback, ContinuationOfAnotherStreamFailsClosed) {
 }
 
 }  // namespace
+
+// The kernel diverts a whole held message whose first bytes it walked
+// already (a cork that ends in a continued block): the helper forwards
+// those unparsed and takes over at the next frame.
+TEST(Fallback, PassthroughOfBytesTheKernelWalked) {
+  Stream s = MakeStream({{"GetName", 0}, {"GetName", 40000}}, 16384, true);
+  Replayer r;
+  r.Write(s.bytes.data(), s.bytes.size());
+  ASSERT_TRUE(r.failed);  // diverted at the continued block
+  // pretend the kernel walked the first 20 bytes of what it diverted: the
+  // helper must pass exactly those on unread, whatever they are
+  Bytes rest(20, 0xfa);
+  rest.insert(rest.end(), r.pending.begin(), r.pending.end());
+  gw::FbStream fb;
+  gw_h2_model m{};
+  m.last_stream = r.h.last_stream;
+  m.table = r.h.table;
+  fb.Reset(m, r.k);
+  fb.Passthrough(20);
+  int blocks = 0;
+  fb.decide = [&](const gw::FbBlock&) {
+    blocks++;
+    return gw::FbVerdict{GW_VERDICT_ALLOW, 0, 0};
+  };
+  Bytes out;
+  ASSERT_TRUE(fb.Feed(rest.data(), rest.size(), &out));
+  EXPECT_EQ(out, rest);  // byte for byte, the 20 garbage bytes included
+  EXPECT_EQ(blocks, 1);
+  EXPECT_TRUE(fb.AtBoundary());
+}
