@@ -23,7 +23,7 @@ LOADER_HDRS := $(wildcard loader/*.h)
 CORE_SRCS  := loader/policy.cpp loader/fb_stream.cpp
 UNIT_SRCS  := $(wildcard tests/unit/*.cpp)
 
-.PHONY: all deps test unit e2e demo clean bench bench-quick fuzz
+.PHONY: all deps test unit e2e demo clean bench bench-quick fuzz soak
 
 all: $(BUILD)/grpcwall $(BUILD)/py/cloudcity_pb2.py
 
@@ -77,6 +77,13 @@ test: deps
 	$(BUILD)/unit_tests
 	$(MAKE) fuzz FUZZ_SECONDS=20
 	GW_STRICT=1 GRPCWALL=$(CURDIR)/$(BUILD)/grpcwall GW_PYGEN=$(CURDIR)/$(BUILD)/py bats tests/e2e
+
+# the soak of tests/e2e/soak.bats for longer (make test runs it for 20 s)
+SOAK_SECONDS ?= 180
+soak: deps
+	$(MAKE) all
+	SOAK_SECONDS=$(SOAK_SECONDS) GW_STRICT=1 GRPCWALL=$(CURDIR)/$(BUILD)/grpcwall GW_PYGEN=$(CURDIR)/$(BUILD)/py \
+	  bats tests/e2e/soak.bats
 
 demo: deps
 	$(MAKE) all

@@ -18,6 +18,7 @@
  *   GW_HP_ENTRIES     live dynamic table entries modelled  -> GW_REASON_TABLE
  *   GW_HP_MAX_TABLE   largest table size update followed  -> GW_REASON_TABLE
  *   GW_PATH_MAX - 1   longest :path decided               -> GW_REASON_PATH_LONG (denied)
+ *   65535             longest header name (fallback only) -> GW_REASON_BOUND
  */
 #ifndef GW_HPACK_H
 #define GW_HPACK_H
@@ -407,6 +408,8 @@ static __always_inline int gw_hp_close_string(struct gw_hp_block *b,
 	if (b->s_huff && !b->h_accept)
 		return gw_hp_fail(b, GW_REASON_PROTOCOL); /* bad padding, 5.2 */
 	if (b->s_which == 0) {
+		if (b->s_dlen > 0xffff) /* table entries keep name lengths in 16 bits */
+			return gw_hp_fail(b, GW_REASON_BOUND);
 		b->f_name_len = b->s_dlen;
 		b->f_is_path = b->name_match && b->s_dlen == 5;
 		b->off = b->s_end;

@@ -97,13 +97,6 @@ class Helper {
       if (bpf_map_lookup_elem(m_.pool.get(), &i, &ps) == 0 && ps.busy) SetCell(m_, i, GW_FB_FAILED, ps.epoch);
       SetCell(m_, i, GW_FB_COOKIE, 0);
     }
-    listen_ = Fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (!listen_ || bind(listen_.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
-        listen(listen_.get(), GW_POOL_SLOTS) != 0)
-      throw SysError("opening the pool listener on 127.0.0.1", errno);
     epoll_ = Fd(epoll_create1(EPOLL_CLOEXEC));
     for (uint32_t i = 0; i < GW_POOL_SLOTS; i++) {
       slots_[i] = std::make_unique<Slot>();
@@ -145,16 +138,34 @@ class Helper {
     if (s.mine) epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, s.mine.get(), nullptr);
     s.mine = Fd();
     s.peer = Fd();
+    // A listener of its own on an ephemeral loopback port, closed once the
+    // pair is made; whatever else connected to it is refused: no other local
+    // process can become (or stall) a pool socket.
+    Fd listener(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
     sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     socklen_t al = sizeof(a);
-    getsockname(listen_.get(), reinterpret_cast<sockaddr*>(&a), &al);
+    if (!listener || bind(listener.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
+        listen(listener.get(), 8) != 0 || getsockname(listener.get(), reinterpret_cast<sockaddr*>(&a), &al) != 0)
+      throw SysError("opening a pool listener on 127.0.0.1", errno);
     Fd c(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
     int big = 8 << 20;
     setsockopt(c.get(), SOL_SOCKET, SO_RCVBUF, &big, sizeof(big));
     if (!c || connect(c.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0)
       throw SysError("connecting a pool socket", errno);
-    Fd p(accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC));
-    if (!p) throw SysError("accepting a pool socket", errno);
+    sockaddr_in mine{};
+    socklen_t ml = sizeof(mine);
+    getsockname(c.get(), reinterpret_cast<sockaddr*>(&mine), &ml);
+    Fd p;
+    for (int tries = 0; tries < 16 && !p; tries++) {
+      sockaddr_in from{};
+      socklen_t fl = sizeof(from);
+      Fd got(accept4(listener.get(), reinterpret_cast<sockaddr*>(&from), &fl, SOCK_CLOEXEC));
+      if (!got) throw SysError("accepting a pool socket", errno);
+      if (from.sin_port == mine.sin_port && from.sin_addr.s_addr == mine.sin_addr.s_addr) p = std::move(got);
+    }
+    if (!p) throw Error(kSystem, "pool socket: another local process kept connecting to the helper's listener");
     uint64_t cookie = 0;
     socklen_t cl = sizeof(cookie);
     if (getsockopt(c.get(), SOL_SOCKET, SO_COOKIE, &cookie, &cl) != 0) throw SysError("SO_COOKIE", errno);
@@ -390,7 +401,7 @@ class Helper {
   std::string pin_dir_;
   LiveMaps live_;
   FbMaps m_;
-  Fd listen_, epoll_;
+  Fd epoll_;
   std::unique_ptr<Slot> slots_[GW_POOL_SLOTS];
   gw_fb_stats stats_{};
 };

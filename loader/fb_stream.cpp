@@ -15,6 +15,7 @@ void FbStream::Reset(const gw_h2_model& m, const gw_hp_keys& k) {
   skip_ = 0;
   failed_ = false;
   reason_ = 0;
+  asm_ = Assembly{};
 }
 
 gw_h2_model FbStream::Model() const {
@@ -26,6 +27,7 @@ gw_h2_model FbStream::Model() const {
 
 bool FbStream::Fail(uint8_t reason) {
   failed_ = true;
+  asm_.active = false;
   reason_ = reason;
   pending_.clear();
   return false;
@@ -34,28 +36,38 @@ bool FbStream::Fail(uint8_t reason) {
 long FbStream::Assemble(size_t pos, gw_h2_frame f, std::vector<std::pair<size_t, size_t>>* frags) {
   const size_t avail = pending_.size() - pos;
   const uint8_t* p = pending_.data() + pos;
-  size_t o = H2_FRAME_HEADER_LEN + f.len;
-  if (f.len > GW_FB_MAX_BLOCK) return Fail(GW_REASON_BOUND), -1;
-  if (avail < o) return 0;
-  gw_buf src{p, static_cast<__u32>(o)};
-  if (gw_h2_headers_span(&src, &f)) return Fail(GW_REASON_PROTOCOL), -1;
-  frags->assign(1, {pos + f.blk_off, f.blk_len});
-  size_t total = f.blk_len;
-  uint8_t flags = f.flags;
-  while (!(flags & H2_FLAG_END_HEADERS)) {
+  if (!asm_.active) {
+    size_t o = H2_FRAME_HEADER_LEN + f.len;
+    if (f.len > GW_FB_MAX_BLOCK) return Fail(GW_REASON_BOUND), -1;
+    if (avail < o) return 0;
+    gw_buf src{p, static_cast<__u32>(o)};
+    if (gw_h2_headers_span(&src, &f)) return Fail(GW_REASON_PROTOCOL), -1;
+    asm_.frags.assign(1, {f.blk_off, f.blk_len});
+    asm_.total = f.blk_len;
+    asm_.flags = f.flags;
+    asm_.o = o;
+    asm_.active = true;
+  }
+  // Frames already checked are not read again when more bytes arrive:
+  // reassembly is linear in the block, however it is cut into writes.
+  while (!(asm_.flags & H2_FLAG_END_HEADERS)) {
     // RFC 9113 6.10: only CONTINUATION frames of the same stream may follow
-    gw_buf at{p + o, static_cast<__u32>(avail - o)};
+    gw_buf at{p + asm_.o, static_cast<__u32>(avail - asm_.o)};
     gw_h2_frame c{};
     if (gw_h2_read_header(&at, &c)) return 0;
+    if (avail < asm_.o + H2_FRAME_HEADER_LEN + c.len) return 0;
+    continuation_reads++;
     if (c.type != H2_FRAME_CONTINUATION || c.stream != f.stream) return Fail(GW_REASON_PROTOCOL), -1;
-    if (total + c.len > GW_FB_MAX_BLOCK) return Fail(GW_REASON_BOUND), -1;
-    if (avail < o + H2_FRAME_HEADER_LEN + c.len) return 0;
-    frags->push_back({pos + o + H2_FRAME_HEADER_LEN, c.len});
-    total += c.len;
-    flags = c.flags;
-    o += H2_FRAME_HEADER_LEN + c.len;
+    if (asm_.total + c.len > GW_FB_MAX_BLOCK) return Fail(GW_REASON_BOUND), -1;
+    asm_.frags.push_back({asm_.o + H2_FRAME_HEADER_LEN, c.len});
+    asm_.total += c.len;
+    asm_.flags = c.flags;
+    asm_.o += H2_FRAME_HEADER_LEN + c.len;
   }
-  return static_cast<long>(o);
+  frags->clear();
+  for (const auto& fr : asm_.frags) frags->push_back({pos + fr.first, fr.second});
+  asm_.active = false;
+  return static_cast<long>(asm_.o);
 }
 
 bool FbStream::Feed(const uint8_t* p, size_t n, std::vector<uint8_t>* out) {

@@ -50,6 +50,7 @@ class FbStream {
 
   Decide decide;  // called for every request block
   uint64_t blocks = 0, big_blocks = 0, allowed = 0, denied = 0, audited = 0;
+  uint64_t continuation_reads = 0;  // CONTINUATION frame headers read (each once)
 
  private:
   bool Fail(uint8_t reason);
@@ -57,6 +58,15 @@ class FbStream {
   // frames holding the whole block (fragments filled), <0 = failed.
   long Assemble(size_t pos, gw_h2_frame f, std::vector<std::pair<size_t, size_t>>* frags);
 
+  // the continued block being put together, offsets from its HEADERS frame
+  struct Assembly {
+    bool active = false;
+    size_t o = 0;      // next frame to read
+    size_t total = 0;  // block bytes so far
+    uint8_t flags = 0;
+    std::vector<std::pair<size_t, size_t>> frags;
+  };
+  Assembly asm_;
   gw_h2 h_{};
   gw_hp_keys k_{};
   std::vector<uint8_t> pending_;

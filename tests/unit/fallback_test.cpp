@@ -225,3 +225,65 @@ TEST(Fallback, PassthroughOfBytesTheKernelWalked) {
   EXPECT_EQ(blocks, 1);
   EXPECT_TRUE(fb.AtBoundary());
 }
+
+// A block cut into 20000 empty CONTINUATION frames, fed a frame at a time:
+// each frame header is read once (reassembly is linear, not quadratic),
+// and the block still decodes and passes byte for byte.
+TEST(Fallback, ManyContinuationFramesAreReadOnce) {
+  Stream s = MakeStream({{"GetName", 40000}}, 16384, true);
+  Replayer r;
+  r.Write(s.bytes.data(), s.bytes.size());
+  ASSERT_TRUE(r.failed);
+  // insert empty CONTINUATION frames right after the HEADERS frame
+  Bytes rest = r.pending;
+  size_t hlen = 9 + ((size_t(rest[0]) << 16) | (size_t(rest[1]) << 8) | rest[2]);
+  Bytes empties;
+  const int kEmpty = 20000;
+  for (int i = 0; i < kEmpty; i++) Frame(&empties, 0x9, 0, 1, nullptr, 0);
+  rest.insert(rest.begin() + long(hlen), empties.begin(), empties.end());
+  gw::FbStream fb;
+  gw_h2_model m{};
+  m.last_stream = r.h.last_stream;
+  m.table = r.h.table;
+  fb.Reset(m, r.k);
+  int blocks = 0;
+  fb.decide = [&](const gw::FbBlock&) {
+    blocks++;
+    return gw::FbVerdict{GW_VERDICT_ALLOW, 0, 0};
+  };
+  Bytes out;
+  for (size_t off = 0; off < rest.size(); off += 9) ASSERT_TRUE(fb.Feed(rest.data() + off, std::min<size_t>(9, rest.size() - off), &out));
+  EXPECT_EQ(out, rest);
+  EXPECT_EQ(blocks, 1);
+  EXPECT_LE(fb.continuation_reads, uint64_t(kEmpty + 4));
+}
+
+// A header name of 64 KiB or more (only the fallback sees blocks that big)
+// fails the connection: the table model keeps name lengths in 16 bits.
+TEST(Fallback, HeaderNameOf64KiBFailsClosed) {
+  Bytes blk = {0x00, 0x7f};  // literal without indexing, new name, length 70000 (7-bit prefix)
+  for (uint32_t v = 70000 - 127; ; v >>= 7) {
+    if (v < 128) {
+      blk.push_back(uint8_t(v));
+      break;
+    }
+    blk.push_back(uint8_t((v & 0x7f) | 0x80));
+  }
+  blk.insert(blk.end(), 70000, 'n');
+  blk.push_back(1);
+  blk.push_back('x');
+  Bytes frames;
+  for (size_t off = 0; off < blk.size(); off += 16384) {
+    size_t len = std::min<size_t>(16384, blk.size() - off);
+    Frame(&frames, off == 0 ? 0x1 : 0x9, off + len == blk.size() ? 0x4 : 0, 1, blk.data() + off, len);
+  }
+  gw::FbStream fb;
+  gw_h2_model m{};
+  gw_hp_table_init(&m.table);
+  fb.Reset(m, gw_hp_keys{1, 2});
+  fb.decide = [](const gw::FbBlock&) { return gw::FbVerdict{GW_VERDICT_ALLOW, 0, 0}; };
+  Bytes out;
+  EXPECT_FALSE(fb.Feed(frames.data(), frames.size(), &out));
+  EXPECT_EQ(fb.reason(), GW_REASON_BOUND);
+  EXPECT_TRUE(out.empty());
+}
