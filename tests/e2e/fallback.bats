@@ -133,3 +133,29 @@ fb() { "$GRPCWALL" status --pin-dir "$PIN" --json | json "d['fallback']['$1']"; 
   [ "$(counter conns_failed)" -eq 0 ]
   [ "$(fb denied)" -ge 1 ]
 }
+
+@test "a policy apply while a connection is in the helper: the next block is decided against the new policy" {
+  # terminal may call GetName; its big call is held half sent in the helper
+  in_cgroup "$CG/terminal" "$CLIENT_NS" $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 \
+    --metadata-bytes 40000 --hold "$WORK/go" 'GetName^' 'GetName^' > "$WORK/client.out" 2>&1 &
+  PIDS+=($!)
+  for i in $(seq 1 100); do [ "$(counter fallback_blocks)" -ge 1 ] && break; sleep 0.1; done
+  [ "$(counter fallback_blocks)" -eq 1 ]
+  # revoke GetName for the terminal (GetLocation only), then two more applies
+  # so the slot the connection was diverted under holds another generation
+  write_policy "$WORK/revoke.yaml" \
+    "  - from: public-terminal" "    to: door-manager" "    allow: [/cloudcity.DoorManager/GetLocation]"
+  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/revoke.yaml"
+  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/p.yaml"
+  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/revoke.yaml"
+  touch "$WORK/go"
+  wait "${PIDS[-1]}" || true
+  cat "$WORK/client.out"
+  [ "$(sed -n 1p "$WORK/client.out")" = "GetName 12" ]
+  [ "$(sed -n 2p "$WORK/client.out")" = "GetName 12" ]
+  [ "$(handlers 50051 GetName)" -eq 0 ]
+  [ "$(fb denied)" -ge 1 ]
+  ev=$(events 1)
+  [ "$(echo "$ev" | json "d['identity']")" = "public-terminal" ]
+  [ "$(echo "$ev" | json "d['generation']")" -eq 4 ]
+}
