@@ -22,6 +22,8 @@ fb() { "$GRPCWALL" status --pin-dir "$PIN" --json | json "d['fallback']['$1']"; 
   [ "$pid" -gt 0 ]
   [ "$(cat /proc/$pid/comm)" = grpcwall ]
   [ "$(fb running)" = True ]
+  # no listener stays open for other local processes to connect to
+  [ "$(ss -ltnp | grep -c "pid=$pid,")" -eq 0 ]
   # a second helper for the same pin dir is refused
   run "$GRPCWALL" proxy --pin-dir "$PIN"
   [ "$status" -eq 2 ]
