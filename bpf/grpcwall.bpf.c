@@ -32,48 +32,30 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define AF_INET 2
 #define AF_INET6 10
 
-/* The connection's remote and local addresses as IPv6 (IPv4 as v4-mapped,
- * which is also how an AF_INET6 socket connected to an IPv4 address sees
- * them: gRPC C-core and Node do that). Each field is loaded at a fixed
- * offset (clang would otherwise merge the loads into one ctx access at a
- * computed offset, which the verifier refuses). */
-static __always_inline void gw_remote_ip6(struct bpf_sock_ops *skops, __u32 *a)
+/* An address as IPv6: IPv4 as v4-mapped (::ffff:a.b.c.d), which is also
+ * how an AF_INET6 socket connected to an IPv4 address sees it (gRPC C-core
+ * and Node do that). */
+static __always_inline void gw_ip6_set(__u32 *a, int v4only, __u32 v4, __u32 a0, __u32 a1,
+				       __u32 a2, __u32 a3)
 {
-	__u32 v4 = skops->remote_ip4, a0 = skops->remote_ip6[0], a1 = skops->remote_ip6[1],
-	      a2 = skops->remote_ip6[2], a3 = skops->remote_ip6[3];
-
-	asm volatile("" : "+r"(v4), "+r"(a0), "+r"(a1), "+r"(a2), "+r"(a3));
-	if (skops->family == AF_INET) {
-		a[0] = 0;
-		a[1] = 0;
-		a[2] = bpf_htonl(0x0000ffff);
-		a[3] = v4;
-	} else {
-		a[0] = a0;
-		a[1] = a1;
-		a[2] = a2;
-		a[3] = a3;
-	}
+	a[0] = v4only ? 0 : a0;
+	a[1] = v4only ? 0 : a1;
+	a[2] = v4only ? bpf_htonl(0x0000ffff) : a2;
+	a[3] = v4only ? v4 : a3;
 }
 
-static __always_inline void gw_local_ip6(struct bpf_sock_ops *skops, __u32 *a)
-{
-	__u32 v4 = skops->local_ip4, a0 = skops->local_ip6[0], a1 = skops->local_ip6[1],
-	      a2 = skops->local_ip6[2], a3 = skops->local_ip6[3];
-
-	asm volatile("" : "+r"(v4), "+r"(a0), "+r"(a1), "+r"(a2), "+r"(a3));
-	if (skops->family == AF_INET) {
-		a[0] = 0;
-		a[1] = 0;
-		a[2] = bpf_htonl(0x0000ffff);
-		a[3] = v4;
-	} else {
-		a[0] = a0;
-		a[1] = a1;
-		a[2] = a2;
-		a[3] = a3;
-	}
-}
+/* The sockops context's remote or local address (side: remote, local).
+ * Every field is loaded at its fixed offset (clang would otherwise merge
+ * the loads into one ctx access at a computed offset, which the verifier
+ * refuses). */
+#define GW_SKOPS_IP6(skops, side, a)                                                 \
+	do {                                                                         \
+		__u32 v4 = (skops)->side##_ip4, a0 = (skops)->side##_ip6[0],          \
+		      a1 = (skops)->side##_ip6[1], a2 = (skops)->side##_ip6[2],       \
+		      a3 = (skops)->side##_ip6[3];                                    \
+		asm volatile("" : "+r"(v4), "+r"(a0), "+r"(a1), "+r"(a2), "+r"(a3)); \
+		gw_ip6_set(a, (skops)->family == AF_INET, v4, a0, a1, a2, a3);        \
+	} while (0)
 
 /* The identity keys of a socket's cgroup path (hpack/siphash.h,
  * gw_cgroup_hash), one per level from the root down, for as many levels as
@@ -116,7 +98,7 @@ static __always_inline void gw_origin_cgroups(struct cgroup *cg, struct gw_confi
 static __always_inline void gw_record_origin(struct bpf_sock_ops *skops, struct tcp_sock *tp,
 					     struct gw_config *cfg, struct gw_conn_origin *o)
 {
-	gw_remote_ip6(skops, o->daddr);
+	GW_SKOPS_IP6(skops, remote, o->daddr);
 	o->dport = (__u16)(skops->remote_port >> 16); /* network order */
 	o->pid = bpf_get_current_pid_tgid() >> 32;
 	bpf_get_current_comm(o->comm, sizeof(o->comm));
@@ -205,7 +187,7 @@ int gw_sockops(struct bpf_sock_ops *skops)
 		c = bpf_sk_storage_get(&gw_conns, sk, NULL, 0);
 		if (!c || !(c->flags & GW_CONN_POLICED))
 			break;
-		gw_local_ip6(skops, c->origin.saddr);
+		GW_SKOPS_IP6(skops, local, c->origin.saddr);
 		c->origin.sport = skops->local_port;
 		if (c->flags & GW_CONN_FAILED)
 			break;
