@@ -66,4 +66,7 @@ struct gw_conn {
 	struct gw_h2 h2;        /* frame walker and HPACK model */
 };
 
+GW_ABI_ASSERT(gw_h2_model, 4120);
+GW_ABI_ASSERT(gw_conn, 5000);
+
 #endif

@@ -2,7 +2,7 @@
 /*
  * Every struct that crosses the kernel/userspace boundary: map keys and
  * values, ring buffer events, counters. Included by the BPF programs and
- * by the C++ loader; the loader static_asserts the sizes (loader/bpfabi.h).
+ * by the C++ loader; both compilers check the sizes (GW_ABI_ASSERT below).
  * Padding is spelled out so both compilers agree on the layout.
  */
 #ifndef GRPCWALL_H
@@ -10,6 +10,15 @@
 
 #ifndef __VMLINUX_H__
 #include <linux/types.h>
+#endif
+
+/* Every struct that crosses the boundary has its size asserted here, where
+ * both compilers see it: clang -target bpf builds the programs, g++ the
+ * loader, and a layout that differs between them fails one of the builds. */
+#ifdef __cplusplus
+#define GW_ABI_ASSERT(t, n) static_assert(sizeof(struct t) == (n), "layout of struct " #t " changed: update both sides")
+#else
+#define GW_ABI_ASSERT(t, n) _Static_assert(sizeof(struct t) == (n), "layout of struct " #t " changed: update both sides")
 #endif
 
 #define GW_PATH_MAX        256  /* longest :path the datapath decides */
@@ -211,5 +220,18 @@ struct gw_event {
 	__u16 pad0;
 	char  path[GW_PATH_MAX];
 };
+
+GW_ABI_ASSERT(gw_config, 48);
+GW_ABI_ASSERT(gw_ident_key, 16);
+GW_ABI_ASSERT(gw_ident_val, 8);
+GW_ABI_ASSERT(gw_svc_key, 24);
+GW_ABI_ASSERT(gw_svc_val, 8);
+GW_ABI_ASSERT(gw_pair_key, 8);
+GW_ABI_ASSERT(gw_method_val, 8);
+GW_ABI_ASSERT(gw_name_key, 16);
+GW_ABI_ASSERT(gw_name_val, 456);
+GW_ABI_ASSERT(gw_rule_counters, 32);
+GW_ABI_ASSERT(gw_conn_origin, 192);
+GW_ABI_ASSERT(gw_event, 360);
 
 #endif /* GRPCWALL_H */
