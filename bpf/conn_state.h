@@ -61,12 +61,13 @@ struct gw_conn {
 	__u32 read_off;         /* in the message being walked: past the last byte read */
 	__u32 cork_done;        /* in a held message: bytes already walked */
 	__u32 corked_for;       /* the held message is released at this size (0: none held) */
+	__u64 sender;           /* pid_tgid of the task whose send was walked last */
 	struct gw_walk_state w;
 	struct gw_resync rs;
 	struct gw_h2 h2;        /* frame walker and HPACK model */
 };
 
 GW_ABI_ASSERT(gw_h2_model, 4120);
-GW_ABI_ASSERT(gw_conn, 5000);
+GW_ABI_ASSERT(gw_conn, 5016);
 
 #endif

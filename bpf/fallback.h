@@ -79,7 +79,7 @@ struct gw_fb_stats {
 	__u64 failed;        /* connections it could not follow */
 };
 
-GW_ABI_ASSERT(gw_pool_slot, 4376);
+GW_ABI_ASSERT(gw_pool_slot, 4384);
 GW_ABI_ASSERT(gw_fb_stats, 72);
 
 #endif /* GW_FALLBACK_H */

@@ -74,9 +74,11 @@ static __always_inline void gw_origin_cgroups(struct cgroup *cg, struct gw_confi
 	int level, n;
 
 	o->ncgroups = 0;
+	o->level = 0;
 	if (!cg)
 		return;
 	level = BPF_CORE_READ(cg, level);
+	o->level = level;
 	for (i = 1; i <= GW_CGROUP_DEPTH; i++) {
 		if ((int)i > level || i > depth)
 			break;
@@ -798,6 +800,7 @@ static __always_inline int gw_send_self(struct gw_conn *c, struct sk_msg_md *msg
 	if (c->read_off)
 		c->read_end = c->approved + c->read_off;
 	c->approved += n;
+	c->sender = bpf_get_current_pid_tgid();
 	c->read_off = 0;
 	c->cork_done = 0;
 	c->corked_for = 0;
@@ -832,7 +835,10 @@ static __always_inline int gw_resync(struct gw_conn *c, struct tcp_sock *tp, __u
 {
 	__u32 i, s, pay, e;
 
-	if (c->corked_for || gw_other_sender(tp))
+	/* only the thread whose write went out short may pick it up: a thread
+	 * is in one send at a time, so its own push is over; another thread's
+	 * may still be between its verdict and its push */
+	if (c->corked_for || c->sender != bpf_get_current_pid_tgid() || gw_other_sender(tp))
 		return -1;
 	if ((__s32)(actual - (__u32)c->read_end) >= 0) {
 		/* nothing read past actual: the rest is payload, skipped */
@@ -892,7 +898,10 @@ int gw_sk_msg(struct sk_msg_md *msg)
 	if (c->flags & GW_CONN_FAILED)
 		return SK_DROP;
 	/* identity and service under the live policy (once per generation) */
-	policed = gw_refresh(c, gw_live_gen(cfg)) == 0;
+	r = gw_refresh(c, gw_live_gen(cfg), cfg->ident_depth);
+	if (r == GW_REFRESH_STALE)
+		return gw_fail(c, msg, cfg, GW_REASON_PREDATES, 0);
+	policed = r == 0;
 	if (c->flags & GW_CONN_DIVERTED) {
 		r = gw_diverted(c, msg, cfg);
 		if (r != GW_RESUME)
@@ -979,6 +988,7 @@ int gw_sk_msg(struct sk_msg_md *msg)
 #define GW_TCP_FLAG_URG 0x20
 
 #define GW_SOCK_RAW 3
+#define GW_IPPROTO_RAW 255
 
 /* A raw socket's IPv4/IPv6 packet: TCP to a policy service is dropped (it
  * could carry bytes into a policed connection's sequence space, or a
@@ -997,6 +1007,8 @@ static __always_inline int gw_guard_raw(struct __sk_buff *skb)
 	if ((ip[0] >> 4) == 4) {
 		if (ip[9] != GW_IPPROTO_TCP)
 			return 1;
+		if ((((__u32)ip[6] & 0x1f) << 8 | ip[7]) != 0)
+			return 1; /* a later fragment: no ports in it; its first one is checked */
 		off = (ip[0] & 0xf) * 4;
 		daddr[2] = bpf_htonl(0x0000ffff);
 		__builtin_memcpy(&daddr[3], &ip[16], 4);
@@ -1057,8 +1069,8 @@ int gw_guard(struct __sk_buff *skb)
 	sk = bpf_sk_fullsock(sk);
 	if (!sk)
 		return 1;
-	if (sk->type == GW_SOCK_RAW)
-		return gw_guard_raw(skb);
+	if (sk->type == GW_SOCK_RAW && (sk->protocol == GW_IPPROTO_TCP || sk->protocol == GW_IPPROTO_RAW))
+		return gw_guard_raw(skb); /* the raw sockets that can write TCP */
 	if (sk->protocol != GW_IPPROTO_TCP)
 		return 1;
 	c = bpf_sk_storage_get(&gw_conns, sk, NULL, 0);
@@ -1157,8 +1169,9 @@ int gw_reset_predating(struct bpf_iter__tcp *ctx)
 		return 0;
 	c = bpf_sk_storage_get(&gw_conns, tp, NULL, 0);
 	if (c && (c->flags & GW_CONN_POLICED) &&
-	    ((c->flags & GW_CONN_IN_MAP) || skc->skc_state == GW_TCP_SYN_SENT))
-		return 0; /* policed already, or will be once established */
+	    ((c->flags & GW_CONN_IN_MAP) || skc->skc_state == GW_TCP_SYN_SENT) &&
+	    c->origin.ncgroups >= o.ncgroups)
+		return 0; /* policed already (or once established), its path recorded deep enough */
 	if (bpf_sock_destroy(skc))
 		return 0;
 	gw_count(GW_CNT_CONNS_RESET, 1);

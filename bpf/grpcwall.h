@@ -197,6 +197,8 @@ struct gw_conn_origin {
 	__u16 dport;        /* network order */
 	__u16 sport;        /* host order, known once established */
 	__u32 pid;
+	__u32 level;        /* the socket's cgroup level (ncgroups is at most that) */
+	__u32 pad0;
 	char  comm[16];
 };
 
@@ -231,7 +233,7 @@ GW_ABI_ASSERT(gw_method_val, 8);
 GW_ABI_ASSERT(gw_name_key, 16);
 GW_ABI_ASSERT(gw_name_val, 456);
 GW_ABI_ASSERT(gw_rule_counters, 32);
-GW_ABI_ASSERT(gw_conn_origin, 192);
+GW_ABI_ASSERT(gw_conn_origin, 200);
 GW_ABI_ASSERT(gw_event, 360);
 
 #endif /* GRPCWALL_H */

@@ -47,13 +47,22 @@ static __always_inline __u16 gw_resolve_service(const __u32 *daddr, __u16 dport,
 	return v ? v->service : 0;
 }
 
+#define GW_REFRESH_STALE (-2)
+
 /* Re-resolve a connection's identity and service when the policy
  * generation changed since it was last looked at. Returns 0 when the
- * connection is (still) policed. */
-static __always_inline int gw_refresh(struct gw_conn *c, __u64 gen)
+ * connection is (still) policed, -1 when not, GW_REFRESH_STALE when the
+ * live policy has identities deeper than the path recorded at connect
+ * (the reset iterator resets such connections at the apply; this is the
+ * backstop). */
+static __always_inline int gw_refresh(struct gw_conn *c, __u64 gen, __u32 depth)
 {
+	__u32 need = c->origin.level < depth ? c->origin.level : depth;
+
 	if (c->generation == gen)
 		return (c->ident && c->service) ? 0 : -1;
+	if (c->origin.ncgroups < need)
+		return GW_REFRESH_STALE;
 	c->ident = gw_resolve_ident(&c->origin, GW_SLOT_OF(gen));
 	c->service = gw_resolve_service(c->origin.daddr, c->origin.dport, GW_SLOT_OF(gen));
 	c->generation = gen;

@@ -79,6 +79,7 @@ struct Slot {
   Fd inner;               // ... and an fd on it, reused while the id holds
   uint64_t gen = 0;       // the generation ident/service below are resolved for
   uint16_t ident = 0, service = 0;
+  bool stale = false;     // the path recorded at connect is too short for that policy
   FbStream stream;
 };
 
@@ -100,8 +101,8 @@ class Helper {
     epoll_ = Fd(epoll_create1(EPOLL_CLOEXEC));
     for (uint32_t i = 0; i < GW_POOL_SLOTS; i++) {
       slots_[i] = std::make_unique<Slot>();
-      OpenPair(i);
-      SetFree(i);  // what a predecessor held is failed above; the slot starts anew
+      SetFree(i);  // what a predecessor held is failed above; the slot starts anew ...
+      OpenPair(i);  // ... and is claimable only once its cookie is published here
     }
     stats_ = gw_fb_stats{};
     stats_.pid = getpid();
@@ -196,7 +197,7 @@ class Helper {
       if (bpf_map_lookup_elem(m_.pool.get(), &i, &ps) != 0 || ps.busy != GW_POOL_RECYCLE) continue;
       std::cerr << "grpcwall proxy: slot " << i << " recycled (connection " << ps.conn_cookie << " closed or failed)\n";
       OpenPair(i);
-      SetFree(i);
+      SetFree(i);  // RECYCLE: no claim can land in between (claims take FREE only)
     }
   }
 
@@ -223,10 +224,13 @@ class Helper {
   // kernel's gw_refresh: resolved again whenever the generation moved, so a
   // policy apply takes effect on the next header block here too.
   bool Refresh(Slot& s) {
-    uint64_t gen = ReadConfig(live_).generation;  // the slot follows from it (GW_SLOT_OF)
+    gw_config cfg = ReadConfig(live_);
+    uint64_t gen = cfg.generation;  // the slot follows from it (GW_SLOT_OF)
     if (gen != s.gen) {
       const uint32_t slot = GW_SLOT_OF(gen);
       const gw_conn_origin& o = s.info.origin;
+      // as the kernel's gw_refresh: identities deeper than what was recorded
+      s.stale = o.ncgroups < std::min(o.level, cfg.ident_depth);
       s.ident = 0;
       for (uint32_t i = 0; i < o.ncgroups && i < GW_CGROUP_DEPTH && gen; i++) {  // deepest first
         gw_ident_key k{};
@@ -247,7 +251,7 @@ class Helper {
       s.service = gen && bpf_map_lookup_elem(live_.services.get(), &sk, &sv) == 0 ? sv.service : 0;
       s.gen = gen;
     }
-    return s.ident && s.service;
+    return s.stale || (s.ident && s.service);
   }
 
   FbVerdict Decide(Slot& s, const FbBlock& b, bool policed) {
@@ -256,6 +260,7 @@ class Helper {
       d.verdict = GW_VERDICT_ALLOW;
       return d;
     }
+    if (s.stale) return d.reason = GW_REASON_PREDATES, d;  // deny: cannot tell the identity
     const gw_hp_block& k = *b.blk;
     int r = gw_hp_path_reason(&k);
     if (r >= 0) return d.reason = uint8_t(r), d;

@@ -121,6 +121,7 @@ bool ReadName(const LiveMaps& m, uint32_t slot, uint32_t kind, uint64_t id, gw_n
 
 IdentityPaths ResolveIdentities(const Policy& p) {
   IdentityPaths out;
+  RequireGlobalCgroupView();
   const std::string root = CgroupV2Root();
   for (const auto& id : p.identities) {
     const std::string where = p.file + ":" + std::to_string(id.line) + ": identity '" + id.name + "': ";

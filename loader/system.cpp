@@ -46,6 +46,28 @@ std::string CgroupV2Root() {
   throw Error(kSystem, "no cgroup v2 hierarchy is mounted (see /proc/self/mounts): mount one with 'mount -t cgroup2 none /sys/fs/cgroup/unified'");
 }
 
+void RequireGlobalCgroupView() {
+  // the kernel keys identities by the path from the hierarchy's root: the
+  // loader must see the same root, not a cgroup namespace's or a bind mount's
+  char ns[64] = {};
+  ssize_t n = readlink("/proc/self/ns/cgroup", ns, sizeof(ns) - 1);
+  const std::string init = "cgroup:[4026531835]";  // CGROUP_NS_INIT_INO
+  if (n > 0 && std::string(ns, size_t(n)) != init)
+    throw Error(kSystem, "grpcwall runs in a cgroup namespace (" + std::string(ns, size_t(n)) +
+                             "): identities are cgroup paths from the hierarchy's root, so run it in the host's "
+                             "cgroup namespace (nsenter -C -t 1, or hostPID/hostCgroup for a pod)");
+  std::ifstream in("/proc/self/mountinfo");
+  const std::string root = CgroupV2Root();
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream f(line);
+    std::string id, parent, devno, mroot, mdir;
+    f >> id >> parent >> devno >> mroot >> mdir;
+    if (mdir == root && line.find(" - cgroup2 ") != std::string::npos && mroot != "/")
+      throw Error(kSystem, "the cgroup2 mount at " + root + " shows the subtree " + mroot +
+                               ", not the hierarchy's root: mount cgroup2 itself (mount -t cgroup2 none DIR) for grpcwall");
+  }
+}
+
 bool IsCgroupV2Dir(const std::string& path) {
   struct statfs fs {};
   struct stat st {};

@@ -35,6 +35,10 @@ std::string ResolveCgroupPath(const std::string& cg);
 // The cgroup id of a cgroup v2 directory (its inode number).
 uint64_t CgroupId(const std::string& path);
 bool IsCgroupV2Dir(const std::string& path);
+// Throws unless this process sees the cgroup v2 hierarchy from its root
+// (the initial cgroup namespace, a mount of the root): identity keys are
+// paths from there.
+void RequireGlobalCgroupView();
 
 // Mounts bpffs at /sys/fs/bpf if the pin dir lives there and it is absent;
 // then creates the pin dir.

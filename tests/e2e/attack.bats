@@ -246,3 +246,39 @@ YAML
   [ "$(echo "$output" | sed -n 1p)" = "raw sent" ]
   [ "$(counter guard_drops)" -eq 1 ]
 }
+
+@test "a policy with deeper identities than the live one: connections made before it are reset, not left with the shallower identity" {
+  "$GRPCWALL" detach --pin-dir "$PIN" >/dev/null
+  # v1: one identity one level deep, allowed everything
+  cat > "$WORK/v1.yaml" <<YAML
+identities:
+  everyone: { cgroup: $CG }
+services:
+  door-manager: { port: 50051, cidrs: [$SERVER_IP/32] }
+rules:
+  - { from: everyone, to: door-manager, allow: ["*"] }
+YAML
+  # v2: the terminal below it, allowed GetName only
+  cat > "$WORK/v2.yaml" <<YAML
+identities:
+  everyone: { cgroup: $CG }
+  public-terminal: { cgroup: $CG/terminal }
+services:
+  door-manager: { port: 50051, cidrs: [$SERVER_IP/32] }
+rules:
+  - { from: everyone, to: door-manager, allow: ["*"] }
+  - { from: public-terminal, to: door-manager, allow: [/cloudcity.DoorManager/GetName] }
+YAML
+  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" --no-fallback "$WORK/v1.yaml" >/dev/null
+  py_client "$CG/terminal" 50051 SetAccessCode "WAIT:$WORK/go" SetAccessCode SetAccessCode > "$WORK/c.out" 2>&1 &
+  PIDS+=($!)
+  for i in $(seq 1 100); do grep -q "^SetAccessCode" "$WORK/c.out" && break; sleep 0.1; done
+  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/v2.yaml"
+  touch "$WORK/go"
+  wait "${PIDS[-1]}" || true
+  cat "$WORK/c.out"
+  [ "$(sed -n 1p "$WORK/c.out")" = "SetAccessCode OK" ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 1 ]
+  [ "$(counter conns_reset)" -ge 1 ]
+  [ "$(sed -n 3p "$WORK/c.out" | cut -d' ' -f1-2)" = "SetAccessCode UNIMPLEMENTED" ]
+}
