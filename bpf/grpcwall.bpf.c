@@ -111,8 +111,10 @@ static __always_inline void gw_emit_conn(struct gw_conn *c, struct gw_config *cf
 					 __u8 verdict, __u8 reason, __u16 rule, __u32 stream);
 
 /* A policed connection that can no longer be followed: every later send
- * is dropped by sk_msg, every later payload byte by the egress guard. */
-static __always_inline void gw_mark_failed(struct gw_conn *c, struct gw_config *cfg, __u8 reason)
+ * is dropped by sk_msg, every later payload byte by the egress guard. The
+ * event names the RPC that broke it when there is one (stream != 0). */
+static __always_inline void gw_fail_stream(struct gw_conn *c, struct gw_config *cfg, __u8 reason,
+					   __u32 stream)
 {
 	if (c->flags & GW_CONN_FAILED)
 		return;
@@ -123,7 +125,12 @@ static __always_inline void gw_mark_failed(struct gw_conn *c, struct gw_config *
 	if (reason == GW_REASON_PROTOCOL || reason == GW_REASON_NOT_H2 ||
 	    reason == GW_REASON_TABLE)
 		gw_count(GW_CNT_PARSE_ERRORS, 1);
-	gw_emit_conn(c, cfg, GW_VERDICT_DENY, reason, 0, 0);
+	gw_emit_conn(c, cfg, GW_VERDICT_DENY, reason, 0, stream);
+}
+
+static __always_inline void gw_mark_failed(struct gw_conn *c, struct gw_config *cfg, __u8 reason)
+{
+	gw_fail_stream(c, cfg, reason, 0);
 }
 
 #define GW_SEND_SHUTDOWN    2
@@ -370,18 +377,7 @@ static __always_inline void gw_emit_conn(struct gw_conn *c, struct gw_config *cf
 static __always_inline int gw_fail(struct gw_conn *c, struct sk_msg_md *msg,
 				   struct gw_config *cfg, __u8 reason, __u32 stream)
 {
-	if (!(c->flags & GW_CONN_FAILED) && stream) {
-		/* name the RPC that broke it */
-		c->flags |= GW_CONN_FAILED;
-		c->h2.stage = GW_H2_FAILED;
-		c->h2.reason = reason;
-		gw_count(GW_CNT_DROPPED_CONNS, 1);
-		if (reason == GW_REASON_PROTOCOL || reason == GW_REASON_NOT_H2 ||
-		    reason == GW_REASON_TABLE)
-			gw_count(GW_CNT_PARSE_ERRORS, 1);
-		gw_emit_conn(c, cfg, GW_VERDICT_DENY, reason, 0, stream);
-	}
-	gw_mark_failed(c, cfg, reason);
+	gw_fail_stream(c, cfg, reason, stream);
 	return SK_DROP;
 }
 
