@@ -56,14 +56,9 @@ struct gw_pool_slot {
 	__u64 conn_cookie;   /* the diverted connection's key in gw_sockhash */
 	__u64 pool_cookie;   /* the helper socket bytes go to, fixed at claim */
 	__u64 diverted;      /* bytes redirected to the helper this epoch */
-	__u64 generation;    /* policy generation at the claim ... */
-	__u32 cfg_slot;      /* ... its active slot */
-	__u16 ident, service;
-	__u32 policed;
 	__u32 reason;        /* why: GW_REASON_CONTINUATION or GW_REASON_BOUND */
 	__u32 passthrough;   /* first bytes diverted that the kernel walked already:
 			      * the helper forwards them unparsed */
-	__u32 pad1;
 	struct gw_conn_origin origin;
 	struct gw_h2_model model; /* the table model at the claim */
 };
@@ -79,7 +74,7 @@ struct gw_fb_stats {
 	__u64 failed;        /* connections it could not follow */
 };
 
-GW_ABI_ASSERT(gw_pool_slot, 4384);
+GW_ABI_ASSERT(gw_pool_slot, 4360);
 GW_ABI_ASSERT(gw_fb_stats, 72);
 
 #endif /* GW_FALLBACK_H */

@@ -508,7 +508,7 @@ static long gw_claim_cb(__u32 i, void *ctx)
  * the table model and send this connection's bytes there from this frame
  * on. No helper running: the connection fails closed. */
 static __always_inline int gw_divert(struct gw_conn *c, struct sk_msg_md *msg,
-				     struct gw_config *cfg, int policed, __u8 reason,
+				     struct gw_config *cfg, __u8 reason,
 				     __u32 stream, __u32 walked)
 {
 	struct gw_claim_ctx cl = { .found = GW_POOL_SLOTS };
@@ -529,11 +529,6 @@ static __always_inline int gw_divert(struct gw_conn *c, struct sk_msg_md *msg,
 	p->conn_cookie = c->cookie;
 	p->pool_cookie = *ck;
 	p->diverted = 0;
-	p->generation = c->generation;
-	p->cfg_slot = GW_SLOT_OF(c->generation);
-	p->ident = c->ident;
-	p->service = c->service;
-	p->policed = policed;
 	p->reason = reason;
 	p->passthrough = walked; /* the message's first bytes: walked here already */
 	p->origin = c->origin;
@@ -968,7 +963,7 @@ int gw_sk_msg(struct sk_msg_md *msg)
 		/* all of it to the helper, which forwards the `off` bytes
 		 * walked here unparsed and takes over at that frame (a
 		 * partial redirect would lose the rest of a held message) */
-		return gw_divert(c, msg, cfg, policed, ws->reason, ws->stream, off);
+		return gw_divert(c, msg, cfg, ws->reason, ws->stream, off);
 	case GW_WALK_FAIL:
 		return gw_fail(c, msg, cfg, ws->reason, ws->stream);
 	}
