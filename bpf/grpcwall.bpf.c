@@ -96,17 +96,6 @@ static __always_inline void gw_origin_cgroups(struct cgroup *cg, struct gw_confi
 	}
 }
 
-/* Records who connects (the socket's cgroup path) and where to. */
-static __always_inline void gw_record_origin(struct bpf_sock_ops *skops, struct tcp_sock *tp,
-					     struct gw_config *cfg, struct gw_conn_origin *o)
-{
-	GW_SKOPS_IP6(skops, remote, o->daddr);
-	o->dport = (__u16)(skops->remote_port >> 16); /* network order */
-	o->pid = bpf_get_current_pid_tgid() >> 32;
-	bpf_get_current_comm(o->comm, sizeof(o->comm));
-	gw_origin_cgroups(BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup), cfg, o);
-}
-
 static __always_inline void gw_emit_conn(struct gw_conn *c, struct gw_config *cfg,
 					 __u8 verdict, __u8 reason, __u16 rule, __u32 stream);
 
@@ -168,11 +157,16 @@ int gw_sockops(struct bpf_sock_ops *skops)
 		tp = bpf_skc_to_tcp_sock(sk);
 		if (!tp)
 			break;
-		gw_record_origin(skops, tp, cfg, &o);
+		/* where to first: the cgroup path is hashed only for a service */
+		GW_SKOPS_IP6(skops, remote, o.daddr);
+		o.dport = (__u16)(skops->remote_port >> 16); /* network order */
 		if (!gw_resolve_service(o.daddr, o.dport, GW_SLOT_OF(gen)))
 			break; /* other destinations are not tracked at all */
+		gw_origin_cgroups(BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup), cfg, &o);
 		if (!gw_resolve_ident(&o, GW_SLOT_OF(gen)))
 			break; /* nor processes without an identity */
+		o.pid = bpf_get_current_pid_tgid() >> 32;
+		bpf_get_current_comm(o.comm, sizeof(o.comm));
 		c = bpf_sk_storage_get(&gw_conns, sk, NULL,
 				       BPF_SK_STORAGE_GET_F_CREATE);
 		if (!c)

@@ -33,7 +33,7 @@
 #define GW_MAX_CONNS       65536
 
 /* Two policy slots: `policy apply` fills the inactive one, then flips
- * gw_config.active_slot in one write, so no reader sees half a policy.
+ * gw_config.generation in one write, so no reader sees half a policy.
  * Generation g (>= 1) always lives in slot (g + 1) & 1, so the datapath
  * reads only the 8-byte generation (one load, never torn) and derives
  * the slot from it: the two can never come from different applies. */
@@ -110,7 +110,7 @@ enum gw_counter {
 
 struct gw_config {
 	__u64 generation;   /* bumped by every policy apply; 0 = no policy */
-	__u32 active_slot;  /* 0 or 1 */
+	__u32 pad0;         /* (the live slot is GW_SLOT_OF(generation)) */
 	__u32 ident_depth;  /* deepest identity level of any policy applied (only grows) */
 	__u64 key0, key1;   /* SipHash key, random per attach */
 	__u64 hash_any;     /* precomputed keys of the "*" and default entries */

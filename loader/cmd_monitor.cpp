@@ -47,8 +47,7 @@ std::string Name(const LiveMaps& live, uint64_t gen, uint32_t kind, uint16_t id)
   if (!id) return "-";
   gw_config cfg = ReadConfig(live);
   uint32_t slot;
-  if (gen == cfg.generation) slot = cfg.active_slot;
-  else if (gen + 1 == cfg.generation) slot = 1 - cfg.active_slot;
+  if (gen == cfg.generation || gen + 1 == cfg.generation) slot = GW_SLOT_OF(gen);  // both slots still hold them
   else return "#" + std::to_string(id);
   gw_name_val v{};
   return ReadName(live, slot, kind, id, &v) ? std::string(v.text) : "#" + std::to_string(id);

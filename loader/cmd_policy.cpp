@@ -47,7 +47,7 @@ nlohmann::json ToJson(const LivePolicy& v, bool live) {
   nlohmann::json j;
   if (live) {
     j["generation"] = v.config.generation;
-    j["slot"] = v.config.active_slot;
+    j["slot"] = GW_SLOT_OF(v.config.generation);
   }
   j["file"] = v.file;
   j["identities"] = nlohmann::json::array();
@@ -76,7 +76,7 @@ nlohmann::json ToJson(const LivePolicy& v, bool live) {
 }
 
 void PrintText(const LivePolicy& v, bool live) {
-  if (live) std::cout << "generation " << v.config.generation << " (slot " << v.config.active_slot << ") from " << v.file << "\n";
+  if (live) std::cout << "generation " << v.config.generation << " (slot " << GW_SLOT_OF(v.config.generation) << ") from " << v.file << "\n";
   std::cout << "identities:\n";
   for (const auto& i : v.identities) {
     std::cout << "  " << std::left << std::setw(20) << i.name << " cgroup " << i.cgroup << "\n";

@@ -51,7 +51,7 @@ void Status(const StatusOptions& o) {
   gw_config cfg = ReadConfig(live);
   gw_name_val meta{};
   std::string cgroup = ReadName(live, 0, GW_NAMEKIND_META, 0, &meta) ? meta.text : "?";
-  std::string file = ReadName(live, 0, GW_NAMEKIND_META, 1 + cfg.active_slot, &meta) ? meta.text : "";
+  std::string file = ReadName(live, 0, GW_NAMEKIND_META, 1 + GW_SLOT_OF(cfg.generation), &meta) ? meta.text : "";
   uint32_t sockops_id = PinnedProgId(o.pin_dir + "/prog_sockops");
   uint32_t skmsg_id = PinnedProgId(o.pin_dir + "/prog_sk_msg");
   uint32_t guard_id = PinnedProgId(o.pin_dir + "/prog_guard");
@@ -70,7 +70,7 @@ void Status(const StatusOptions& o) {
   j["cgroup"] = cgroup;
   j["programs"] = {{"sockops", sockops_id}, {"sk_msg", skmsg_id}, {"guard", guard_id}};
   j["max_connections"] = max_conns;
-  j["policy"] = {{"generation", cfg.generation}, {"slot", cfg.active_slot}, {"file", file}};
+  j["policy"] = {{"generation", cfg.generation}, {"slot", GW_SLOT_OF(cfg.generation)}, {"file", file}};
   nlohmann::json counters;
   for (int i = 0; i < GW_CNT_MAX; i++) counters[kCounterNames[i]] = c[i];
   counters["conns_tracked"] = c[GW_CNT_CONNS_OPENED] - c[GW_CNT_CONNS_CLOSED];

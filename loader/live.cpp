@@ -261,7 +261,6 @@ uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const IdentityPaths& pa
 
   // 3. Flip: one write makes the whole new policy live.
   cfg.generation++;
-  cfg.active_slot = slot;
   WriteConfig(m, cfg);
   return cfg.generation;
 }
@@ -363,7 +362,7 @@ LivePolicy ReadLivePolicy(const LiveMaps& m) {
   LivePolicy lp;
   lp.config = ReadConfig(m);
   if (lp.config.generation == 0) return lp;
-  const uint32_t slot = lp.config.active_slot;
+  const uint32_t slot = GW_SLOT_OF(lp.config.generation);
   gw_name_val nv{};
   if (ReadName(m, 0, GW_NAMEKIND_META, 1 + slot, &nv)) lp.file = nv.text;
   std::map<uint16_t, std::string> ident_names, svc_names;

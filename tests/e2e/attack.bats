@@ -15,11 +15,8 @@ setup() {
 }
 teardown() { gw_teardown; }
 
-# attack CGROUP MODE ARGS...: tests/e2e/attack.py from that cgroup
-attack() {
-  local cg=$1; shift
-  in_cgroup "$cg" "$CLIENT_NS" $PY "$ROOT/tests/e2e/attack.py" "$SERVER_IP" 50051 "$@"
-}
+# attack CGROUP MODE ARGS...: the crafted client against the server's port
+attack() { crafted "$SERVER_IP" 50051 "$@"; }
 
 # has_event REASON_SUBSTRING: a monitor event (JSON) with that reason
 has_event() {
@@ -241,7 +238,7 @@ YAML
   echo "$output"
   [ "$(echo "$output" | sed -n 1p)" = "raw EPERM" ]
   [ "$(counter guard_drops)" -eq 1 ]
-  run in_cgroup "$CG/terminal" "$CLIENT_NS" $PY "$ROOT/tests/e2e/attack.py" "$SERVER_IP" 50052 raw "$CLIENT_IP" GetName
+  run crafted "$SERVER_IP" 50052 "$CG/terminal" raw "$CLIENT_IP" GetName
   echo "$output"
   [ "$(echo "$output" | sed -n 1p)" = "raw sent" ]
   [ "$(counter guard_drops)" -eq 1 ]

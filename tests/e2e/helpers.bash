@@ -139,6 +139,12 @@ py_client() {
   in_cgroup "$cg" "$CLIENT_NS" $PY "$ROOT/tests/grpc/client.py" "$SERVER_IP:$port" "$@"
 }
 
+# crafted HOST PORT CGROUP MODE ARGS...: tests/e2e/attack.py from that cgroup
+crafted() {
+  local host=$1 port=$2 cg=$3; shift 3
+  in_cgroup "$cg" "$CLIENT_NS" $PY "$ROOT/tests/e2e/attack.py" "$host" "$port" "$@"
+}
+
 # events N: the next N monitor events as JSON lines (they wait in the ring buffer)
 events() { "$GRPCWALL" monitor --pin-dir "$PIN" --json --count "$1" --timeout 10; }
 

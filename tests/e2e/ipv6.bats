@@ -11,10 +11,7 @@ setup() {
 }
 teardown() { gw_teardown; }
 
-attack6() {
-  local cg=$1; shift
-  in_cgroup "$cg" "$CLIENT_NS" $PY "$ROOT/tests/e2e/attack.py" "$SERVER_IP6" 50051 "$@"
-}
+attack6() { crafted "$SERVER_IP6" 50051 "$@"; }
 
 @test "IPv6: a service defined by port only polices connections to the server's IPv6 address" {
   cat > "$WORK/p.yaml" <<YAML
@@ -55,7 +52,7 @@ YAML
   run attack6 "$CG/terminal" plain SetAccessCode
   [ "$(echo "$output" | sed -n 1p)" = "SetAccessCode 12" ]
   # the IPv4 address is not in the service: not policed
-  run in_cgroup "$CG/terminal" "$CLIENT_NS" $PY "$ROOT/tests/e2e/attack.py" "$SERVER_IP" 50051 plain SetAccessCode
+  run crafted "$SERVER_IP" 50051 "$CG/terminal" plain SetAccessCode
   [ "$(echo "$output" | sed -n 1p)" = "SetAccessCode 0" ]
   [ "$(handlers 50051 SetAccessCode)" -eq 1 ]
   [ "$(counter conns_opened)" -eq 1 ]
