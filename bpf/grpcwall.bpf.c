@@ -194,6 +194,17 @@ int gw_sockops(struct bpf_sock_ops *skops)
 		c->origin.sport = skops->local_port;
 		if (c->flags & GW_CONN_FAILED)
 			break;
+		/* a send() that began during the handshake waits in plain
+		 * tcp_sendmsg and goes on there, past sk_msg: its bytes could
+		 * fill space the walker approved but the socket does not hold
+		 * yet (a short write), where the guard lets them by */
+		tp = bpf_skc_to_tcp_sock(sk);
+		if (!tp || BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_write_pending)) {
+			gw_mark_failed(c, gw_get_config(), GW_REASON_UNWALKED);
+			ms = GW_FAILED_TIMEOUT_MS;
+			bpf_setsockopt(skops, GW_SOL_TCP, GW_TCP_USER_TIMEOUT, &ms, sizeof(ms));
+			break;
+		}
 		cookie = bpf_get_socket_cookie(skops);
 		if (bpf_sock_hash_update(skops, &gw_sockhash, &cookie, BPF_NOEXIST)) {
 			/* no walker can run on it: the egress guard lets no
@@ -469,6 +480,7 @@ static __always_inline int gw_diverted(struct gw_conn *c, struct sk_msg_md *msg,
 	c->read_end = c->approved;
 	c->skip = 0;
 	c->read_off = 0;
+	c->rs.n = 0;
 	c->flags &= ~GW_CONN_DIVERTED;
 	p->busy = GW_POOL_FREE; /* the helper holds nothing of it: claimable at once */
 	gw_count(GW_CNT_FALLBACK_RESUMED, 1);
@@ -530,6 +542,7 @@ static __always_inline int gw_divert(struct gw_conn *c, struct sk_msg_md *msg,
 	gw_table_copy(&p->model.table, &c->h2.table);
 	c->pool_slot = found;
 	c->flags |= GW_CONN_DIVERTED;
+	c->rs.n = 0; /* positions from before the helper: never picked up again */
 	c->corked_for = 0;
 	c->cork_done = 0;
 	c->read_off = 0;

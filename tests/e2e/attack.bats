@@ -50,6 +50,8 @@ has_event() {
   ! grep -q "SetAccessCode 0" "$WORK/a.out" || false
   [ "$(counter guard_drops)" -ge 1 ]
   [ "$(counter conns_failed)" -ge 1 ]
+  # failed when it became established (a writer was waiting): never in the sockhash
+  [ "$(counter conns_opened)" -eq 0 ]
   has_event "past the walker"
   # the identity's next connection is policed as usual
   run attack "$CG/terminal" plain GetName
