@@ -271,14 +271,17 @@ static __always_inline void gw_rule_count(__u64 gen, __u16 rule, __u8 verdict)
 }
 
 /* Decides the block's :path for the connection's identity and service:
- * deny beats audit beats allow across the exact, service and `*` entries;
- * what matches none gets the pair's default entry (deny or audit). */
+ * the most specific entry found wins (exact, service wildcard, `*`, then
+ * the pair's default entry). The compiler gives every key the verdict of
+ * all entries that match the paths it is the most specific key for, so
+ * the first hit is the whole decision: at most four lookups, one for an
+ * exact entry. */
 static __always_inline void gw_decide(struct gw_conn *c, struct gw_config *cfg,
 				      struct gw_decision *d)
 {
 	struct gw_hp_block *b = &c->h2.blk;
 	struct gw_pair_key pk = {};
-	struct gw_method_val *v, *best = NULL;
+	struct gw_method_val *best;
 	void *inner;
 	__u64 key;
 	int r;
@@ -300,17 +303,15 @@ static __always_inline void gw_decide(struct gw_conn *c, struct gw_config *cfg,
 		return;
 	}
 	key = b->h_exact;
-	v = bpf_map_lookup_elem(inner, &key);
-	if (v)
-		best = v;
-	key = b->h_svc;
-	v = bpf_map_lookup_elem(inner, &key);
-	if (v && (!best || gw_verdict_rank(v->verdict) > gw_verdict_rank(best->verdict)))
-		best = v;
-	key = cfg->hash_any;
-	v = bpf_map_lookup_elem(inner, &key);
-	if (v && (!best || gw_verdict_rank(v->verdict) > gw_verdict_rank(best->verdict)))
-		best = v;
+	best = bpf_map_lookup_elem(inner, &key);
+	if (!best) {
+		key = b->h_svc;
+		best = bpf_map_lookup_elem(inner, &key);
+	}
+	if (!best) {
+		key = cfg->hash_any;
+		best = bpf_map_lookup_elem(inner, &key);
+	}
 	if (!best) {
 		key = cfg->hash_default;
 		best = bpf_map_lookup_elem(inner, &key);

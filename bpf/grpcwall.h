@@ -56,13 +56,6 @@ enum gw_verdict {
 	GW_VERDICT_AUDIT = 3, /* would be denied; passed because the rule audits */
 };
 
-/* When several entries match one path: deny beats audit beats allow.
- * Shared by the kernel's decision and the fallback helper's. */
-static inline int gw_verdict_rank(__u8 v)
-{
-	return v == GW_VERDICT_DENY ? 3 : v == GW_VERDICT_AUDIT ? 2 : v == GW_VERDICT_ALLOW ? 1 : 0;
-}
-
 /* Why an event was raised besides a plain policy verdict. */
 enum gw_reason {
 	GW_REASON_POLICY      = 0,

@@ -112,7 +112,7 @@ void Attach(const AttachOptions& o) {
   IdentityPaths paths;
   if (!o.policy.empty()) {
     policy = LoadPolicyFile(o.policy);
-    paths = ResolveIdentities(policy);
+    paths = ResolveIdentities(policy, cgroup);
   }
   const bool fresh = !PinDirAttached(o.pin_dir);
   try {

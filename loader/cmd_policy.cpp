@@ -106,10 +106,11 @@ void PrintText(const LivePolicy& v, bool live) {
 
 void Check(const PolicyOptions& o) {
   Policy p = LoadPolicyFile(o.file);
+  for (const auto& w : p.warnings) std::cerr << w << "\n";
   CompiledPolicy cp = Compile(p, 0, 0);
   LivePolicy v = ViewOf(p, cp);
   if (o.json) {
-    std::cout << ToJson(v, false).dump(2) << "\n";
+    std::cout << ToJson(v, false).dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     return;
   }
   std::cout << o.file << ": OK: " << p.identities.size() << " identities, " << p.services.size() << " services, "
@@ -119,9 +120,10 @@ void Check(const PolicyOptions& o) {
 
 void Apply(const PolicyOptions& o) {
   Policy p = LoadPolicyFile(o.file);
+  for (const auto& w : p.warnings) std::cerr << w << "\n";
   RequireRoot("policy apply");
-  IdentityPaths paths = ResolveIdentities(p);
   LiveMaps live = LiveMaps::Open(o.pin_dir);
+  IdentityPaths paths = ResolveIdentities(p, AttachCgroup(live));
   Fd lock = LockPinDir(o.pin_dir);
   uint64_t gen = ApplyPolicy(live, p, paths);
   std::cout << "policy generation " << gen << " live from " << o.file << "\n";
@@ -135,7 +137,7 @@ void Show(const PolicyOptions& o) {
   LiveMaps live = LiveMaps::Open(o.pin_dir);
   LivePolicy v = ReadLivePolicy(live);
   if (o.json) {
-    std::cout << ToJson(v, true).dump(2) << "\n";
+    std::cout << ToJson(v, true).dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     return;
   }
   if (v.config.generation == 0) {

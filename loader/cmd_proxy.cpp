@@ -217,7 +217,6 @@ class Helper {
     bpf_map_update_elem(m_.stats.get(), &zero, &stats_, BPF_ANY);
   }
 
-  // the kernel's gw_decide, over the same maps
   // the kernel's gw_decide, over the same maps: the pair's method map is
   // looked up per block (a policy apply takes effect on the next RPC)
   // The connection's identity and service under the live policy, as the
@@ -275,20 +274,11 @@ class Helper {
       s.inner_id = s.inner ? inner_id : 0;
     }
     if (!s.inner) return d.reason = GW_REASON_NO_RULE, d;
-    gw_method_val best{}, v{};
+    // as the kernel: the most specific entry found is the whole decision
+    gw_method_val best{};
     bool have = false;
-    for (uint64_t key : {k.h_exact, k.h_svc, s.cfg.hash_any}) {
-      if (bpf_map_lookup_elem(s.inner.get(), &key, &v) == 0 &&
-          (!have || gw_verdict_rank(v.verdict) > gw_verdict_rank(best.verdict))) {
-        best = v;
-        have = true;
-      }
-    }
-    uint64_t key = s.cfg.hash_default;
-    if (!have && bpf_map_lookup_elem(s.inner.get(), &key, &v) == 0) {
-      best = v;
-      have = true;
-    }
+    for (uint64_t key : {k.h_exact, k.h_svc, s.cfg.hash_any, s.cfg.hash_default})
+      if ((have = bpf_map_lookup_elem(s.inner.get(), &key, &best) == 0)) break;
     if (!have) return d.reason = GW_REASON_NO_RULE, d;
     d.verdict = best.verdict;
     d.rule = best.rule;

@@ -42,7 +42,7 @@ void Status(const StatusOptions& o) {
   if (!PinDirAttached(o.pin_dir)) {
     j["attached"] = false;
     if (o.json)
-      std::cout << j.dump(2) << "\n";
+      std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     else
       std::cout << "grpcwall: not attached (nothing pinned at " << o.pin_dir << ")\n";
     return;
@@ -84,7 +84,7 @@ void Status(const StatusOptions& o) {
                    {"denied", fb.denied},         {"audited", fb.audited}, {"failed", fb.failed},
                    {"slots", GW_POOL_SLOTS},      {"slots_busy", BusyPoolSlots(o.pin_dir)}};
   if (o.json) {
-    std::cout << j.dump(2) << "\n";
+    std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     return;
   }
   std::cout << "grpcwall: " << (j["attached"].get<bool>() ? "attached" : "partly attached (run attach again)") << "\n"

@@ -119,34 +119,32 @@ bool ReadName(const LiveMaps& m, uint32_t slot, uint32_t kind, uint64_t id, gw_n
   return bpf_map_lookup_elem(m.names.get(), &k, out) == 0;
 }
 
-IdentityPaths ResolveIdentities(const Policy& p) {
+std::string AttachCgroup(const LiveMaps& m) {
+  gw_name_val meta{};
+  return ReadName(m, 0, GW_NAMEKIND_META, 0, &meta) ? std::string(meta.text) : CgroupV2Root();
+}
+
+IdentityPaths ResolveIdentities(const Policy& p, const std::string& attach_cgroup) {
   IdentityPaths out;
   RequireGlobalCgroupView();
   const std::string root = CgroupV2Root();
+  // the attach cgroup as components below the root: sockops runs only for
+  // sockets of processes in it or below it
+  std::vector<std::string> attach;
+  std::string err = attach_cgroup.empty() || attach_cgroup == root ? "" : CanonicalCgroup(attach_cgroup, root, &attach);
+  if (!err.empty()) throw Error(kSystem, "attach cgroup " + attach_cgroup + ": " + err);
   for (const auto& id : p.identities) {
     const std::string where = p.file + ":" + std::to_string(id.line) + ": identity '" + id.name + "': ";
-    if (id.cgroup.find('\0') != std::string::npos) throw InputError(where + "cgroup path holds a NUL byte");
-    std::string path = ResolveCgroupPath(id.cgroup);
-    std::vector<std::string> comps;
-    std::stringstream ss(path.substr(root.size()));
-    for (std::string c; std::getline(ss, c, '/');) {
-      if (c.empty() || c == ".") continue;
-      if (c == "..") throw InputError(where + "cgroup path " + id.cgroup + " holds '..': write it from the root");
-      if (c.size() > GW_CGROUP_NAME_MAX)
-        throw InputError(where + "cgroup name '" + c + "' is longer than " + std::to_string(GW_CGROUP_NAME_MAX) +
-                         " bytes, which grpcwall cannot match");
-      comps.push_back(c);
-    }
-    if (comps.empty())
-      throw InputError(where + "cgroup " + id.cgroup + " is the cgroup v2 root (" + root +
-                       "): name a cgroup below it");
-    if (comps.size() > GW_CGROUP_DEPTH)
-      throw InputError(where + "cgroup " + id.cgroup + " is " + std::to_string(comps.size()) +
-                       " levels deep; identities can be at most " + std::to_string(GW_CGROUP_DEPTH) + " levels deep");
+    if (id.components.size() < attach.size() ||
+        !std::equal(attach.begin(), attach.end(), id.components.begin()))
+      throw InputError(where + "cgroup " + id.cgroup + " is outside the cgroup grpcwall is attached at (" +
+                       attach_cgroup + "), so its connections would never be policed; attach at a cgroup that "
+                       "holds it (grpcwall attach --cgroup DIR) or name a cgroup below " + attach_cgroup);
+    const std::string path = root + id.cgroup;
     if (!IsCgroupV2Dir(path))
       std::cerr << where << "warning: cgroup " << path
                 << " does not exist yet; its processes carry the identity once it is made\n";
-    out.push_back(comps);
+    out.push_back(id.components);
   }
   return out;
 }

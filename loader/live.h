@@ -29,12 +29,16 @@ void WriteConfig(const LiveMaps& m, const gw_config& c);
 gw_config NewConfigKeys(const gw_config& c);
 
 // Every identity's cgroup path as components below the cgroup v2 root, in
-// order. Throws InputError (FILE:LINE) for a path grpcwall cannot police
-// (the root, deeper than GW_CGROUP_DEPTH, a name over GW_CGROUP_NAME_MAX,
-// "..", a NUL byte); warns on stderr for one that does not exist yet (its
-// processes carry the identity once it is made). Touches no BPF state.
+// order (the parser made them canonical and refused what the kernel cannot
+// key). Throws InputError (FILE:LINE) for an identity outside
+// `attach_cgroup` (its sockets never meet the sockops program, so it would
+// never be policed; "" or the root: no such limit); warns on stderr for one
+// that does not exist yet (its processes carry the identity once it is
+// made). Touches no BPF state.
 using IdentityPaths = std::vector<std::vector<std::string>>;
-IdentityPaths ResolveIdentities(const Policy& p);
+IdentityPaths ResolveIdentities(const Policy& p, const std::string& attach_cgroup);
+// The cgroup the pin dir's programs are attached at (absolute).
+std::string AttachCgroup(const LiveMaps& m);
 
 // The datapath's key for a cgroup path (gw_cgroup_hash over its components).
 uint64_t CgroupPathKey(const std::vector<std::string>& components, uint64_t k0, uint64_t k1);

@@ -3,14 +3,16 @@
 #include <cstring>
 
 #include <arpa/inet.h>
-#include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <fstream>
+#include <map>
 #include <set>
+#include <tuple>
 #include <sstream>
 
 #include "error.h"
+#include "yaml_doc.h"
 
 extern "C" {
 #include "siphash.h"
@@ -21,28 +23,26 @@ namespace {
 
 class Parser {
  public:
-  explicit Parser(std::string file) : file_(std::move(file)) {}
+  Parser(std::string file, std::string cgroup_root, const Capacity& cap)
+      : file_(std::move(file)), root_(std::move(cgroup_root)), cap_(cap) {}
 
-  [[noreturn]] void Fail(const YAML::Node& n, const std::string& msg) const {
-    Fail(n.Mark().line + 1, msg);
-  }
+  [[noreturn]] void Fail(const YamlNode& n, const std::string& msg) const { Fail(n.line, msg); }
   [[noreturn]] void Fail(int line, const std::string& msg) const {
     throw InputError(file_ + ":" + std::to_string(line) + ": " + msg);
   }
+  std::string At(int line) const { return file_ + ":" + std::to_string(line); }
 
-  std::string Scalar(const YAML::Node& n, const std::string& what) const {
-    if (!n.IsScalar()) Fail(n, what + " must be a string");
-    return n.Scalar();
+  std::string Scalar(const YamlNode& n, const std::string& what) const {
+    if (n.kind != YamlNode::kScalar) Fail(n, what + " must be a string");
+    return n.text;
   }
 
-  void OnlyKeys(const YAML::Node& map, const std::set<std::string>& allowed,
-                const std::string& where) const {
-    for (const auto& kv : map) {
-      std::string k = kv.first.Scalar();
-      if (!allowed.count(k)) {
+  void OnlyKeys(const YamlNode& map, const std::set<std::string>& allowed, const std::string& where) const {
+    for (const auto& kv : map.entries) {
+      if (!allowed.count(kv.first.text)) {
         std::string list;
         for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
-        Fail(kv.first, "unknown key '" + k + "' in " + where + " (expected: " + list + ")");
+        Fail(kv.first, "unknown key '" + kv.first.text + "' in " + where + " (expected: " + list + ")");
       }
     }
   }
@@ -54,10 +54,9 @@ class Parser {
     });
   }
 
-  Cidr ParseCidr(const YAML::Node& n) const {
+  Cidr ParseCidr(const YamlNode& n) const {
     std::string s = Scalar(n, "cidr");
     Cidr c;
-    c.text = s;
     auto slash = s.find('/');
     std::string ip = s.substr(0, slash);
     in_addr a4{};
@@ -74,7 +73,7 @@ class Parser {
       std::string l = s.substr(slash + 1);
       if (l.empty() || l.size() > 3 || !std::all_of(l.begin(), l.end(), ::isdigit) ||
           (l.size() > 1 && l[0] == '0') || std::stoi(l) > max)
-        Fail(n, "bad CIDR '" + s + "': prefix length must be 0-" + std::to_string(max));
+        Fail(n, "bad CIDR '" + s + "': prefix length must be 0-" + std::to_string(max) + " with no leading zero");
       len = std::stoi(l);
     }
     if (c.v4) {  // v4-mapped
@@ -88,14 +87,24 @@ class Parser {
       if (c.addr[bit / 8] & (0x80 >> (bit % 8)))
         Fail(n, "bad CIDR '" + s + "': host bits set beyond /" + std::to_string(c.v4 ? len - GW_V4_MAPPED_BITS : len));
     c.len = static_cast<uint8_t>(len);
+    // one spelling: an IPv4 address (also written as ::ffff:a.b.c.d) as IPv4
+    const bool mapped = len >= GW_V4_MAPPED_BITS && IN6_IS_ADDR_V4MAPPED(reinterpret_cast<const in6_addr*>(c.addr));
+    char buf[INET6_ADDRSTRLEN] = {};
+    if (mapped) {
+      inet_ntop(AF_INET, c.addr + 12, buf, sizeof(buf));
+      c.text = std::string(buf) + "/" + std::to_string(len - GW_V4_MAPPED_BITS);
+    } else {
+      inet_ntop(AF_INET6, c.addr, buf, sizeof(buf));
+      c.text = std::string(buf) + "/" + std::to_string(len);
+    }
     return c;
   }
 
-  std::vector<Entry> Entries(const YAML::Node& n, const std::string& what) const {
+  std::vector<Entry> Entries(const YamlNode& n, const std::string& what) const {
     std::vector<Entry> out;
-    if (!n.IsSequence()) Fail(n, what + " must be a list of methods");
-    for (const auto& e : n) {
-      Entry en{Scalar(e, what + " entry"), e.Mark().line + 1};
+    if (n.kind != YamlNode::kSequence) Fail(n, what + " must be a list of methods");
+    for (const auto& e : n.items) {
+      Entry en{Scalar(e, what + " entry"), e.line};
       std::string err = CheckEntry(en.pattern);
       if (!err.empty()) Fail(e, "bad " + what + " entry '" + en.pattern + "': " + err);
       out.push_back(en);
@@ -103,113 +112,172 @@ class Parser {
     return out;
   }
 
-  Policy Parse(const std::string& text) {
-    YAML::Node root;
-    try {
-      root = YAML::Load(text);
-    } catch (const YAML::ParserException& e) {
-      Fail(e.mark.line + 1, "YAML syntax error: " + e.msg);
+  void Identities(const YamlNode& ids, Policy* p) const {
+    if (ids.kind != YamlNode::kMap) Fail(ids, "identities must be a mapping of name: { cgroup: PATH }");
+    std::map<std::string, std::pair<std::string, int>> by_cgroup;  // -> (identity, line)
+    for (const auto& [key, val] : ids.entries) {
+      Identity id;
+      id.name = key.text;
+      id.line = key.line;
+      if (!GoodName(id.name))
+        Fail(key, "bad identity name '" + id.name + "': use letters, digits, '-', '_', '.' (at most 63)");
+      if (p->identities.size() >= cap_.identities)
+        Fail(key, "too many identities: a policy holds at most " + std::to_string(cap_.identities));
+      if (val.kind != YamlNode::kMap) Fail(val, "identity '" + id.name + "' must be { cgroup: PATH }");
+      OnlyKeys(val, {"cgroup"}, "identity '" + id.name + "'");
+      const YamlNode* cg = val.Get("cgroup");
+      if (!cg) Fail(val, "identity '" + id.name + "' needs a cgroup");
+      id.written = Scalar(*cg, "cgroup");
+      std::string err = CanonicalCgroup(id.written, root_, &id.components);
+      if (!err.empty()) Fail(*cg, "identity '" + id.name + "': " + err);
+      for (const auto& c : id.components) id.cgroup += "/" + c;
+      if (id.cgroup.size() >= GW_CGROUP_PATH_MAX)
+        Fail(*cg, "identity '" + id.name + "': cgroup path " + id.cgroup + " is longer than " +
+                      std::to_string(GW_CGROUP_PATH_MAX - 1) + " bytes");
+      auto [it, fresh] = by_cgroup.emplace(id.cgroup, std::make_pair(id.name, id.line));
+      if (!fresh)
+        Fail(*cg, "identity '" + id.name + "': cgroup " + id.cgroup + " is already the cgroup of identity '" +
+                      it->second.first + "' (" + At(it->second.second) + "); one cgroup is one identity");
+      p->identities.push_back(id);
     }
+  }
+
+  void Services(const YamlNode& svcs, Policy* p) const {
+    if (svcs.kind != YamlNode::kMap) Fail(svcs, "services must be a mapping of name: { port: N, cidrs: [...] }");
+    // (port, prefix) -> (service, line): one destination, one service
+    std::map<std::tuple<uint16_t, std::string, uint8_t>, std::pair<std::string, int>> dests;
+    size_t ndest = 0;
+    for (const auto& [key, val] : svcs.entries) {
+      Service s;
+      s.name = key.text;
+      s.line = key.line;
+      if (!GoodName(s.name))
+        Fail(key, "bad service name '" + s.name + "': use letters, digits, '-', '_', '.' (at most 63)");
+      if (p->services.size() >= cap_.services)
+        Fail(key, "too many services: a policy holds at most " + std::to_string(cap_.services));
+      if (val.kind != YamlNode::kMap) Fail(val, "service '" + s.name + "' must be { port: N, cidrs: [...] }");
+      OnlyKeys(val, {"port", "cidrs"}, "service '" + s.name + "'");
+      const YamlNode* port = val.Get("port");
+      if (!port) Fail(val, "service '" + s.name + "' needs a port");
+      std::string ps = Scalar(*port, "port");
+      if (ps.empty() || ps.size() > 5 || !std::all_of(ps.begin(), ps.end(), ::isdigit) || ps[0] == '0' ||
+          std::stoi(ps) > 65535)
+        Fail(*port, "bad port '" + ps + "': must be 1-65535");
+      s.port = static_cast<uint16_t>(std::stoi(ps));
+      std::vector<std::pair<Cidr, int>> prefixes;
+      if (const YamlNode* cidrs = val.Get("cidrs")) {
+        if (cidrs->kind != YamlNode::kSequence || cidrs->items.empty())
+          Fail(*cidrs, "cidrs must be a non-empty list like [10.250.0.2/32] (leave it out for any address)");
+        for (const auto& c : cidrs->items) {
+          s.cidrs.push_back(ParseCidr(c));
+          prefixes.emplace_back(s.cidrs.back(), c.line);
+        }
+      } else {
+        Cidr any;  // ::/0: IPv4 (v4-mapped) and IPv6
+        any.text = "any";
+        prefixes.emplace_back(any, s.line);
+      }
+      for (const auto& [c, line] : prefixes) {
+        std::string bytes(reinterpret_cast<const char*>(c.addr), sizeof(c.addr));
+        auto [it, fresh] = dests.emplace(std::make_tuple(s.port, bytes, c.len), std::make_pair(s.name, line));
+        if (!fresh)
+          Fail(line, "service '" + s.name + "': port " + std::to_string(s.port) + " to " + c.text +
+                         " is already a destination of service '" + it->second.first + "' (" +
+                         At(it->second.second) + ")");
+        if (++ndest > cap_.destinations)
+          Fail(line, "too many service destinations: a policy holds at most " + std::to_string(cap_.destinations) +
+                         " (port, cidr) pairs, a service without cidrs counting one");
+      }
+      for (const auto& other : p->services)
+        if (other.name == s.name) Fail(key, "service '" + s.name + "' defined twice");
+      p->services.push_back(s);
+    }
+  }
+
+  void Rules(const YamlNode& rules, Policy* p) const {
+    if (rules.kind != YamlNode::kSequence) Fail(rules, "rules must be a list of { from, to, allow, deny, audit }");
+    std::map<std::string, size_t> ident_ix, svc_ix;
+    for (size_t i = 0; i < p->identities.size(); i++) ident_ix[p->identities[i].name] = i;
+    for (size_t i = 0; i < p->services.size(); i++) svc_ix[p->services[i].name] = i;
+    for (const auto& r : rules.items) {
+      if (r.kind != YamlNode::kMap) Fail(r, "a rule must be a mapping with from, to, allow, deny, audit");
+      OnlyKeys(r, {"from", "to", "allow", "deny", "audit"}, "rule");
+      if (p->rules.size() >= cap_.rules)
+        Fail(r, "too many rules: a policy holds at most " + std::to_string(cap_.rules));
+      Rule rule;
+      rule.line = r.line;
+      const YamlNode* from = r.Get("from");
+      const YamlNode* to = r.Get("to");
+      if (!from) Fail(r, "rule needs 'from: IDENTITY'");
+      if (!to) Fail(r, "rule needs 'to: SERVICE'");
+      rule.from = Scalar(*from, "from");
+      rule.to = Scalar(*to, "to");
+      if (!ident_ix.count(rule.from)) Fail(*from, "unknown identity '" + rule.from + "' (define it under identities)");
+      if (!svc_ix.count(rule.to)) Fail(*to, "unknown service '" + rule.to + "' (define it under services)");
+      if (const YamlNode* a = r.Get("allow")) rule.allow = Entries(*a, "allow");
+      if (const YamlNode* d = r.Get("deny")) rule.deny = Entries(*d, "deny");
+      if (const YamlNode* a = r.Get("audit")) {
+        std::string v = Scalar(*a, "audit");
+        if (v == "true") rule.audit = true;
+        else if (v == "false") rule.audit = false;
+        else Fail(*a, "audit must be true or false, not '" + v + "'");
+      }
+      if (rule.allow.empty() && rule.deny.empty()) Fail(r, "rule allows and denies nothing (add allow: or deny:)");
+      if (rule.audit && !rule.allow.empty())
+        p->warnings.push_back(At(rule.allow.front().line) +
+                              ": warning: allow entries of an audit rule change nothing: a dry-run rule never "
+                              "grants; move them to a rule without 'audit: true' to allow them");
+      p->rules.push_back(rule);
+    }
+    // a pair whose rules all audit has nothing enforcing that allows: its
+    // RPCs are all denied, as they would be without those rules
+    std::map<std::pair<std::string, std::string>, std::pair<bool, int>> pairs;  // -> (all audit, first line)
+    for (const auto& rule : p->rules) {
+      auto [it, fresh] = pairs.emplace(std::make_pair(rule.from, rule.to), std::make_pair(rule.audit, rule.line));
+      if (!fresh) it->second.first = it->second.first && rule.audit;
+    }
+    for (const auto& [pair, v] : pairs)
+      if (v.first)
+        p->warnings.push_back(At(v.second) + ": warning: every rule from '" + pair.first + "' to '" + pair.second +
+                              "' audits, so none allows: all its RPCs are denied, as without these rules");
+  }
+
+  Policy Parse(const std::string& text) {
+    YamlNode root = ParseYaml(text, file_);
     Policy p;
     p.file = file_;
-    if (root.IsNull()) Fail(1, "policy is empty (expected identities, services and rules)");
-    if (!root.IsMap()) Fail(root, "policy must be a mapping with identities, services and rules");
+    if (root.kind == YamlNode::kNull) Fail(root.line ? root.line : 1, "policy is empty (expected identities, services and rules)");
+    if (root.kind != YamlNode::kMap) Fail(root, "policy must be a mapping with identities, services and rules");
     OnlyKeys(root, {"identities", "services", "rules"}, "policy");
-
-    std::set<std::string> cgroups;
-    if (auto ids = root["identities"]) {
-      if (!ids.IsMap()) Fail(ids, "identities must be a mapping of name: { cgroup: PATH }");
-      for (const auto& kv : ids) {
-        Identity id;
-        id.name = kv.first.Scalar();
-        id.line = kv.first.Mark().line + 1;
-        if (!GoodName(id.name)) Fail(kv.first, "bad identity name '" + id.name + "': use letters, digits, '-', '_', '.' (at most 63)");
-        if (!kv.second.IsMap()) Fail(kv.second, "identity '" + id.name + "' must be { cgroup: PATH }");
-        OnlyKeys(kv.second, {"cgroup"}, "identity '" + id.name + "'");
-        if (!kv.second["cgroup"]) Fail(kv.second, "identity '" + id.name + "' needs a cgroup");
-        id.cgroup = Scalar(kv.second["cgroup"], "cgroup");
-        if (id.cgroup.empty() || id.cgroup.size() >= GW_CGROUP_PATH_MAX)
-          Fail(kv.second["cgroup"], "cgroup path must be 1-" + std::to_string(GW_CGROUP_PATH_MAX - 1) + " characters");
-        if (id.cgroup.find("..") != std::string::npos)
-          Fail(kv.second["cgroup"], "cgroup path must not contain '..'");
-        std::string norm = id.cgroup;
-        while (norm.size() > 1 && norm.back() == '/') norm.pop_back();
-        if (!cgroups.insert(norm).second)
-          Fail(kv.second["cgroup"], "cgroup '" + id.cgroup + "' is already the cgroup of another identity");
-        for (const auto& other : p.identities)
-          if (other.name == id.name) Fail(kv.first, "identity '" + id.name + "' defined twice");
-        p.identities.push_back(id);
-      }
-    }
-    if (auto svcs = root["services"]) {
-      if (!svcs.IsMap()) Fail(svcs, "services must be a mapping of name: { port: N, cidrs: [...] }");
-      std::set<std::string> seen_dest;
-      for (const auto& kv : svcs) {
-        Service s;
-        s.name = kv.first.Scalar();
-        s.line = kv.first.Mark().line + 1;
-        if (!GoodName(s.name)) Fail(kv.first, "bad service name '" + s.name + "': use letters, digits, '-', '_', '.' (at most 63)");
-        if (!kv.second.IsMap()) Fail(kv.second, "service '" + s.name + "' must be { port: N, cidrs: [...] }");
-        OnlyKeys(kv.second, {"port", "cidrs"}, "service '" + s.name + "'");
-        auto port = kv.second["port"];
-        if (!port) Fail(kv.second, "service '" + s.name + "' needs a port");
-        std::string ps = Scalar(port, "port");
-        if (ps.empty() || ps.size() > 5 || !std::all_of(ps.begin(), ps.end(), ::isdigit) ||
-            std::stoi(ps) < 1 || std::stoi(ps) > 65535)
-          Fail(port, "bad port '" + ps + "': must be 1-65535");
-        s.port = static_cast<uint16_t>(std::stoi(ps));
-        if (auto cidrs = kv.second["cidrs"]) {
-          if (!cidrs.IsSequence()) Fail(cidrs, "cidrs must be a list like [10.250.0.2/32]");
-          for (const auto& c : cidrs) s.cidrs.push_back(ParseCidr(c));
-        }
-        std::vector<std::string> dests;
-        if (s.cidrs.empty()) dests.push_back(std::to_string(s.port) + " any");
-        for (const auto& c : s.cidrs) dests.push_back(std::to_string(s.port) + " " + c.text);
-        for (const auto& d : dests)
-          if (!seen_dest.insert(d).second)
-            Fail(kv.first, "service '" + s.name + "': destination " + d + " already belongs to another service");
-        for (const auto& other : p.services)
-          if (other.name == s.name) Fail(kv.first, "service '" + s.name + "' defined twice");
-        p.services.push_back(s);
-      }
-    }
-    if (auto rules = root["rules"]) {
-      if (!rules.IsSequence()) Fail(rules, "rules must be a list of { from, to, allow, deny, audit }");
-      for (const auto& r : rules) {
-        if (!r.IsMap()) Fail(r, "a rule must be a mapping with from, to, allow, deny, audit");
-        OnlyKeys(r, {"from", "to", "allow", "deny", "audit"}, "rule");
-        Rule rule;
-        rule.line = r.Mark().line + 1;
-        if (!r["from"]) Fail(r, "rule needs 'from: IDENTITY'");
-        if (!r["to"]) Fail(r, "rule needs 'to: SERVICE'");
-        rule.from = Scalar(r["from"], "from");
-        rule.to = Scalar(r["to"], "to");
-        auto has_id = std::any_of(p.identities.begin(), p.identities.end(),
-                                  [&](const Identity& i) { return i.name == rule.from; });
-        if (!has_id) Fail(r["from"], "unknown identity '" + rule.from + "' (define it under identities)");
-        auto has_svc = std::any_of(p.services.begin(), p.services.end(),
-                                   [&](const Service& s) { return s.name == rule.to; });
-        if (!has_svc) Fail(r["to"], "unknown service '" + rule.to + "' (define it under services)");
-        if (r["allow"]) rule.allow = Entries(r["allow"], "allow");
-        if (r["deny"]) rule.deny = Entries(r["deny"], "deny");
-        if (auto a = r["audit"]) {
-          std::string v = Scalar(a, "audit");
-          if (v == "true") rule.audit = true;
-          else if (v == "false") rule.audit = false;
-          else Fail(a, "audit must be true or false, not '" + v + "'");
-        }
-        if (rule.allow.empty() && rule.deny.empty()) Fail(r, "rule allows and denies nothing (add allow: or deny:)");
-        p.rules.push_back(rule);
-      }
-    }
-    if (p.rules.size() >= GW_MAX_RULES) Fail(1, "too many rules (at most " + std::to_string(GW_MAX_RULES - 1) + ")");
-    if (p.identities.size() >= GW_MAX_IDENTITIES) Fail(1, "too many identities");
-    if (p.services.size() >= GW_MAX_SERVICES) Fail(1, "too many services");
+    if (const YamlNode* ids = root.Get("identities")) Identities(*ids, &p);
+    if (const YamlNode* svcs = root.Get("services")) Services(*svcs, &p);
+    if (const YamlNode* rules = root.Get("rules")) Rules(*rules, &p);
+    CheckNames(p);
     return p;
+  }
+
+  // gw_names holds, per generation, every identity, service, rule and
+  // distinct method entry; gw_policy every (identity, service) pair.
+  void CheckNames(const Policy& p) const {
+    size_t names = p.identities.size() + p.services.size() + p.rules.size() + 1;  // + the default entry
+    std::set<std::pair<std::string, std::string>> pairs;
+    std::set<std::string> patterns;
+    for (const auto& r : p.rules) {
+      if (pairs.emplace(r.from, r.to).second && pairs.size() > cap_.pairs)
+        Fail(r.line, "too many (identity, service) pairs with rules: a policy holds at most " +
+                         std::to_string(cap_.pairs));
+      for (const auto* list : {&r.allow, &r.deny})
+        for (const auto& e : *list)
+          if (patterns.insert(e.pattern).second && names + patterns.size() > cap_.names)
+            Fail(e.line, "too many names (identities, services, rules and distinct method entries): a policy "
+                         "holds at most " + std::to_string(cap_.names));
+    }
   }
 
  private:
   std::string file_;
+  std::string root_;
+  Capacity cap_;
 };
 
 bool ServiceChar(char c) { return isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_'; }
@@ -226,10 +294,12 @@ std::string CheckEntry(const std::string& s) {
   if (svc.empty()) return "empty service name";
   if (!std::all_of(svc.begin(), svc.end(), ServiceChar)) return "service name may hold only letters, digits, '.' and '_'";
   if (method.empty()) return "empty method name (use /" + svc + "/* for every method)";
+  // a wildcard whose shortest match is longer than any :path the datapath
+  // decides could never match
+  if (s.size() >= GW_PATH_MAX) return "longer than " + std::to_string(GW_PATH_MAX - 1) + " bytes, the longest :path grpcwall decides";
   if (method == "*") return "";
   if (method.find('*') != std::string::npos) return "'*' only stands alone: /package.Service/* or *";
   if (!std::all_of(method.begin(), method.end(), MethodChar)) return "method name may hold only letters, digits, '_', '.' and '-'";
-  if (s.size() >= GW_PATH_MAX) return "longer than " + std::to_string(GW_PATH_MAX - 1) + " bytes";
   return "";
 }
 
@@ -247,15 +317,6 @@ uint64_t MethodHash(const std::string& s, gw_match_kind kind, uint64_t k0, uint6
   return gw_siphash(buf, static_cast<__u32>(n), k0, k1, kind);
 }
 
-int VerdictRank(uint8_t v) {
-  switch (v) {
-    case GW_VERDICT_DENY: return 3;
-    case GW_VERDICT_AUDIT: return 2;
-    case GW_VERDICT_ALLOW: return 1;
-    default: return 0;
-  }
-}
-
 const char* VerdictName(uint8_t v) {
   switch (v) {
     case GW_VERDICT_ALLOW: return "allow";
@@ -265,8 +326,17 @@ const char* VerdictName(uint8_t v) {
   }
 }
 
-Policy ParsePolicy(const std::string& text, const std::string& file) {
-  return Parser(file).Parse(text);
+Policy ParsePolicy(const std::string& text, const std::string& file, const std::string& cgroup_root,
+                   const Capacity& cap) {
+  return Parser(file, cgroup_root, cap).Parse(text);
+}
+
+std::string FindCgroup2Mount() {
+  std::ifstream in("/proc/self/mounts");
+  std::string dev, dir, type, rest;
+  while (in >> dev >> dir >> type && std::getline(in, rest))
+    if (type == "cgroup2") return dir;
+  return "";
 }
 
 Policy LoadPolicyFile(const std::string& path) {
@@ -274,67 +344,141 @@ Policy LoadPolicyFile(const std::string& path) {
   if (!in) throw InputError(path + ": cannot read policy file: " + std::strerror(errno));
   std::stringstream ss;
   ss << in.rdbuf();
-  return ParsePolicy(ss.str(), path);
+  return ParsePolicy(ss.str(), path, FindCgroup2Mount());
 }
+
+namespace {
+std::vector<std::string> SplitPath(const std::string& p) {
+  std::vector<std::string> out;
+  std::stringstream ss(p);
+  for (std::string c; std::getline(ss, c, '/');)
+    if (!c.empty() && c != ".") out.push_back(c);
+  return out;
+}
+}  // namespace
+
+std::string CanonicalCgroup(const std::string& written, const std::string& cgroup_root,
+                            std::vector<std::string>* components) {
+  if (written.find('\0') != std::string::npos) return "cgroup path holds a NUL byte";
+  std::vector<std::string> comps = SplitPath(written);
+  for (const auto& c : comps)
+    if (c == "..") return "cgroup path " + written + " holds '..': write it from the cgroup v2 root";
+  // an absolute path under the v2 mount is taken from the mount
+  const std::vector<std::string> mount = SplitPath(cgroup_root);
+  if (!written.empty() && written[0] == '/' && !mount.empty() && comps.size() >= mount.size() &&
+      std::equal(mount.begin(), mount.end(), comps.begin()))
+    comps.erase(comps.begin(), comps.begin() + static_cast<long>(mount.size()));
+  if (comps.empty())
+    return "cgroup " + written + " is the cgroup v2 root: every process is in it, and grpcwall cannot police it; name "
+           "a cgroup below it";
+  if (comps.size() > GW_CGROUP_DEPTH)
+    return "cgroup " + written + " is " + std::to_string(comps.size()) + " levels deep; identities can be at most " +
+           std::to_string(GW_CGROUP_DEPTH) + " levels below the cgroup v2 root";
+  for (const auto& c : comps)
+    if (c.size() > GW_CGROUP_NAME_MAX)
+      return "cgroup name '" + c + "' is longer than " + std::to_string(GW_CGROUP_NAME_MAX) +
+             " bytes, which grpcwall cannot match";
+  *components = std::move(comps);
+  return "";
+}
+
+namespace {
+
+// What the entries written for one method-table key say, over every rule
+// of a pair: the first rule (lowest id) of each kind of entry, 0 if none.
+struct KeyFacts {
+  uint16_t allow = 0, deny = 0, audit_deny = 0;
+  std::string pattern;
+};
+
+// The README's semantics for one path, given every entry that matches it,
+// most specific first: an enforcing deny wins; else an enforcing allow,
+// reported as AUDIT where an audit deny matches too; else denied. Audit
+// entries never change what passes: an audit rule's allow grants nothing.
+gw_method_val Resolve(std::initializer_list<const KeyFacts*> matching) {
+  gw_method_val v{};
+  v.verdict = GW_VERDICT_DENY;
+  uint16_t allow = 0, audit = 0;
+  for (const KeyFacts* f : matching) {
+    if (!f) continue;
+    if (f->deny) {  // an enforcing deny anywhere wins
+      v.rule = f->deny;
+      return v;
+    }
+    if (!allow) allow = f->allow;
+    if (!audit) audit = f->audit_deny;
+  }
+  if (allow) {
+    v.verdict = audit ? GW_VERDICT_AUDIT : GW_VERDICT_ALLOW;
+    v.rule = audit ? audit : allow;
+  }
+  return v;
+}
+
+}  // namespace
 
 CompiledPolicy Compile(const Policy& p, uint64_t k0, uint64_t k1) {
   CompiledPolicy out;
   out.identities = p.identities;
   out.services = p.services;
-  auto ident_id = [&](const std::string& n) {
-    for (size_t i = 0; i < p.identities.size(); i++)
-      if (p.identities[i].name == n) return static_cast<uint16_t>(i + 1);
-    return uint16_t{0};
-  };
-  auto service_id = [&](const std::string& n) {
-    for (size_t i = 0; i < p.services.size(); i++)
-      if (p.services[i].name == n) return static_cast<uint16_t>(i + 1);
-    return uint16_t{0};
-  };
+  std::map<std::string, uint16_t> ident_id, service_id;
+  for (size_t i = 0; i < p.identities.size(); i++) ident_id[p.identities[i].name] = static_cast<uint16_t>(i + 1);
+  for (size_t i = 0; i < p.services.size(); i++) service_id[p.services[i].name] = static_cast<uint16_t>(i + 1);
 
-  // (ident, service) -> method key -> entry; ordered for stable output
-  std::map<std::pair<uint16_t, uint16_t>, std::map<uint64_t, CompiledMethod>> tables;
-  std::map<std::pair<uint16_t, uint16_t>, std::vector<const CompiledRule*>> pair_rules;
+  // (ident, service) -> (kind, hashed string) -> facts; ordered for stable output
+  using Key = std::pair<gw_match_kind, std::string>;
+  std::map<std::pair<uint16_t, uint16_t>, std::map<Key, KeyFacts>> pairs;
   out.rules.reserve(p.rules.size());
   for (size_t i = 0; i < p.rules.size(); i++) {
     const Rule& r = p.rules[i];
-    CompiledRule cr{static_cast<uint16_t>(i + 1), r.from, r.to, r.audit, r.line};
-    out.rules.push_back(cr);
-  }
-  for (size_t i = 0; i < p.rules.size(); i++) {
-    const Rule& r = p.rules[i];
-    const CompiledRule& cr = out.rules[i];
-    auto pk = std::make_pair(ident_id(r.from), service_id(r.to));
-    auto& table = tables[pk];
-    pair_rules[pk].push_back(&cr);
-    auto add = [&](const Entry& e, uint8_t verdict) {
+    const uint16_t id = static_cast<uint16_t>(i + 1);
+    out.rules.push_back(CompiledRule{id, r.from, r.to, r.audit, r.line});
+    auto& table = pairs[{ident_id[r.from], service_id[r.to]}];
+    auto note = [&](const Entry& e, uint16_t KeyFacts::*field) {
       MatchKey mk = KeyOf(e.pattern);
-      CompiledMethod m;
-      m.hash = MethodHash(mk.hashed, mk.kind, k0, k1);
-      m.pattern = e.pattern;
-      m.val.verdict = verdict;
-      m.val.kind = static_cast<uint8_t>(mk.kind);
-      m.val.rule = cr.id;
-      auto it = table.find(m.hash);
-      if (it == table.end() || VerdictRank(verdict) > VerdictRank(it->second.val.verdict))
-        table[m.hash] = m;
+      KeyFacts& f = table[{mk.kind, mk.hashed}];
+      f.pattern = e.pattern;
+      if (!(f.*field)) f.*field = id;
     };
-    for (const auto& e : r.allow) add(e, GW_VERDICT_ALLOW);
-    for (const auto& e : r.deny) add(e, r.audit ? GW_VERDICT_AUDIT : GW_VERDICT_DENY);
+    if (!r.audit)
+      for (const auto& e : r.allow) note(e, &KeyFacts::allow);
+    for (const auto& e : r.deny) note(e, r.audit ? &KeyFacts::audit_deny : &KeyFacts::deny);
   }
-  for (auto& [pk, table] : tables) {
-    // What no entry matches: denied, unless every rule of the pair audits.
-    const auto& rules = pair_rules[pk];
-    bool all_audit = std::all_of(rules.begin(), rules.end(), [](const CompiledRule* r) { return r->audit; });
-    CompiledMethod d;
+
+  out.pairs.reserve(pairs.size());
+  for (auto& [pk, table] : pairs) {
+    auto find = [&](gw_match_kind kind, const std::string& hashed) -> const KeyFacts* {
+      auto it = table.find({kind, hashed});
+      return it == table.end() ? nullptr : &it->second;
+    };
+    const KeyFacts* any = find(GW_MATCH_ANY, "");
+    CompiledPair cp{pk.first, pk.second, {}};
+    // The datapath takes the most specific key it finds (exact, service,
+    // `*`, default), so each key carries the verdict of every entry that
+    // matches the paths it is the most specific key for.
+    for (const auto& [key, facts] : table) {
+      gw_method_val v{};
+      if (key.first == GW_MATCH_EXACT) {
+        const std::string svc = key.second.substr(0, key.second.find('/', 1) + 1);
+        v = Resolve({&facts, find(GW_MATCH_SERVICE, svc), any});
+      } else if (key.first == GW_MATCH_SERVICE) {
+        v = Resolve({&facts, any});
+      } else {
+        v = Resolve({&facts});
+      }
+      v.kind = static_cast<uint8_t>(key.first);
+      CompiledMethod m;
+      m.hash = MethodHash(key.second, key.first, k0, k1);
+      m.val = v;
+      m.pattern = facts.pattern;
+      cp.methods.push_back(m);
+    }
+    CompiledMethod d;  // what no entry matches
     d.hash = MethodHash("", GW_MATCH_DEFAULT, k0, k1);
     d.pattern = "*default*";
-    d.val.verdict = all_audit ? GW_VERDICT_AUDIT : GW_VERDICT_DENY;
+    d.val.verdict = GW_VERDICT_DENY;
     d.val.kind = GW_MATCH_DEFAULT;
-    d.val.rule = all_audit ? rules.front()->id : 0;
-    table[d.hash] = d;
-    CompiledPair cp{pk.first, pk.second, {}};
-    for (auto& [h, m] : table) cp.methods.push_back(m);
+    cp.methods.push_back(d);
     out.pairs.push_back(std::move(cp));
   }
   return out;

@@ -14,7 +14,12 @@ namespace gw {
 
 struct Identity {
   std::string name;
-  std::string cgroup;  // as written: relative to the cgroup v2 root, or absolute
+  // One spelling per cgroup: "/a/b", the path below the cgroup v2 root
+  // ("cloudcity//terminal", "./cloudcity/terminal", "/cloudcity/terminal"
+  // and "<v2 mount>/cloudcity/terminal" are all "/cloudcity/terminal").
+  std::string cgroup;
+  std::vector<std::string> components;  // {"a", "b"}: what the kernel keys
+  std::string written;                  // as in the file, for messages
   int line = 0;
 };
 
@@ -24,7 +29,7 @@ struct Cidr {
   uint8_t addr[16] = {};  // network order
   uint8_t len = 0;        // over all 128 bits (IPv4 /n: 96 + n)
   bool v4 = false;
-  std::string text;
+  std::string text;       // canonical: "10.0.0.1/32", "fd00:250::/32"
 };
 
 struct Service {
@@ -51,11 +56,37 @@ struct Policy {
   std::vector<Identity> identities;
   std::vector<Service> services;
   std::vector<Rule> rules;
+  // "FILE:LINE: warning: ..." for what is valid but does not do what it
+  // seems to (an audit rule's allow entries, a pair whose rules all audit)
+  std::vector<std::string> warnings;
+};
+
+// What one policy generation may hold: half of each map the two slots
+// share (bpf/maps.h), so a policy that fits can always be applied while
+// the other slot holds one that fits too.
+struct Capacity {
+  size_t identities = GW_MAX_IDENTITIES - 1;      // ids 1..16383 (gw_idents: 2 x 16384)
+  size_t services = GW_MAX_SERVICES - 1;          // ids 1..1023
+  size_t destinations = GW_MAX_SERVICES * 4;      // gw_services LPM trie: 2 x 4096
+  size_t rules = GW_MAX_RULES - 1;                // ids 1..32767 (counters: 2 x 32768)
+  size_t pairs = GW_MAX_PAIRS;                    // gw_policy: 2 x 65536
+  size_t names = (GW_MAX_NAMES - 3) / 2;          // gw_names, less 3 meta entries
 };
 
 // Parses YAML text; throws InputError("FILE:LINE: message") on bad input.
-Policy ParsePolicy(const std::string& text, const std::string& file);
+// `cgroup_root` is the cgroup v2 mount point ("" if none): an absolute
+// identity path under it is taken from there, any other path is below the
+// v2 root.
+Policy ParsePolicy(const std::string& text, const std::string& file, const std::string& cgroup_root = "",
+                   const Capacity& cap = Capacity());
+// Reads and parses a file, with this machine's cgroup v2 mount as the root.
 Policy LoadPolicyFile(const std::string& path);
+// The cgroup v2 mount point from /proc/self/mounts, "" if there is none.
+std::string FindCgroup2Mount();
+// "/a/b" -> components, for a cgroup path as a policy may write it;
+// returns "" when fine, else what is wrong.
+std::string CanonicalCgroup(const std::string& written, const std::string& cgroup_root,
+                            std::vector<std::string>* components);
 
 // Checks one method entry; returns "" when valid, else what is wrong.
 std::string CheckEntry(const std::string& pattern);
@@ -97,8 +128,6 @@ struct CompiledPolicy {
 
 CompiledPolicy Compile(const Policy& p, uint64_t k0, uint64_t k1);
 
-// Ranks verdicts for merging: deny beats audit beats allow.
-int VerdictRank(uint8_t v);
 const char* VerdictName(uint8_t v);
 
 }  // namespace gw

@@ -58,7 +58,8 @@ TEST(PolicyParse, GoodPolicy) {
   Policy p = ParsePolicy(kGood, "p.yaml");
   ASSERT_EQ(p.identities.size(), 2u);
   EXPECT_EQ(p.identities[0].name, "public-terminal");
-  EXPECT_EQ(p.identities[0].cgroup, "cloudcity/terminal");
+  EXPECT_EQ(p.identities[0].cgroup, "/cloudcity/terminal");  // one spelling
+  EXPECT_EQ(p.identities[0].written, "cloudcity/terminal");
   EXPECT_EQ(p.identities[0].line, 2);
   ASSERT_EQ(p.services.size(), 3u);
   EXPECT_EQ(p.services[0].port, 50051);
@@ -96,14 +97,15 @@ TEST(PolicyParse, ErrorsCarryFileAndLine) {
   EXPECT_EQ(ErrorOf("services:\n  s: { port: 1, cidrs: [\"fd00:250::1/32\"] }\n"),
             "p.yaml:2: bad CIDR 'fd00:250::1/32': host bits set beyond /32");
   EXPECT_EQ(ErrorOf("services:\n  s: { port: 1, cidrs: [\"fd00::/129\"] }\n"),
-            "p.yaml:2: bad CIDR 'fd00::/129': prefix length must be 0-128");
+            "p.yaml:2: bad CIDR 'fd00::/129': prefix length must be 0-128 with no leading zero");
   EXPECT_EQ(ErrorOf("services:\n  s: { port: 1, cidrs: [10.0.0.0/08] }\n"),
-            "p.yaml:2: bad CIDR '10.0.0.0/08': prefix length must be 0-32");
+            "p.yaml:2: bad CIDR '10.0.0.0/08': prefix length must be 0-32 with no leading zero");
   EXPECT_EQ(ErrorOf("services:\n  s: { port: 1, cidrs: [door-manager] }\n"),
             "p.yaml:2: bad CIDR 'door-manager': expected an IPv4 or IPv6 address with a prefix length, like "
             "10.250.0.2/32 or fd00:250::2/128");
   EXPECT_EQ(ErrorOf("identities:\n  a: { cgroup: x }\n  b: { cgroup: x/ }\n"),
-            "p.yaml:3: cgroup 'x/' is already the cgroup of another identity");
+            "p.yaml:3: identity 'b': cgroup /x is already the cgroup of identity 'a' (p.yaml:2); one cgroup is one "
+            "identity");
   EXPECT_EQ(ErrorOf("identity:\n  a: { cgroup: x }\n"),
             "p.yaml:1: unknown key 'identity' in policy (expected: identities, rules, services)");
   EXPECT_EQ(ErrorOf("rules:\n  - from: a\n   to: b\n"), "p.yaml:3: YAML syntax error: end of sequence not found");
@@ -179,9 +181,14 @@ TEST(PolicyCompile, PairsWildcardsDenyOverAllowAudit) {
   ASSERT_TRUE(set);
   EXPECT_EQ(set->val.verdict, GW_VERDICT_DENY);
 
-  // an audit-only pair passes what it would deny, and says so
-  EXPECT_EQ(Find(*audit, "*default*")->val.verdict, GW_VERDICT_AUDIT);
-  EXPECT_EQ(Find(*audit, "*")->val.verdict, GW_VERDICT_ALLOW);
+  // an audit-only pair grants nothing: a dry-run rule never widens
+  EXPECT_EQ(Find(*audit, "*default*")->val.verdict, GW_VERDICT_DENY);
+  EXPECT_EQ(Find(*audit, "*"), nullptr);
+  ASSERT_EQ(p.warnings.size(), 2u);  // its allow entries, and the pair that allows nothing
+  EXPECT_EQ(p.warnings[0].rfind("p.yaml:20: warning: allow entries of an audit rule change nothing", 0), 0u)
+      << p.warnings[0];
+  EXPECT_EQ(p.warnings[1].rfind("p.yaml:18: warning: every rule from 'door-sensor' to 'other' audits", 0), 0u)
+      << p.warnings[1];
 }
 
 TEST(PolicyCompile, DenyWinsAcrossRules) {

@@ -1,0 +1,33 @@
+// A strict YAML reader for policies: one document of maps, sequences and
+// scalars with their lines, built from yaml-cpp's parser events. What YAML
+// allows but a policy must not have is an error with its line, never a
+// silent choice: a duplicate key at any level, a second document, an alias
+// (so no alias can multiply work), a key that is not a plain string, a NUL
+// byte in a string, nesting deeper than kMaxDepth.
+#pragma once
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace gw {
+
+struct YamlNode {
+  enum Kind { kNull, kScalar, kSequence, kMap };
+  Kind kind = kNull;
+  int line = 0;           // 1-based
+  std::string text;       // kScalar
+  bool quoted = false;    // kScalar written in quotes (not a plain scalar)
+  std::vector<YamlNode> items;                          // kSequence
+  std::vector<std::pair<YamlNode, YamlNode>> entries;   // kMap, in file order, keys unique
+
+  // The value of map key `key`, or nullptr.
+  const YamlNode* Get(const std::string& key) const;
+};
+
+constexpr int kYamlMaxDepth = 32;
+
+// Parses `text`; throws InputError("FILE:LINE: ...") on bad input. An empty
+// file gives a kNull node.
+YamlNode ParseYaml(const std::string& text, const std::string& file);
+
+}  // namespace gw
