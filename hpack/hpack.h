@@ -152,18 +152,43 @@ static __always_inline int gw_hp_fail(struct gw_hp_block *b, __u8 reason)
 	return -1;
 }
 
-/* Evicts from the oldest end until size + need <= max (RFC 7541 4.4). */
+/* Evicts from the oldest end until size + need <= max (RFC 7541 4.4):
+ * one entry per step, 1 to stop. */
+struct gw_hp_evict_ctx {
+	struct gw_hp_table *t;
+	__u32 need;
+};
+
+static long gw_hp_evict_step(__u32 i, void *ctx)
+{
+	struct gw_hp_evict_ctx *x = (struct gw_hp_evict_ctx *)ctx;
+	struct gw_hp_table *t = x->t;
+	__u32 old;
+
+	(void)i;
+	if (!t->n || t->size + x->need <= t->max_size)
+		return 1;
+	old = (t->ins - t->n) & GW_HP_MASK;
+	t->size -= t->e[old].size;
+	t->n--;
+	return 0;
+}
+
 static __always_inline void gw_hp_evict(struct gw_hp_table *t, __u32 need)
 {
-	__u32 i, old;
+	struct gw_hp_evict_ctx x = { .t = t, .need = need };
+#ifdef __bpf__
+	/* bpf_loop: a loop of up to 128 data-dependent steps, inlined, is
+	 * walked once per step count by the verifier at every state that
+	 * reaches it; as a callback it is checked once */
+	bpf_loop(GW_HP_ENTRIES, gw_hp_evict_step, &x, 0);
+#else
+	__u32 i;
 
-	for (i = 0; i < GW_HP_ENTRIES; i++) {
-		if (!t->n || t->size + need <= t->max_size)
+	for (i = 0; i < GW_HP_ENTRIES; i++)
+		if (gw_hp_evict_step(i, &x))
 			break;
-		old = (t->ins - t->n) & GW_HP_MASK;
-		t->size -= t->e[old].size;
-		t->n--;
-	}
+#endif
 }
 
 /* Adds an entry at the newest end. Returns -1 when the model cannot hold
@@ -298,11 +323,11 @@ static __always_inline void gw_hp_path_finish(struct gw_hp_block *b, struct gw_h
 		b->svc_len = 0;
 	/* every path gets its exact hash (indexed references, event names);
 	 * only a canonical one can match a service wildcard */
-	b->h_exact = gw_siphash((const unsigned char *)b->path,
-				len < GW_PATH_MAX ? len : GW_PATH_MAX,
-				k->k0, k->k1, GW_MATCH_EXACT);
-	b->h_svc = b->path_valid ? gw_siphash((const unsigned char *)b->path, b->svc_len,
-					       k->k0, k->k1, GW_MATCH_SERVICE) : 0;
+	b->h_exact = gw_hash_path((const struct gw_hash_path *)b->path,
+				  len < GW_PATH_MAX ? len : GW_PATH_MAX,
+				  k->k0, k->k1, GW_MATCH_EXACT);
+	b->h_svc = b->path_valid ? gw_hash_path((const struct gw_hash_path *)b->path, b->svc_len,
+						 k->k0, k->k1, GW_MATCH_SERVICE) : 0;
 	if (!b->path_inserted || t->ins - b->path_ins > t->n || t->ins == b->path_ins)
 		return;
 	e = &t->e[b->path_ins & GW_HP_MASK];

@@ -79,6 +79,31 @@ static inline __u64 NAME(const unsigned char *buf, __u32 len, \
 GW_SIPHASH_DEFINE(gw_siphash, GW_HASH_BUF)          /* paths */
 GW_SIPHASH_DEFINE(gw_siphash_name, GW_CGROUP_NAME_BUF) /* cgroup names */
 
+/* A :path buffer, for the one hash the walker computes per header block. */
+struct gw_hash_path {
+	unsigned char b[GW_HASH_BUF];
+};
+
+/* gw_siphash over a path buffer. In BPF a global function: the verifier
+ * checks it once on its own, instead of once per state of every caller
+ * (its data-dependent loop, inlined into the walker's callback, multiplied
+ * the walker's states past the 1M-instruction limit on this kernel). */
+#if defined(__bpf__) && !defined(GW_HASH_PATH_DEFINED)
+#define GW_HASH_PATH_DEFINED
+__attribute__((noinline)) __u64 gw_hash_path(const struct gw_hash_path *p, __u32 len, __u64 k0, __u64 k1,
+					      __u32 kind)
+{
+	if (!p) /* the verifier passes global functions' pointers as maybe-NULL */
+		return 0;
+	return gw_siphash(p->b, len, k0, k1, kind);
+}
+#elif !defined(__bpf__)
+static inline __u64 gw_hash_path(const struct gw_hash_path *p, __u32 len, __u64 k0, __u64 k1, __u32 kind)
+{
+	return gw_siphash(p->b, len, k0, k1, kind);
+}
+#endif
+
 /* Kinds of cgroup hashes (beyond enum gw_match_kind). */
 #define GW_HASH_CGROUP      8  /* one path component */
 #define GW_HASH_CGROUP_LONG 9  /* a component longer than GW_CGROUP_NAME_MAX */
