@@ -1,4 +1,5 @@
-// grpcwall attach: load, pin, attach, apply a policy, exit.
+// grpcwall attach: check everything, load, pin, attach, apply a policy last,
+// exit. A failure before the policy is live leaves the live state as it was.
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <fcntl.h>
@@ -7,14 +8,14 @@
 #include <ctime>
 #include <iostream>
 #include <memory>
+#include <sstream>
 
 #include "commands.h"
 #include "error.h"
-#include "proxy.h"
 #include "live.h"
+#include "pin_dir.h"
+#include "proxy.h"
 #include "system.h"
-
-#include "grpcwall.skel.h"
 
 namespace gw {
 namespace {
@@ -28,6 +29,37 @@ struct AttachOptions {
 };
 
 constexpr uint32_t kDefaultMaxConnections = 262144;
+
+// --cgroup as attach records it (status shows it, policies are checked
+// against it): absolute, below the cgroup v2 root, canonical (no "//", no
+// "." and no trailing "/"). A relative one is taken from the v2 root, not
+// from the current directory. ".." is refused rather than resolved.
+std::string AttachCgroupPath(const std::string& arg) {
+  const std::string root = CgroupV2Root();
+  if (arg.empty()) return root;
+  std::string path = arg[0] == '/' ? "" : root;
+  std::stringstream ss(arg);
+  for (std::string c; std::getline(ss, c, '/');) {
+    if (c.empty() || c == ".") continue;
+    if (c == "..")
+      throw InputError("--cgroup " + arg + ": '..' is not allowed; give the path from the cgroup v2 root (" + root +
+                       "), e.g. --cgroup system.slice, or an absolute path without '..'");
+    path += "/" + c;
+  }
+  if (path.empty()) path = "/";
+  if (path != root && path.rfind(root + "/", 0) != 0)
+    throw InputError("--cgroup " + path + " is not below the cgroup v2 root " + root +
+                     " (a relative --cgroup is taken from there)");
+  constexpr size_t kMax = sizeof(gw_name_val::text) - 1;
+  if (path.size() > kMax)
+    throw InputError("--cgroup " + path + " is " + std::to_string(path.size()) +
+                     " bytes long; grpcwall records the attach cgroup in at most " + std::to_string(kMax) +
+                     " bytes: attach at a shorter path (an ancestor cgroup covers everything below it)");
+  if (!IsCgroupV2Dir(path))
+    throw InputError("--cgroup " + path + " is not a cgroup v2 directory (a relative --cgroup is taken from the v2 root " +
+                     root + "; make the cgroup first)");
+  return path;
+}
 
 // The sockhash size: fixed when its map is first pinned. Returns the size
 // to load with; throws when --max-connections asks for another one.
@@ -46,36 +78,38 @@ uint32_t SockhashSize(const AttachOptions& o) {
   return info.max_entries;
 }
 
-using Skel = std::unique_ptr<grpcwall_bpf, decltype(&grpcwall_bpf__destroy)>;
-
-void PinProgram(bpf_program* prog, const std::string& path) {
+void PinProgram(int prog_fd, const std::string& path) {
   // Replace the pin; sockets already in the sockhash keep the program they
   // were inserted with until they close, so enforcement never stops.
   unlink(path.c_str());
-  if (bpf_obj_pin(bpf_program__fd(prog), path.c_str()) != 0) throw SysError("pinning " + path, errno);
+  if (bpf_obj_pin(prog_fd, path.c_str()) != 0) throw SysError("pinning " + path, errno);
 }
 
-std::string Dirname(const std::string& p);
-
-uint64_t LinkCgroupId(int link_fd) {
-  bpf_link_info info{};
-  uint32_t len = sizeof(info);
-  if (bpf_obj_get_info_by_fd(link_fd, &info, &len) != 0) throw SysError("reading sockops link info", errno);
-  return info.cgroup.cgroup_id;
+// Refuses (before anything changes) a pin dir whose links are at another
+// cgroup: one pin dir polices one cgroup.
+void CheckAttachedCgroup(const std::string& pin_dir, uint64_t want_cg) {
+  for (const char* link : {kLinkGuard, kLinkSockops}) {
+    Fd l(bpf_obj_get(MapPin(pin_dir, link).c_str()));
+    if (!l) continue;
+    bpf_link_info info{};
+    uint32_t len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(l.get(), &info, &len) != 0) throw SysError("reading " + MapPin(pin_dir, link), errno);
+    if (info.cgroup.cgroup_id == want_cg) continue;
+    std::string where = "id " + std::to_string(info.cgroup.cgroup_id);
+    gw_name_val meta{};
+    if (ReadName(LiveMaps::Open(pin_dir), 0, GW_NAMEKIND_META, 0, &meta)) where = std::string(meta.text) + ", " + where;
+    throw Error(kSystem, "pin dir " + pin_dir + " is attached at another cgroup (" + where +
+                             "); nothing was changed: run 'grpcwall detach --pin-dir " + pin_dir +
+                             "' first, or use another --pin-dir");
+  }
 }
 
 // Attaches `prog` at the cgroup through a link pinned at `link_pin`, or, if
 // that link exists, swaps its program atomically (no window without it).
-void AttachCgroupLink(const std::string& link_pin, bpf_program* prog, const std::string& cgroup, uint64_t want_cg,
+void AttachCgroupLink(const std::string& link_pin, bpf_program* prog, const std::string& cgroup,
                       const std::string& what) {
-  int old_link = bpf_obj_get(link_pin.c_str());
-  if (old_link >= 0) {
-    Fd old(old_link);
-    uint64_t have_cg = LinkCgroupId(old.get());
-    if (have_cg != want_cg)
-      throw Error(kSystem, "pin dir " + Dirname(link_pin) + " is attached at another cgroup (id " +
-                               std::to_string(have_cg) + "): run 'grpcwall detach --pin-dir " + Dirname(link_pin) +
-                               "' first, or use another --pin-dir");
+  Fd old(bpf_obj_get(link_pin.c_str()));
+  if (old) {
     if (bpf_link_update(old.get(), bpf_program__fd(prog), nullptr) != 0)
       throw SysError("replacing the " + what + " program", errno);
     return;
@@ -93,58 +127,57 @@ void AttachCgroupLink(const std::string& link_pin, bpf_program* prog, const std:
   bpf_link__destroy(link);
 }
 
-std::string Dirname(const std::string& p) {
-  auto i = p.rfind('/');
-  return i == std::string::npos ? "." : p.substr(0, i);
-}
+// The programs a second attach replaces, to put back if it fails half way:
+// then the live state is what it was.
+struct Previous {
+  Fd sk_msg, sockops, guard, reset;
+  bool had_meta = false;
+  gw_name_val meta{};
 
-void AttachPinned(const AttachOptions& o, const std::string& cgroup, const Policy& policy,
-                  const IdentityPaths& paths);
-
-void Attach(const AttachOptions& o) {
-  RequireRoot("attach");
-  std::string cgroup = o.cgroup.empty() ? CgroupV2Root() : o.cgroup;
-  if (!IsCgroupV2Dir(cgroup))
-    throw Error(kSystem, "--cgroup " + cgroup + " is not a cgroup v2 directory (the v2 root here is " +
-                             CgroupV2Root() + ")");
-  // Check the policy before touching anything: bad input changes nothing.
-  Policy policy;
-  IdentityPaths paths;
-  if (!o.policy.empty()) {
-    policy = LoadPolicyFile(o.policy);
-    paths = ResolveIdentities(policy, cgroup);
+  static Previous Of(const std::string& pin_dir, const LiveMaps& live) {
+    Previous p;
+    p.sk_msg = Fd(bpf_obj_get(MapPin(pin_dir, kProgSkMsg).c_str()));
+    p.sockops = Fd(bpf_obj_get(MapPin(pin_dir, kProgSockops).c_str()));
+    p.guard = Fd(bpf_obj_get(MapPin(pin_dir, kProgGuard).c_str()));
+    p.reset = Fd(bpf_obj_get(MapPin(pin_dir, kProgReset).c_str()));
+    p.had_meta = ReadName(live, 0, GW_NAMEKIND_META, 0, &p.meta);
+    return p;
   }
-  const bool fresh = !PinDirAttached(o.pin_dir);
-  try {
-    AttachPinned(o, cgroup, policy, paths);
-  } catch (...) {
-    if (fresh) {
+
+  // Best effort: the error that made us restore is the one reported.
+  void Restore(const std::string& pin_dir, const LiveMaps& live, int sockhash_fd) const {
+    if (sk_msg) bpf_prog_attach(sk_msg.get(), sockhash_fd, BPF_SK_MSG_VERDICT, 0);
+    const std::pair<const char*, const Fd*> links[] = {{kLinkGuard, &guard}, {kLinkSockops, &sockops}};
+    for (const auto& [link, prog] : links) {
+      Fd l(bpf_obj_get(MapPin(pin_dir, link).c_str()));
+      if (l && *prog) bpf_link_update(l.get(), prog->get(), nullptr);
+    }
+    const std::pair<const char*, const Fd*> progs[] = {
+        {kProgSkMsg, &sk_msg}, {kProgSockops, &sockops}, {kProgGuard, &guard}, {kProgReset, &reset}};
+    for (const auto& [name, prog] : progs) {
+      if (!*prog) continue;
       try {
-        RemovePinDir(o.pin_dir);  // a failed first attach leaves nothing
+        PinProgram(prog->get(), MapPin(pin_dir, name));
       } catch (...) {
       }
     }
-    throw;
+    try {
+      if (had_meta) WriteName(live, 0, GW_NAMEKIND_META, 0, meta.text, meta.detail, meta.aux);
+    } catch (...) {
+    }
   }
-  // after the pin dir lock is released: the helper is a fork of this process
-  if (o.no_fallback) {
-    if (StopProxy(o.pin_dir)) std::cout << "fallback helper stopped (--no-fallback)\n";
-    std::cout << "no fallback helper: header blocks the kernel cannot see whole fail their connection\n";
-  } else if (pid_t pid = RunningProxy(o.pin_dir)) {
-    std::cout << "fallback helper already running (pid " << pid << ")\n";
-  } else {
-    StartProxy(o.pin_dir);
-  }
-}
+};
 
-void AttachPinned(const AttachOptions& o, const std::string& cgroup, const Policy& policy,
-                  const IdentityPaths& paths) {
-  EnsurePinDir(o.pin_dir);
-  Fd lock = LockPinDir(o.pin_dir);
+// Under the pin dir lock. Returns the live policy generation.
+uint64_t AttachLocked(const AttachOptions& o, const std::string& cgroup, const Policy& policy,
+                      const IdentityPaths& paths, bool fresh) {
+  // 1. Everything that can refuse, before anything changes.
+  const uint64_t want_cg = CgroupId(cgroup);
+  CheckAttachedCgroup(o.pin_dir, want_cg);
+  const uint32_t max_conns = SockhashSize(o);
 
-  uint32_t max_conns = SockhashSize(o);
-  Skel skel(grpcwall_bpf__open(), grpcwall_bpf__destroy);
-  if (!skel) throw SysError("opening the BPF object", errno);
+  // 2. Load: a first attach pins the maps, a second one reuses them.
+  Skel skel = OpenSkel();
   if (bpf_map__set_max_entries(skel->maps.gw_sockhash, max_conns) != 0)
     throw SysError("sizing the sockhash", errno);
   bpf_map* map;
@@ -163,37 +196,102 @@ void AttachPinned(const AttachOptions& o, const std::string& cgroup, const Polic
 
   LiveMaps live = LiveMaps::Open(o.pin_dir);
   gw_config cfg = ReadConfig(live);
-  if (!cfg.key0 && !cfg.key1) WriteConfig(live, NewConfigKeys(cfg));  // first attach: new key
-
+  if (!cfg.key0 && !cfg.key1) WriteConfig(live, NewConfigKeys(cfg));  // first attach: a new key
   uint64_t generation = cfg.generation;
-  if (!o.policy.empty()) generation = ApplyPolicy(live, policy, paths);
+  Previous prev = Previous::Of(o.pin_dir, live);
+  const int sockhash = bpf_map__fd(skel->maps.gw_sockhash);
+  try {
+    // 3. Attach. sk_msg first, so every socket the sockops program inserts
+    // is covered; then the egress guard, then sockops: a socket sockops
+    // makes policed is never on the wire without the guard.
+    if (bpf_prog_attach(bpf_program__fd(skel->progs.gw_sk_msg), sockhash, BPF_SK_MSG_VERDICT, 0) != 0)
+      throw SysError("attaching sk_msg to the sockhash", errno);
+    PinProgram(bpf_program__fd(skel->progs.gw_sk_msg), MapPin(o.pin_dir, kProgSkMsg));
+    AttachCgroupLink(MapPin(o.pin_dir, kLinkGuard), skel->progs.gw_guard, cgroup, "the egress guard");
+    AttachCgroupLink(MapPin(o.pin_dir, kLinkSockops), skel->progs.gw_sockops, cgroup, "sockops");
+    PinProgram(bpf_program__fd(skel->progs.gw_sockops), MapPin(o.pin_dir, kProgSockops));
+    PinProgram(bpf_program__fd(skel->progs.gw_guard), MapPin(o.pin_dir, kProgGuard));
+    PinProgram(bpf_program__fd(skel->progs.gw_reset_predating), MapPin(o.pin_dir, kProgReset));
+    WriteName(live, 0, GW_NAMEKIND_META, 0, cgroup, "", static_cast<uint64_t>(time(nullptr)));
+    // 4. The policy last: its flip is the one write that cannot be undone.
+    if (!o.policy.empty()) generation = ApplyPolicy(live, policy, paths);
+  } catch (...) {
+    if (!fresh) prev.Restore(o.pin_dir, live, sockhash);  // a fresh dir: the caller removes it all
+    throw;
+  }
+  return generation;
+}
 
-  // sk_msg first, so every socket the sockops program inserts is covered.
-  int map_fd = bpf_map__fd(skel->maps.gw_sockhash);
-  if (bpf_prog_attach(bpf_program__fd(skel->progs.gw_sk_msg), map_fd, BPF_SK_MSG_VERDICT, 0) != 0)
-    throw SysError("attaching sk_msg to the sockhash", errno);
-  PinProgram(skel->progs.gw_sk_msg, o.pin_dir + "/prog_sk_msg");
-
-  // The egress guard first, then sockops: a socket sockops makes policed
-  // is never on the wire without the guard.
-  uint64_t want_cg = CgroupId(cgroup);
-  AttachCgroupLink(o.pin_dir + "/link_guard", skel->progs.gw_guard, cgroup, want_cg, "the egress guard");
-  AttachCgroupLink(o.pin_dir + "/link_sockops", skel->progs.gw_sockops, cgroup, want_cg, "sockops");
-  PinProgram(skel->progs.gw_sockops, o.pin_dir + "/prog_sockops");
-  PinProgram(skel->progs.gw_guard, o.pin_dir + "/prog_guard");
-  PinProgram(skel->progs.gw_reset_predating, o.pin_dir + "/prog_reset");
-  // connections made before sockops saw them carry RPCs unchecked: reset
-  // them so their clients reconnect under policy
-  int reset = generation ? ResetPredating(o.pin_dir) : 0;
-  WriteName(live, 0, GW_NAMEKIND_META, 0, cgroup, "", static_cast<uint64_t>(time(nullptr)));
-
-  std::cout << "grpcwall attached at cgroup " << cgroup << ", pinned under " << o.pin_dir << "\n";
-  if (generation)
-    std::cout << "policy generation " << generation << (o.policy.empty() ? " (kept)" : " from " + o.policy) << "\n";
-  else
-    std::cout << "no policy yet: nothing is policed until 'grpcwall policy apply FILE'\n";
-  if (reset)
-    std::cout << "reset " << reset << " connection(s) that predate attach: their clients reconnect under policy\n";
+void Attach(const AttachOptions& o) {
+  RequireRoot("attach");
+  const std::string cgroup = AttachCgroupPath(o.cgroup);
+  // Check the policy before touching anything: bad input changes nothing.
+  Policy policy;
+  IdentityPaths paths;
+  if (!o.policy.empty()) {
+    policy = LoadPolicyFile(o.policy);
+    paths = ResolveIdentities(policy, cgroup);
+  }
+  {
+    bool created = false;
+    Fd lock = PreparePinDir(o.pin_dir, &created);
+    // under the lock: no other attach or detach can change what is decided here
+    PinDirState st = InspectPinDir(o.pin_dir);
+    if (!st.grpcwall && !st.entries.empty())
+      throw InputError(o.pin_dir + " is not a grpcwall pin dir (" + st.why_not + ") and not empty: it holds " +
+                       ListEntries(st.entries) +
+                       ". Nothing was changed: grpcwall pins only into a directory of its own; give a new --pin-dir "
+                       "under /sys/fs/bpf");
+    const bool fresh = !st.grpcwall;
+    uint64_t generation = 0;
+    try {
+      generation = AttachLocked(o, cgroup, policy, paths, fresh);
+    } catch (...) {
+      if (fresh) {  // a failed first attach removes what it pinned, and the dir if it made it
+        try {
+          RemoveOwnPins(o.pin_dir);
+          if (created) rmdir(o.pin_dir.c_str());
+        } catch (...) {
+        }
+      }
+      throw;
+    }
+    std::cout << "grpcwall attached at cgroup " << cgroup << ", pinned under " << o.pin_dir << "\n";
+    if (generation)
+      std::cout << "policy generation " << generation << (o.policy.empty() ? " (kept)" : " from " + o.policy) << "\n";
+    else
+      std::cout << "no policy yet: nothing is policed until 'grpcwall policy apply FILE'\n";
+    // connections made before sockops saw them carry RPCs unchecked: reset
+    // them so their clients reconnect under policy
+    if (generation) {
+      int reset = 0;
+      try {
+        reset = ResetPredating(o.pin_dir);
+      } catch (const std::exception& e) {
+        throw Error(kSystem, "policy generation " + std::to_string(generation) +
+                                 " is live, but resetting connections that predate it failed: " + e.what() +
+                                 " (those connections stay unpoliced until they close; attach again to retry)");
+      }
+      if (reset)
+        std::cout << "reset " << reset << " connection(s) that predate attach: their clients reconnect under policy\n";
+    }
+  }
+  // after the pin dir lock is released: the helper is a fork of this process
+  if (o.no_fallback) {
+    if (StopProxy(o.pin_dir)) std::cout << "fallback helper stopped (--no-fallback)\n";
+    std::cout << "no fallback helper: header blocks the kernel cannot see whole fail their connection\n";
+  } else if (pid_t pid = RunningProxy(o.pin_dir)) {
+    std::cout << "fallback helper already running (pid " << pid << ")\n";
+  } else {
+    try {
+      StartProxy(o.pin_dir);
+    } catch (const std::exception& e) {
+      throw Error(kSystem, "grpcwall is attached and enforcing at cgroup " + cgroup + ", but the fallback helper did not start: " +
+                               e.what() + ". Until it runs, connections whose header blocks the kernel cannot see whole fail "
+                               "closed: start it with 'grpcwall proxy --pin-dir " + o.pin_dir +
+                               " --daemon', or attach again with --no-fallback");
+    }
+  }
 }
 
 }  // namespace
@@ -202,13 +300,17 @@ void RegisterAttach(CLI::App& app) {
   auto o = std::make_shared<AttachOptions>();
   auto* sub = app.add_subcommand(
       "attach",
-      "Load the programs, pin them and the maps under the pin dir, attach sockops at the cgroup\n"
-      "and sk_msg to the sockhash, apply POLICY if given, and exit. Enforcement needs no running\n"
-      "process. Running attach again replaces the programs with no window of no enforcement and\n"
-      "keeps the live policy unless POLICY is given.");
+      "Load the programs, pin them and the maps under the pin dir, attach sockops and the egress guard at\n"
+      "the cgroup and sk_msg to the sockhash, apply POLICY if given, start the fallback helper, and exit.\n"
+      "Enforcement needs no running process. Running attach again replaces the programs with no window of\n"
+      "no enforcement and keeps the live policy unless POLICY is given. Everything that can refuse is\n"
+      "checked first (policy, cgroup, the pin dir's cgroup and size) and the policy is applied last: a\n"
+      "failed attach leaves what was live as it was, and a failed first attach removes what it pinned.\n"
+      "The pin dir must be a directory of grpcwall's own on bpffs (new, empty, or attached before).");
   sub->add_option("--cgroup", o->cgroup,
-                  "cgroup v2 directory whose processes are watched (default: the cgroup v2 root from /proc/self/mounts)")
-      ->check(CLI::ExistingDirectory);
+                  "cgroup v2 directory whose processes are policed: absolute, or relative to the cgroup v2 root\n"
+                  "(not to the current directory); default the v2 root from /proc/self/mounts. Recorded as\n"
+                  "an absolute canonical path (status shows it); '..' is refused, at most 255 bytes");
   AddPinDir(sub, &o->pin_dir);
   sub->add_option("POLICY", o->policy, "policy YAML to apply")->check(CLI::ExistingFile);
   sub->add_option("--max-connections", o->max_connections,
@@ -217,8 +319,8 @@ void RegisterAttach(CLI::App& app) {
                       "fail closed: their data never leaves the host, and an event says so")
       ->check(CLI::Range(1u, 1u << 24));
   sub->add_flag("--no-fallback", o->no_fallback,
-                "do not start the userspace fallback ('grpcwall proxy'): connections whose header blocks the\n"
-                "kernel cannot see whole (CONTINUATION, over 16384 bytes) then fail closed");
+                "do not start the userspace fallback ('grpcwall proxy'), and stop one that runs: connections\n"
+                "whose header blocks the kernel cannot see whole (CONTINUATION, over 16384 bytes) then fail closed");
   sub->callback([o] { Attach(*o); });
 }
 

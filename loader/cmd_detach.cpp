@@ -1,13 +1,11 @@
-// grpcwall detach: remove everything attach created.
-#include <bpf/bpf.h>
-#include <dirent.h>
+// grpcwall detach: remove what attach created, and nothing else.
 #include <unistd.h>
 
 #include <iostream>
-#include <vector>
 
 #include "commands.h"
 #include "error.h"
+#include "pin_dir.h"
 #include "proxy.h"
 #include "system.h"
 
@@ -20,59 +18,50 @@ struct DetachOptions {
 
 void Detach(const DetachOptions& o) {
   RequireRoot("detach");
-  if (!RemovePinDir(o.pin_dir)) {
+  if (access(o.pin_dir.c_str(), F_OK) != 0) {
     std::cout << "grpcwall: nothing attached at " << o.pin_dir << "\n";
     return;
   }
+  CheckPinDirPath(o.pin_dir);
+  Fd lock = TryLockPinDir(o.pin_dir);
+  if (!lock) {  // another detach removed it meanwhile
+    std::cout << "grpcwall: nothing attached at " << o.pin_dir << "\n";
+    return;
+  }
+  PinDirState st = InspectPinDir(o.pin_dir);
+  if (!st.grpcwall) {
+    if (st.entries.empty()) {
+      std::cout << "grpcwall: nothing attached at " << o.pin_dir << " (an empty directory: left as it is)\n";
+      return;
+    }
+    throw InputError(o.pin_dir + " is not a grpcwall pin dir: " + st.why_not + "; it holds " +
+                     ListEntries(st.entries) + ". Nothing was removed: give detach the --pin-dir attach used");
+  }
+  // the helper goes before the maps it serves, under the lock so no attach
+  // starts one in between
+  if (StopProxy(o.pin_dir)) std::cout << "fallback helper stopped\n";
+  std::vector<std::string> left = RemoveOwnPins(o.pin_dir);
+  if (!left.empty()) {
+    std::cout << "grpcwall detached from " << o.pin_dir << "; left " << ListEntries(left, " grpcwall did not create")
+              << " (so the directory stays; remove them yourself once nothing uses them)\n";
+    return;
+  }
+  if (rmdir(o.pin_dir.c_str()) != 0) throw SysError("removing " + o.pin_dir, errno);
   std::cout << "grpcwall detached: " << o.pin_dir << " removed\n";
 }
 
 }  // namespace
 
-bool RemovePinDir(const std::string& pin_dir) {
-  if (access(pin_dir.c_str(), F_OK) != 0) return false;
-  DetachOptions o{pin_dir};
-  StopProxy(pin_dir);  // before the maps it serves go
-  {
-    Fd lock = LockPinDir(o.pin_dir);
-    // sockops first: no new socket becomes policed once the guard is gone
-    for (const char* what : {"sockops", "guard"}) {
-      std::string link_pin = o.pin_dir + "/link_" + what;
-      int link = bpf_obj_get(link_pin.c_str());
-      if (link >= 0) {
-        Fd l(link);
-        if (bpf_link_detach(l.get()) != 0 && errno != EINVAL) throw SysError(std::string("detaching ") + what, errno);
-      }
-    }
-    int prog = bpf_obj_get((o.pin_dir + "/prog_sk_msg").c_str());
-    int map = bpf_obj_get((o.pin_dir + "/gw_sockhash").c_str());
-    if (prog >= 0 && map >= 0) {
-      if (bpf_prog_detach2(prog, map, BPF_SK_MSG_VERDICT) != 0 && errno != ENOENT)
-        throw SysError("detaching sk_msg from the sockhash", errno);
-    }
-    if (prog >= 0) close(prog);
-    if (map >= 0) close(map);
-
-    DIR* d = opendir(o.pin_dir.c_str());
-    if (!d) throw SysError("reading " + o.pin_dir, errno);
-    std::vector<std::string> names;
-    while (dirent* e = readdir(d)) {
-      std::string n = e->d_name;
-      if (n != "." && n != "..") names.push_back(n);
-    }
-    closedir(d);
-    for (const auto& n : names)
-      if (unlink((o.pin_dir + "/" + n).c_str()) != 0) throw SysError("removing " + o.pin_dir + "/" + n, errno);
-  }
-  if (rmdir(o.pin_dir.c_str()) != 0) throw SysError("removing " + o.pin_dir, errno);
-  return true;
-}
-
 void RegisterDetach(CLI::App& app) {
   auto o = std::make_shared<DetachOptions>();
   auto* sub = app.add_subcommand(
-      "detach", "Detach the programs and remove every pin under the pin dir. Connections that were policed\n"
-                "are no longer checked once their sockets leave the freed sockhash.");
+      "detach",
+      "Stop the fallback helper, detach the programs and remove what attach pinned under the pin dir,\n"
+      "then the pin dir itself if nothing else is in it. Connections that were policed are no longer\n"
+      "checked once their sockets leave the freed sockhash. Only a grpcwall pin dir is touched (one\n"
+      "whose gw_config is grpcwall's), and in it only the names grpcwall pins: anything else stays and\n"
+      "is listed. A directory not on bpffs, the root of a bpffs mount, or one that is not grpcwall's\n"
+      "is refused (exit 1) with nothing removed.");
   AddPinDir(sub, &o->pin_dir);
   sub->callback([o] { Detach(*o); });
 }

@@ -24,7 +24,7 @@ struct MonitorOptions {
   int timeout = 0;
 };
 
-volatile sig_atomic_t g_stop = 0;
+volatile sig_atomic_t g_stop = 0;  // the signal that asked to stop
 
 const char* kReasons[GW_REASON_MAX] = {
     "policy",      "no rule for this identity and service", "bad :path", ":path too long", "not HTTP/2",
@@ -118,8 +118,8 @@ void Monitor(const MonitorOptions& o) {
   Fd fb_events(bpf_obj_get(MapPin(o.pin_dir, "gw_fb_events").c_str()));  // the fallback helper's
   ring_buffer* rb = ring_buffer__new(events.get(), OnEvent, &ctx, nullptr);
   if (!rb) throw SysError("opening the event ring buffer", errno);
-  signal(SIGINT, [](int) { g_stop = 1; });
-  signal(SIGTERM, [](int) { g_stop = 1; });
+  signal(SIGINT, [](int sig) { g_stop = sig; });
+  signal(SIGTERM, [](int sig) { g_stop = sig; });
   struct timespec start {};
   clock_gettime(CLOCK_MONOTONIC, &start);
   while (!g_stop && (o.count == 0 || ctx.seen < o.count)) {
@@ -142,6 +142,12 @@ void Monitor(const MonitorOptions& o) {
     }
   }
   ring_buffer__free(rb);
+  // stopped by a signal before --count was reached: not a timeout, and not
+  // a success either; the exit code says which signal, as a shell would
+  if (g_stop && o.count > 0 && ctx.seen < o.count)
+    throw Error(g_stop == SIGINT ? kSigint : kSigterm, std::string(g_stop == SIGINT ? "interrupted" : "terminated") +
+                                                          " after " + std::to_string(ctx.seen) + " of " +
+                                                          std::to_string(o.count) + " events");
   if (o.count > 0 && ctx.seen < o.count)
     throw Error(kSystem, "timed out after " + std::to_string(o.timeout) + "s with " + std::to_string(ctx.seen) +
                              " of " + std::to_string(o.count) + " events");
@@ -155,10 +161,11 @@ void RegisterMonitor(CLI::App& app) {
       "monitor",
       "Print one line per verdict event (deny, audit, and connections failed closed) as they happen:\n"
       "time, verdict, identity -> service, method, rule, reason, addresses, pid and comm.\n"
-      "Events are consumed: run one monitor per pin dir.");
+      "Events are consumed: run one monitor per pin dir. Ctrl-C (SIGINT) or SIGTERM ends it: exit 0,\n"
+      "or, with --count not yet reached, 130 (SIGINT) or 143 (SIGTERM).");
   AddPinDir(sub, &o->pin_dir);
   sub->add_flag("--json", o->json, "one JSON object per line");
-  sub->add_option("--count,-c", o->count, "exit after N events")->check(CLI::NonNegativeNumber);
+  sub->add_option("--count,-c", o->count, "exit 0 after N events")->check(CLI::NonNegativeNumber);
   sub->add_option("--timeout", o->timeout, "exit after this many seconds (with --count: exit 2 if fewer arrived)")
       ->check(CLI::NonNegativeNumber);
   sub->callback([o] { Monitor(*o); });

@@ -5,16 +5,17 @@
 #include <bpf/bpf.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <ctime>
-#include <fstream>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -40,6 +41,53 @@ struct ProxyOptions {
 };
 
 volatile sig_atomic_t g_stop = 0;
+
+// Who the helper is: the process holding a POSIX record lock (F_SETLK,
+// F_WRLCK) on its pin dir's gw_fb_stats inode, which it takes at start and
+// holds for its life. The kernel drops it when the process ends, crash or
+// not, so a reused pid or a renamed binary is never taken for the helper.
+// Only a process that does not hold the lock may query it: closing any fd
+// on that inode drops the closing process's own POSIX locks on it.
+constexpr const char* kHelperLockPin = "gw_fb_stats";
+
+pid_t HelperLockHolder(const std::string& pin_dir) {
+  Fd fd(open(MapPin(pin_dir, kHelperLockPin).c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return 0;
+  struct flock fl {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  if (fcntl(fd.get(), F_OFD_GETLK, &fl) != 0 || fl.l_type == F_UNLCK) return 0;
+  return fl.l_pid > 0 ? pid_t(fl.l_pid) : 0;  // -1: an OFD lock, never the helper's
+}
+
+Fd TakeHelperLock(const std::string& pin_dir) {
+  const std::string path = MapPin(pin_dir, kHelperLockPin);
+  Fd fd(open(path.c_str(), O_RDWR | O_CLOEXEC));
+  if (!fd) throw SysError("opening " + path + " (the helper holds a lock on it)", errno);
+  struct flock fl {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  if (fcntl(fd.get(), F_SETLK, &fl) != 0) {
+    if (errno != EAGAIN && errno != EACCES) throw SysError("locking " + path, errno);
+    pid_t other = HelperLockHolder(pin_dir);
+    if (other <= 0)
+      throw Error(kSystem, "another process holds a lock on " + path +
+                               ", which only the fallback helper may hold: stop it, then run the helper again");
+    throw Error(kSystem, "a fallback helper (pid " + std::to_string(other) + ") already runs for " + pin_dir +
+                             ": it serves until 'grpcwall detach'; to restart it, stop it first (kill " +
+                             std::to_string(other) + ")");
+  }
+  return fd;
+}
+
+// Waits up to `ms` for the process behind `pidfd` to end.
+bool WaitGone(int pidfd, int ms) {
+  pollfd p{pidfd, POLLIN, 0};
+  int r;
+  while ((r = poll(&p, 1, ms)) < 0 && errno == EINTR) {
+  }
+  return r > 0;
+}
 
 uint64_t MonoNs() {
   timespec t{};
@@ -88,10 +136,7 @@ class Helper {
   Helper(const std::string& pin_dir) : pin_dir_(pin_dir), live_(LiveMaps::Open(pin_dir)), m_(FbMaps::Open(pin_dir)) {}
 
   void Setup() {
-    pid_t running = RunningProxy(pin_dir_);
-    if (running && running != getpid())
-      throw Error(kSystem, "a fallback helper (pid " + std::to_string(running) + ") already runs for " + pin_dir_ +
-                               ": stop it first (kill " + std::to_string(running) + ")");
+    lock_ = TakeHelperLock(pin_dir_);  // from here on, this process is the helper
     // connections a previous helper had taken are lost: fail them closed
     for (uint32_t i = 0; i < GW_POOL_SLOTS; i++) {
       gw_pool_slot ps{};
@@ -394,6 +439,7 @@ class Helper {
   }
 
   std::string pin_dir_;
+  Fd lock_;  // held for the helper's life: see TakeHelperLock
   LiveMaps live_;
   FbMaps m_;
   Fd epoll_;
@@ -489,14 +535,7 @@ gw_fb_stats ReadFallbackStats(const std::string& pin_dir) {
   return s;
 }
 
-pid_t RunningProxy(const std::string& pin_dir) {
-  gw_fb_stats s = ReadFallbackStats(pin_dir);
-  if (!s.pid || kill(pid_t(s.pid), 0) != 0) return 0;
-  std::ifstream f("/proc/" + std::to_string(s.pid) + "/comm");
-  std::string comm;
-  std::getline(f, comm);
-  return comm == "grpcwall" ? pid_t(s.pid) : 0;
-}
+pid_t RunningProxy(const std::string& pin_dir) { return HelperLockHolder(pin_dir); }
 
 void StartProxy(const std::string& pin_dir) {
   // exec `grpcwall proxy --daemon` (it returns once the helper serves), so
@@ -519,18 +558,28 @@ void StartProxy(const std::string& pin_dir) {
   while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
   }
   if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-    throw Error(kSystem, "the fallback helper did not start: see " + log +
-                             " (or attach with --no-fallback to run without it)");
+    throw Error(kSystem, "'grpcwall proxy --daemon' exited with " +
+                             (WIFEXITED(st) ? "status " + std::to_string(WEXITSTATUS(st))
+                                            : "signal " + std::to_string(WTERMSIG(st))) +
+                             " (its log: " + log + ")");
 }
 
 bool StopProxy(const std::string& pin_dir) {
-  pid_t pid = RunningProxy(pin_dir);
-  if (!pid) return false;
-  kill(pid, SIGTERM);
-  for (int i = 0; i < 100 && kill(pid, 0) == 0; i++) usleep(20000);
-  if (kill(pid, 0) == 0) kill(pid, SIGKILL);
-  for (int i = 0; i < 100 && kill(pid, 0) == 0; i++) usleep(20000);
-  return true;
+  for (int attempt = 0; attempt < 3; attempt++) {
+    pid_t pid = HelperLockHolder(pin_dir);
+    if (!pid) return false;
+    Fd pidfd(int(syscall(SYS_pidfd_open, pid, 0)));
+    if (!pidfd) continue;  // it ended meanwhile
+    // the pidfd is the process that had the pid when it was opened; if the
+    // pid still holds the lock now, that process is the helper (a pid is
+    // never reused while its process lives)
+    if (HelperLockHolder(pin_dir) != pid) continue;
+    auto signal_it = [&](int sig) { return syscall(SYS_pidfd_send_signal, pidfd.get(), sig, nullptr, 0) == 0; };
+    if (!signal_it(SIGTERM)) continue;
+    if (!WaitGone(pidfd.get(), 2000) && signal_it(SIGKILL)) WaitGone(pidfd.get(), 2000);
+    return true;
+  }
+  return false;
 }
 
 void RegisterProxy(CLI::App& app) {
@@ -540,7 +589,9 @@ void RegisterProxy(CLI::App& app) {
       "Run the userspace fallback for header blocks the kernel cannot see whole (HEADERS followed by\n"
       "CONTINUATION, or over the in-kernel bound of 16384 bytes). 'grpcwall attach' starts it unless\n"
       "--no-fallback; run it yourself to restart it. Without it such connections fail closed.\n"
-      "It takes a connection only for such a block and hands it back to the kernel once drained.");
+      "It takes a connection only for such a block and hands it back to the kernel once drained.\n"
+      "One runs per pin dir: it holds a write lock (fcntl) on the pin dir's gw_fb_stats for its life,\n"
+      "and attach, detach and status know it by that lock, whatever its pid or binary name.");
   AddPinDir(sub, &o->pin_dir);
   sub->add_flag("--daemon", o->daemon, "detach and log to --log (returns once serving)");
   sub->add_option("--log", o->log, "log file with --daemon (default /run/grpcwall/<pin dir with / as _>.log)");

@@ -10,11 +10,6 @@ void RegisterStatus(CLI::App& app);
 void RegisterMonitor(CLI::App& app);
 void RegisterProxy(CLI::App& app);
 
-
-// Detaches and removes everything under pin_dir (detach, and a failed
-// first attach rolling back). Returns false if there was nothing.
-bool RemovePinDir(const std::string& pin_dir);
-
 // Adds the common --pin-dir option.
 CLI::Option* AddPinDir(CLI::App* sub, std::string* pin_dir);
 }  // namespace gw

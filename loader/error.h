@@ -1,5 +1,5 @@
-// Errors carry their exit code: 1 bad input, 2 system error. main() maps
-// them to CLI::RuntimeError in one place.
+// Errors carry their exit code: 1 bad input, 2 system error, 130/143
+// stopped by SIGINT/SIGTERM. main() maps them to the exit code in one place.
 #pragma once
 #include <cerrno>
 #include <cstring>
@@ -8,7 +8,9 @@
 
 namespace gw {
 
-enum ExitCode { kOk = 0, kBadInput = 1, kSystem = 2 };
+// 128 + signal: a command stopped by a signal before it was done, as a
+// shell reports a process that signal ended.
+enum ExitCode { kOk = 0, kBadInput = 1, kSystem = 2, kSigint = 128 + 2, kSigterm = 128 + 15 };
 
 class Error : public std::runtime_error {
  public:

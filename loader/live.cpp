@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -239,6 +240,18 @@ uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const IdentityPaths& pa
   std::vector<gw_pair_key> pair_keys;
   std::vector<uint32_t> pair_fds;
   std::vector<Fd> inner_fds;
+  // method tables go into gw_policy in batches (each waits for one RCU
+  // grace period) of as many as the open-file limit allows
+  size_t chunk = 4096;
+  rlimit nofile{};
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0) {
+    if (nofile.rlim_cur < nofile.rlim_max && nofile.rlim_cur < 2 * chunk) {
+      nofile.rlim_cur = std::min<rlim_t>(nofile.rlim_max, 2 * chunk);
+      setrlimit(RLIMIT_NOFILE, &nofile);
+    }
+    if (nofile.rlim_cur != RLIM_INFINITY && nofile.rlim_cur < chunk + 128)
+      chunk = nofile.rlim_cur > 256 ? nofile.rlim_cur - 128 : 64;
+  }
   for (const auto& pair : cp.pairs) {
     LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = BPF_F_NO_PREALLOC);
     int inner = bpf_map_create(BPF_MAP_TYPE_HASH, "gw_methods", sizeof(uint64_t), sizeof(gw_method_val),
@@ -252,6 +265,12 @@ uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const IdentityPaths& pa
     pair_keys.push_back(gw_pair_key{slot, pair.ident, pair.service});
     pair_fds.push_back(static_cast<uint32_t>(inner));
     inner_fds.push_back(std::move(inner_fd));
+    if (inner_fds.size() >= chunk) {  // a policy may hold more pairs than this process may open files
+      BatchUpdate(m.policy.get(), pair_keys, pair_fds);
+      pair_keys.clear();
+      pair_fds.clear();
+      inner_fds.clear();
+    }
   }
   BatchUpdate(m.policy.get(), pair_keys, pair_fds);
   inner_fds.clear();

@@ -12,7 +12,8 @@ namespace gw {
 
 CLI::Option* AddPinDir(CLI::App* sub, std::string* pin_dir) {
   *pin_dir = kDefaultPinDir;
-  return sub->add_option("--pin-dir", *pin_dir, "bpffs directory holding grpcwall's pinned programs and maps")
+  return sub->add_option("--pin-dir", *pin_dir, "bpffs directory of grpcwall's own for its pinned programs and maps\n"
+                         "(below the bpffs root; attach makes it, detach removes it)")
       ->capture_default_str();
 }
 
@@ -33,7 +34,8 @@ int main(int argc, char** argv) {
       "  sudo grpcwall status                          what is live and what it counted\n"
       "  sudo grpcwall monitor                         one line per deny/audit verdict\n"
       "  sudo grpcwall detach                          remove everything attach created\n\n"
-      "Exit codes: 0 ok, 1 bad input (policy, arguments), 2 system error.",
+      "Exit codes: 0 ok, 1 bad input (policy, arguments, a pin dir that is not grpcwall's), 2 system error;\n"
+      "130/143: monitor stopped by SIGINT/SIGTERM before its --count.",
       "grpcwall"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Show help for every subcommand");

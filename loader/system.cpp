@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <linux/magic.h>
 #include <sys/file.h>
-#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
@@ -91,26 +90,6 @@ uint64_t CgroupId(const std::string& path) {
   return st.st_ino;
 }
 
-void EnsurePinDir(const std::string& pin_dir) {
-  const std::string bpffs = "/sys/fs/bpf";
-  if (pin_dir.rfind(bpffs + "/", 0) == 0) {
-    struct statfs fs {};
-    if (statfs(bpffs.c_str(), &fs) != 0 || fs.f_type != BPF_FS_MAGIC) {
-      mkdir(bpffs.c_str(), 0700);
-      if (mount("bpf", bpffs.c_str(), "bpf", 0, "mode=0700") != 0)
-        throw SysError("mounting bpffs at " + bpffs, errno);
-    }
-  }
-  std::string parent = pin_dir.substr(0, pin_dir.find_last_of('/'));
-  struct statfs fs {};
-  if (statfs(parent.empty() ? "/" : parent.c_str(), &fs) != 0)
-    throw SysError("pin dir parent " + parent, errno);
-  if (fs.f_type != BPF_FS_MAGIC)
-    throw Error(kSystem, "pin dir " + pin_dir + " is not on a bpf filesystem: use a directory under /sys/fs/bpf");
-  if (mkdir(pin_dir.c_str(), 0700) != 0 && errno != EEXIST)
-    throw SysError("creating pin dir " + pin_dir, errno);
-}
-
 bool PinDirAttached(const std::string& pin_dir) {
   return access(MapPin(pin_dir, "gw_config").c_str(), F_OK) == 0;
 }
@@ -131,15 +110,29 @@ Fd OpenPinned(const std::string& path) {
   return Fd(fd);
 }
 
-Fd LockPinDir(const std::string& pin_dir) {
-  int fd = open(pin_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) throw SysError("opening pin dir " + pin_dir, errno);
-  if (flock(fd, LOCK_EX) != 0) {
-    int err = errno;
-    close(fd);
-    throw SysError("locking pin dir " + pin_dir, err);
+Fd TryLockPinDir(const std::string& pin_dir) {
+  Fd fd(open(pin_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) {
+    if (errno == ENOENT) return Fd();
+    throw SysError("opening pin dir " + pin_dir, errno);
   }
-  return Fd(fd);
+  int r;
+  while ((r = flock(fd.get(), LOCK_EX)) != 0 && errno == EINTR) {
+  }
+  if (r != 0) throw SysError("locking pin dir " + pin_dir, errno);
+  // the holder before us may have removed it (detach, a failed first attach)
+  struct stat st {};
+  if (fstat(fd.get(), &st) != 0) throw SysError("pin dir " + pin_dir, errno);
+  if (st.st_nlink == 0) return Fd();
+  return fd;
+}
+
+Fd LockPinDir(const std::string& pin_dir) {
+  Fd fd = TryLockPinDir(pin_dir);
+  if (!fd)
+    throw Error(kSystem, "pin dir " + pin_dir + " is gone (grpcwall was detached): run 'grpcwall attach --pin-dir " +
+                             pin_dir + "' first");
+  return fd;
 }
 
 std::string EscapeBytes(const std::string& raw) {

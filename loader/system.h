@@ -40,9 +40,6 @@ bool IsCgroupV2Dir(const std::string& path);
 // paths from there.
 void RequireGlobalCgroupView();
 
-// Mounts bpffs at /sys/fs/bpf if the pin dir lives there and it is absent;
-// then creates the pin dir.
-void EnsurePinDir(const std::string& pin_dir);
 bool PinDirAttached(const std::string& pin_dir);  // has a pinned config map
 
 // Opens a pinned object; throws a SysError naming `what` if absent.
@@ -50,7 +47,10 @@ Fd OpenPinned(const std::string& path);
 std::string MapPin(const std::string& pin_dir, const std::string& map);
 
 // Exclusive lock over the pin dir for commands that change live state.
+// Throws if the directory is gone, or was removed (detached) while waiting.
 Fd LockPinDir(const std::string& pin_dir);
+// The same, but returns no Fd when the directory is gone or was removed.
+Fd TryLockPinDir(const std::string& pin_dir);
 
 std::string Errno(int err);
 

@@ -55,8 +55,10 @@ teardown() { gw_teardown; }
   rule=$(events 1 | json "d['rule']")
   [ "$rule" -eq 2 ]   # the deny entry of the sensor's rule
 
+  # a dry-run deny on top of an enforcing allow: reported, and let through
   write_policy "$WORK/audit.yaml" \
     "  - from: door-sensor" "    to: door-manager" "    allow: [\"/cloudcity.DoorManager/*\"]" \
+    "  - from: door-sensor" "    to: door-manager" \
     "    deny: [/cloudcity.DoorManager/SetAccessCode]" "    audit: true"
   "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/audit.yaml"
   run py_client "$CG/sensor" 50051 SetAccessCode GetName
@@ -65,9 +67,32 @@ teardown() { gw_teardown; }
   ev=$(events 1)
   [ "$(echo "$ev" | json "d['verdict']")" = "audit" ]
   [ "$(echo "$ev" | json "d['method']")" = "/cloudcity.DoorManager/SetAccessCode" ]
+  [ "$(echo "$ev" | json "d['rule']")" -eq 2 ]
   [ "$(counter audited)" -eq 1 ]
   run "$GRPCWALL" policy show --pin-dir "$PIN" --json
-  [ "$(echo "$output" | json "d['rules'][0]['counters']['audited']")" -eq 1 ]
+  [ "$(echo "$output" | json "d['rules'][1]['counters']['audited']")" -eq 1 ]
+  [ "$(echo "$output" | json "d['rules'][0]['counters']['allowed']")" -eq 1 ]
+}
+
+@test "a dry-run (audit) rule never grants: what it would deny, with nothing enforcing allowing it, stays denied" {
+  # public-terminal may call GetName and GetLocation; an audit rule that
+  # would deny SetAccessCode and all of Admin must not let them through
+  write_policy "$WORK/audit.yaml" \
+    "  - from: public-terminal" "    to: door-manager" "    allow: [/cloudcity.DoorManager/GetName]" \
+    "  - from: public-terminal" "    to: door-manager" "    audit: true" \
+    "    deny: [/cloudcity.DoorManager/SetAccessCode, \"/cloudcity.Admin/*\"]"
+  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/audit.yaml"
+  run py_client "$CG/terminal" 50051 SetAccessCode GetName SetAccessCode
+  echo "$output"
+  [ "$(echo "$output" | sed -n 1p)" = "SetAccessCode UNIMPLEMENTED 'Method not found!'" ]
+  [ "$(echo "$output" | sed -n 2p)" = "GetName OK" ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  [ "$(counter denied)" -eq 2 ]
+  [ "$(counter audited)" -eq 0 ]
+  [ "$(events 1 | json "d['verdict']")" = "deny" ]
+  # and the compiled table says so
+  run "$GRPCWALL" policy show --pin-dir "$PIN" --json
+  [ "$(echo "$output" | json "[m['verdict'] for m in d['grants'][0]['methods'] if m['match'] == '/cloudcity.DoorManager/SetAccessCode'][0]")" = "deny" ]
 }
 
 @test "policy apply on a live channel revokes and grants on the next call" {

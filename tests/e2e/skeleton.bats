@@ -104,7 +104,7 @@ YAML
   run "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/dotdot.yaml"
   echo "$output"
   [ "$status" -eq 1 ]
-  [[ "$output" == *"dotdot.yaml:3: cgroup path must not contain '..'"* ]]
+  [[ "$output" == *"dotdot.yaml:3: identity 'door-sensor': cgroup path $CG/../sensor holds '..'"* ]]
   [ "$("$GRPCWALL" status --pin-dir "$PIN" --json | json "d['policy']['generation']")" -eq 1 ]
   # attach with a bad policy attaches nothing new
   run "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN.x" "$WORK/bad.yaml"

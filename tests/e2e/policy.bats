@@ -1,0 +1,117 @@
+#!/usr/bin/env bats
+# The policy means exactly what it says (issue 9): what YAML would drop
+# silently is an error with its line, identities grpcwall cannot police are
+# refused, and a policy that passes check can always be applied.
+
+load helpers
+
+setup() { gw_setup; }
+teardown() { gw_teardown; }
+
+@test "check: duplicate keys, a second document, aliases and two spellings of one cgroup are FILE:LINE errors" {
+  write_policy "$WORK/p.yaml"
+  run "$GRPCWALL" policy check "$WORK/p.yaml"
+  [ "$status" -eq 0 ]
+
+  # a second rules: block would silently replace the first
+  { cat "$WORK/p.yaml"; printf 'rules:\n  - from: door-sensor\n    to: door-manager\n    allow: ["*"]\n'; } > "$WORK/dup.yaml"
+  run "$GRPCWALL" policy check "$WORK/dup.yaml"
+  echo "$output"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"dup.yaml:16: duplicate key 'rules' (first at line 6)"* ]]
+
+  { cat "$WORK/p.yaml"; printf -- '---\nrules: []\n'; } > "$WORK/two.yaml"
+  run "$GRPCWALL" policy check "$WORK/two.yaml"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"two.yaml:16: a second YAML document"* ]]
+
+  sed 's#door-sensor:     { cgroup: .* }#door-sensor: *t#; s#public-terminal: { cgroup: \(.*\) }#public-terminal: \&t { cgroup: \1 }#' \
+    "$WORK/p.yaml" > "$WORK/alias.yaml"
+  run "$GRPCWALL" policy check "$WORK/alias.yaml"
+  echo "$output"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"alias.yaml:3: YAML aliases (*name) are not allowed"* ]]
+
+  # the sensor's cgroup written as the terminal's, relative and with //
+  rel=${CG#"$CGROOT"/}
+  sed "s#{ cgroup: $CG/sensor }#{ cgroup: \"./$rel//terminal/\" }#" "$WORK/p.yaml" > "$WORK/same.yaml"
+  run "$GRPCWALL" policy check "$WORK/same.yaml"
+  echo "$output"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"same.yaml:3: identity 'door-sensor': cgroup /$rel/terminal is already the cgroup of identity 'public-terminal' ($WORK/same.yaml:2)"* ]]
+
+  # --json with a file name that is not UTF-8: still JSON, exit 0
+  bad=$(printf "$WORK/p\xff.yaml")
+  cp "$WORK/p.yaml" "$bad"
+  run "$GRPCWALL" policy check --json "$bad"
+  [ "$status" -eq 0 ]
+  [ "$(echo "$output" | json "len(d['identities'])")" -eq 2 ]
+}
+
+@test "an identity outside the attach cgroup is refused at apply and attach, and nothing live changes" {
+  mkdir -p "$CG/inner"
+  EXTRA_DIRS+=("$CG/inner")
+  write_policy "$WORK/p.yaml"
+  # attached at $CG/inner: the policy's identities are outside it
+  run "$GRPCWALL" attach --cgroup "$CG/inner" --pin-dir "$PIN" "$WORK/p.yaml"
+  echo "$output"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"p.yaml:2: identity 'public-terminal': cgroup /${CG#"$CGROOT"/}/terminal is outside the cgroup grpcwall is attached at ($CG/inner)"* ]]
+  [ ! -e "$PIN" ]
+
+  "$GRPCWALL" attach --cgroup "$CG/terminal" --pin-dir "$PIN" > /dev/null
+  run "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/p.yaml"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"p.yaml:3: identity 'door-sensor': cgroup"*"is outside the cgroup grpcwall is attached at ($CG/terminal)"* ]]
+  [ "$("$GRPCWALL" status --pin-dir "$PIN" --json | json "d['policy']['generation']")" -eq 0 ]
+}
+
+@test "a policy at every capacity limit applies three times in a row; one more of anything is refused with the limit" {
+  # 16383 identities, 1023 services with 4096 destinations, 32767 rules of
+  # distinct (identity, service) pairs, 131070 names in all
+  $PY - "$WORK" "$CG" "$SERVER_IP" <<'PY'
+import sys
+work, cg, ip = sys.argv[1], sys.argv[2], sys.argv[3]
+IDS, SVCS, DESTS, RULES, NAMES = 16383, 1023, 4096, 32767, 131070
+def write(path, ids=IDS, svcs=SVCS, dests=DESTS, rules=RULES, names=NAMES):
+    out = ["identities:"]
+    out += ["  i%d: { cgroup: %s/c/%d }" % (i, cg, i) for i in range(ids)]
+    out.append("services:")
+    extra = dests - svcs  # services past the first carry more cidrs
+    for s in range(svcs):
+        n = 1 + (extra // svcs) + (1 if s < extra % svcs else 0)
+        cidrs = ", ".join("10.%d.%d.%d/32" % (s // 256, s % 256, k) for k in range(n))
+        out.append("  s%d: { port: %d, cidrs: [%s] }" % (s, 1000 + s, cidrs))
+    out.append("rules:")
+    methods = names - ids - svcs - rules - 1  # distinct entries left for names
+    m = 0
+    for r in range(rules):
+        per = methods // rules + (1 if r < methods % rules else 0)
+        allow = ", ".join("/p.S/M%d" % (m + k) for k in range(per))
+        m += per
+        out.append("  - { from: i%d, to: s%d, allow: [%s] }" % (r % ids, (r // ids) % svcs, allow or '"*"'))
+    open(path, "w").write("\n".join(out) + "\n")
+write(work + "/full.yaml")
+write(work + "/more-ids.yaml", ids=IDS + 1)
+write(work + "/more-names.yaml", names=NAMES + 1)
+PY
+  run "$GRPCWALL" policy check "$WORK/full.yaml"
+  echo "${output:0:300}"
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"OK: 16383 identities, 1023 services, 32767 rules"* ]]
+  run "$GRPCWALL" policy check "$WORK/more-ids.yaml"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"more-ids.yaml:16385: too many identities: a policy holds at most 16383"* ]]
+  run "$GRPCWALL" policy check "$WORK/more-names.yaml"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"too many names (identities, services, rules and distinct method entries): a policy holds at most 131070"* ]]
+
+  "$GRPCWALL" attach --no-fallback --cgroup "$CG" --pin-dir "$PIN" > /dev/null
+  for gen in 1 2 3; do
+    run "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/full.yaml"
+    echo "${output: -300}"
+    [ "$status" -eq 0 ]
+    [[ "$output" == *"policy generation $gen live"* ]]
+  done
+  [ "$("$GRPCWALL" policy show --pin-dir "$PIN" --json | json "len(d['grants'])")" -eq 32767 ]
+}
