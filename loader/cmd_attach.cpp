@@ -264,14 +264,7 @@ void Attach(const AttachOptions& o) {
     // connections made before sockops saw them carry RPCs unchecked: reset
     // them so their clients reconnect under policy
     if (generation) {
-      int reset = 0;
-      try {
-        reset = ResetPredating(o.pin_dir);
-      } catch (const std::exception& e) {
-        throw Error(kSystem, "policy generation " + std::to_string(generation) +
-                                 " is live, but resetting connections that predate it failed: " + e.what() +
-                                 " (those connections stay unpoliced until they close; attach again to retry)");
-      }
+      int reset = ResetAfterFlip(o.pin_dir, generation, "attach again");
       if (reset)
         std::cout << "reset " << reset << " connection(s) that predate attach: their clients reconnect under policy\n";
     }

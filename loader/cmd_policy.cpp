@@ -127,14 +127,7 @@ void Apply(const PolicyOptions& o) {
   Fd lock = LockPinDir(o.pin_dir);
   uint64_t gen = ApplyPolicy(live, p, paths);
   std::cout << "policy generation " << gen << " live from " << o.file << "\n";
-  int reset = 0;
-  try {
-    reset = ResetPredating(o.pin_dir);
-  } catch (const std::exception& e) {
-    throw Error(kSystem, "policy generation " + std::to_string(gen) +
-                             " is live, but resetting connections that predate it failed: " + e.what() +
-                             " (those connections stay unpoliced until they close; apply again to retry)");
-  }
+  int reset = ResetAfterFlip(o.pin_dir, gen, "apply again");
   if (reset)
     std::cout << "reset " << reset << " connection(s) that this policy makes policed: their clients reconnect under it\n";
 }

@@ -577,6 +577,10 @@ bool StopProxy(const std::string& pin_dir) {
     auto signal_it = [&](int sig) { return syscall(SYS_pidfd_send_signal, pidfd.get(), sig, nullptr, 0) == 0; };
     if (!signal_it(SIGTERM)) continue;
     if (!WaitGone(pidfd.get(), 2000) && signal_it(SIGKILL)) WaitGone(pidfd.get(), 2000);
+    // the pidfd polls readable once the helper exits, which may be before
+    // its parent reaps it: wait a moment for that too, so whoever looks for
+    // the pid right after detach does not find a zombie
+    for (int i = 0; i < 500 && kill(pid, 0) == 0; i++) usleep(10000);
     return true;
   }
   return false;

@@ -351,6 +351,16 @@ int ResetPredating(const std::string& pin_dir) {
   return reset;
 }
 
+int ResetAfterFlip(const std::string& pin_dir, uint64_t generation, const std::string& retry) {
+  try {
+    return ResetPredating(pin_dir);
+  } catch (const std::exception& e) {
+    throw Error(kSystem, "policy generation " + std::to_string(generation) +
+                             " is live, but resetting connections that predate it failed: " + e.what() +
+                             " (those connections stay unpoliced until they close; " + retry + " to retry)");
+  }
+}
+
 std::vector<uint64_t> ReadCounters(const LiveMaps& m) {
   int ncpu = NumCpus();
   std::vector<uint64_t> out(GW_CNT_MAX, 0), vals(ncpu);

@@ -90,6 +90,9 @@ LivePolicy ReadLivePolicy(const LiveMaps& m);
 // predate attach, or the policy that made them policed): runs the pinned
 // iter/tcp program. Returns how many were reset.
 int ResetPredating(const std::string& pin_dir);
+// ResetPredating right after `generation` went live: a failure says the
+// policy is live and what failed (and to `retry`).
+int ResetAfterFlip(const std::string& pin_dir, uint64_t generation, const std::string& retry);
 
 std::vector<uint64_t> ReadCounters(const LiveMaps& m);  // summed over CPUs
 gw_rule_counters ReadRuleCounters(const LiveMaps& m, uint32_t slot, uint16_t rule);

@@ -5,6 +5,7 @@
 #include <yaml-cpp/mark.h>
 #include <yaml-cpp/parser.h>
 
+#include <map>
 #include <sstream>
 
 #include "error.h"
@@ -33,15 +34,20 @@ class Builder : public YAML::EventHandler {
   void OnDocumentStart(const YAML::Mark&) override {}
   void OnDocumentEnd() override { done = true; }
 
-  void OnNull(const YAML::Mark& mark, YAML::anchor_t) override {
+  void OnNull(const YAML::Mark& mark, YAML::anchor_t anchor) override {
     YamlNode n;
     n.line = mark.line + 1;
-    Add(std::move(n));
+    Add(std::move(n), anchor);
   }
-  void OnAlias(const YAML::Mark& mark, YAML::anchor_t) override {
-    Fail(mark.line + 1, "YAML aliases (*name) are not allowed in a policy: write the value out");
+  void OnAlias(const YAML::Mark& mark, YAML::anchor_t anchor) override {
+    const int line = mark.line + 1;
+    auto it = anchors_.find(anchor);
+    if (it == anchors_.end()) Fail(line, "alias of an anchor that is not defined (yet)");
+    Count(line, it->second.nodes);  // before the copy: a bomb stops here
+    YamlNode n = it->second;
+    Add(std::move(n), 0, false);
   }
-  void OnScalar(const YAML::Mark& mark, const std::string& tag, YAML::anchor_t,
+  void OnScalar(const YAML::Mark& mark, const std::string& tag, YAML::anchor_t anchor,
                 const std::string& value) override {
     YamlNode n;
     n.line = mark.line + 1;
@@ -54,15 +60,16 @@ class Builder : public YAML::EventHandler {
       n.kind = YamlNode::kScalar;
       n.text = value;
     }
-    Add(std::move(n));
+    Add(std::move(n), anchor);
   }
-  void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+  void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor,
                        YAML::EmitterStyle::value) override {
-    Open(mark, YamlNode::kSequence);
+    Open(mark, YamlNode::kSequence, anchor);
   }
   void OnSequenceEnd() override { Close(); }
-  void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
-    Open(mark, YamlNode::kMap);
+  void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor,
+                  YAML::EmitterStyle::value) override {
+    Open(mark, YamlNode::kMap, anchor);
   }
   void OnMapEnd() override {
     if (stack_.back().pending_key) Fail(stack_.back().node.line, "a mapping key has no value");
@@ -72,26 +79,44 @@ class Builder : public YAML::EventHandler {
  private:
   struct Frame {
     YamlNode node;
+    YAML::anchor_t anchor = 0;
     bool pending_key = false;  // kMap: a key was read, its value comes next
     YamlNode key;
+    std::map<std::string, int> keys;  // kMap: key -> line
   };
 
-  void Open(const YAML::Mark& mark, YamlNode::Kind kind) {
+  void Count(int line, size_t nodes) {
+    total_ += nodes;
+    if (total_ > kYamlMaxNodes)
+      Fail(line, "the document expands (aliases included) to more than " + std::to_string(kYamlMaxNodes) +
+                     " nodes: write it with fewer aliases");
+  }
+
+  void Open(const YAML::Mark& mark, YamlNode::Kind kind, YAML::anchor_t anchor) {
     if (static_cast<int>(stack_.size()) >= kYamlMaxDepth)
       Fail(mark.line + 1, "nesting deeper than " + std::to_string(kYamlMaxDepth) + " levels");
+    Count(mark.line + 1, 1);
     Frame f;
     f.node.kind = kind;
     f.node.line = mark.line + 1;
+    f.anchor = anchor;
     stack_.push_back(std::move(f));
   }
 
   void Close() {
     YamlNode n = std::move(stack_.back().node);
+    YAML::anchor_t anchor = stack_.back().anchor;
     stack_.pop_back();
-    Add(std::move(n));
+    Add(std::move(n), anchor, false);
   }
 
-  void Add(YamlNode n) {
+  // Adds a finished node to its parent; `fresh`: a scalar or null read now
+  // (counted here; collections are counted as they open, aliases before
+  // their copy). An anchored node is kept for its aliases.
+  void Add(YamlNode n, YAML::anchor_t anchor, bool fresh = true) {
+    if (fresh) Count(n.line, 1);
+    if (anchor) anchors_[anchor] = n;
+    if (!stack_.empty()) stack_.back().node.nodes += n.nodes;
     if (stack_.empty()) {
       root = std::move(n);
       return;
@@ -105,10 +130,10 @@ class Builder : public YAML::EventHandler {
       if (n.kind != YamlNode::kScalar || n.quoted)
         Fail(n.line, "a mapping key must be a plain string" +
                          (n.kind == YamlNode::kScalar ? " ('" + n.text + "' is quoted)" : std::string()));
-      for (const auto& kv : f.node.entries)
-        if (kv.first.text == n.text)
-          Fail(n.line, "duplicate key '" + n.text + "' (first at line " + std::to_string(kv.first.line) +
-                           "): YAML would keep one of them silently, so say it once");
+      auto [it, fresh_key] = f.keys.emplace(n.text, n.line);
+      if (!fresh_key)
+        Fail(n.line, "duplicate key '" + n.text + "' (first at line " + std::to_string(it->second) +
+                         "): YAML would keep one of them silently, so say it once");
       f.key = std::move(n);
       f.pending_key = true;
       return;
@@ -119,6 +144,8 @@ class Builder : public YAML::EventHandler {
 
   std::string file_;
   std::vector<Frame> stack_;
+  std::map<YAML::anchor_t, YamlNode> anchors_;
+  size_t total_ = 0;
 };
 
 }  // namespace

@@ -1,9 +1,11 @@
 // A strict YAML reader for policies: one document of maps, sequences and
 // scalars with their lines, built from yaml-cpp's parser events. What YAML
 // allows but a policy must not have is an error with its line, never a
-// silent choice: a duplicate key at any level, a second document, an alias
-// (so no alias can multiply work), a key that is not a plain string, a NUL
-// byte in a string, nesting deeper than kMaxDepth.
+// silent choice: a duplicate key at any level, a second document, a key that
+// is not a plain string, a NUL byte in a string, nesting deeper than
+// kYamlMaxDepth. Aliases are expanded, within a budget of kYamlMaxNodes
+// nodes for the whole document, so no alias can multiply work past it (an
+// "alias bomb" fails at the alias that would cross it, before it is copied).
 #pragma once
 #include <string>
 #include <utility>
@@ -19,12 +21,14 @@ struct YamlNode {
   bool quoted = false;    // kScalar written in quotes (not a plain scalar)
   std::vector<YamlNode> items;                          // kSequence
   std::vector<std::pair<YamlNode, YamlNode>> entries;   // kMap, in file order, keys unique
+  size_t nodes = 1;       // this node and all below it
 
   // The value of map key `key`, or nullptr.
   const YamlNode* Get(const std::string& key) const;
 };
 
 constexpr int kYamlMaxDepth = 32;
+constexpr size_t kYamlMaxNodes = 2000000;  // 10,000 rules x 100 aliased methods is 1.05M
 
 // Parses `text`; throws InputError("FILE:LINE: ...") on bad input. An empty
 // file gives a kNull node.
