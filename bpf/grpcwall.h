@@ -101,9 +101,17 @@ enum gw_counter {
 	GW_CNT_MAX
 };
 
+/* How method tables are read. 2: the most specific key found decides
+ * (exact, service, `*`, default), each key compiled with the verdict of
+ * every entry that matches its paths. 0 (before it was recorded): every
+ * key found was ranked deny > audit > allow. A datapath must never read a
+ * format it was not written for (attach refuses it). */
+#define GW_TABLE_FORMAT 2
+
 struct gw_config {
 	__u64 generation;   /* bumped by every policy apply; 0 = no policy */
-	__u32 pad0;         /* (the live slot is GW_SLOT_OF(generation)) */
+	__u32 format;       /* method-table format of the live policy (GW_TABLE_FORMAT); the
+			     * live slot is GW_SLOT_OF(generation) */
 	__u32 ident_depth;  /* deepest identity level of any policy applied (only grows) */
 	__u64 key0, key1;   /* SipHash key, random per attach */
 	__u64 hash_any;     /* precomputed keys of the "*" and default entries */

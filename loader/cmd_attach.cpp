@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <ctime>
+#include <exception>
 #include <iostream>
 #include <memory>
 #include <sstream>
@@ -168,6 +169,23 @@ struct Previous {
   }
 };
 
+// This version's datapath reads method tables only in the format this
+// version writes: over a live policy of an older one it would decide
+// differently (an older table could allow what its policy denies).
+void CheckTableFormat(const std::string& pin_dir) {
+  Fd cfg_fd(bpf_obj_get(MapPin(pin_dir, "gw_config").c_str()));
+  if (!cfg_fd) return;  // nothing pinned yet
+  gw_config cfg{};
+  uint32_t zero = 0;
+  if (bpf_map_lookup_elem(cfg_fd.get(), &zero, &cfg) != 0) throw SysError("reading " + pin_dir + "/gw_config", errno);
+  if (cfg.generation && cfg.format != GW_TABLE_FORMAT)
+    throw InputError("the policy live under " + pin_dir + " was compiled by an older grpcwall (method-table format " +
+                     std::to_string(cfg.format) + ", this version reads " + std::to_string(GW_TABLE_FORMAT) +
+                     "), which this version's datapath would read differently. Nothing was changed: run "
+                     "'grpcwall detach --pin-dir " + pin_dir + "' with the older grpcwall (it also stops its "
+                     "fallback helper), then attach with this one");
+}
+
 // Under the pin dir lock. Returns the live policy generation.
 uint64_t AttachLocked(const AttachOptions& o, const std::string& cgroup, const Policy& policy,
                       const IdentityPaths& paths, bool fresh) {
@@ -175,6 +193,7 @@ uint64_t AttachLocked(const AttachOptions& o, const std::string& cgroup, const P
   const uint64_t want_cg = CgroupId(cgroup);
   CheckAttachedCgroup(o.pin_dir, want_cg);
   const uint32_t max_conns = SockhashSize(o);
+  CheckTableFormat(o.pin_dir);
 
   // 2. Load: a first attach pins the maps, a second one reuses them.
   Skel skel = OpenSkel();
@@ -232,6 +251,7 @@ void Attach(const AttachOptions& o) {
     policy = LoadPolicyFile(o.policy);
     paths = ResolveIdentities(policy, cgroup);
   }
+  std::exception_ptr reset_error;
   {
     bool created = false;
     Fd lock = PreparePinDir(o.pin_dir, &created);
@@ -264,9 +284,13 @@ void Attach(const AttachOptions& o) {
     // connections made before sockops saw them carry RPCs unchecked: reset
     // them so their clients reconnect under policy
     if (generation) {
-      int reset = ResetAfterFlip(o.pin_dir, generation, "attach again");
-      if (reset)
-        std::cout << "reset " << reset << " connection(s) that predate attach: their clients reconnect under policy\n";
+      try {
+        int reset = ResetAfterFlip(o.pin_dir, generation, "attach again");
+        if (reset)
+          std::cout << "reset " << reset << " connection(s) that predate attach: their clients reconnect under policy\n";
+      } catch (...) {
+        reset_error = std::current_exception();  // said after the helper is started
+      }
     }
   }
   // after the pin dir lock is released: the helper is a fork of this process
@@ -285,6 +309,7 @@ void Attach(const AttachOptions& o) {
                                " --daemon', or attach again with --no-fallback");
     }
   }
+  if (reset_error) std::rethrow_exception(reset_error);
 }
 
 }  // namespace

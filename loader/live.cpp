@@ -122,7 +122,22 @@ bool ReadName(const LiveMaps& m, uint32_t slot, uint32_t kind, uint64_t id, gw_n
 
 std::string AttachCgroup(const LiveMaps& m) {
   gw_name_val meta{};
-  return ReadName(m, 0, GW_NAMEKIND_META, 0, &meta) ? std::string(meta.text) : CgroupV2Root();
+  const std::string cg = ReadName(m, 0, GW_NAMEKIND_META, 0, &meta) ? std::string(meta.text) : CgroupV2Root();
+  // the record must name the cgroup sockops really is attached at (an older
+  // grpcwall recorded --cgroup as typed)
+  Fd link(bpf_obj_get((m.pin_dir + "/link_sockops").c_str()));
+  if (link) {
+    bpf_link_info info{};
+    uint32_t len = sizeof(info);
+    struct stat st {};
+    if (bpf_obj_get_info_by_fd(link.get(), &info, &len) == 0 &&
+        (cg.empty() || cg[0] != '/' || stat(cg.c_str(), &st) != 0 || st.st_ino != info.cgroup.cgroup_id))
+      throw Error(kSystem, "the attach record of " + m.pin_dir + " names cgroup '" + cg +
+                               "', which is not where sockops is attached (cgroup id " +
+                               std::to_string(info.cgroup.cgroup_id) + "): run 'grpcwall attach --pin-dir " +
+                               m.pin_dir + " --cgroup DIR' again with the cgroup it is attached at");
+  }
+  return cg;
 }
 
 IdentityPaths ResolveIdentities(const Policy& p, const std::string& attach_cgroup) {
@@ -250,7 +265,7 @@ uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const IdentityPaths& pa
       setrlimit(RLIMIT_NOFILE, &nofile);
     }
     if (nofile.rlim_cur != RLIM_INFINITY && nofile.rlim_cur < chunk + 128)
-      chunk = nofile.rlim_cur > 256 ? nofile.rlim_cur - 128 : 64;
+      chunk = nofile.rlim_cur > 256 ? nofile.rlim_cur - 128 : std::max<size_t>(nofile.rlim_cur / 4, 4);
   }
   for (const auto& pair : cp.pairs) {
     LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = BPF_F_NO_PREALLOC);
@@ -278,6 +293,7 @@ uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const IdentityPaths& pa
 
   // 3. Flip: one write makes the whole new policy live.
   cfg.generation++;
+  cfg.format = GW_TABLE_FORMAT;
   WriteConfig(m, cfg);
   return cfg.generation;
 }

@@ -1,20 +1,38 @@
 #!/usr/bin/env python3
-"""grpcwall benchmarks: what enforcement costs, against no policy and against
-a userspace L7 proxy (HAProxy). `sudo make bench` / `sudo make bench-quick`.
+"""grpcwall benchmarks: what enforcement costs, against no policy, against the
+floor the sk_msg architecture allows, and against a userspace L7 proxy
+(HAProxy). `sudo make bench` / `sudo make bench-quick`.
 
-Client (h2load, gRPC-framed unary POSTs) and server (C++ gRPC, no work per
-call) live in their own network namespaces joined by a veth pair. The
-configurations are measured in ONE run, interleaved (A B C D A B C D ...),
-and medians over the rounds are reported:
+Client (h2load, gRPC-framed unary POSTs) and servers live in their own network
+namespaces joined by a veth pair. Two servers, two parts, each measured in ONE
+run with its configurations interleaved (A B C A B C ...), medians over rounds:
+
+Lean server (issue 10): nghttpd answering every call with a gRPC OK (a 5-byte
+empty message and a grpc-status: 0 trailer), so grpcwall's cost is not hidden
+by the server's. Loads 4 connections x 16 streams and 1 x 1.
+  lean-baseline   nothing attached
+  lean-floor      a sockhash holding the client's sockets and an sk_msg
+                  program that only returns SK_PASS (tests/bench/floor.bpf.c):
+                  the tcp_bpf path plus one empty program run per write
+  lean-grpcwall   grpcwall attached, the called method allowed
+Per configuration: req/s, ratio to lean-baseline, CPU per request (cpu.stat
+usage_usec of the client and server cgroups, and the whole machine's busy time
+from /proc/stat) and BPF ns per request (run_time_ns deltas of the attached
+programs over requests, kernel.bpf_stats_enabled=1), all taken over a window
+inside h2load's measuring period (after the warm-up, before the end).
+
+Heavy server: a multi-threaded C++ gRPC server (tests/bench/server.cpp), 8x8:
   baseline        no grpcwall
   grpcwall        attached, the called method allowed
   grpcwall-large  10,000 identities x 100 methods loaded, same call path
   haproxy         HAProxy as an h2c proxy in front of the server, path ACL
-With kernel.bpf_stats_enabled=1, run_time_ns / run_cnt of each grpcwall
-program gives ns per invocation. Also: time of `policy apply` for the large
-policy, kernel memory per tracked connection, throughput at 1, 100 and 1000
-connections. Prints a table, writes tests/bench/results/<UTC date>.json and
-a PNG plot. Everything it creates is removed on exit.
+with ns per program run from bpf_stats, the time of `policy apply` for the
+large policy, kernel memory per tracked connection, and throughput at 1, 100
+and 1000 connections.
+
+Prints tables, writes tests/bench/results/<UTC date>.json and a PNG plot.
+Everything it creates (namespaces, cgroups, pins, processes) is removed on
+exit, also when it fails.
 """
 import argparse
 import datetime
@@ -31,11 +49,13 @@ import sys
 import tempfile
 import time
 
+LEAN_CONFIGS = ["lean-baseline", "lean-floor", "lean-grpcwall"]
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NS_C, NS_S = "gwbench-c", "gwbench-s"
 IP_C, IP_S = "10.250.240.1", "10.250.240.2"
 PIN = "/sys/fs/bpf/grpcwall-bench"
-PORT, HAPROXY_PORT = 50051, 50061
+FLOOR_PIN = "/sys/fs/bpf/grpcwall-bench-floor"  # the floor's programs and sockhash (bpftool)
+PORT, HAPROXY_PORT, LEAN_PORT = 50051, 50061, 50052
 METHOD = "/cloudcity.DoorManager/GetName"
 ALLOWED = [METHOD, "/cloudcity.DoorManager/GetLocation", "/cloudcity.DoorManager/RequestMaintenance"]
 
@@ -58,8 +78,11 @@ class Bench:
         self.a = a
         self.tmp = tempfile.mkdtemp(prefix="gwbench.")
         self.cg = os.path.join(cgroup_root(), "grpcwall-bench")
+        # the servers' cgroup, for their CPU time: outside self.cg, where grpcwall attaches
+        self.cg_srv = os.path.join(cgroup_root(), "grpcwall-bench-server")
         self.procs = []
         self.attached = False
+        self.floor_attached = False
 
     # ---------------- set-up and teardown ----------------
     def setup(self):
@@ -81,6 +104,59 @@ class Bench:
         with open(os.path.join(self.tmp, "req.bin"), "wb") as f:
             f.write(b"\x00\x00\x00\x00\x02\x08\x01")  # gRPC frame: DoorRequest{door_id: 1}
         self.write_policies()
+        os.makedirs(self.cg_srv, exist_ok=True)
+        self.start_lean_server()
+        self.load_floor()
+
+    def start_lean_server(self):
+        """nghttpd over h2c: a POST to the method path gets the docroot file (a gRPC
+        frame holding an empty message) and the trailer grpc-status: 0."""
+        docroot = os.path.join(self.tmp, "docroot")
+        os.makedirs(os.path.join(docroot, os.path.dirname(METHOD.lstrip("/"))), exist_ok=True)
+        with open(os.path.join(docroot, METHOD.lstrip("/")), "wb") as f:
+            f.write(b"\x00\x00\x00\x00\x00")  # gRPC frame: uncompressed, empty message
+        mime = os.path.join(self.tmp, "mime.types")
+        with open(mime, "w") as f:  # nghttpd types by what follows the last '.' of the path
+            f.write("application/grpc " + METHOD.rsplit(".", 1)[1] + "\n")
+        log = open(os.path.join(self.tmp, "nghttpd.log"), "w")
+        p = subprocess.Popen(["ip", "netns", "exec", NS_S, "nghttpd", "--no-tls", "-a", IP_S, "-d", docroot,
+                              "--mime-types-file", mime, "--trailer", "grpc-status: 0", str(LEAN_PORT)],
+                             stdout=log, stderr=subprocess.STDOUT, preexec_fn=self.into_cgroup(self.cg_srv))
+        self.procs.append(p)
+        self.wait_port(LEAN_PORT)
+        self.lean_server = sh("nghttpd", "--version").stdout.strip()
+
+    def load_floor(self):
+        """Compile tests/bench/floor.bpf.c, load it under FLOOR_PIN and attach its sk_msg
+        program to its sockhash; the sockops program is attached per measurement."""
+        obj = os.path.join(self.tmp, "floor.bpf.o")
+        multiarch = sh("gcc", "-dumpmachine").stdout.strip()
+        sh(os.environ.get("CLANG", "clang"), "-g", "-O2", "-Wall", "-Werror", "-target", "bpf", "-mcpu=v3",
+           f"-I/usr/include/{multiarch}", f"-DFLOOR_PORT={LEAN_PORT}",
+           "-c", os.path.join(ROOT, "tests", "bench", "floor.bpf.c"), "-o", obj)
+        sh("bpftool", "prog", "loadall", obj, FLOOR_PIN, "pinmaps", FLOOR_PIN + "/maps")
+        sh("bpftool", "prog", "attach", "pinned", FLOOR_PIN + "/floor_sk_msg", "msg_verdict",
+           "pinned", FLOOR_PIN + "/maps/floor_sockhash")
+
+    def attach_floor(self):
+        sh("bpftool", "cgroup", "attach", self.cg + "/client", "sock_ops", "pinned", FLOOR_PIN + "/floor_sockops")
+        self.floor_attached = True
+
+    def detach_floor(self):
+        if self.floor_attached:
+            sh("bpftool", "cgroup", "detach", self.cg + "/client", "sock_ops", "pinned", FLOOR_PIN + "/floor_sockops")
+            self.floor_attached = False
+
+    def floor_prog_ids(self):
+        return {name: json.loads(sh("bpftool", "prog", "show", "pinned", f"{FLOOR_PIN}/floor_{name}", "--json").stdout)["id"]
+                for name in ("sockops", "sk_msg")}
+
+    @staticmethod
+    def into_cgroup(cg):
+        def f():
+            with open(f"{cg}/cgroup.procs", "w") as out:
+                out.write(str(os.getpid()))
+        return f
 
     def teardown(self):
         for p in self.procs:
@@ -92,6 +168,13 @@ class Bench:
                 p.kill()
         self.procs = []
         subprocess.run([self.a.grpcwall, "detach", "--pin-dir", PIN], capture_output=True)
+        if os.path.exists(FLOOR_PIN):  # the floor: bpftool pins only, none of grpcwall's
+            subprocess.run(["bpftool", "cgroup", "detach", self.cg + "/client", "sock_ops", "pinned",
+                            FLOOR_PIN + "/floor_sockops"], capture_output=True)
+            subprocess.run(["bpftool", "prog", "detach", "pinned", FLOOR_PIN + "/floor_sk_msg", "msg_verdict",
+                            "pinned", FLOOR_PIN + "/maps/floor_sockhash"], capture_output=True)
+            shutil.rmtree(FLOOR_PIN, ignore_errors=True)
+        self.floor_attached = False
         try:  # the fallback helper's log (attach starts the helper; it idles here)
             os.remove("/run/grpcwall/" + PIN.lstrip("/").replace("/", "_") + ".log")
         except FileNotFoundError:
@@ -104,12 +187,18 @@ class Bench:
                 except ProcessLookupError:
                     pass
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        if os.path.isdir(self.cg):
-            for dirpath, dirnames, _ in os.walk(self.cg, topdown=False):
-                try:
-                    os.rmdir(dirpath)
-                except OSError:
-                    pass
+        for cg in (self.cg, self.cg_srv):
+            if not os.path.isdir(cg):
+                continue
+            for dirpath, dirnames, _ in os.walk(cg, topdown=False):
+                for _ in range(50):  # a killed process leaves its cgroup a moment later
+                    try:
+                        os.rmdir(dirpath)
+                        break
+                    except FileNotFoundError:
+                        break
+                    except OSError:
+                        time.sleep(0.1)
         subprocess.run(["sysctl", "-q", "kernel.bpf_stats_enabled=0"], capture_output=True)
 
     def wait_port(self, port):
@@ -118,8 +207,8 @@ class Bench:
             if "LISTEN" in out:
                 return
             time.sleep(0.1)
-        log = os.path.join(self.tmp, "haproxy.log")
-        detail = open(log).read() if port == HAPROXY_PORT and os.path.exists(log) else ""
+        log = os.path.join(self.tmp, {HAPROXY_PORT: "haproxy.log", LEAN_PORT: "nghttpd.log"}.get(port, "-"))
+        detail = open(log).read() if os.path.exists(log) else ""
         sys.exit(f"bench: nothing listens on {port}\n{detail}")
 
     def write_policies(self):
@@ -129,6 +218,13 @@ class Bench:
                     f"services:\n  door-manager: {{ port: {PORT}, cidrs: [{IP_S}/32] }}\n"
                     "rules:\n  - from: bench-client\n    to: door-manager\n    allow:\n"
                     + "".join(f"      - {m}\n" for m in ALLOWED))
+        lean = os.path.join(self.tmp, "lean.yaml")  # the same rule, for the lean server's port
+        with open(lean, "w") as f:
+            f.write(f"identities:\n  bench-client: {{ cgroup: {self.cg}/client }}\n"
+                    f"services:\n  lean-door: {{ port: {LEAN_PORT}, cidrs: [{IP_S}/32] }}\n"
+                    "rules:\n  - from: bench-client\n    to: lean-door\n    allow:\n"
+                    + "".join(f"      - {m}\n" for m in ALLOWED))
+        self.lean_policy = lean
         n_ids, n_methods = self.a.large_identities, self.a.large_methods
         t0 = time.monotonic()
         for i in range(n_ids):
@@ -210,28 +306,47 @@ backend door
         return out
 
     # ---------------- load ----------------
+    def h2load_start(self, port, conns, streams, duration, warmup, log=None):
+        """h2load in the client namespace and cgroup, in the background."""
+        cmd = ["h2load", "-c", str(conns), "-m", str(streams), "-t", "1", "-D", str(duration),
+               "--warm-up-time", str(warmup), "-d", os.path.join(self.tmp, "req.bin"),
+               "-H", "content-type: application/grpc", "-H", "te: trailers",
+               f"http://{IP_S}:{port}{METHOD}"]
+        if log:
+            cmd[1:1] = ["--log-file", log]
+
+        def in_client_cgroup():
+            self.into_cgroup(self.cg + "/client")()
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 1000 connections need > 1024
+
+        p = subprocess.Popen(["ip", "netns", "exec", NS_C] + cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, preexec_fn=in_client_cgroup)
+        self.procs.append(p)
+        return p
+
+    def h2load_finish(self, p, timeout):
+        """Waits for h2load; its summary as {rps, succeeded, failed, mean_us}."""
+        try:
+            out, err = p.communicate(timeout=timeout)
+        finally:
+            self.procs.remove(p)
+        m = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out)
+        req = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
+        mean = re.search(r"time for request:\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)", out)
+        if not m or not req:
+            sys.exit(f"bench: h2load failed:\n{out}\n{err}")
+        res = {"rps": float(m.group(1)), "succeeded": int(req.group(4)), "failed": int(req.group(5)) + int(req.group(6))}
+        if mean:
+            res["mean_us"] = round(float(mean.group(1)) * {"us": 1, "ms": 1e3, "s": 1e6}[mean.group(2)], 1)
+        return res
+
     def h2load(self, port, conns, streams, duration, warmup):
         log = os.path.join(self.tmp, "h2load.log")
         if os.path.exists(log):
             os.unlink(log)
-        cmd = ["h2load", "-c", str(conns), "-m", str(streams), "-t", "1", "-D", str(duration),
-               "--warm-up-time", str(warmup), "--log-file", log, "-d", os.path.join(self.tmp, "req.bin"),
-               "-H", "content-type: application/grpc", "-H", "te: trailers",
-               f"http://{IP_S}:{port}{METHOD}"]
-
-        def in_client_cgroup():
-            with open(f"{self.cg}/client/cgroup.procs", "w") as f:
-                f.write(str(os.getpid()))
-            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 1000 connections need > 1024
-
-        r = subprocess.run(["ip", "netns", "exec", NS_C] + cmd, capture_output=True, text=True,
-                           preexec_fn=in_client_cgroup, timeout=duration + warmup + 120)
-        out = r.stdout
-        m = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out)
-        req = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
-        if not m or not req:
-            sys.exit(f"bench: h2load failed:\n{out}\n{r.stderr}")
+        p = self.h2load_start(port, conns, streams, duration, warmup, log=log)
+        res = self.h2load_finish(p, duration + warmup + 120)
         lat = []
         with open(log) as f:
             for line in f:
@@ -243,7 +358,7 @@ backend door
         def pct(p):
             return lat[min(len(lat) - 1, int(p / 100 * len(lat)))] if lat else 0
 
-        return {"rps": float(m.group(1)), "succeeded": int(req.group(4)), "failed": int(req.group(5)) + int(req.group(6)),
+        return {"rps": res["rps"], "succeeded": res["succeeded"], "failed": res["failed"],
                 "p50_us": pct(50), "p99_us": pct(99), "p999_us": pct(99.9)}
 
     def measure(self, name, port):
@@ -260,10 +375,86 @@ backend door
               f"  p99.9 {res['p999_us']:6d} us  bpf {res['bpf_ns_per_run']}", flush=True)
         return res
 
+    # ---------------- the lean server: baseline, floor, grpcwall ----------------
+    def snapshot(self, prog_ids):
+        """Counters at one instant: the client and server cgroups' CPU (usec), the
+        machine's busy CPU (usec, /proc/stat) and {program: (run_time_ns, run_cnt)}."""
+        progs = {}
+        if prog_ids:
+            by_id = {p["id"]: p for p in json.loads(sh("bpftool", "prog", "show", "--json").stdout)}
+            for name, pid in prog_ids.items():
+                info = by_id.get(pid, {})
+                progs[name] = (info.get("run_time_ns", 0), info.get("run_cnt", 0))
+        cg_usec = 0
+        for cg in (self.cg + "/client", self.cg_srv):
+            with open(cg + "/cpu.stat") as f:
+                cg_usec += int(f.readline().split()[1])  # usage_usec
+        with open("/proc/stat") as f:
+            # cpu  user nice system idle iowait irq softirq ...
+            v = [int(x) for x in f.readline().split()[1:8]]
+        busy_usec = (v[0] + v[1] + v[2] + v[5] + v[6]) * 1e6 / os.sysconf("SC_CLK_TCK")
+        return {"t": time.monotonic(), "cg_usec": cg_usec, "busy_usec": busy_usec, "progs": progs}
+
+    def measure_lean(self, name, conns, streams):
+        a = self.a
+        if name == "lean-grpcwall":
+            ids = json.loads(sh(self.a.grpcwall, "status", "--pin-dir", PIN, "--json").stdout)["programs"]
+        elif name == "lean-floor":
+            ids = self.floor_prog_ids()
+        else:
+            ids = {}
+        p = self.h2load_start(LEAN_PORT, conns, streams, a.lean_duration, a.lean_warmup)
+        # the window: inside h2load's measuring period, clear of connecting, warm-up and the end
+        margin = min(0.25, a.lean_duration / 4)
+        time.sleep(a.lean_warmup + margin)
+        s0 = self.snapshot(ids)
+        time.sleep(a.lean_duration - 2 * margin)
+        s1 = self.snapshot(ids)
+        res = self.h2load_finish(p, a.lean_duration + a.lean_warmup + 120)
+        window = s1["t"] - s0["t"]
+        reqs = res["rps"] * window
+        res["window_s"] = round(window, 3)
+        res["cpu_us_per_req"] = round((s1["cg_usec"] - s0["cg_usec"]) / reqs, 3) if reqs else None
+        res["machine_cpu_us_per_req"] = round((s1["busy_usec"] - s0["busy_usec"]) / reqs, 3) if reqs else None
+        res["bpf_ns_per_req"], res["bpf_runs_per_req"], res["bpf_ns_per_run"] = None, {}, {}
+        if ids:
+            ns = 0
+            for prog, (t1, c1) in s1["progs"].items():
+                t0, c0 = s0["progs"].get(prog, (0, 0))
+                ns += t1 - t0
+                res["bpf_runs_per_req"][prog] = round((c1 - c0) / reqs, 3) if reqs else None
+                if c1 > c0:
+                    res["bpf_ns_per_run"][prog] = round((t1 - t0) / (c1 - c0), 1)
+            res["bpf_ns_per_req"] = round(ns / reqs, 1) if reqs else None
+        bpf = f"{res['bpf_ns_per_req']:7.1f}" if res["bpf_ns_per_req"] is not None else "      -"
+        print(f"  {conns}x{streams:<3d} {name:14s} {res['rps']:10.0f} req/s  cpu {res['cpu_us_per_req']:6.2f} us/req"
+              f" (machine {res['machine_cpu_us_per_req']:6.2f})  bpf {bpf} ns/req  runs/req {res['bpf_runs_per_req']}",
+              flush=True)
+        return res
+
+    def run_lean(self):
+        a = self.a
+        samples = {load: {c: [] for c in LEAN_CONFIGS} for load in a.lean_loads}
+        for r in range(a.lean_rounds):
+            print(f"lean server, round {r + 1}/{a.lean_rounds}", flush=True)
+            for conns, streams in a.lean_loads:
+                for cfg in LEAN_CONFIGS:
+                    if cfg == "lean-floor":
+                        self.attach_floor()
+                    elif cfg == "lean-grpcwall":
+                        self.attach(self.lean_policy)
+                    try:
+                        samples[(conns, streams)][cfg].append(self.measure_lean(cfg, conns, streams))
+                    finally:
+                        self.detach_floor()
+                        self.detach()
+        return samples
+
     # ---------------- the run ----------------
     def run(self):
         a = self.a
         subprocess.run(["sysctl", "-q", "kernel.bpf_stats_enabled=1"], check=True)
+        lean = self.run_lean()
         configs = ["baseline", "grpcwall", "grpcwall-large", "haproxy"]
         samples = {c: [] for c in configs}
         apply_times = []
@@ -306,9 +497,61 @@ backend door
                   f" req/s (x{row['ratio']})", flush=True)
             scale.append(row)
         self.detach()
-        return self.report(configs, samples, apply_times, memory, scale)
+        return self.report(configs, samples, apply_times, memory, scale, lean)
 
-    def report(self, configs, samples, apply_times, memory, scale):
+    def report_lean(self, samples):
+        a = self.a
+        def med(xs):
+            xs = [x for x in xs if x is not None]
+            return statistics.median(xs) if xs else None
+        def rnd(x, n):
+            return round(x, n) if x is not None else None
+        loads = []
+        for (conns, streams), by_cfg in samples.items():
+            base = by_cfg["lean-baseline"]
+            base_rps = med([x["rps"] for x in base])
+            base_cpu = med([x["cpu_us_per_req"] for x in base])
+            rows = []
+            for cfg in LEAN_CONFIGS:
+                s = by_cfg[cfg]
+                rps, cpu = med([x["rps"] for x in s]), med([x["cpu_us_per_req"] for x in s])
+                progs = sorted({p for x in s for p in x["bpf_runs_per_req"]})
+                rows.append({
+                    "config": cfg, "rounds": len(s),
+                    "rps": round(rps, 1),
+                    "ratio_to_baseline": rnd(rps / base_rps, 4) if base_rps else None,
+                    # the same ratio round by round (interleaved rounds pair up)
+                    "ratio_per_round": [rnd(x["rps"] / b["rps"], 4) for x, b in zip(s, base) if b["rps"]],
+                    "cpu_us_per_req": rnd(cpu, 3),
+                    "cpu_ratio_to_baseline": rnd(cpu / base_cpu, 4) if cpu and base_cpu else None,
+                    "machine_cpu_us_per_req": rnd(med([x["machine_cpu_us_per_req"] for x in s]), 3),
+                    "bpf_ns_per_req": rnd(med([x["bpf_ns_per_req"] for x in s]), 1),
+                    "bpf_runs_per_req": {p: rnd(med([x["bpf_runs_per_req"].get(p) for x in s]), 3) for p in progs},
+                    "bpf_ns_per_run": {p: rnd(med([x["bpf_ns_per_run"].get(p) for x in s]), 1) for p in progs},
+                    "mean_us": rnd(med([x.get("mean_us") for x in s]), 1),
+                    "failed": sum(x["failed"] for x in s),
+                    "samples_rps": [x["rps"] for x in s],
+                })
+            loads.append({"connections": conns, "streams_per_connection": streams, "configurations": rows})
+        print()
+        print(f"lean server ({self.lean_server}), medians of {a.lean_rounds} round(s), {a.lean_duration} s each;"
+              " CPU = client+server cgroups (machine-wide in brackets)")
+        print(f"{'load':5s} {'config':14s} {'req/s':>9s} {'x base':>7s} {'CPU us/req':>18s} {'x base':>7s}"
+              f" {'BPF ns/req':>10s}  BPF runs/req")
+        for l in loads:
+            for r in l["configurations"]:
+                cpu = f"{r['cpu_us_per_req']:.2f} ({r['machine_cpu_us_per_req']:.2f})"
+                bpf = f"{r['bpf_ns_per_req']:10.1f}" if r["bpf_ns_per_req"] is not None else f"{'-':>10s}"
+                runs = ", ".join(f"{k} {v}" for k, v in r["bpf_runs_per_req"].items()) or "-"
+                print(f"{l['connections']}x{l['streams_per_connection']:<3d} {r['config']:14s} {r['rps']:9.0f}"
+                      f" {r['ratio_to_baseline']:7.3f} {cpu:>18s} {r['cpu_ratio_to_baseline']:7.3f} {bpf}  {runs}")
+        return {"server": self.lean_server, "port": LEAN_PORT, "method": METHOD, "rounds": a.lean_rounds,
+                "duration_s": a.lean_duration, "warmup_s": a.lean_warmup,
+                "cpu": "usage_usec of the client and server cgroups (cpu_us_per_req); user+nice+system+irq+softirq"
+                       " of /proc/stat (machine_cpu_us_per_req); over a window inside h2load's measuring period",
+                "loads": loads}
+
+    def report(self, configs, samples, apply_times, memory, scale, lean_samples):
         a = self.a
         def med(xs):
             if not xs:
@@ -349,6 +592,9 @@ backend door
             "scale": scale,
             "quick": a.quick,
         }
+        result["lean"] = self.report_lean(lean_samples)
+        print()
+        print(f"C++ gRPC server, {a.conns}x{a.streams}, medians of {a.rounds} round(s), {a.duration} s each")
         print()
         print(f"{'config':15s} {'req/s':>10s} {'x base':>7s} {'p50 us':>7s} {'p99 us':>7s} {'p99.9 us':>8s} {'+p99 us':>8s}  bpf ns/run")
         for r in rows:
@@ -388,17 +634,28 @@ def plot(result, png, tmp):
     with open(data, "w") as f:
         for r in result["configurations"]:
             f.write(f"{r['config']} {r['rps']} {r['p99_us']}\n")
-    script = f"""set terminal pngcairo size 900,420 font ",10"
+    lean = os.path.join(tmp, "lean.dat")
+    with open(lean, "w") as f:
+        for l in result["lean"]["loads"]:
+            for r in l["configurations"]:
+                f.write(f"{l['connections']}x{l['streams_per_connection']}-{r['config'].replace('lean-', '')}"
+                        f" {r['ratio_to_baseline'] or 0} {r['cpu_us_per_req'] or 0}\n")
+    script = f"""set terminal pngcairo size 1000,800 font ",10"
 set output '{png}'
-set multiplot layout 1,2 title "grpcwall, {result['date']}, {result['cpus']} CPUs, kernel {result['kernel']}"
+set multiplot layout 2,2 title "grpcwall, {result['date']}, {result['cpus']} CPUs, kernel {result['kernel']}"
 set style fill solid 0.6
 set boxwidth 0.6
 set yrange [0:*]
 set xtics rotate by -20
+set bmargin 4
 set title "throughput (req/s, median)"
 plot '{data}' using 0:2:xtic(1) with boxes notitle
 set title "p99 latency (us, median)"
 plot '{data}' using 0:3:xtic(1) with boxes notitle lc rgb "#c04040"
+set title "lean server: throughput x lean-baseline (median)"
+plot '{lean}' using 0:2:xtic(1) with boxes notitle lc rgb "#4080c0"
+set title "lean server: CPU us per request (median)"
+plot '{lean}' using 0:3:xtic(1) with boxes notitle lc rgb "#40a060"
 unset multiplot
 """
     r = subprocess.run(["gnuplot"], input=script, text=True, capture_output=True)
@@ -412,20 +669,24 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--grpcwall", required=True)
     ap.add_argument("--server", required=True, help="the C++ bench server binary")
-    ap.add_argument("--quick", action="store_true", help="short version: under two minutes")
+    ap.add_argument("--quick", action="store_true", help="short version: about four minutes")
     ap.add_argument("--smoke", action="store_true", help="seconds-long: checks the harness only (tests)")
     ap.add_argument("--out", help="results directory (default tests/bench/results)")
     a = ap.parse_args()
+    a.lean_loads = [(4, 16), (1, 1)]  # connections x streams
     if a.smoke:
         a.quick = True
         a.rounds, a.duration, a.warmup, a.conns, a.streams = 1, 1, 1, 2, 2
         a.large_identities, a.large_methods, a.scale, a.scale_duration = 50, 10, [1, 10], 1
+        a.lean_rounds, a.lean_duration, a.lean_warmup = 1, 1, 1
     elif a.quick:
         a.rounds, a.duration, a.warmup, a.conns, a.streams = 1, 4, 1, 8, 8
         a.large_identities, a.large_methods, a.scale, a.scale_duration = 10000, 100, [1, 100, 1000], 2
+        a.lean_rounds, a.lean_duration, a.lean_warmup = 3, 3, 1
     else:
-        a.rounds, a.duration, a.warmup, a.conns, a.streams = 5, 10, 2, 8, 8
+        a.rounds, a.duration, a.warmup, a.conns, a.streams = 3, 10, 2, 8, 8
         a.large_identities, a.large_methods, a.scale, a.scale_duration = 10000, 100, [1, 100, 1000], 8
+        a.lean_rounds, a.lean_duration, a.lean_warmup = 5, 10, 2
     if os.geteuid() != 0:
         sys.exit("bench: run as root (sudo make bench)")
     b = Bench(a)

@@ -116,3 +116,23 @@ PY
   done
   [ "$("$GRPCWALL" policy show --pin-dir "$PIN" --json | json "len(d['grants'])")" -eq 32767 ]
 }
+
+@test "attach over a policy compiled by an older grpcwall (no table format) is refused, and nothing live changes" {
+  write_policy "$WORK/p.yaml"
+  "$GRPCWALL" attach --no-fallback --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" > /dev/null
+  [ "$(bpftool -j map lookup pinned "$PIN/gw_config" key 0 0 0 0 | json "d['formatted']['value']['format']")" -eq 2 ]
+  # what an older grpcwall leaves: its tables ranked every entry found, and
+  # recorded no format; the new datapath must not read them
+  value=$(bpftool -j map lookup pinned "$PIN/gw_config" key 0 0 0 0 |
+    json "' '.join(b if i not in range(8, 12) else '0' for i, b in enumerate(d['value']))")
+  bpftool map update pinned "$PIN/gw_config" key 0 0 0 0 value $value
+  prog=$("$GRPCWALL" status --pin-dir "$PIN" --json | json "d['programs']")
+  run "$GRPCWALL" attach --no-fallback --cgroup "$CG" --pin-dir "$PIN"
+  echo "$output"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"was compiled by an older grpcwall (method-table format 0, this version reads 2)"*"Nothing was changed"* ]]
+  [ "$("$GRPCWALL" status --pin-dir "$PIN" --json | json "d['programs']")" = "$prog" ]
+  # applying a policy with this version makes it attachable again
+  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/p.yaml" > /dev/null
+  "$GRPCWALL" attach --no-fallback --cgroup "$CG" --pin-dir "$PIN" > /dev/null
+}
