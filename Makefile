@@ -89,7 +89,9 @@ demo: deps
 	$(MAKE) all
 	scripts/demo.sh
 
-# ---- benchmarks (issue 5): sudo make bench / bench-quick ----
+# ---- benchmarks (issues 5, 10): sudo make bench / bench-quick ----
+# lean server (nghttpd) baseline / floor / grpcwall, then the C++ gRPC server rows;
+# bench.py builds the floor program (tests/bench/floor.bpf.c) into its temp dir
 BENCH_GEN := $(BUILD)/bench
 $(BENCH_GEN)/cloudcity.grpc.pb.cc: tests/grpc/cloudcity.proto
 	@mkdir -p $(BENCH_GEN)

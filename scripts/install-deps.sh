@@ -15,6 +15,7 @@ PKGS=(
   python3-hpack nghttp2-client
   # benchmarks
   libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev haproxy gnuplot-nox
+  nghttp2-server
 )
 
 # Node.js for the @grpc/grpc-js client: the machine's own if it has one

@@ -9,6 +9,7 @@ setup() {
   [ "$(id -u)" -eq 0 ] || need_skip "the bench needs root"
   ROOT=$(cd "$BATS_TEST_DIRNAME/../.." && pwd)
   [ -x "$ROOT/build/bench_server" ] || need_skip "build/bench_server not built (make build/bench_server)"
+  command -v nghttpd >/dev/null || need_skip "nghttpd missing (nghttp2-server: scripts/install-deps.sh)"
 }
 
 teardown() {
@@ -16,6 +17,7 @@ teardown() {
   "$ROOT/build/grpcwall" detach --pin-dir /sys/fs/bpf/grpcwall-bench >/dev/null 2>&1 || true
   ip netns del gwbench-c 2>/dev/null || true
   ip netns del gwbench-s 2>/dev/null || true
+  rm -rf /sys/fs/bpf/grpcwall-bench-floor
 }
 
 @test "bench harness: a smoke run writes a well-formed results JSON and a PNG plot" {
@@ -43,9 +45,29 @@ assert set(r["configurations"][1]["bpf_ns_per_run"]) >= {"sk_msg"}, r["configura
 assert r["configurations"][0]["bpf_ns_per_run"] == {} and r["configurations"][3]["bpf_ns_per_run"] == {}
 assert r["memory_per_connection"]["sk_storage_value_bytes"] > 4096
 assert [s["connections"] for s in r["scale"]] == [1, 10]
+# the lean server: baseline, floor and grpcwall side by side at 4x16 and 1x1
+lean = r["lean"]
+assert lean["server"].startswith("nghttpd"), lean["server"]
+assert [(l["connections"], l["streams_per_connection"]) for l in lean["loads"]] == [(4, 16), (1, 1)]
+for l in lean["loads"]:
+    rows = {c["config"]: c for c in l["configurations"]}
+    assert list(rows) == ["lean-baseline", "lean-floor", "lean-grpcwall"], list(rows)
+    for c in rows.values():
+        assert c["rps"] > 0 and c["ratio_to_baseline"] > 0, c
+        assert c["cpu_us_per_req"] > 0 and c["machine_cpu_us_per_req"] > 0 and c["cpu_ratio_to_baseline"] > 0, c
+        assert c["failed"] == 0, c   # nghttpd answered every call (the method is allowed)
+    assert rows["lean-baseline"]["ratio_to_baseline"] == 1.0
+    # BPF time only where programs are attached, and the sk_msg program ran on the calls
+    assert rows["lean-baseline"]["bpf_ns_per_req"] is None and rows["lean-baseline"]["bpf_runs_per_req"] == {}
+    for cfg in ("lean-floor", "lean-grpcwall"):
+        assert rows[cfg]["bpf_ns_per_req"] > 0, rows[cfg]
+        assert rows[cfg]["bpf_runs_per_req"]["sk_msg"] > 0, rows[cfg]
 print("results well-formed")
 PY
   # and it left nothing behind
   [ ! -e /sys/fs/bpf/grpcwall-bench ]
   [ -z "$(ip netns list | grep gwbench)" ]
+  [ ! -e /sys/fs/bpf/grpcwall-bench-floor ]
+  cgroot=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts)
+  [ ! -e "$cgroot/grpcwall-bench" ] && [ ! -e "$cgroot/grpcwall-bench-server" ]
 }
