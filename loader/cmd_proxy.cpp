@@ -482,6 +482,12 @@ void Proxy(const ProxyOptions& o) {
   signal(SIGPIPE, SIG_IGN);
   Helper h(o.pin_dir);
   try {
+    // under the pin dir lock: a detach either finds this helper once it
+    // holds its lock, or has removed the pin dir before it starts (then it
+    // exits), never a helper serving maps that no command can find
+    Fd pin_lock = TryLockPinDir(o.pin_dir);
+    if (!pin_lock || !PinDirAttached(o.pin_dir))
+      throw Error(kSystem, o.pin_dir + " was detached while the helper started");
     h.Setup();
   } catch (const std::exception& e) {
     std::cerr << "grpcwall proxy: " << e.what() << std::endl;

@@ -292,7 +292,7 @@ uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const IdentityPaths& pa
     for (const auto& meth : pair.methods) {
       hashes.push_back(meth.hash);
       vals.push_back(meth.val);
-      if (named.insert(meth.hash).second) WriteName(m, slot, GW_NAMEKIND_METHOD, meth.hash, meth.pattern, "", 0);
+      if (named.insert(meth.hash).second) WriteName(m, slot, GW_NAMEKIND_METHOD, meth.hash, std::string(meth.pattern), "", 0);
     }
     BatchFill(inner, hashes, vals);
     pair_keys.push_back(gw_pair_key{slot, pair.ident, pair.service});

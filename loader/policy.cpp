@@ -303,14 +303,14 @@ std::string CheckEntry(const std::string& s) {
   return "";
 }
 
-MatchKey KeyOf(const std::string& p) {
+MatchKey KeyOf(std::string_view p) {
   if (p == "*") return {GW_MATCH_ANY, ""};
   if (p.size() >= 2 && p.compare(p.size() - 2, 2, "/*") == 0)
     return {GW_MATCH_SERVICE, p.substr(0, p.size() - 1)};
   return {GW_MATCH_EXACT, p};
 }
 
-uint64_t MethodHash(const std::string& s, gw_match_kind kind, uint64_t k0, uint64_t k1) {
+uint64_t MethodHash(std::string_view s, gw_match_kind kind, uint64_t k0, uint64_t k1) {
   unsigned char buf[GW_HASH_BUF] = {};
   size_t n = std::min(s.size(), sizeof(buf));
   std::copy_n(s.begin(), n, buf);
@@ -388,7 +388,7 @@ namespace {
 // of a pair: the first rule (lowest id) of each kind of entry, 0 if none.
 struct KeyFacts {
   uint16_t allow = 0, deny = 0, audit_deny = 0;
-  std::string pattern;
+  std::string_view pattern;  // into the Policy: no copy per entry
 };
 
 // The README's semantics for one path, given every entry that matches it,
@@ -426,7 +426,7 @@ CompiledPolicy Compile(const Policy& p, uint64_t k0, uint64_t k1) {
   for (size_t i = 0; i < p.services.size(); i++) service_id[p.services[i].name] = static_cast<uint16_t>(i + 1);
 
   // (ident, service) -> (kind, hashed string) -> facts; ordered for stable output
-  using Key = std::pair<gw_match_kind, std::string>;
+  using Key = std::pair<gw_match_kind, std::string_view>;  // views into the Policy's entries
   std::map<std::pair<uint16_t, uint16_t>, std::map<Key, KeyFacts>> pairs;
   out.rules.reserve(p.rules.size());
   for (size_t i = 0; i < p.rules.size(); i++) {
@@ -447,7 +447,7 @@ CompiledPolicy Compile(const Policy& p, uint64_t k0, uint64_t k1) {
 
   out.pairs.reserve(pairs.size());
   for (auto& [pk, table] : pairs) {
-    auto find = [&](gw_match_kind kind, const std::string& hashed) -> const KeyFacts* {
+    auto find = [&](gw_match_kind kind, std::string_view hashed) -> const KeyFacts* {
       auto it = table.find({kind, hashed});
       return it == table.end() ? nullptr : &it->second;
     };
@@ -459,7 +459,7 @@ CompiledPolicy Compile(const Policy& p, uint64_t k0, uint64_t k1) {
     for (const auto& [key, facts] : table) {
       gw_method_val v{};
       if (key.first == GW_MATCH_EXACT) {
-        const std::string svc = key.second.substr(0, key.second.find('/', 1) + 1);
+        const std::string_view svc = key.second.substr(0, key.second.find('/', 1) + 1);
         v = Resolve({&facts, find(GW_MATCH_SERVICE, svc), any});
       } else if (key.first == GW_MATCH_SERVICE) {
         v = Resolve({&facts, any});

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 extern "C" {
@@ -92,19 +93,20 @@ std::string CanonicalCgroup(const std::string& written, const std::string& cgrou
 std::string CheckEntry(const std::string& pattern);
 
 // How an entry is keyed in a method table: kind + the string hashed.
+// `hashed` is a view into the pattern KeyOf was given.
 struct MatchKey {
   gw_match_kind kind;
-  std::string hashed;
+  std::string_view hashed;
 };
-MatchKey KeyOf(const std::string& pattern);
+MatchKey KeyOf(std::string_view pattern);
 
-uint64_t MethodHash(const std::string& s, gw_match_kind kind, uint64_t k0, uint64_t k1);
+uint64_t MethodHash(std::string_view s, gw_match_kind kind, uint64_t k0, uint64_t k1);
 
 // ---- compiled form: exactly what goes into the maps ----
 struct CompiledMethod {
   uint64_t hash = 0;
   gw_method_val val{};
-  std::string pattern;  // "*default*" for GW_MATCH_DEFAULT
+  std::string_view pattern;  // "*default*" for GW_MATCH_DEFAULT; a view into the Policy compiled
 };
 
 struct CompiledPair {
@@ -126,6 +128,7 @@ struct CompiledPolicy {
   std::vector<CompiledPair> pairs;
 };
 
+// The result's patterns are views into `p`: keep `p` while it is used.
 CompiledPolicy Compile(const Policy& p, uint64_t k0, uint64_t k1);
 
 const char* VerdictName(uint8_t v);
