@@ -43,24 +43,17 @@ void Update(int fd, const void* k, const void* v, const char* what) {
   if (bpf_map_update_elem(fd, k, v, BPF_ANY) != 0) throw SysError(std::string("updating ") + what, errno);
 }
 
-// Batch operations, falling back to one at a time where the kernel has none.
-void BatchUpdate(int fd, std::vector<gw_pair_key>& keys, std::vector<uint32_t>& vals) {
+// Batch updates (gw_policy, and each fresh method table in one call),
+// falling back to one at a time where the kernel has none.
+template <typename K, typename V>
+void BatchUpdate(int fd, std::vector<K>& keys, std::vector<V>& vals, const char* what) {
   if (keys.empty()) return;
   uint32_t count = static_cast<uint32_t>(keys.size());
   LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = BPF_ANY);
   if (bpf_map_update_batch(fd, keys.data(), vals.data(), &count, &opts) == 0) return;
-  if (errno != EINVAL && errno != 524 /* ENOTSUPP */ && errno != EOPNOTSUPP) throw SysError("updating gw_policy", errno);
-  for (size_t i = count; i < keys.size(); i++) Update(fd, &keys[i], &vals[i], "gw_policy");
-}
-
-// Fills a fresh method table in one call where the kernel can.
-void BatchFill(int fd, std::vector<uint64_t>& keys, std::vector<gw_method_val>& vals) {
-  if (keys.empty()) return;
-  uint32_t count = static_cast<uint32_t>(keys.size());
-  LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = BPF_ANY);
-  if (bpf_map_update_batch(fd, keys.data(), vals.data(), &count, &opts) == 0) return;
-  if (errno != EINVAL && errno != 524 /* ENOTSUPP */ && errno != EOPNOTSUPP) throw SysError("filling a method table", errno);
-  for (size_t i = count; i < keys.size(); i++) Update(fd, &keys[i], &vals[i], "a method table");
+  if (errno != EINVAL && errno != 524 /* ENOTSUPP */ && errno != EOPNOTSUPP)
+    throw SysError(std::string("updating ") + what, errno);
+  for (size_t i = count; i < keys.size(); i++) Update(fd, &keys[i], &vals[i], what);
 }
 
 void BatchDelete(int fd, std::vector<gw_pair_key>& keys) {
@@ -294,18 +287,18 @@ uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const IdentityPaths& pa
       vals.push_back(meth.val);
       if (named.insert(meth.hash).second) WriteName(m, slot, GW_NAMEKIND_METHOD, meth.hash, std::string(meth.pattern), "", 0);
     }
-    BatchFill(inner, hashes, vals);
+    BatchUpdate(inner, hashes, vals, "a method table");
     pair_keys.push_back(gw_pair_key{slot, pair.ident, pair.service});
     pair_fds.push_back(static_cast<uint32_t>(inner));
     inner_fds.push_back(std::move(inner_fd));
     if (inner_fds.size() >= chunk) {  // a policy may hold more pairs than this process may open files
-      BatchUpdate(m.policy.get(), pair_keys, pair_fds);
+      BatchUpdate(m.policy.get(), pair_keys, pair_fds, "gw_policy");
       pair_keys.clear();
       pair_fds.clear();
       inner_fds.clear();
     }
   }
-  BatchUpdate(m.policy.get(), pair_keys, pair_fds);
+  BatchUpdate(m.policy.get(), pair_keys, pair_fds, "gw_policy");
   inner_fds.clear();
   WriteName(m, 0, GW_NAMEKIND_META, 1 + slot, p.file, "", 0);
 
