@@ -284,6 +284,10 @@ static __always_inline int gw_method_lookup(void *inner, __u64 key, struct gw_de
 		return 0;
 	d->verdict = v->verdict;
 	d->rule = v->rule;
+	if (v->format != GW_TABLE_FORMAT) { /* written by another version: fail closed */
+		d->verdict = GW_VERDICT_DENY;
+		d->reason = GW_REASON_FORMAT;
+	}
 	return 1;
 }
 

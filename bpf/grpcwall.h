@@ -78,6 +78,7 @@ enum gw_reason {
 	GW_REASON_CORK_FLUSH  = 15, /* the kernel sent a held, partial frame   */
 	GW_REASON_ULP         = 16, /* an upper layer (kTLS) on a policed socket */
 	GW_REASON_RAW         = 17, /* TCP to a service from a raw socket      */
+	GW_REASON_FORMAT      = 18, /* method table of another grpcwall version */
 	GW_REASON_MAX
 };
 
@@ -161,7 +162,10 @@ struct gw_method_val {
 	__u8  verdict;      /* enum gw_verdict (never NONE in a table) */
 	__u8  kind;         /* enum gw_match_kind, for show/debug      */
 	__u16 rule;         /* rule id that put it there, 1-based       */
-	__u32 pad0;
+	__u8  format;       /* GW_TABLE_FORMAT: the datapath denies an entry of
+			     * any other format (a table an older grpcwall
+			     * wrote, which it would read differently) */
+	__u8  pad0[3];
 };
 
 /* side tables for userspace: names of what the maps hold */

@@ -303,10 +303,18 @@ void Attach(const AttachOptions& o) {
     try {
       StartProxy(o.pin_dir);
     } catch (const std::exception& e) {
+      std::string also;  // the reset's failure is not lost
+      if (reset_error) {
+        try {
+          std::rethrow_exception(reset_error);
+        } catch (const std::exception& r) {
+          also = " Also: " + std::string(r.what());
+        }
+      }
       throw Error(kSystem, "grpcwall is attached and enforcing at cgroup " + cgroup + ", but the fallback helper did not start: " +
                                e.what() + ". Until it runs, connections whose header blocks the kernel cannot see whole fail "
                                "closed: start it with 'grpcwall proxy --pin-dir " + o.pin_dir +
-                               " --daemon', or attach again with --no-fallback");
+                               " --daemon', or attach again with --no-fallback." + also);
     }
   }
   if (reset_error) std::rethrow_exception(reset_error);

@@ -34,6 +34,7 @@ const char* kReasons[GW_REASON_MAX] = {
     "urgent data (MSG_OOB)", "sockhash full: the connection cannot be policed (attach --max-connections)",
     "the kernel flushed a held partial frame", "an upper layer protocol (TCP_ULP, kTLS) on a policed socket",
     "TCP to a service from a raw socket",
+    "method table written by another grpcwall version (apply the policy again with this one)",
 };
 
 struct Ctx {

@@ -325,6 +325,7 @@ class Helper {
     for (uint64_t key : {k.h_exact, k.h_svc, s.cfg.hash_any, s.cfg.hash_default})
       if ((have = bpf_map_lookup_elem(s.inner.get(), &key, &best) == 0)) break;
     if (!have) return d.reason = GW_REASON_NO_RULE, d;
+    if (best.format != GW_TABLE_FORMAT) return d.rule = best.rule, d.reason = GW_REASON_FORMAT, d;
     d.verdict = best.verdict;
     d.rule = best.rule;
     return d;
@@ -480,15 +481,17 @@ void Proxy(const ProxyOptions& o) {
   signal(SIGINT, [](int) { g_stop = 1; });
   signal(SIGTERM, [](int) { g_stop = 1; });
   signal(SIGPIPE, SIG_IGN);
-  Helper h(o.pin_dir);
+  std::unique_ptr<Helper> helper;
   try {
-    // under the pin dir lock: a detach either finds this helper once it
-    // holds its lock, or has removed the pin dir before it starts (then it
-    // exits), never a helper serving maps that no command can find
+    // under the pin dir lock, from opening the maps to holding the helper
+    // lock: a detach either finds this helper, or has removed the pin dir
+    // before it starts (then it exits), never a helper serving maps that
+    // no command can find
     Fd pin_lock = TryLockPinDir(o.pin_dir);
     if (!pin_lock || !PinDirAttached(o.pin_dir))
       throw Error(kSystem, o.pin_dir + " was detached while the helper started");
-    h.Setup();
+    helper = std::make_unique<Helper>(o.pin_dir);
+    helper->Setup();
   } catch (const std::exception& e) {
     std::cerr << "grpcwall proxy: " << e.what() << std::endl;
     if (o.daemon) _exit(kSystem);
@@ -502,14 +505,14 @@ void Proxy(const ProxyOptions& o) {
     close(ready[1]);
   }
   try {
-    h.Run();
+    helper->Run();
   } catch (const std::exception& e) {
     std::cerr << "grpcwall proxy: " << e.what() << std::endl;
-    h.Shutdown();
+    helper->Shutdown();
     if (o.daemon) _exit(kSystem);
     throw;
   }
-  h.Shutdown();
+  helper->Shutdown();
   std::cerr << "grpcwall proxy: stopped" << std::endl;
   if (o.daemon) _exit(0);
 }

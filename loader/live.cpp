@@ -53,7 +53,9 @@ void BatchUpdate(int fd, std::vector<K>& keys, std::vector<V>& vals, const char*
   if (bpf_map_update_batch(fd, keys.data(), vals.data(), &count, &opts) == 0) return;
   if (errno != EINVAL && errno != 524 /* ENOTSUPP */ && errno != EOPNOTSUPP)
     throw SysError(std::string("updating ") + what, errno);
-  for (size_t i = count; i < keys.size(); i++) Update(fd, &keys[i], &vals[i], what);
+  // from the first: a kernel without the command leaves count as it was
+  // given; writing an element again with BPF_ANY changes nothing
+  for (size_t i = 0; i < keys.size(); i++) Update(fd, &keys[i], &vals[i], what);
 }
 
 void BatchDelete(int fd, std::vector<gw_pair_key>& keys) {
@@ -133,6 +135,10 @@ std::string AttachCgroup(const LiveMaps& m) {
     bpf_link_info info{};
     uint32_t len = sizeof(info);
     struct stat st {};
+    if (bpf_obj_get_info_by_fd(link.get(), &info, &len) == 0 && info.cgroup.cgroup_id == 0)
+      throw Error(kSystem, "the cgroup sockops was attached at under " + m.pin_dir +
+                               " is gone (removed, perhaps made again): nothing is policed there; run 'grpcwall "
+                               "detach --pin-dir " + m.pin_dir + "', then attach again");
     if (bpf_obj_get_info_by_fd(link.get(), &info, &len) == 0 &&
         (cg.empty() || cg[0] != '/' || stat(cg.c_str(), &st) != 0 || st.st_ino != info.cgroup.cgroup_id))
       throw Error(kSystem, "the attach record of " + m.pin_dir + " names cgroup '" + cg +

@@ -467,6 +467,7 @@ CompiledPolicy Compile(const Policy& p, uint64_t k0, uint64_t k1) {
         v = Resolve({&facts});
       }
       v.kind = static_cast<uint8_t>(key.first);
+      v.format = GW_TABLE_FORMAT;
       CompiledMethod m;
       m.hash = MethodHash(key.second, key.first, k0, k1);
       m.val = v;
@@ -478,6 +479,7 @@ CompiledPolicy Compile(const Policy& p, uint64_t k0, uint64_t k1) {
     d.pattern = "*default*";
     d.val.verdict = GW_VERDICT_DENY;
     d.val.kind = GW_MATCH_DEFAULT;
+    d.val.format = GW_TABLE_FORMAT;
     cp.methods.push_back(d);
     out.pairs.push_back(std::move(cp));
   }

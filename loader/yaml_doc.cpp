@@ -43,7 +43,7 @@ class Builder : public YAML::EventHandler {
     const int line = mark.line + 1;
     auto it = anchors_.find(anchor);
     if (it == anchors_.end()) Fail(line, "alias of an anchor that is not defined (yet)");
-    Count(line, it->second.nodes);  // before the copy: a bomb stops here
+    Count(line, it->second.nodes, it->second.bytes);  // before the copy: a bomb stops here
     YamlNode n = it->second;
     Add(std::move(n), 0, false);
   }
@@ -59,6 +59,7 @@ class Builder : public YAML::EventHandler {
     } else {
       n.kind = YamlNode::kScalar;
       n.text = value;
+      n.bytes = value.size();
     }
     Add(std::move(n), anchor);
   }
@@ -85,17 +86,21 @@ class Builder : public YAML::EventHandler {
     std::map<std::string, int> keys;  // kMap: key -> line
   };
 
-  void Count(int line, size_t nodes) {
+  void Count(int line, size_t nodes, size_t bytes) {
     total_ += nodes;
+    total_bytes_ += bytes;
     if (total_ > kYamlMaxNodes)
       Fail(line, "the document expands (aliases included) to more than " + std::to_string(kYamlMaxNodes) +
                      " nodes: write it with fewer aliases");
+    if (total_bytes_ > kYamlMaxBytes)
+      Fail(line, "the document expands (aliases included) to more than " + std::to_string(kYamlMaxBytes >> 20) +
+                     " MiB of strings: write it with fewer aliases");
   }
 
   void Open(const YAML::Mark& mark, YamlNode::Kind kind, YAML::anchor_t anchor) {
     if (static_cast<int>(stack_.size()) >= kYamlMaxDepth)
       Fail(mark.line + 1, "nesting deeper than " + std::to_string(kYamlMaxDepth) + " levels");
-    Count(mark.line + 1, 1);
+    Count(mark.line + 1, 1, 0);
     Frame f;
     f.node.kind = kind;
     f.node.line = mark.line + 1;
@@ -114,9 +119,15 @@ class Builder : public YAML::EventHandler {
   // (counted here; collections are counted as they open, aliases before
   // their copy). An anchored node is kept for its aliases.
   void Add(YamlNode n, YAML::anchor_t anchor, bool fresh = true) {
-    if (fresh) Count(n.line, 1);
-    if (anchor) anchors_[anchor] = n;
-    if (!stack_.empty()) stack_.back().node.nodes += n.nodes;
+    if (fresh) Count(n.line, 1, n.bytes);
+    if (anchor) {  // the copy kept for aliases counts too
+      Count(n.line, n.nodes, n.bytes);
+      anchors_[anchor] = n;
+    }
+    if (!stack_.empty()) {
+      stack_.back().node.nodes += n.nodes;
+      stack_.back().node.bytes += n.bytes;
+    }
     if (stack_.empty()) {
       root = std::move(n);
       return;
@@ -146,6 +157,7 @@ class Builder : public YAML::EventHandler {
   std::vector<Frame> stack_;
   std::map<YAML::anchor_t, YamlNode> anchors_;
   size_t total_ = 0;
+  size_t total_bytes_ = 0;
 };
 
 }  // namespace

@@ -4,8 +4,10 @@
 // silent choice: a duplicate key at any level, a second document, a key that
 // is not a plain string, a NUL byte in a string, nesting deeper than
 // kYamlMaxDepth. Aliases are expanded, within a budget of kYamlMaxNodes
-// nodes for the whole document, so no alias can multiply work past it (an
-// "alias bomb" fails at the alias that would cross it, before it is copied).
+// nodes and kYamlMaxBytes string bytes for the whole document (every copy
+// counts: the anchored value kept for its aliases and each alias's copy),
+// so no alias can multiply work or memory past it: an "alias bomb" fails
+// at the anchor or alias that would cross it, before the copy is made.
 #pragma once
 #include <string>
 #include <utility>
@@ -22,6 +24,7 @@ struct YamlNode {
   std::vector<YamlNode> items;                          // kSequence
   std::vector<std::pair<YamlNode, YamlNode>> entries;   // kMap, in file order, keys unique
   size_t nodes = 1;       // this node and all below it
+  size_t bytes = 0;       // string bytes in this node and all below it
 
   // The value of map key `key`, or nullptr.
   const YamlNode* Get(const std::string& key) const;
@@ -29,6 +32,7 @@ struct YamlNode {
 
 constexpr int kYamlMaxDepth = 32;
 constexpr size_t kYamlMaxNodes = 2000000;  // 10,000 rules x 100 aliased methods is 1.05M
+constexpr size_t kYamlMaxBytes = 64 << 20; // string bytes, aliases and anchors included
 
 // Parses `text`; throws InputError("FILE:LINE: ...") on bad input. An empty
 // file gives a kNull node.
