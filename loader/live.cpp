@@ -135,12 +135,12 @@ std::string AttachCgroup(const LiveMaps& m) {
     bpf_link_info info{};
     uint32_t len = sizeof(info);
     struct stat st {};
-    if (bpf_obj_get_info_by_fd(link.get(), &info, &len) == 0 && info.cgroup.cgroup_id == 0)
+    if (bpf_obj_get_info_by_fd(link.get(), &info, &len) != 0) throw SysError("reading the sockops link", errno);
+    if (info.cgroup.cgroup_id == 0)
       throw Error(kSystem, "the cgroup sockops was attached at under " + m.pin_dir +
                                " is gone (removed, perhaps made again): nothing is policed there; run 'grpcwall "
                                "detach --pin-dir " + m.pin_dir + "', then attach again");
-    if (bpf_obj_get_info_by_fd(link.get(), &info, &len) == 0 &&
-        (cg.empty() || cg[0] != '/' || stat(cg.c_str(), &st) != 0 || st.st_ino != info.cgroup.cgroup_id))
+    if (cg.empty() || cg[0] != '/' || stat(cg.c_str(), &st) != 0 || st.st_ino != info.cgroup.cgroup_id)
       throw Error(kSystem, "the attach record of " + m.pin_dir + " names cgroup '" + cg +
                                "', which is not where sockops is attached (cgroup id " +
                                std::to_string(info.cgroup.cgroup_id) + "): run 'grpcwall attach --pin-dir " +

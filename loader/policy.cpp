@@ -112,6 +112,19 @@ class Parser {
     return out;
   }
 
+  // What every identity and service entry starts with: a good name, room
+  // for one more (`have` so far), and a mapping of only `keys`. (Two
+  // entries of one name cannot reach here: the YAML reader refuses
+  // duplicate keys.)
+  void EntryHead(const YamlNode& key, const YamlNode& val, const std::string& what, const std::string& plural,
+                 size_t have, size_t cap, const std::string& form, const std::set<std::string>& keys) const {
+    if (!GoodName(key.text))
+      Fail(key, "bad " + what + " name '" + key.text + "': use letters, digits, '-', '_', '.' (at most 63)");
+    if (have >= cap) Fail(key, "too many " + plural + ": a policy holds at most " + std::to_string(cap));
+    if (val.kind != YamlNode::kMap) Fail(val, what + " '" + key.text + "' must be " + form);
+    OnlyKeys(val, keys, what + " '" + key.text + "'");
+  }
+
   void Identities(const YamlNode& ids, Policy* p) const {
     if (ids.kind != YamlNode::kMap) Fail(ids, "identities must be a mapping of name: { cgroup: PATH }");
     std::map<std::string, std::pair<std::string, int>> by_cgroup;  // -> (identity, line)
@@ -119,12 +132,8 @@ class Parser {
       Identity id;
       id.name = key.text;
       id.line = key.line;
-      if (!GoodName(id.name))
-        Fail(key, "bad identity name '" + id.name + "': use letters, digits, '-', '_', '.' (at most 63)");
-      if (p->identities.size() >= cap_.identities)
-        Fail(key, "too many identities: a policy holds at most " + std::to_string(cap_.identities));
-      if (val.kind != YamlNode::kMap) Fail(val, "identity '" + id.name + "' must be { cgroup: PATH }");
-      OnlyKeys(val, {"cgroup"}, "identity '" + id.name + "'");
+      EntryHead(key, val, "identity", "identities", p->identities.size(), cap_.identities, "{ cgroup: PATH }",
+                {"cgroup"});
       const YamlNode* cg = val.Get("cgroup");
       if (!cg) Fail(val, "identity '" + id.name + "' needs a cgroup");
       id.written = Scalar(*cg, "cgroup");
@@ -151,12 +160,8 @@ class Parser {
       Service s;
       s.name = key.text;
       s.line = key.line;
-      if (!GoodName(s.name))
-        Fail(key, "bad service name '" + s.name + "': use letters, digits, '-', '_', '.' (at most 63)");
-      if (p->services.size() >= cap_.services)
-        Fail(key, "too many services: a policy holds at most " + std::to_string(cap_.services));
-      if (val.kind != YamlNode::kMap) Fail(val, "service '" + s.name + "' must be { port: N, cidrs: [...] }");
-      OnlyKeys(val, {"port", "cidrs"}, "service '" + s.name + "'");
+      EntryHead(key, val, "service", "services", p->services.size(), cap_.services, "{ port: N, cidrs: [...] }",
+                {"port", "cidrs"});
       const YamlNode* port = val.Get("port");
       if (!port) Fail(val, "service '" + s.name + "' needs a port");
       std::string ps = Scalar(*port, "port");
@@ -188,8 +193,6 @@ class Parser {
           Fail(line, "too many service destinations: a policy holds at most " + std::to_string(cap_.destinations) +
                          " (port, cidr) pairs, a service without cidrs counting one");
       }
-      for (const auto& other : p->services)
-        if (other.name == s.name) Fail(key, "service '" + s.name + "' defined twice");
       p->services.push_back(s);
     }
   }

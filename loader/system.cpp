@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "error.h"
+#include "policy.h"
 
 namespace gw {
 
@@ -37,11 +38,8 @@ void RequireRoot(const std::string& what) {
 }
 
 std::string CgroupV2Root() {
-  std::ifstream in("/proc/self/mounts");
-  std::string dev, dir, type, rest;
-  while (in >> dev >> dir >> type && std::getline(in, rest)) {
-    if (type == "cgroup2") return dir;
-  }
+  std::string root = FindCgroup2Mount();  // policy.cpp: the parser needs it without the rest of this file
+  if (!root.empty()) return root;
   throw Error(kSystem, "no cgroup v2 hierarchy is mounted (see /proc/self/mounts): mount one with 'mount -t cgroup2 none /sys/fs/cgroup/unified'");
 }
 
@@ -72,15 +70,6 @@ bool IsCgroupV2Dir(const std::string& path) {
   struct stat st {};
   return statfs(path.c_str(), &fs) == 0 && fs.f_type == CGROUP2_SUPER_MAGIC &&
          stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-std::string ResolveCgroupPath(const std::string& cg) {
-  std::string root = CgroupV2Root();
-  // absolute: a path under the mount as it is, else relative to the root
-  if (!cg.empty() && cg[0] == '/' && (cg == root || cg.rfind(root + "/", 0) == 0)) return cg;
-  std::string rel = cg;
-  while (!rel.empty() && rel[0] == '/') rel.erase(0, 1);
-  return rel.empty() ? root : root + "/" + rel;
 }
 
 uint64_t CgroupId(const std::string& path) {

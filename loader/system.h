@@ -30,8 +30,6 @@ void RequireRoot(const std::string& what);
 
 // The cgroup v2 mount point, read from /proc/self/mounts.
 std::string CgroupV2Root();
-// Resolves a policy cgroup (relative to the root, or absolute) to a path.
-std::string ResolveCgroupPath(const std::string& cg);
 // The cgroup id of a cgroup v2 directory (its inode number).
 uint64_t CgroupId(const std::string& path);
 bool IsCgroupV2Dir(const std::string& path);
