@@ -20,7 +20,7 @@ struct gw_walk_state {
 	__u32 size;       /* bytes in the message */
 	__u32 off;        /* next byte to walk */
 	__u32 n;          /* bytes of the frame at off (BLOCK, PATH) */
-	__u32 pi;         /* next :path character to check (PATH) */
+	__u32 t_ins, t_n, t_max; /* the HPACK table before the block (BLOCK) */
 	__u32 need;       /* NEED: hold the message until it is this long */
 	__u32 stream;     /* FAIL / DIVERT: the frame's stream */
 	__u8  mode;       /* enum gw_walk_mode */
@@ -41,6 +41,22 @@ struct gw_resync {
 	__u32 start[GW_RESYNC_FRAMES];
 	__u32 pay[GW_RESYNC_FRAMES];
 	__u32 end[GW_RESYNC_FRAMES];
+};
+
+/* The last request header block the walker allowed with the HPACK table
+ * left as it was (grpcwall.bpf.c, gw_repeat): the same bytes, under the
+ * same generation and on the same table, decide the same, so they are
+ * allowed again without a parse. A block that changes the table, a
+ * handover to or from the fallback and a new connect empty it (len 0).
+ * The bytes as 8-byte words: the whole words, then the last 8 bytes
+ * (overlapping) when the length is no multiple of 8. */
+#define GW_REPEAT_MAX 64
+struct gw_repeat {
+	__u64 w[GW_REPEAT_MAX / 8];
+	__u64 generation;
+	__u16 len;        /* block bytes; 0: nothing held */
+	__u16 rule;
+	__u32 pad0;
 };
 
 struct gw_conn {
@@ -64,10 +80,11 @@ struct gw_conn {
 	__u64 sender;           /* pid_tgid of the task whose send was walked last */
 	struct gw_walk_state w;
 	struct gw_resync rs;
+	struct gw_repeat rp;
 	struct gw_h2 h2;        /* frame walker and HPACK model */
 };
 
 GW_ABI_ASSERT(gw_h2_model, 4120);
-GW_ABI_ASSERT(gw_conn, 5016);
+GW_ABI_ASSERT(gw_conn, 5104);
 
 #endif

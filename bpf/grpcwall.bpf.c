@@ -185,6 +185,7 @@ int gw_sockops(struct bpf_sock_ops *skops)
 		c->seq0 = tp->write_seq + 1;
 		c->approved = 0;
 		c->corked_for = 0;
+		c->rp.len = 0;
 		gw_h2_init(&c->h2);
 		/* STATE: count the close; RTO: end a failed connection quickly */
 		bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG |
@@ -484,6 +485,7 @@ static __always_inline int gw_diverted(struct gw_conn *c, struct sk_msg_md *msg,
 	}
 	c->h2.last_stream = m->last_stream;
 	gw_table_copy(&c->h2.table, &m->table);
+	c->rp.len = 0; /* a table the helper kept: nothing held from before */
 	c->h2.stage = GW_H2_FRAMES;
 	/* the helper re-sent exactly the bytes diverted: they are walked */
 	c->approved += p->diverted;
@@ -553,6 +555,7 @@ static __always_inline int gw_divert(struct gw_conn *c, struct sk_msg_md *msg,
 	c->pool_slot = found;
 	c->flags |= GW_CONN_DIVERTED;
 	c->rs.n = 0; /* positions from before the helper: never picked up again */
+	c->rp.len = 0;
 	c->corked_for = 0;
 	c->cork_done = 0;
 	c->read_off = 0;
@@ -576,8 +579,8 @@ static __always_inline int gw_from_helper(struct gw_conn *c, struct sk_msg_md *m
 
 /*
  * The walk over one message: one bpf_loop whose every step is small (a
- * frame header, a run of payload bytes, one step of the header block
- * parser, or one character of the :path check), with all state in the
+ * frame header, a run of payload bytes, or one step of the header block
+ * parser), with all state in the
  * walk context and in map memory, so the verifier sees one short callback.
  * All of the message is decided before any of it is sent: it then goes out
  * with one verdict (gw_send_self), or is held (cork) while a frame the
@@ -596,7 +599,6 @@ enum gw_walk_res {
 enum gw_walk_mode {
 	GW_W_FRAME = 0,   /* at a frame boundary (or in skipped payload) */
 	GW_W_BLOCK,       /* parsing the header block of the frame at off */
-	GW_W_PATH,        /* checking its literal :path, character by character */
 };
 
 /* on the program's stack: pointers only, never written by the steps */
@@ -654,6 +656,52 @@ static __always_inline long gw_walk_advance(struct gw_walk *w, __u32 n, __u32 re
 	return 0;
 }
 
+/* The repeat check (store 0: are the len bytes at off of the message's
+ * data the block c->rp holds?) or its fill (store 1: hold them). A global
+ * function, verified once: 8-byte loads, no byte loop. */
+__attribute__((noinline)) int gw_repeat(struct sk_msg_md *msg, struct gw_repeat *r, __u32 off,
+					__u32 len, __u32 store)
+{
+	__u8 *data, *end, *q;
+	__u32 k, nw, o;
+	__u64 v;
+
+	if (!msg || !r)
+		return 0;
+	if (store)
+		r->len = 0; /* nothing held until every word is */
+	if (len < 8 || len > GW_REPEAT_MAX || off + len >= 0x7fff || (!store && r->len != len))
+		return 0;
+	data = (void *)(long)msg->data;
+	end = (void *)(long)msg->data_end;
+	nw = (len + 7) / 8;
+	for (k = 0; k < GW_REPEAT_MAX / 8; k++) {
+		if (k >= nw)
+			break;
+		o = off + ((k + 1) * 8 <= len ? k * 8 : len - 8);
+		o &= 0x7fff; /* a no-op (off + len < 0x7fff) that bounds o for the verifier */
+		q = data + o;
+		if (q + 8 > end)
+			return 0;
+		v = *(__u64 *)q;
+		if (store)
+			r->w[k] = v;
+		else if (r->w[k] != v)
+			return 0;
+	}
+	if (store)
+		r->len = len;
+	return 1;
+}
+
+/* Did the block just parsed leave the HPACK table as it found it? */
+static __always_inline int gw_walk_table_kept(struct gw_conn *c)
+{
+	struct gw_hp_table *t = &c->h2.table;
+
+	return t->ins == c->w.t_ins && t->n == c->w.t_n && t->max_size == c->w.t_max;
+}
+
 /* The header block of the HEADERS frame at off is parsed and its :path
  * checked: decide, and rewrite a denied :path in place. */
 static __always_inline long gw_walk_decide(struct gw_walk *w)
@@ -680,6 +728,12 @@ static __always_inline long gw_walk_decide(struct gw_walk *w)
 	gw_rule_count(c->generation, d.rule, d.verdict);
 	if (d.verdict == GW_VERDICT_ALLOW) {
 		gw_count(GW_CNT_ALLOWED, 1);
+		if (gw_walk_table_kept(c)) {
+			/* the same bytes on this table decide the same: held for next time */
+			c->rp.generation = c->generation;
+			c->rp.rule = d.rule;
+			gw_repeat(w->src.msg, &c->rp, ws->f.blk_off, ws->f.blk_len, 1);
+		}
 		return gw_walk_advance(w, n, n, 0);
 	}
 	if (d.verdict == GW_VERDICT_AUDIT) {
@@ -725,15 +779,8 @@ static long gw_walk_cb(__u32 i, void *ctx)
 			return gw_walk_stop(w, GW_WALK_FAIL,
 					    c->h2.blk.st == GW_HP_ERR ? c->h2.blk.err : GW_REASON_BOUND,
 					    ws->f.stream);
-		if (c->h2.blk.path_how != GW_PATH_LIT_RAW && c->h2.blk.path_how != GW_PATH_LIT_HUFF)
-			return gw_walk_decide(w);
-		ws->mode = GW_W_PATH;
-		ws->pi = 0;
-		return 0;
-	}
-	if (ws->mode == GW_W_PATH) {
-		if (!gw_hp_path_check_step(&c->h2.blk, ws->pi++))
-			return 0;
+		if (!gw_walk_table_kept(c))
+			c->rp.len = 0; /* the held block may read otherwise now */
 		{
 			struct gw_hp_keys k = { .k0 = ws->k0, .k1 = ws->k1 };
 
@@ -786,6 +833,19 @@ static long gw_walk_cb(__u32 i, void *ctx)
 		return gw_walk_stop(w, GW_WALK_DIVERT, c->h2.reason, ws->f.stream);
 	case GW_ACT_BLOCK:
 		gw_count(GW_CNT_HEADER_BLOCKS, 1);
+		if (ws->f.is_request && ws->policed && c->rp.len &&
+		    c->rp.generation == c->generation &&
+		    gw_repeat(msg, &c->rp, ws->f.blk_off, ws->f.blk_len, 0)) {
+			/* the allowed block again, on the same table: no parse */
+			c->h2.blocks++;
+			gw_rule_count(c->generation, c->rp.rule, GW_VERDICT_ALLOW);
+			gw_count(GW_CNT_ALLOWED, 1);
+			gw_count(GW_CNT_REPEATS, 1);
+			return gw_walk_advance(w, n, n, 0);
+		}
+		ws->t_ins = c->h2.table.ins;
+		ws->t_n = c->h2.table.n;
+		ws->t_max = c->h2.table.max_size;
 		gw_hp_block_init(&c->h2.blk, ws->f.blk_len);
 		ws->base = ws->f.blk_off;
 		ws->n = n;

@@ -99,6 +99,7 @@ enum gw_counter {
 	GW_CNT_FALLBACK_RESUMED, /* diverted connections back on the kernel path */
 	GW_CNT_GUARD_DROPS,    /* segments the egress guard held back     */
 	GW_CNT_SHORT_WRITES,   /* writes sent only in part, followed on   */
+	GW_CNT_REPEATS,        /* allowed blocks: the held repeat, unparsed */
 	GW_CNT_MAX
 };
 

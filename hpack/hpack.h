@@ -268,48 +268,26 @@ static __always_inline int gw_hp_int(GW_SRC_T *src, __u32 *off, __u32 end,
 	return -1;
 }
 
-/* Is this a canonical service/method character? (policy entries allow the
- * same sets; anything else is denied, never normalised) */
-static __always_inline int gw_path_char(char c, int in_method)
+/* The :path check, one decoded character at a time (d: its position): is
+ * the path a canonical /service/method? Policy names allow the same
+ * character sets (gw_path_class); anything else is denied, never
+ * normalised. gw_hp_close_string() adds the length rules. */
+static __always_inline void gw_hp_path_see(struct gw_hp_block *b, __u32 d, __u8 sym)
 {
-	if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-	    (c >= '0' && c <= '9') || c == '_' || c == '.')
-		return 1;
-	return in_method && c == '-';
-}
-
-/* Path check, one character per step (state in b, so the kernel can run
- * it from bpf_loop without the verifier tracking every position): is
- * path[0..path_len) a canonical /service/method? Call with i = 0, 1, ...
- * while it returns 0. */
-static __always_inline int gw_hp_path_check_step(struct gw_hp_block *b, __u32 i)
-{
-	char c;
-
-	if (i == 0) {
-		b->path_valid = !b->path_long && b->path_len >= 4 && b->path[0] == '/';
-		b->svc_len = 0;
-		return !b->path_valid;
-	}
-	if (i >= b->path_len || i >= GW_PATH_MAX || !b->path_valid) {
-		/* service and method both non-empty */
-		if (b->path_valid && (b->svc_len < 3 || b->svc_len >= b->path_len))
+	if (d == 0) {
+		if (sym != '/')
 			b->path_valid = 0;
-		return 1;
-	}
-	c = b->path[i & (GW_PATH_MAX - 1)];
-	if (c == '/') {
+	} else if (sym == '/') {
 		if (b->svc_len)
-			b->path_valid = 0;
+			b->path_valid = 0; /* a third '/' */
 		else
-			b->svc_len = i + 1;
-	} else if (!gw_path_char(c, b->svc_len != 0)) {
+			b->svc_len = d + 1;
+	} else if (!(gw_path_class[sym] & (b->svc_len ? GW_PATHC_METHOD : GW_PATHC_SERVICE))) {
 		b->path_valid = 0;
 	}
-	return 0;
 }
 
-/* After the block and the path check: hash the literal :path and give the
+/* After the block: hash the literal :path and give the
  * table entry it went into (if still live) what later references need. */
 static __always_inline void gw_hp_path_finish(struct gw_hp_block *b, struct gw_hp_table *t,
 					      const struct gw_hp_keys *k)
@@ -385,6 +363,8 @@ static __always_inline int gw_hp_open_string(struct gw_hp_block *b, GW_SRC_T *sr
 		b->path_how = b->s_huff ? GW_PATH_LIT_HUFF : GW_PATH_LIT_RAW;
 		b->path_len = 0;
 		b->path_long = 0;
+		b->path_valid = 1; /* until a character or the length says otherwise */
+		b->svc_len = 0;
 		if (!b->s_huff && len >= GW_PATH_MAX) { /* too long to decide */
 			b->path_long = 1;
 			b->s_mode = GW_STR_SKIP;
@@ -420,6 +400,7 @@ static __always_inline void gw_hp_emit(struct gw_hp_block *b, __u8 sym)
 			b->path[d & (GW_PATH_MAX - 1)] = sym;
 		else
 			b->path_long = 1;
+		gw_hp_path_see(b, d, sym);
 	}
 	b->s_dlen = d + 1;
 }
@@ -446,6 +427,10 @@ static __always_inline int gw_hp_close_string(struct gw_hp_block *b,
 		b->path_len = b->s_dlen < GW_PATH_MAX ? b->s_dlen : GW_PATH_MAX;
 		if (b->s_dlen >= GW_PATH_MAX)
 			b->path_long = 1;
+		/* service and method both non-empty, the whole path decided */
+		if (b->path_long || b->path_len < 4 || b->svc_len < 3 ||
+		    b->svc_len >= b->path_len)
+			b->path_valid = 0;
 	}
 	if (b->f_insert &&
 	    gw_hp_insert(t, b->f_name_len, b->s_dlen, b, b->f_is_path))

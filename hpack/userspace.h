@@ -29,18 +29,12 @@ static inline int gw_hp_parse_block(struct gw_hp_block *b, struct gw_hp_table *t
 {
 	struct gw_buf src = { p, len };
 
-	__u32 i = 0;
-
 	gw_hp_block_init(b, len);
 	while (!gw_hp_step(b, t, &src))
 		;
 	if (b->st != GW_HP_DONE)
 		return -1;
-	if (b->path_how == GW_PATH_LIT_RAW || b->path_how == GW_PATH_LIT_HUFF) {
-		while (!gw_hp_path_check_step(b, i))
-			i++;
-		gw_hp_path_finish(b, t, k);
-	}
+	gw_hp_path_finish(b, t, k);
 	return 0;
 }
 

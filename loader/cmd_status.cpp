@@ -33,6 +33,7 @@ const char* kCounterNames[GW_CNT_MAX] = {
     "allowed",         "denied",          "audited",      "fallback_blocks", "fallback_bytes", "parse_errors",
     "conns_opened",    "conns_closed",    "header_blocks", "conns_failed",   "events_lost",
     "conns_reset",     "fallback_resumed", "guard_drops", "short_writes",
+    "repeat_blocks",
 };
 
 void Status(const StatusOptions& o) {
@@ -99,7 +100,8 @@ void Status(const StatusOptions& o) {
     std::cout << "none (nothing is policed)\n";
   std::cout << "  rpcs:         allowed " << c[GW_CNT_ALLOWED] << ", denied " << c[GW_CNT_DENIED] << ", audited "
             << c[GW_CNT_AUDITED] << "\n"
-            << "  header blocks " << c[GW_CNT_HEADER_BLOCKS] << ", parse errors " << c[GW_CNT_PARSE_ERRORS]
+            << "  header blocks " << c[GW_CNT_HEADER_BLOCKS] << " (" << c[GW_CNT_REPEATS]
+            << " allowed as a repeat of the last, unparsed), parse errors " << c[GW_CNT_PARSE_ERRORS]
             << ", fallback " << c[GW_CNT_FALLBACK_BLOCKS] << " blocks / " << c[GW_CNT_FALLBACK_BYTES] << " bytes\n"
             << "  connections:  tracked " << (c[GW_CNT_CONNS_OPENED] - c[GW_CNT_CONNS_CLOSED]) << " (opened "
             << c[GW_CNT_CONNS_OPENED] << ", closed " << c[GW_CNT_CONNS_CLOSED] << ", failed closed "

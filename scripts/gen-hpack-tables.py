@@ -69,4 +69,16 @@ out.write("#define GW_HP_STATIC_ENTRIES 61\n")
 out.write("/* name length of static entry i (1-based; [0] unused) */\n")
 out.write("GW_TABLE __u8 gw_hp_static_name_len[64] = {\n\t0, ")
 out.write(", ".join(str(len(n)) for n, _ in static))
-out.write("\n};\n#endif\n")
+out.write("\n};\n")
+# canonical :path characters (policy names allow the same sets): bit 0 in a
+# service name, bit 1 in a method name
+cls = []
+for c in range(256):
+    ch = chr(c)
+    base = ch.isascii() and (ch.isalnum() or ch in "_.")
+    cls.append((3 if base else 0) | (2 if ch == "-" else 0))
+out.write("#define GW_PATHC_SERVICE 1\n#define GW_PATHC_METHOD 2\n")
+out.write("GW_TABLE __u8 gw_path_class[256] = {\n")
+for i in range(0, 256, 32):
+    out.write("\t" + ", ".join(str(v) for v in cls[i:i + 32]) + ",\n")
+out.write("};\n#endif\n")

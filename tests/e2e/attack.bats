@@ -281,3 +281,18 @@ YAML
   [ "$(counter conns_reset)" -ge 1 ]
   [ "$(sed -n 3p "$WORK/c.out" | cut -d' ' -f1-2)" = "SetAccessCode UNIMPLEMENTED" ]
 }
+
+@test "the same header block bytes after the table changed under them are decided again, not repeated" {
+  # stream 3 and 5: one block naming dynamic entry 62 (GetName), allowed;
+  # the second is the repeat the walker allows unparsed. A trailers block
+  # then puts SetAccessCode at entry 62, and the same bytes name it.
+  run attack "$CG/terminal" repeat GetName SetAccessCode
+  echo "$output"
+  [ "$(echo "$output" | sed -n 1p)" = "GetName 0" ]
+  [ "$(echo "$output" | sed -n 2p)" = "GetName 0" ]
+  [ "$(echo "$output" | sed -n 4p)" = "SetAccessCode 12" ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  echo "repeat blocks: $(counter repeat_blocks), denied: $(counter denied)"
+  [ "$(counter repeat_blocks)" -ge 1 ]
+  [ "$(counter denied)" -eq 1 ]
+}

@@ -31,6 +31,13 @@ modes:
   badpath PATH_HEX        one call whose :path is the given bytes (hex)
   hold SECONDS            an idle connection (preface and SETTINGS only)
   raw SRC_IP METHOD       a TCP segment carrying a call, from a raw socket
+  repeat ALLOWED DENIED   the same header block bytes again after the table
+                          changed under them: ALLOWED goes into the table
+                          (incremental indexing) and is then called twice
+                          by the same block naming entry 62; a trailers block
+                          on the second of those puts DENIED at entry 62
+                          (trailers are not decided, so nothing rewrites
+                          it); then the same block bytes once more
 """
 import argparse
 import errno
@@ -304,6 +311,28 @@ def run(a, auth):
             print("raw sent", flush=True)
         except OSError as e:
             print(f"raw {errno.errorcode.get(e.errno, e.errno)}", flush=True)
+        return
+    if a.mode == "repeat":
+        allowed, denied = a.args
+        path = lambda m: f"/cloudcity.DoorManager/{m}".encode()
+        # :method POST, :scheme http (static 3, 6); :authority, content-type by
+        # static name, te: literals without indexing (a block of under 64 bytes)
+        rest = (b"\x83\x86\x01" + hstr(auth) + b"\x0f\x10" + hstr(b"application/grpc") +
+                b"\x00" + hstr(b"te") + hstr(b"trailers"))
+        insert = lambda m: b"\x44" + hstr(path(m))  # literal, incremental indexing, name :path
+        indexed = b"\xbe" + rest                      # :path = dynamic entry 62, the newest
+        s = connect(host, port)
+        rd = Reader(s)
+        s.sendall(PREFACE + SETTINGS)
+        s.sendall(frame(0x1, 0x4, 1, insert(allowed) + rest) + frame(0x0, 0x1, 1, REQ))
+        report(rd, 1, allowed)
+        s.sendall(frame(0x1, 0x4, 3, indexed) + frame(0x0, 0x1, 3, REQ))
+        report(rd, 3, allowed)
+        s.sendall(frame(0x1, 0x4, 5, indexed) + frame(0x0, 0x0, 5, REQ) +
+                  frame(0x1, 0x5, 5, insert(denied)))  # trailers: :path DENIED inserted
+        report(rd, 5, allowed)
+        s.sendall(frame(0x1, 0x4, 7, indexed) + frame(0x0, 0x1, 7, REQ))
+        report(rd, 7, denied)
         return
     if a.mode == "badpath":
         s = connect(host, port)
