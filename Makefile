@@ -73,7 +73,7 @@ e2e: all
 	GRPCWALL=$(CURDIR)/$(BUILD)/grpcwall GW_PYGEN=$(CURDIR)/$(BUILD)/py bats tests/e2e
 
 test: deps
-	$(MAKE) all $(BUILD)/unit_tests $(BUILD)/bench_server
+	$(MAKE) all $(BUILD)/unit_tests $(BUILD)/bench_server $(BUILD)/connload
 	$(BUILD)/unit_tests
 	$(MAKE) fuzz FUZZ_SECONDS=20
 	GW_STRICT=1 GRPCWALL=$(CURDIR)/$(BUILD)/grpcwall GW_PYGEN=$(CURDIR)/$(BUILD)/py bats tests/e2e
@@ -102,13 +102,19 @@ $(BUILD)/bench_server: tests/bench/server.cpp $(BENCH_GEN)/cloudcity.grpc.pb.cc
 	$(CXX) -std=c++17 -O2 -I$(BENCH_GEN) $< $(BENCH_GEN)/cloudcity.pb.cc $(BENCH_GEN)/cloudcity.grpc.pb.cc \
 	  -o $@ $$(pkg-config --cflags --libs grpc++ protobuf) -lpthread
 
+$(BUILD)/connload: tests/bench/connload.c
+	@mkdir -p $(BUILD)
+	$(CC) $(CFLAGS) $< -o $@
+
+BENCH_ARGS = --grpcwall $(BUILD)/grpcwall --server $(BUILD)/bench_server --connload $(BUILD)/connload
+
 bench: deps
-	$(MAKE) all $(BUILD)/bench_server
-	/usr/bin/python3 tests/bench/bench.py --grpcwall $(BUILD)/grpcwall --server $(BUILD)/bench_server
+	$(MAKE) all $(BUILD)/bench_server $(BUILD)/connload
+	/usr/bin/python3 tests/bench/bench.py $(BENCH_ARGS)
 
 bench-quick: deps
-	$(MAKE) all $(BUILD)/bench_server
-	/usr/bin/python3 tests/bench/bench.py --quick --grpcwall $(BUILD)/grpcwall --server $(BUILD)/bench_server
+	$(MAKE) all $(BUILD)/bench_server $(BUILD)/connload
+	/usr/bin/python3 tests/bench/bench.py --quick $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BUILD)

@@ -14,12 +14,13 @@
 /* The sk_msg program's walk over one message (grpcwall.bpf.c), in map
  * memory so that the verifier tracks no value of it across bpf_loop steps. */
 struct gw_walk_state {
-	struct gw_h2_frame f; /* the HEADERS frame at off (BLOCK, PATH) */
+	struct gw_h2_frame f; /* the HEADERS frame at off (BLOCK) */
 	__u64 k0, k1;     /* the policy's SipHash key */
 	__u32 base;       /* where the walker reads, from msg->data */
+	__u32 fo;         /* where the frame at off starts, from msg->data */
 	__u32 size;       /* bytes in the message */
 	__u32 off;        /* next byte to walk */
-	__u32 n;          /* bytes of the frame at off (BLOCK, PATH) */
+	__u32 n;          /* bytes of the frame at off (BLOCK) */
 	__u32 t_ins, t_n, t_max; /* the HPACK table before the block (BLOCK) */
 	__u32 need;       /* NEED: hold the message until it is this long */
 	__u32 stream;     /* FAIL / DIVERT: the frame's stream */
@@ -27,6 +28,8 @@ struct gw_walk_state {
 	__u8  res;        /* enum gw_walk_res */
 	__u8  reason;     /* FAIL / DIVERT */
 	__u8  policed;
+	__u8  lin;        /* msg->data covers the message from its first byte */
+	__u8  pad0[7];
 };
 
 /* Frames of the last message walked that came after its last HEADERS
@@ -59,8 +62,10 @@ struct gw_repeat {
 	__u32 pad0;
 };
 
+/* What every sk_msg run reads comes first (the first 64 bytes, then the
+ * walk, the repeat, the resync count); the origin, read at connect and
+ * once per generation, and the table model after. */
 struct gw_conn {
-	struct gw_conn_origin origin;
 	__u32 flags;
 	__u16 ident, service;   /* resolved for `generation` */
 	__u64 generation;
@@ -79,12 +84,13 @@ struct gw_conn {
 	__u32 corked_for;       /* the held message is released at this size (0: none held) */
 	__u64 sender;           /* pid_tgid of the task whose send was walked last */
 	struct gw_walk_state w;
-	struct gw_resync rs;
 	struct gw_repeat rp;
+	struct gw_resync rs;
+	struct gw_conn_origin origin;
 	struct gw_h2 h2;        /* frame walker and HPACK model */
 };
 
 GW_ABI_ASSERT(gw_h2_model, 4120);
-GW_ABI_ASSERT(gw_conn, 5104);
+GW_ABI_ASSERT(gw_conn, 5120);
 
 #endif

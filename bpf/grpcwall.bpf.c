@@ -587,6 +587,7 @@ static __always_inline int gw_from_helper(struct gw_conn *c, struct sk_msg_md *m
  * walker must read is not all there, or fails the connection.
  */
 #define GW_WALK_STEPS (1 << 20) /* steps one program run takes at most */
+#define GW_LIN_MAX    0x7fff    /* packet offsets the verifier follows (gw_src_byte) */
 
 enum gw_walk_res {
 	GW_WALK_MORE = 0, /* step budget spent: walked up to off */
@@ -732,7 +733,7 @@ static __always_inline long gw_walk_decide(struct gw_walk *w)
 			/* the same bytes on this table decide the same: held for next time */
 			c->rp.generation = c->generation;
 			c->rp.rule = d.rule;
-			gw_repeat(w->src.msg, &c->rp, ws->f.blk_off, ws->f.blk_len, 1);
+			gw_repeat(w->src.msg, &c->rp, ws->fo + ws->f.blk_off, ws->f.blk_len, 1);
 		}
 		return gw_walk_advance(w, n, n, 0);
 	}
@@ -751,7 +752,7 @@ static __always_inline long gw_walk_decide(struct gw_walk *w)
 				    d.reason == GW_REASON_POLICY ? GW_REASON_BAD_PATH : d.reason,
 				    ws->f.stream);
 	if (r == 0) {
-		o = ws->f.blk_off + off;
+		o = ws->fo + ws->f.blk_off + off;
 		data = (void *)(long)w->src.msg->data;
 		end = (void *)(long)w->src.msg->data_end;
 		if (o >= 0x7fff || data + o + 1 > end)
@@ -802,8 +803,15 @@ static long gw_walk_cb(__u32 i, void *ctx)
 		ws->off = off + n;
 		return 0;
 	}
-	/* make the preface or the frame header readable at msg->data */
 	want = c->h2.stage == GW_H2_PREFACE ? H2_PREFACE_LEN : H2_FRAME_HEADER_LEN;
+	if (ws->lin && off + H2_FRAME_HEADER_LEN + GW_H2_MAX_BLOCK < GW_LIN_MAX) {
+		/* a message in one piece: the frame is read where it is */
+		ws->fo = off;
+		goto read;
+	}
+	/* make the preface or the frame header readable at msg->data */
+	ws->fo = 0;
+	ws->lin = 0; /* a pull moves msg->data: offsets from the start are gone */
 	if (want > avail)
 		want = avail;
 	if (bpf_msg_pull_data(msg, off, off + want, 0))
@@ -820,8 +828,8 @@ static long gw_walk_cb(__u32 i, void *ctx)
 		    bpf_msg_pull_data(msg, off, off + H2_FRAME_HEADER_LEN + len, 0))
 			return gw_walk_stop(w, GW_WALK_FAIL, GW_REASON_NOMEM, 0);
 	}
-	ws->base = 0;
-	want = c->h2.stage == GW_H2_PREFACE ? H2_PREFACE_LEN : H2_FRAME_HEADER_LEN;
+read:
+	ws->base = ws->fo;
 	act = gw_h2_next(&c->h2, &w->src, avail, &ws->f, &n);
 	switch (act) {
 	case GW_ACT_NEED:
@@ -835,9 +843,12 @@ static long gw_walk_cb(__u32 i, void *ctx)
 		gw_count(GW_CNT_HEADER_BLOCKS, 1);
 		if (ws->f.is_request && ws->policed && c->rp.len &&
 		    c->rp.generation == c->generation &&
-		    gw_repeat(msg, &c->rp, ws->f.blk_off, ws->f.blk_len, 0)) {
-			/* the allowed block again, on the same table: no parse */
+		    gw_repeat(msg, &c->rp, ws->fo + ws->f.blk_off, ws->f.blk_len, 0)) {
+			/* the allowed block again, on the same table: no parse
+			 * (and the parser's last block is no longer this
+			 * stream's: events name no path from it) */
 			c->h2.blocks++;
+			c->h2.blk.path_how = GW_PATH_NONE;
 			gw_rule_count(c->generation, c->rp.rule, GW_VERDICT_ALLOW);
 			gw_count(GW_CNT_ALLOWED, 1);
 			gw_count(GW_CNT_REPEATS, 1);
@@ -847,7 +858,7 @@ static long gw_walk_cb(__u32 i, void *ctx)
 		ws->t_n = c->h2.table.n;
 		ws->t_max = c->h2.table.max_size;
 		gw_hp_block_init(&c->h2.blk, ws->f.blk_len);
-		ws->base = ws->f.blk_off;
+		ws->base = ws->fo + ws->f.blk_off;
 		ws->n = n;
 		ws->mode = GW_W_BLOCK;
 		return 0;
@@ -988,11 +999,11 @@ int gw_sk_msg(struct sk_msg_md *msg)
 		return gw_fail(c, msg, cfg, GW_REASON_UNWALKED, 0);
 	/* kTLS and other ULPs send through their own path (tls_sw_sendmsg),
 	 * where a failed push keeps its verdict: not followed */
-	if (BPF_CORE_READ(tp, inet_conn.icsk_ulp_ops))
+	if (tp->inet_conn.icsk_ulp_ops)
 		return gw_fail(c, msg, cfg, GW_REASON_ULP, 0);
 	/* after shutdown(SHUT_WR) the FIN took a sequence number and nothing
 	 * more can be sent: refuse quietly, the writer gets an error */
-	if (BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_shutdown) & GW_SEND_SHUTDOWN)
+	if (tp->inet_conn.icsk_inet.sk.sk_shutdown & GW_SEND_SHUTDOWN)
 		return SK_DROP;
 	actual = tp->write_seq - c->seq0;
 	if (actual != (__u32)c->approved) {
@@ -1021,6 +1032,11 @@ int gw_sk_msg(struct sk_msg_md *msg)
 	ws->mode = GW_W_FRAME;
 	ws->res = GW_WALK_MORE;
 	ws->policed = policed;
+	/* msg->data covers the first piece of the message: all of it when the
+	 * message is in one piece, and then no frame needs a pull. (A piece
+	 * the kernel marks shared, spliced pages that a pull would copy, has
+	 * no data pointers at all: data == data_end == NULL, never linear.) */
+	ws->lin = (__u64)((long)msg->data_end - (long)msg->data) == size;
 	bpf_loop(GW_WALK_STEPS, gw_walk_cb, &w, 0);
 
 	off = ws->off;

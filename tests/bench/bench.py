@@ -9,7 +9,9 @@ run with its configurations interleaved (A B C A B C ...), medians over rounds:
 
 Lean server (issue 10): nghttpd answering every call with a gRPC OK (a 5-byte
 empty message and a grpc-status: 0 trailer), so grpcwall's cost is not hidden
-by the server's. Loads 4 connections x 16 streams and 1 x 1.
+by the server's. Loads 4 connections x 16 streams, 1 x 1, and "4new": 4 clients
+that each open a new connection per request (tests/bench/connload.c: connect,
+one unary call, close), where the per-connection programs (sockops) count.
   lean-baseline   nothing attached
   lean-floor      a sockhash holding the client's sockets and an sk_msg
                   program that only returns SK_PASS (tests/bench/floor.bpf.c):
@@ -327,6 +329,24 @@ backend door
         self.procs.append(p)
         return p
 
+    def connload_start(self, port, workers, duration, warmup):
+        """tests/bench/connload.c: `workers` clients, each a new connection per call."""
+        cmd = [self.a.connload, IP_S, str(port), METHOD, str(workers), str(duration), str(warmup)]
+        p = subprocess.Popen(["ip", "netns", "exec", NS_C] + cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, preexec_fn=self.into_cgroup(self.cg + "/client"))
+        self.procs.append(p)
+        return p
+
+    def connload_finish(self, p, timeout):
+        try:
+            out, err = p.communicate(timeout=timeout)
+        finally:
+            self.procs.remove(p)
+        m = re.search(r"calls (\d+) failed (\d+) seconds ([\d.]+)", out)
+        if not m or p.returncode:
+            sys.exit(f"bench: connload failed:\n{out}\n{err}")
+        return {"rps": int(m.group(1)) / float(m.group(3)), "succeeded": int(m.group(1)), "failed": int(m.group(2))}
+
     def h2load_finish(self, p, timeout):
         """Waits for h2load; its summary as {rps, succeeded, failed, mean_us}."""
         try:
@@ -407,7 +427,10 @@ backend door
             ids = {}
         fds = {name: prog_fd_by_id(pid) for name, pid in ids.items()}
         try:
-            p = self.h2load_start(LEAN_PORT, conns, streams, a.lean_duration, a.lean_warmup)
+            if streams:
+                p = self.h2load_start(LEAN_PORT, conns, streams, a.lean_duration, a.lean_warmup)
+            else:  # one connection per request, `conns` clients at a time
+                p = self.connload_start(LEAN_PORT, conns, a.lean_duration, a.lean_warmup)
             # the window: inside h2load's measuring period, clear of connecting, warm-up and the end
             margin = min(0.25, a.lean_duration / 4)
             time.sleep(a.lean_warmup + margin)
@@ -417,7 +440,10 @@ backend door
         finally:
             for fd in fds.values():
                 os.close(fd)
-        res = self.h2load_finish(p, a.lean_duration + a.lean_warmup + 120)
+        if streams:
+            res = self.h2load_finish(p, a.lean_duration + a.lean_warmup + 120)
+        else:
+            res = self.connload_finish(p, a.lean_duration + a.lean_warmup + 120)
         window = s1["t"] - s0["t"]
         reqs = res["rps"] * window
         res["window_s"] = round(window, 3)
@@ -434,8 +460,9 @@ backend door
                     res["bpf_ns_per_run"][prog] = round((t1 - t0) / (c1 - c0), 1)
             res["bpf_ns_per_req"] = round(ns / reqs, 1) if reqs else None
         bpf = f"{res['bpf_ns_per_req']:7.1f}" if res["bpf_ns_per_req"] is not None else "      -"
-        print(f"  {conns}x{streams:<3d} {name:14s} {res['rps']:10.0f} req/s  cpu {res['cpu_us_per_req']:6.2f} us/req"
-              f" (machine {res['machine_cpu_us_per_req']:6.2f})  bpf {bpf} ns/req  runs/req {res['bpf_runs_per_req']}",
+        print(f"  {load_label(conns, streams):5s} {name:14s} {res['rps']:10.0f} req/s  cpu {res['cpu_us_per_req']:6.2f} us/req"
+              f" (machine {res['machine_cpu_us_per_req']:6.2f})  bpf {bpf} ns/req  runs/req {res['bpf_runs_per_req']}"
+              f"  ns/run {res['bpf_ns_per_run']}",
               flush=True)
         return res
 
@@ -462,6 +489,9 @@ backend door
         a = self.a
         subprocess.run(["sysctl", "-q", "kernel.bpf_stats_enabled=1"], check=True)
         lean = self.run_lean()
+        if a.lean_only:
+            self.report_lean(lean)
+            return None
         configs = ["baseline", "grpcwall", "grpcwall-large", "haproxy"]
         samples = {c: [] for c in configs}
         apply_times = []
@@ -540,7 +570,8 @@ backend door
                     "failed": sum(x["failed"] for x in s),
                     "samples_rps": [x["rps"] for x in s],
                 })
-            loads.append({"connections": conns, "streams_per_connection": streams, "configurations": rows})
+            loads.append({"connections": conns, "streams_per_connection": streams,
+                          "one_connection_per_request": streams == 0, "configurations": rows})
         print()
         print(f"lean server ({self.lean_server}), medians of {a.lean_rounds} round(s), {a.lean_duration} s each;"
               " CPU = client+server cgroups (machine-wide in brackets)")
@@ -551,7 +582,7 @@ backend door
                 cpu = f"{r['cpu_us_per_req']:.2f} ({r['machine_cpu_us_per_req']:.2f})"
                 bpf = f"{r['bpf_ns_per_req']:10.1f}" if r["bpf_ns_per_req"] is not None else f"{'-':>10s}"
                 runs = ", ".join(f"{k} {v}" for k, v in r["bpf_runs_per_req"].items()) or "-"
-                print(f"{l['connections']}x{l['streams_per_connection']:<3d} {r['config']:14s} {r['rps']:9.0f}"
+                print(f"{load_label(l['connections'], l['streams_per_connection']):5s} {r['config']:14s} {r['rps']:9.0f}"
                       f" {r['ratio_to_baseline']:7.3f} {cpu:>18s} {r['cpu_ratio_to_baseline']:7.3f} {bpf}  {runs}")
         return {"server": self.lean_server, "port": LEAN_PORT, "method": METHOD, "rounds": a.lean_rounds,
                 "duration_s": a.lean_duration, "warmup_s": a.lean_warmup,
@@ -623,6 +654,11 @@ backend door
         return result
 
 
+def load_label(conns, streams):
+    """4x16: connections x streams; 4new: 4 clients, a new connection per request"""
+    return f"{conns}x{streams}" if streams else f"{conns}new"
+
+
 def prog_fd_by_id(prog_id):
     """An fd for a loaded BPF program (bpf(BPF_PROG_GET_FD_BY_ID)): its
     /proc/self/fdinfo shows run_time_ns and run_cnt without running bpftool."""
@@ -692,11 +728,23 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--grpcwall", required=True)
     ap.add_argument("--server", required=True, help="the C++ bench server binary")
+    ap.add_argument("--connload", required=True, help="tests/bench/connload.c built (one connection per request)")
     ap.add_argument("--quick", action="store_true", help="short version: about three minutes")
     ap.add_argument("--smoke", action="store_true", help="seconds-long: checks the harness only (tests)")
     ap.add_argument("--out", help="results directory (default tests/bench/results)")
+    ap.add_argument("--lean-only", action="store_true",
+                    help="only the lean-server part (for profiling the datapath); writes no results")
+    ap.add_argument("--lean-loads", dest="lean_loads_spec", help="loads of the lean part, e.g. 4x16,1x1,4new")
     a = ap.parse_args()
-    a.lean_loads = [(4, 16), (1, 1)]  # connections x streams
+    # connections x streams; streams 0: one connection per request, `connections` clients
+    a.lean_loads = [(4, 16), (1, 1), (4, 0)]
+    if a.lean_loads_spec:
+        a.lean_loads = []
+        for spec in a.lean_loads_spec.split(","):
+            m = re.fullmatch(r"(\d+)(?:x(\d+)|(new))", spec.strip())
+            if not m:
+                sys.exit(f"bench: --lean-loads: '{spec}' is not CxS (4x16) or Cnew (4new)")
+            a.lean_loads.append((int(m.group(1)), int(m.group(2)) if m.group(2) else 0))
     if a.smoke:
         a.quick = True
         a.rounds, a.duration, a.warmup, a.conns, a.streams = 1, 1, 1, 2, 2

@@ -9,6 +9,7 @@ setup() {
   [ "$(id -u)" -eq 0 ] || need_skip "the bench needs root"
   ROOT=$(cd "$BATS_TEST_DIRNAME/../.." && pwd)
   [ -x "$ROOT/build/bench_server" ] || need_skip "build/bench_server not built (make build/bench_server)"
+  [ -x "$ROOT/build/connload" ] || need_skip "build/connload not built (make build/connload)"
   command -v nghttpd >/dev/null || need_skip "nghttpd missing (nghttp2-server: scripts/install-deps.sh)"
 }
 
@@ -22,7 +23,7 @@ teardown() {
 
 @test "bench harness: a smoke run writes a well-formed results JSON and a PNG plot" {
   run timeout 300 /usr/bin/python3 "$ROOT/tests/bench/bench.py" --smoke --grpcwall "$ROOT/build/grpcwall" \
-    --server "$ROOT/build/bench_server" --out "$BATS_TEST_TMPDIR/results"
+    --server "$ROOT/build/bench_server" --connload "$ROOT/build/connload" --out "$BATS_TEST_TMPDIR/results"
   echo "$output"
   [ "$status" -eq 0 ]
   json=$(ls "$BATS_TEST_TMPDIR"/results/*.json)
@@ -45,10 +46,12 @@ assert set(r["configurations"][1]["bpf_ns_per_run"]) >= {"sk_msg"}, r["configura
 assert r["configurations"][0]["bpf_ns_per_run"] == {} and r["configurations"][3]["bpf_ns_per_run"] == {}
 assert r["memory_per_connection"]["sk_storage_value_bytes"] > 4096
 assert [s["connections"] for s in r["scale"]] == [1, 10]
-# the lean server: baseline, floor and grpcwall side by side at 4x16 and 1x1
+# the lean server: baseline, floor and grpcwall side by side at 4x16, 1x1 and
+# one connection per request
 lean = r["lean"]
 assert lean["server"].startswith("nghttpd"), lean["server"]
-assert [(l["connections"], l["streams_per_connection"]) for l in lean["loads"]] == [(4, 16), (1, 1)]
+assert [(l["connections"], l["streams_per_connection"]) for l in lean["loads"]] == [(4, 16), (1, 1), (4, 0)]
+assert [l["one_connection_per_request"] for l in lean["loads"]] == [False, False, True]
 for l in lean["loads"]:
     rows = {c["config"]: c for c in l["configurations"]}
     assert list(rows) == ["lean-baseline", "lean-floor", "lean-grpcwall"], list(rows)
@@ -62,6 +65,9 @@ for l in lean["loads"]:
     for cfg in ("lean-floor", "lean-grpcwall"):
         assert rows[cfg]["bpf_ns_per_req"] > 0, rows[cfg]
         assert rows[cfg]["bpf_runs_per_req"]["sk_msg"] > 0, rows[cfg]
+    if l["one_connection_per_request"]:  # sockops ran for every new connection
+        for cfg in ("lean-floor", "lean-grpcwall"):
+            assert rows[cfg]["bpf_runs_per_req"]["sockops"] >= 1, rows[cfg]
 print("results well-formed")
 PY
   # and it left nothing behind

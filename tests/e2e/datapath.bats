@@ -32,7 +32,7 @@ teardown() { gw_teardown; }
   [ "$(echo "$output" | grep -c '^GetName OK$')" -eq 3 ]
   [ "$(echo "$output" | grep -c '^SetAccessCode OK')" -eq 0 ]
   [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
-  [ "$(handlers 50051 GetName)" -eq 5 ]
+  [ "$(handlers 50051 GetName)" -eq 3 ]
   [ "$(counter denied)" -eq 2 ]
   [ "$(counter conns_failed)" -eq 0 ]
   run events 2
