@@ -319,6 +319,10 @@ backend door
         if log:
             cmd[1:1] = ["--log-file", log]
 
+        return self.client_start(cmd)
+
+    def client_start(self, cmd):
+        """A load client in the client namespace and cgroup, in the background."""
         def in_client_cgroup():
             self.into_cgroup(self.cg + "/client")()
             hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
@@ -329,19 +333,18 @@ backend door
         self.procs.append(p)
         return p
 
-    def connload_start(self, port, workers, duration, warmup):
-        """tests/bench/connload.c: `workers` clients, each a new connection per call."""
-        cmd = [self.a.connload, IP_S, str(port), METHOD, str(workers), str(duration), str(warmup)]
-        p = subprocess.Popen(["ip", "netns", "exec", NS_C] + cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, preexec_fn=self.into_cgroup(self.cg + "/client"))
-        self.procs.append(p)
-        return p
-
-    def connload_finish(self, p, timeout):
+    def client_wait(self, p, timeout):
         try:
-            out, err = p.communicate(timeout=timeout)
+            return p.communicate(timeout=timeout)
         finally:
             self.procs.remove(p)
+
+    def connload_start(self, port, workers, duration, warmup):
+        """tests/bench/connload.c: `workers` clients, each a new connection per call."""
+        return self.client_start([self.a.connload, IP_S, str(port), METHOD, str(workers), str(duration), str(warmup)])
+
+    def connload_finish(self, p, timeout):
+        out, err = self.client_wait(p, timeout)
         m = re.search(r"calls (\d+) failed (\d+) seconds ([\d.]+)", out)
         if not m or p.returncode:
             sys.exit(f"bench: connload failed:\n{out}\n{err}")
@@ -349,10 +352,7 @@ backend door
 
     def h2load_finish(self, p, timeout):
         """Waits for h2load; its summary as {rps, succeeded, failed, mean_us}."""
-        try:
-            out, err = p.communicate(timeout=timeout)
-        finally:
-            self.procs.remove(p)
+        out, err = self.client_wait(p, timeout)
         m = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out)
         req = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
         mean = re.search(r"time for request:\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)", out)
@@ -697,7 +697,7 @@ def plot(result, png, tmp):
     with open(lean, "w") as f:
         for l in result["lean"]["loads"]:
             for r in l["configurations"]:
-                f.write(f"{l['connections']}x{l['streams_per_connection']}-{r['config'].replace('lean-', '')}"
+                f.write(f"{load_label(l['connections'], l['streams_per_connection'])}-{r['config'].replace('lean-', '')}"
                         f" {r['ratio_to_baseline'] or 0} {r['cpu_ratio_to_baseline'] or 0}\n")
     script = f"""set terminal pngcairo size 1000,800 font ",10"
 set output '{png}'
