@@ -278,8 +278,16 @@ uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const IdentityPaths& pa
   }
   std::vector<uint64_t> hashes;
   std::vector<gw_method_val> vals;
-  for (const auto& pair : cp.pairs) {
-    LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = BPF_F_NO_PREALLOC);
+  // Method tables are preallocated (the gw_methods template, bpf/maps.h):
+  // a million entries go in at a fraction of the cost of BPF_F_NO_PREALLOC's
+  // allocation per entry, and freeing a table needs no RCU barrier (each
+  // NO_PREALLOC table freed queues a kworker that waits for one: thousands
+  // of them after an apply that replaces a large policy). A gw_policy pinned
+  // by an older grpcwall takes only tables made with its template's
+  // BPF_F_NO_PREALLOC: the first table goes in alone to find out which.
+  uint32_t inner_flags = 0;
+  auto make_table = [&](const CompiledPair& pair, uint32_t flags) {
+    LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = flags);
     int inner = bpf_map_create(BPF_MAP_TYPE_HASH, "gw_methods", sizeof(uint64_t), sizeof(gw_method_val),
                                static_cast<uint32_t>(pair.methods.size()), &opts);
     if (inner < 0) throw SysError("creating a method table", errno);
@@ -291,11 +299,28 @@ uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const IdentityPaths& pa
     for (const auto& meth : pair.methods) {
       hashes.push_back(meth.hash);
       vals.push_back(meth.val);
-      if (named.insert(meth.hash).second) WriteName(m, slot, GW_NAMEKIND_METHOD, meth.hash, std::string(meth.pattern), "", 0);
     }
-    BatchUpdate(inner, hashes, vals, "a method table");
-    pair_keys.push_back(gw_pair_key{slot, pair.ident, pair.service});
-    pair_fds.push_back(static_cast<uint32_t>(inner));
+    BatchUpdate(inner_fd.get(), hashes, vals, "a method table");
+    return inner_fd;
+  };
+  for (const auto& pair : cp.pairs) {
+    for (const auto& meth : pair.methods)
+      if (named.insert(meth.hash).second) WriteName(m, slot, GW_NAMEKIND_METHOD, meth.hash, std::string(meth.pattern), "", 0);
+    Fd inner_fd = make_table(pair, inner_flags);
+    const gw_pair_key key{slot, pair.ident, pair.service};
+    if (&pair == &cp.pairs.front()) {
+      uint32_t fd = static_cast<uint32_t>(inner_fd.get());
+      if (bpf_map_update_elem(m.policy.get(), &key, &fd, BPF_ANY) == 0) continue;
+      const int err = errno;
+      if (err != EINVAL) throw SysError("updating gw_policy", err);
+      inner_flags = BPF_F_NO_PREALLOC;  // an older grpcwall's template
+      inner_fd = make_table(pair, inner_flags);
+      fd = static_cast<uint32_t>(inner_fd.get());
+      if (bpf_map_update_elem(m.policy.get(), &key, &fd, BPF_ANY) != 0) throw SysError("updating gw_policy", err);
+      continue;
+    }
+    pair_keys.push_back(key);
+    pair_fds.push_back(static_cast<uint32_t>(inner_fd.get()));
     inner_fds.push_back(std::move(inner_fd));
     if (inner_fds.size() >= chunk) {  // a policy may hold more pairs than this process may open files
       BatchUpdate(m.policy.get(), pair_keys, pair_fds, "gw_policy");
