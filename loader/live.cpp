@@ -19,6 +19,7 @@
 
 #include <cstring>
 #include <set>
+#include <unordered_set>
 
 #include "error.h"
 #include "siphash.h"
@@ -260,7 +261,7 @@ uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const IdentityPaths& pa
   for (const auto& r : cp.rules)
     WriteName(m, slot, GW_NAMEKIND_RULE, r.id, r.from + " -> " + r.to, p.file + ":" + std::to_string(r.line),
               r.audit);
-  std::set<uint64_t> named;
+  std::unordered_set<uint64_t> named;  // method hashes with a name written
   std::vector<gw_pair_key> pair_keys;
   std::vector<uint32_t> pair_fds;
   std::vector<Fd> inner_fds;

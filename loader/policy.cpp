@@ -437,23 +437,18 @@ gw_method_val Resolve(std::initializer_list<const KeyFacts*> matching) {
 
 }  // namespace
 
-CompiledPolicy Compile(const Policy& p, uint64_t k0, uint64_t k1) {
-  CompiledPolicy out;
-  out.identities = p.identities;
-  out.services = p.services;
-  std::map<std::string, uint16_t> ident_id, service_id;
-  for (size_t i = 0; i < p.identities.size(); i++) ident_id[p.identities[i].name] = static_cast<uint16_t>(i + 1);
-  for (size_t i = 0; i < p.services.size(); i++) service_id[p.services[i].name] = static_cast<uint16_t>(i + 1);
+namespace {
 
-  // (ident, service) -> (kind, hashed string) -> facts; ordered for stable output
+// The method table of one pair from its rules (in id order), with rule ids
+// local to them: 1 for rules[0], 2 for rules[1], ...
+std::vector<CompiledMethod> CompileTable(const Policy& p, const std::vector<size_t>& rules, uint64_t k0,
+                                         uint64_t k1) {
+  // (kind, hashed string) -> facts; ordered for stable output
   using Key = std::pair<gw_match_kind, std::string_view>;  // views into the Policy's entries
-  std::map<std::pair<uint16_t, uint16_t>, std::map<Key, KeyFacts>> pairs;
-  out.rules.reserve(p.rules.size());
-  for (size_t i = 0; i < p.rules.size(); i++) {
-    const Rule& r = p.rules[i];
+  std::map<Key, KeyFacts> table;
+  for (size_t i = 0; i < rules.size(); i++) {
+    const Rule& r = p.rules[rules[i]];
     const uint16_t id = static_cast<uint16_t>(i + 1);
-    out.rules.push_back(CompiledRule{id, r.from, r.to, r.audit, r.line});
-    auto& table = pairs[{ident_id[r.from], service_id[r.to]}];
     auto note = [&](const Entry& e, uint16_t KeyFacts::*field) {
       MatchKey mk = KeyOf(e.pattern);
       KeyFacts& f = table[{mk.kind, mk.hashed}];
@@ -465,42 +460,79 @@ CompiledPolicy Compile(const Policy& p, uint64_t k0, uint64_t k1) {
     for (const auto& e : r.deny) note(e, r.audit ? &KeyFacts::audit_deny : &KeyFacts::deny);
   }
 
-  out.pairs.reserve(pairs.size());
-  for (auto& [pk, table] : pairs) {
-    auto find = [&](gw_match_kind kind, std::string_view hashed) -> const KeyFacts* {
-      auto it = table.find({kind, hashed});
-      return it == table.end() ? nullptr : &it->second;
-    };
-    const KeyFacts* any = find(GW_MATCH_ANY, "");
-    CompiledPair cp{pk.first, pk.second, {}};
-    // The datapath takes the most specific key it finds (exact, service,
-    // `*`, default), so each key carries the verdict of every entry that
-    // matches the paths it is the most specific key for.
-    for (const auto& [key, facts] : table) {
-      gw_method_val v{};
-      if (key.first == GW_MATCH_EXACT) {
-        const std::string_view svc = key.second.substr(0, key.second.find('/', 1) + 1);
-        v = Resolve({&facts, find(GW_MATCH_SERVICE, svc), any});
-      } else if (key.first == GW_MATCH_SERVICE) {
-        v = Resolve({&facts, any});
-      } else {
-        v = Resolve({&facts});
-      }
-      v.kind = static_cast<uint8_t>(key.first);
-      v.format = GW_TABLE_FORMAT;
-      CompiledMethod m;
-      m.hash = MethodHash(key.second, key.first, k0, k1);
-      m.val = v;
-      m.pattern = facts.pattern;
-      cp.methods.push_back(m);
+  auto find = [&](gw_match_kind kind, std::string_view hashed) -> const KeyFacts* {
+    auto it = table.find({kind, hashed});
+    return it == table.end() ? nullptr : &it->second;
+  };
+  const KeyFacts* any = find(GW_MATCH_ANY, "");
+  std::vector<CompiledMethod> methods;
+  methods.reserve(table.size() + 1);
+  // The datapath takes the most specific key it finds (exact, service,
+  // `*`, default), so each key carries the verdict of every entry that
+  // matches the paths it is the most specific key for.
+  for (const auto& [key, facts] : table) {
+    gw_method_val v{};
+    if (key.first == GW_MATCH_EXACT) {
+      const std::string_view svc = key.second.substr(0, key.second.find('/', 1) + 1);
+      v = Resolve({&facts, find(GW_MATCH_SERVICE, svc), any});
+    } else if (key.first == GW_MATCH_SERVICE) {
+      v = Resolve({&facts, any});
+    } else {
+      v = Resolve({&facts});
     }
-    CompiledMethod d;  // what no entry matches
-    d.hash = MethodHash("", GW_MATCH_DEFAULT, k0, k1);
-    d.pattern = "*default*";
-    d.val.verdict = GW_VERDICT_DENY;
-    d.val.kind = GW_MATCH_DEFAULT;
-    d.val.format = GW_TABLE_FORMAT;
-    cp.methods.push_back(d);
+    v.kind = static_cast<uint8_t>(key.first);
+    v.format = GW_TABLE_FORMAT;
+    CompiledMethod m;
+    m.hash = MethodHash(key.second, key.first, k0, k1);
+    m.val = v;
+    m.pattern = facts.pattern;
+    methods.push_back(m);
+  }
+  CompiledMethod d;  // what no entry matches
+  d.hash = MethodHash("", GW_MATCH_DEFAULT, k0, k1);
+  d.pattern = "*default*";
+  d.val.verdict = GW_VERDICT_DENY;
+  d.val.kind = GW_MATCH_DEFAULT;
+  d.val.format = GW_TABLE_FORMAT;
+  methods.push_back(d);
+  return methods;
+}
+
+}  // namespace
+
+CompiledPolicy Compile(const Policy& p, uint64_t k0, uint64_t k1) {
+  CompiledPolicy out;
+  out.identities = p.identities;
+  out.services = p.services;
+  std::map<std::string, uint16_t> ident_id, service_id;
+  for (size_t i = 0; i < p.identities.size(); i++) ident_id[p.identities[i].name] = static_cast<uint16_t>(i + 1);
+  for (size_t i = 0; i < p.services.size(); i++) service_id[p.services[i].name] = static_cast<uint16_t>(i + 1);
+
+  // (ident, service) -> its rules (indexes into p.rules), in id order
+  std::map<std::pair<uint16_t, uint16_t>, std::vector<size_t>> pairs;
+  out.rules.reserve(p.rules.size());
+  for (size_t i = 0; i < p.rules.size(); i++) {
+    const Rule& r = p.rules[i];
+    out.rules.push_back(CompiledRule{static_cast<uint16_t>(i + 1), r.from, r.to, r.audit, r.line});
+    pairs[{ident_id[r.from], service_id[r.to]}].push_back(i);
+  }
+
+  // A table depends on its pair's rules only through their entries and
+  // audit flags, in order, and on which of them each verdict names: pairs
+  // whose rules have the same (shared) lists, as a YAML alias gives them,
+  // are compiled once with rule ids local to the pair, then given theirs.
+  using Shape = std::vector<std::tuple<const void*, const void*, bool>>;  // (allow, deny, audit) per rule
+  std::map<Shape, std::vector<CompiledMethod>> compiled;
+  out.pairs.reserve(pairs.size());
+  for (const auto& [pk, rules] : pairs) {
+    Shape shape;
+    shape.reserve(rules.size());
+    for (size_t i : rules) shape.emplace_back(p.rules[i].allow.id(), p.rules[i].deny.id(), p.rules[i].audit);
+    auto it = compiled.find(shape);
+    if (it == compiled.end()) it = compiled.emplace(std::move(shape), CompileTable(p, rules, k0, k1)).first;
+    CompiledPair cp{pk.first, pk.second, it->second};
+    for (auto& m : cp.methods)
+      if (m.val.rule) m.val.rule = out.rules[rules[m.val.rule - 1]].id;
     out.pairs.push_back(std::move(cp));
   }
   return out;
