@@ -112,13 +112,20 @@ gw_config NewConfigKeys(const gw_config& in) {
   return c;
 }
 
-void WriteName(const LiveMaps& m, uint32_t slot, uint32_t kind, uint64_t id, const std::string& text,
-               const std::string& detail, uint64_t aux) {
-  gw_name_key k{slot, kind, id};
+namespace {
+gw_name_val NameVal(const std::string& text, const std::string& detail, uint64_t aux) {
   gw_name_val v{};
   std::strncpy(v.text, text.c_str(), sizeof(v.text) - 1);
   std::strncpy(v.detail, detail.c_str(), sizeof(v.detail) - 1);
   v.aux = aux;
+  return v;
+}
+}  // namespace
+
+void WriteName(const LiveMaps& m, uint32_t slot, uint32_t kind, uint64_t id, const std::string& text,
+               const std::string& detail, uint64_t aux) {
+  gw_name_key k{slot, kind, id};
+  gw_name_val v = NameVal(text, detail, aux);
   Update(m.names.get(), &k, &v, "gw_names");
 }
 
@@ -228,13 +235,24 @@ uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const IdentityPaths& pa
     }
   }
 
-  // 2. Fill it.
-  for (size_t i = 0; i < cp.identities.size(); i++) {
-    const uint64_t key = CgroupPathKey(paths[i], cfg.key0, cfg.key1);
-    gw_ident_key k{slot, 0, key};
-    gw_ident_val v{static_cast<uint16_t>(i + 1), 0, 0};
-    Update(m.idents.get(), &k, &v, "gw_idents");
-    WriteName(m, slot, GW_NAMEKIND_IDENT, i + 1, cp.identities[i].name, cp.identities[i].cgroup, key);
+  // 2. Fill it. Identities and names go in by batch, as method tables
+  // do: 10,000 identities were 20,000 syscalls of ~5 us each.
+  std::vector<gw_name_key> name_keys;
+  std::vector<gw_name_val> name_vals;
+  auto name = [&](uint32_t kind, uint64_t id, const std::string& text, const std::string& detail, uint64_t aux) {
+    name_keys.push_back(gw_name_key{slot, kind, id});
+    name_vals.push_back(NameVal(text, detail, aux));
+  };
+  {
+    std::vector<gw_ident_key> keys;
+    std::vector<gw_ident_val> vals;
+    for (size_t i = 0; i < cp.identities.size(); i++) {
+      const uint64_t key = CgroupPathKey(paths[i], cfg.key0, cfg.key1);
+      keys.push_back(gw_ident_key{slot, 0, key});
+      vals.push_back(gw_ident_val{static_cast<uint16_t>(i + 1), 0, 0});
+      name(GW_NAMEKIND_IDENT, i + 1, cp.identities[i].name, cp.identities[i].cgroup, key);
+    }
+    BatchUpdate(m.idents.get(), keys, vals, "gw_idents");
   }
   for (size_t i = 0; i < cp.services.size(); i++) {
     const Service& s = cp.services[i];
@@ -257,11 +275,10 @@ uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const IdentityPaths& pa
       put(c.addr, c.len);
       dest += (dest.empty() ? "" : ",") + c.text;
     }
-    WriteName(m, slot, GW_NAMEKIND_SERVICE, i + 1, s.name, dest, s.port);
+    name(GW_NAMEKIND_SERVICE, i + 1, s.name, dest, s.port);
   }
   for (const auto& r : cp.rules)
-    WriteName(m, slot, GW_NAMEKIND_RULE, r.id, r.from + " -> " + r.to, p.file + ":" + std::to_string(r.line),
-              r.audit);
+    name(GW_NAMEKIND_RULE, r.id, r.from + " -> " + r.to, p.file + ":" + std::to_string(r.line), r.audit);
   std::unordered_set<uint64_t> named;  // method hashes with a name written
   std::vector<gw_pair_key> pair_keys;
   std::vector<uint32_t> pair_fds;
@@ -307,7 +324,7 @@ uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const IdentityPaths& pa
   };
   for (const auto& pair : cp.pairs) {
     for (const auto& meth : pair.methods)
-      if (named.insert(meth.hash).second) WriteName(m, slot, GW_NAMEKIND_METHOD, meth.hash, std::string(meth.pattern), "", 0);
+      if (named.insert(meth.hash).second) name(GW_NAMEKIND_METHOD, meth.hash, std::string(meth.pattern), "", 0);
     Fd inner_fd = make_table(pair, inner_flags);
     const gw_pair_key key{slot, pair.ident, pair.service};
     if (&pair == &cp.pairs.front()) {
@@ -333,6 +350,7 @@ uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const IdentityPaths& pa
   }
   BatchUpdate(m.policy.get(), pair_keys, pair_fds, "gw_policy");
   inner_fds.clear();
+  BatchUpdate(m.names.get(), name_keys, name_vals, "gw_names");
   WriteName(m, 0, GW_NAMEKIND_META, 1 + slot, p.file, "", 0);
 
   // 3. Flip: one write makes the whole new policy live.
