@@ -167,6 +167,12 @@ IdentityPaths ResolveIdentities(const Policy& p, const std::string& attach_cgrou
   std::vector<std::string> attach;
   std::string err = attach_cgroup.empty() || attach_cgroup == root ? "" : CanonicalCgroup(attach_cgroup, root, &attach);
   if (!err.empty()) throw Error(kSystem, "attach cgroup " + attach_cgroup + ": " + err);
+  // whether an identity's cgroup exists: a directory on the v2 root's file
+  // system, looked up from the root (one fstatat each, not a statfs and a
+  // stat of the whole path: 10,000 identities were ~0.1 s)
+  Fd root_fd(open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  struct stat root_st {};
+  const bool have_root = root_fd && IsCgroupV2Dir(root) && fstat(root_fd.get(), &root_st) == 0;
   for (const auto& id : p.identities) {
     const std::string where = p.file + ":" + std::to_string(id.line) + ": identity '" + id.name + "': ";
     if (id.components.size() < attach.size() ||
@@ -175,7 +181,9 @@ IdentityPaths ResolveIdentities(const Policy& p, const std::string& attach_cgrou
                        attach_cgroup + "), so its connections would never be policed; attach at a cgroup that "
                        "holds it (grpcwall attach --cgroup DIR) or name a cgroup below " + attach_cgroup);
     const std::string path = root + id.cgroup;
-    if (!IsCgroupV2Dir(path))
+    struct stat st {};
+    if (!have_root || fstatat(root_fd.get(), id.cgroup.c_str() + 1, &st, 0) != 0 || !S_ISDIR(st.st_mode) ||
+        st.st_dev != root_st.st_dev)
       std::cerr << where << "warning: cgroup " << path
                 << " does not exist yet; its processes carry the identity once it is made\n";
     out.push_back(id.components);
