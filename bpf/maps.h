@@ -30,11 +30,14 @@ struct {
 	__type(value, struct gw_svc_val);
 } gw_services SEC(".maps");
 
-/* inner template: method hash -> verdict; the loader creates one per pair */
+/* inner template: method hash -> verdict; the loader creates one per pair,
+ * sized to the pair's entries (a hash inner map's max_entries may differ from
+ * the template's). Preallocated: filled once and never written again, so
+ * BPF_F_NO_PREALLOC's allocation per entry only made filling and freeing
+ * slow (see ApplyPolicy). */
 struct gw_methods {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(key_size, sizeof(__u64));
 	__uint(value_size, sizeof(struct gw_method_val));
 };

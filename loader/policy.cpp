@@ -38,7 +38,7 @@ class Parser {
   }
 
   void OnlyKeys(const YamlNode& map, const std::set<std::string>& allowed, const std::string& where) const {
-    for (const auto& kv : map.entries) {
+    for (const auto& kv : map.entries()) {
       if (!allowed.count(kv.first.text)) {
         std::string list;
         for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
@@ -100,16 +100,23 @@ class Parser {
     return c;
   }
 
-  std::vector<Entry> Entries(const YamlNode& n, const std::string& what) const {
-    std::vector<Entry> out;
+  // An aliased list (the same children as one read before) is the list
+  // read then: it was checked, and its entries are shared, not copied.
+  EntryList Entries(const YamlNode& n, const std::string& what) {
     if (n.kind != YamlNode::kSequence) Fail(n, what + " must be a list of methods");
-    for (const auto& e : n.items) {
+    auto seen = lists_.find(n.children.get());
+    if (seen != lists_.end()) return seen->second;
+    std::vector<Entry> out;
+    out.reserve(n.items().size());
+    for (const auto& e : n.items()) {
       Entry en{Scalar(e, what + " entry"), e.line};
       std::string err = CheckEntry(en.pattern);
       if (!err.empty()) Fail(e, "bad " + what + " entry '" + en.pattern + "': " + err);
-      out.push_back(en);
+      out.push_back(std::move(en));
     }
-    return out;
+    EntryList list(std::move(out));
+    lists_.emplace(n.children.get(), list);
+    return list;
   }
 
   // What every identity and service entry starts with: a good name, room
@@ -128,12 +135,13 @@ class Parser {
   void Identities(const YamlNode& ids, Policy* p) const {
     if (ids.kind != YamlNode::kMap) Fail(ids, "identities must be a mapping of name: { cgroup: PATH }");
     std::map<std::string, std::pair<std::string, int>> by_cgroup;  // -> (identity, line)
-    for (const auto& [key, val] : ids.entries) {
+    for (const auto& [key, val] : ids.entries()) {
       Identity id;
       id.name = key.text;
       id.line = key.line;
+      static const std::set<std::string> kIdentityKeys{"cgroup"};
       EntryHead(key, val, "identity", "identities", p->identities.size(), cap_.identities, "{ cgroup: PATH }",
-                {"cgroup"});
+                kIdentityKeys);
       const YamlNode* cg = val.Get("cgroup");
       if (!cg) Fail(val, "identity '" + id.name + "' needs a cgroup");
       id.written = Scalar(*cg, "cgroup");
@@ -147,7 +155,7 @@ class Parser {
       if (!fresh)
         Fail(*cg, "identity '" + id.name + "': cgroup " + id.cgroup + " is already the cgroup of identity '" +
                       it->second.first + "' (" + At(it->second.second) + "); one cgroup is one identity");
-      p->identities.push_back(id);
+      p->identities.push_back(std::move(id));
     }
   }
 
@@ -156,7 +164,7 @@ class Parser {
     // (port, prefix) -> (service, line): one destination, one service
     std::map<std::tuple<uint16_t, std::string, uint8_t>, std::pair<std::string, int>> dests;
     size_t ndest = 0;
-    for (const auto& [key, val] : svcs.entries) {
+    for (const auto& [key, val] : svcs.entries()) {
       Service s;
       s.name = key.text;
       s.line = key.line;
@@ -171,9 +179,9 @@ class Parser {
       s.port = static_cast<uint16_t>(std::stoi(ps));
       std::vector<std::pair<Cidr, int>> prefixes;
       if (const YamlNode* cidrs = val.Get("cidrs")) {
-        if (cidrs->kind != YamlNode::kSequence || cidrs->items.empty())
+        if (cidrs->kind != YamlNode::kSequence || cidrs->items().empty())
           Fail(*cidrs, "cidrs must be a non-empty list like [10.250.0.2/32] (leave it out for any address)");
-        for (const auto& c : cidrs->items) {
+        for (const auto& c : cidrs->items()) {
           s.cidrs.push_back(ParseCidr(c));
           prefixes.emplace_back(s.cidrs.back(), c.line);
         }
@@ -197,14 +205,15 @@ class Parser {
     }
   }
 
-  void Rules(const YamlNode& rules, Policy* p) const {
+  void Rules(const YamlNode& rules, Policy* p) {
     if (rules.kind != YamlNode::kSequence) Fail(rules, "rules must be a list of { from, to, allow, deny, audit }");
     std::map<std::string, size_t> ident_ix, svc_ix;
     for (size_t i = 0; i < p->identities.size(); i++) ident_ix[p->identities[i].name] = i;
     for (size_t i = 0; i < p->services.size(); i++) svc_ix[p->services[i].name] = i;
-    for (const auto& r : rules.items) {
+    for (const auto& r : rules.items()) {
       if (r.kind != YamlNode::kMap) Fail(r, "a rule must be a mapping with from, to, allow, deny, audit");
-      OnlyKeys(r, {"from", "to", "allow", "deny", "audit"}, "rule");
+      static const std::set<std::string> kRuleKeys{"from", "to", "allow", "deny", "audit"};
+      OnlyKeys(r, kRuleKeys, "rule");
       if (p->rules.size() >= cap_.rules)
         Fail(r, "too many rules: a policy holds at most " + std::to_string(cap_.rules));
       Rule rule;
@@ -230,7 +239,7 @@ class Parser {
         p->warnings.push_back(At(rule.allow.front().line) +
                               ": warning: allow entries of an audit rule change nothing: a dry-run rule never "
                               "grants; move them to a rule without 'audit: true' to allow them");
-      p->rules.push_back(rule);
+      p->rules.push_back(std::move(rule));
     }
     // a pair whose rules all audit has nothing enforcing that allows: its
     // RPCs are all denied, as they would be without those rules
@@ -265,15 +274,17 @@ class Parser {
     size_t names = p.identities.size() + p.services.size() + p.rules.size() + 1;  // + the default entry
     std::set<std::pair<std::string, std::string>> pairs;
     std::set<std::string> patterns;
+    std::set<const void*> lists;  // a list seen before has no pattern to add
     for (const auto& r : p.rules) {
       if (pairs.emplace(r.from, r.to).second && pairs.size() > cap_.pairs)
         Fail(r.line, "too many (identity, service) pairs with rules: a policy holds at most " +
                          std::to_string(cap_.pairs));
       for (const auto* list : {&r.allow, &r.deny})
-        for (const auto& e : *list)
-          if (patterns.insert(e.pattern).second && names + patterns.size() > cap_.names)
-            Fail(e.line, "too many names (identities, services, rules and distinct method entries): a policy "
-                         "holds at most " + std::to_string(cap_.names));
+        if (lists.insert(list->id()).second)
+          for (const auto& e : *list)
+            if (patterns.insert(e.pattern).second && names + patterns.size() > cap_.names)
+              Fail(e.line, "too many names (identities, services, rules and distinct method entries): a policy "
+                           "holds at most " + std::to_string(cap_.names));
     }
   }
 
@@ -281,12 +292,18 @@ class Parser {
   std::string file_;
   std::string root_;
   Capacity cap_;
+  std::map<const void*, EntryList> lists_;  // by the YAML children they were read from
 };
 
 bool ServiceChar(char c) { return isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_'; }
 bool MethodChar(char c) { return isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-'; }
 
 }  // namespace
+
+const std::vector<Entry>& EntryList::all() const {
+  static const std::vector<Entry> kNone;
+  return list_ ? *list_ : kNone;
+}
 
 std::string CheckEntry(const std::string& s) {
   if (s == "*") return "";
@@ -420,23 +437,18 @@ gw_method_val Resolve(std::initializer_list<const KeyFacts*> matching) {
 
 }  // namespace
 
-CompiledPolicy Compile(const Policy& p, uint64_t k0, uint64_t k1) {
-  CompiledPolicy out;
-  out.identities = p.identities;
-  out.services = p.services;
-  std::map<std::string, uint16_t> ident_id, service_id;
-  for (size_t i = 0; i < p.identities.size(); i++) ident_id[p.identities[i].name] = static_cast<uint16_t>(i + 1);
-  for (size_t i = 0; i < p.services.size(); i++) service_id[p.services[i].name] = static_cast<uint16_t>(i + 1);
+namespace {
 
-  // (ident, service) -> (kind, hashed string) -> facts; ordered for stable output
+// The method table of one pair from its rules (in id order), with rule ids
+// local to them: 1 for rules[0], 2 for rules[1], ...
+std::vector<CompiledMethod> CompileTable(const Policy& p, const std::vector<size_t>& rules, uint64_t k0,
+                                         uint64_t k1) {
+  // (kind, hashed string) -> facts; ordered for stable output
   using Key = std::pair<gw_match_kind, std::string_view>;  // views into the Policy's entries
-  std::map<std::pair<uint16_t, uint16_t>, std::map<Key, KeyFacts>> pairs;
-  out.rules.reserve(p.rules.size());
-  for (size_t i = 0; i < p.rules.size(); i++) {
-    const Rule& r = p.rules[i];
+  std::map<Key, KeyFacts> table;
+  for (size_t i = 0; i < rules.size(); i++) {
+    const Rule& r = p.rules[rules[i]];
     const uint16_t id = static_cast<uint16_t>(i + 1);
-    out.rules.push_back(CompiledRule{id, r.from, r.to, r.audit, r.line});
-    auto& table = pairs[{ident_id[r.from], service_id[r.to]}];
     auto note = [&](const Entry& e, uint16_t KeyFacts::*field) {
       MatchKey mk = KeyOf(e.pattern);
       KeyFacts& f = table[{mk.kind, mk.hashed}];
@@ -448,42 +460,79 @@ CompiledPolicy Compile(const Policy& p, uint64_t k0, uint64_t k1) {
     for (const auto& e : r.deny) note(e, r.audit ? &KeyFacts::audit_deny : &KeyFacts::deny);
   }
 
-  out.pairs.reserve(pairs.size());
-  for (auto& [pk, table] : pairs) {
-    auto find = [&](gw_match_kind kind, std::string_view hashed) -> const KeyFacts* {
-      auto it = table.find({kind, hashed});
-      return it == table.end() ? nullptr : &it->second;
-    };
-    const KeyFacts* any = find(GW_MATCH_ANY, "");
-    CompiledPair cp{pk.first, pk.second, {}};
-    // The datapath takes the most specific key it finds (exact, service,
-    // `*`, default), so each key carries the verdict of every entry that
-    // matches the paths it is the most specific key for.
-    for (const auto& [key, facts] : table) {
-      gw_method_val v{};
-      if (key.first == GW_MATCH_EXACT) {
-        const std::string_view svc = key.second.substr(0, key.second.find('/', 1) + 1);
-        v = Resolve({&facts, find(GW_MATCH_SERVICE, svc), any});
-      } else if (key.first == GW_MATCH_SERVICE) {
-        v = Resolve({&facts, any});
-      } else {
-        v = Resolve({&facts});
-      }
-      v.kind = static_cast<uint8_t>(key.first);
-      v.format = GW_TABLE_FORMAT;
-      CompiledMethod m;
-      m.hash = MethodHash(key.second, key.first, k0, k1);
-      m.val = v;
-      m.pattern = facts.pattern;
-      cp.methods.push_back(m);
+  auto find = [&](gw_match_kind kind, std::string_view hashed) -> const KeyFacts* {
+    auto it = table.find({kind, hashed});
+    return it == table.end() ? nullptr : &it->second;
+  };
+  const KeyFacts* any = find(GW_MATCH_ANY, "");
+  std::vector<CompiledMethod> methods;
+  methods.reserve(table.size() + 1);
+  // The datapath takes the most specific key it finds (exact, service,
+  // `*`, default), so each key carries the verdict of every entry that
+  // matches the paths it is the most specific key for.
+  for (const auto& [key, facts] : table) {
+    gw_method_val v{};
+    if (key.first == GW_MATCH_EXACT) {
+      const std::string_view svc = key.second.substr(0, key.second.find('/', 1) + 1);
+      v = Resolve({&facts, find(GW_MATCH_SERVICE, svc), any});
+    } else if (key.first == GW_MATCH_SERVICE) {
+      v = Resolve({&facts, any});
+    } else {
+      v = Resolve({&facts});
     }
-    CompiledMethod d;  // what no entry matches
-    d.hash = MethodHash("", GW_MATCH_DEFAULT, k0, k1);
-    d.pattern = "*default*";
-    d.val.verdict = GW_VERDICT_DENY;
-    d.val.kind = GW_MATCH_DEFAULT;
-    d.val.format = GW_TABLE_FORMAT;
-    cp.methods.push_back(d);
+    v.kind = static_cast<uint8_t>(key.first);
+    v.format = GW_TABLE_FORMAT;
+    CompiledMethod m;
+    m.hash = MethodHash(key.second, key.first, k0, k1);
+    m.val = v;
+    m.pattern = facts.pattern;
+    methods.push_back(m);
+  }
+  CompiledMethod d;  // what no entry matches
+  d.hash = MethodHash("", GW_MATCH_DEFAULT, k0, k1);
+  d.pattern = "*default*";
+  d.val.verdict = GW_VERDICT_DENY;
+  d.val.kind = GW_MATCH_DEFAULT;
+  d.val.format = GW_TABLE_FORMAT;
+  methods.push_back(d);
+  return methods;
+}
+
+}  // namespace
+
+CompiledPolicy Compile(const Policy& p, uint64_t k0, uint64_t k1) {
+  CompiledPolicy out;
+  out.identities = p.identities;
+  out.services = p.services;
+  std::map<std::string, uint16_t> ident_id, service_id;
+  for (size_t i = 0; i < p.identities.size(); i++) ident_id[p.identities[i].name] = static_cast<uint16_t>(i + 1);
+  for (size_t i = 0; i < p.services.size(); i++) service_id[p.services[i].name] = static_cast<uint16_t>(i + 1);
+
+  // (ident, service) -> its rules (indexes into p.rules), in id order
+  std::map<std::pair<uint16_t, uint16_t>, std::vector<size_t>> pairs;
+  out.rules.reserve(p.rules.size());
+  for (size_t i = 0; i < p.rules.size(); i++) {
+    const Rule& r = p.rules[i];
+    out.rules.push_back(CompiledRule{static_cast<uint16_t>(i + 1), r.from, r.to, r.audit, r.line});
+    pairs[{ident_id[r.from], service_id[r.to]}].push_back(i);
+  }
+
+  // A table depends on its pair's rules only through their entries and
+  // audit flags, in order, and on which of them each verdict names: pairs
+  // whose rules have the same (shared) lists, as a YAML alias gives them,
+  // are compiled once with rule ids local to the pair, then given theirs.
+  using Shape = std::vector<std::tuple<const void*, const void*, bool>>;  // (allow, deny, audit) per rule
+  std::map<Shape, std::vector<CompiledMethod>> compiled;
+  out.pairs.reserve(pairs.size());
+  for (const auto& [pk, rules] : pairs) {
+    Shape shape;
+    shape.reserve(rules.size());
+    for (size_t i : rules) shape.emplace_back(p.rules[i].allow.id(), p.rules[i].deny.id(), p.rules[i].audit);
+    auto it = compiled.find(shape);
+    if (it == compiled.end()) it = compiled.emplace(std::move(shape), CompileTable(p, rules, k0, k1)).first;
+    CompiledPair cp{pk.first, pk.second, it->second};
+    for (auto& m : cp.methods)
+      if (m.val.rule) m.val.rule = out.rules[rules[m.val.rule - 1]].id;
     out.pairs.push_back(std::move(cp));
   }
   return out;

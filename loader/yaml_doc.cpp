@@ -12,8 +12,18 @@
 
 namespace gw {
 
+namespace {
+const YamlNode::Children kNoChildren;
+}
+
+const std::vector<YamlNode>& YamlNode::items() const { return (children ? *children : kNoChildren).items; }
+
+const std::vector<std::pair<YamlNode, YamlNode>>& YamlNode::entries() const {
+  return (children ? *children : kNoChildren).entries;
+}
+
 const YamlNode* YamlNode::Get(const std::string& key) const {
-  for (const auto& kv : entries)
+  for (const auto& kv : entries())
     if (kv.first.text == key) return &kv.second;
   return nullptr;
 }
@@ -44,7 +54,7 @@ class Builder : public YAML::EventHandler {
     auto it = anchors_.find(anchor);
     if (it == anchors_.end()) Fail(line, "alias of an anchor that is not defined (yet)");
     Count(line, it->second.nodes, it->second.bytes);  // before the copy: a bomb stops here
-    YamlNode n = it->second;
+    YamlNode n = it->second;  // a scalar's text, or a handle on the shared children
     Add(std::move(n), 0, false);
   }
   void OnScalar(const YAML::Mark& mark, const std::string& tag, YAML::anchor_t anchor,
@@ -80,6 +90,7 @@ class Builder : public YAML::EventHandler {
  private:
   struct Frame {
     YamlNode node;
+    std::shared_ptr<YamlNode::Children> children = std::make_shared<YamlNode::Children>();  // node's, while open
     YAML::anchor_t anchor = 0;
     bool pending_key = false;  // kMap: a key was read, its value comes next
     YamlNode key;
@@ -110,6 +121,7 @@ class Builder : public YAML::EventHandler {
 
   void Close() {
     YamlNode n = std::move(stack_.back().node);
+    n.children = std::move(stack_.back().children);
     YAML::anchor_t anchor = stack_.back().anchor;
     stack_.pop_back();
     Add(std::move(n), anchor, false);
@@ -122,7 +134,7 @@ class Builder : public YAML::EventHandler {
     if (fresh) Count(n.line, 1, n.bytes);
     if (anchor) {  // the copy kept for aliases counts too
       Count(n.line, n.nodes, n.bytes);
-      anchors_[anchor] = n;
+      anchors_[anchor] = n;  // shares n's children
     }
     if (!stack_.empty()) {
       stack_.back().node.nodes += n.nodes;
@@ -134,7 +146,7 @@ class Builder : public YAML::EventHandler {
     }
     Frame& f = stack_.back();
     if (f.node.kind == YamlNode::kSequence) {
-      f.node.items.push_back(std::move(n));
+      f.children->items.push_back(std::move(n));
       return;
     }
     if (!f.pending_key) {
@@ -149,7 +161,7 @@ class Builder : public YAML::EventHandler {
       f.pending_key = true;
       return;
     }
-    f.node.entries.emplace_back(std::move(f.key), std::move(n));
+    f.children->entries.emplace_back(std::move(f.key), std::move(n));
     f.pending_key = false;
   }
 

@@ -8,7 +8,11 @@
 // counts: the anchored value kept for its aliases and each alias's copy),
 // so no alias can multiply work or memory past it: an "alias bomb" fails
 // at the anchor or alias that would cross it, before the copy is made.
+// (The budget counts copies as if made; an alias of a sequence or mapping
+// shares the anchored node's children instead: 10,000 aliases of a list of
+// 100 methods are 10,000 handles on one list, not a million strings.)
 #pragma once
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -21,11 +25,19 @@ struct YamlNode {
   int line = 0;           // 1-based
   std::string text;       // kScalar
   bool quoted = false;    // kScalar written in quotes (not a plain scalar)
-  std::vector<YamlNode> items;                          // kSequence
-  std::vector<std::pair<YamlNode, YamlNode>> entries;   // kMap, in file order, keys unique
   size_t nodes = 1;       // this node and all below it
   size_t bytes = 0;       // string bytes in this node and all below it
 
+  struct Children {
+    std::vector<YamlNode> items;                          // kSequence
+    std::vector<std::pair<YamlNode, YamlNode>> entries;   // kMap, in file order, keys unique
+  };
+  // kSequence and kMap; immutable once read, shared by an anchored node and
+  // its aliases (so the same pointer means the same children)
+  std::shared_ptr<const Children> children;
+
+  const std::vector<YamlNode>& items() const;
+  const std::vector<std::pair<YamlNode, YamlNode>>& entries() const;
   // The value of map key `key`, or nullptr.
   const YamlNode* Get(const std::string& key) const;
 };
