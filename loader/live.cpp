@@ -19,6 +19,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <set>
 #include <unordered_set>
 
@@ -387,71 +388,99 @@ int RunResetIterator(int prog_fd) {
   return lines;
 }
 
-// pids of every process in the cgroup subtree at `dir` (absolute, under
-// the v2 mount `root`): each process's v2 line ("0::/a/b") in /proc/PID/cgroup,
-// one small read per process, rather than cgroup.procs of every cgroup in
-// the subtree (10,000 identity cgroups: ~0.3 s of kernfs opens, most of
-// them empty). The paths are from the v2 root: the loader sees the
-// hierarchy from its root (RequireGlobalCgroupView).
-void CgroupPids(const std::string& dir, const std::string& root, std::vector<int>* pids) {
-  if (dir.compare(0, root.size(), root) != 0 || (dir.size() > root.size() && dir[root.size()] != '/')) return;
-  std::string below = dir.substr(root.size());
-  while (!below.empty() && below.back() == '/') below.pop_back();  // "" for the root: every process
-  DIR* d = opendir("/proc");
-  if (!d) throw SysError("listing /proc", errno);
-  char buf[4096];
+// The numeric entries of a /proc directory (pids, or tids under task/).
+// nullopt when the directory is gone (its process exited).
+std::optional<std::vector<long>> ProcIds(const std::string& dir) {
+  DIR* d = opendir(dir.c_str());
+  if (!d) {
+    if (errno == ENOENT || errno == ESRCH) return std::nullopt;
+    throw SysError("listing " + dir, errno);
+  }
+  std::vector<long> ids;
   while (dirent* e = readdir(d)) {
     char* end = nullptr;
-    const long pid = std::strtol(e->d_name, &end, 10);
-    if (pid <= 0 || *end) continue;
-    Fd f(open(("/proc/" + std::string(e->d_name) + "/cgroup").c_str(), O_RDONLY | O_CLOEXEC));
-    if (!f) continue;  // the process is gone
-    std::string text;
-    for (ssize_t n; (n = read(f.get(), buf, sizeof(buf))) > 0;) text.append(buf, size_t(n));
-    const size_t v2 = text.rfind("0::", 0) == 0 ? 0 : text.find("\n0::");
-    if (v2 == std::string::npos) continue;
-    const size_t from = text.find("::", v2) + 2, eol = text.find('\n', from);
-    const std::string path = text.substr(from, eol == std::string::npos ? std::string::npos : eol - from);
-    if (path.compare(0, below.size(), below) == 0 && (path.size() == below.size() || path[below.size()] == '/'))
-      pids->push_back(static_cast<int>(pid));
+    const long id = std::strtol(e->d_name, &end, 10);
+    if (id > 0 && !*end) ids.push_back(id);
   }
   closedir(d);
+  return ids;
 }
 
 }  // namespace
 
+// The tcp iterator walks the sockets of the network namespace it is created
+// in, so it runs in every network namespace a thread of this host is in, once
+// each; the program itself picks the sockets (cgroup path with an identity,
+// destination a service, not policed yet). Every thread, not every process:
+// a process whose main thread has exited (a zombie leader with live threads)
+// has no /proc/PID/ns/net, and a thread may have a namespace of its own. A
+// namespace is entered as soon as it is found, and the scan repeats until a
+// pass finds none new (processes made during a pass). A namespace no thread
+// is in (kept by a socket alone) is not reached: see README, limitations.
 int ResetPredating(const std::string& pin_dir) {
   Fd prog = OpenPinned(pin_dir + "/prog_reset");
-  // The tcp iterator walks the sockets of the namespace it is created in:
-  // visit each network namespace that a process under the attach cgroup is
-  // in, then come back.
-  gw_name_val meta{};
-  LiveMaps live = LiveMaps::Open(pin_dir);
-  std::string cgroup = ReadName(live, 0, GW_NAMEKIND_META, 0, &meta) ? meta.text : CgroupV2Root();
-  std::vector<int> pids;
-  CgroupPids(cgroup, CgroupV2Root(), &pids);
   Fd self(open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC));
   if (!self) throw SysError("opening /proc/self/ns/net", errno);
   struct stat self_st {};
-  fstat(self.get(), &self_st);
-  std::set<ino_t> seen{self_st.st_ino};
+  if (fstat(self.get(), &self_st) != 0) throw SysError("reading /proc/self/ns/net", errno);
+  std::set<std::pair<dev_t, ino_t>> seen{{self_st.st_dev, self_st.st_ino}};
   int reset = RunResetIterator(prog.get());
-  for (int pid : pids) {
-    Fd ns(open(("/proc/" + std::to_string(pid) + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC));
-    if (!ns) continue;  // the process is gone
-    struct stat st {};
-    if (fstat(ns.get(), &st) != 0 || !seen.insert(st.st_ino).second) continue;
-    if (setns(ns.get(), CLONE_NEWNET) != 0) throw SysError("entering the network namespace of pid " + std::to_string(pid), errno);
-    int n = 0;
-    try {
-      n = RunResetIterator(prog.get());
-    } catch (...) {
-      setns(self.get(), CLONE_NEWNET);
-      throw;
+  auto gone = [](int err) { return err == ENOENT || err == ESRCH; };
+  // threads whose namespace this process may not read (a sandbox's init, an
+  // LSM): named once on stderr, since connections there are not reset
+  long denied = 0, denied_tid = 0;
+  int denied_err = 0, pass = 0;
+  auto deny = [&](long tid, int err) {
+    if (err != EACCES && err != EPERM) return false;
+    if (pass == 0 && !denied++) denied_tid = tid, denied_err = err;  // counted in the first pass
+    return true;
+  };
+  for (; pass < 8; pass++) {
+    bool found = false;
+    const auto pids = ProcIds("/proc");
+    if (!pids) throw SysError("listing /proc", ENOENT);
+    for (long pid : *pids) {
+      const std::string task = "/proc/" + std::to_string(pid) + "/task/";
+      auto tids = ProcIds(task);
+      if (!tids) continue;
+      for (long tid : *tids) {
+        const std::string path = task + std::to_string(tid) + "/ns/net";
+        struct stat st {};
+        if (stat(path.c_str(), &st) != 0) {
+          if (gone(errno)) continue;  // the thread exited (or a zombie leader: no namespaces)
+          if (deny(tid, errno)) continue;
+          throw SysError("reading " + path, errno);
+        }
+        if (seen.count({st.st_dev, st.st_ino})) continue;
+        Fd ns(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+        if (!ns) {
+          if (gone(errno)) continue;
+          if (deny(tid, errno)) continue;
+          throw SysError("opening " + path, errno);
+        }
+        if (fstat(ns.get(), &st) != 0) throw SysError("reading " + path, errno);
+        if (!seen.insert({st.st_dev, st.st_ino}).second) continue;  // it moved to one already done
+        found = true;
+        if (setns(ns.get(), CLONE_NEWNET) != 0)
+          throw SysError("entering the network namespace of thread " + std::to_string(tid), errno);
+        int n = 0;
+        try {
+          n = RunResetIterator(prog.get());
+        } catch (...) {
+          setns(self.get(), CLONE_NEWNET);
+          throw;
+        }
+        if (setns(self.get(), CLONE_NEWNET) != 0) throw SysError("returning to the loader's network namespace", errno);
+        reset += n;
+      }
     }
-    if (setns(self.get(), CLONE_NEWNET) != 0) throw SysError("returning to the loader's network namespace", errno);
-    reset += n;
+    if (!found) break;
   }
+  if (denied)
+    std::cerr << "grpcwall: warning: the network namespace of " << denied << " thread(s) could not be read (thread "
+              << denied_tid << ": " << std::strerror(denied_err)
+              << "); connections there that predate the policy were not reset (the egress guard does not "
+                 "stop them either: see README, limitations)\n";
   return reset;
 }
 

@@ -296,3 +296,29 @@ YAML
   [ "$(counter repeat_blocks)" -ge 1 ]
   [ "$(counter denied)" -eq 1 ]
 }
+
+@test "a predating connection whose process lost its main thread (zombie leader, no /proc/PID/ns/net) is still reset" {
+  command -v cc >/dev/null || need_skip "no C compiler (cc)"
+  cc -O2 -pthread -o "$WORK/zombie_leader" "$ROOT/tests/e2e/zombie_leader.c"
+  mkdir "$CG/late"
+  in_cgroup "$CG/late" "$CLIENT_NS" "$WORK/zombie_leader" "$SERVER_IP" 50051 SetAccessCode "$WORK/go" \
+    > "$WORK/z.out" 2>&1 &
+  PIDS+=($!)
+  for i in $(seq 1 100); do grep -q connected "$WORK/z.out" && break; sleep 0.1; done
+  zpid=$(cat "$CG/late/cgroup.procs" | head -1)
+  for i in $(seq 1 50); do grep -q '^State:.*Z' "/proc/$zpid/status" && break; sleep 0.1; done
+  grep '^State\|^Threads' "/proc/$zpid/status"
+  # the case under test: nothing of the process names its network namespace but its thread
+  ! readlink "/proc/$zpid/ns/net" || false
+  readlink "/proc/$zpid/task/"*/ns/net || true   # the worker thread's still does
+  # a policy that makes that connection policed (late: SetAccessCode denied)
+  write_policy "$WORK/late.yaml"
+  sed -i "s|door-sensor:     { cgroup: $CG/sensor }|door-sensor:     { cgroup: $CG/late }|" "$WORK/late.yaml"
+  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/late.yaml"
+  touch "$WORK/go"
+  for i in $(seq 1 100); do grep -qE 'reset|answered' "$WORK/z.out" && break; sleep 0.1; done
+  cat "$WORK/z.out"
+  [ "$(counter conns_reset)" -ge 1 ]
+  grep -q '^reset$' "$WORK/z.out"
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+}
