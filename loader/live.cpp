@@ -406,6 +406,20 @@ std::optional<std::vector<long>> ProcIds(const std::string& dir) {
   return ids;
 }
 
+// Is the thread at /proc/PID/task/TID/ under the cgroup `below` (a path from
+// the v2 root, "" for the root)? Its v2 line ("0::/a/b") says; a thread whose
+// line cannot be read counts as under it.
+bool ThreadUnder(const std::string& task_dir, const std::string& below) {
+  std::ifstream f(task_dir + "cgroup");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("0::", 0) == 0) {
+      const std::string path = line.substr(3);
+      return path.compare(0, below.size(), below) == 0 && (path.size() == below.size() || path[below.size()] == '/');
+    }
+  return true;
+}
+
 }  // namespace
 
 // The tcp iterator walks the sockets of the network namespace it is created
@@ -426,13 +440,19 @@ int ResetPredating(const std::string& pin_dir) {
   std::set<std::pair<dev_t, ino_t>> seen{{self_st.st_dev, self_st.st_ino}};
   int reset = RunResetIterator(prog.get());
   auto gone = [](int err) { return err == ENOENT || err == ESRCH; };
-  // threads whose namespace this process may not read (a sandbox's init, an
-  // LSM): named once on stderr, since connections there are not reset
+  // threads under the attach cgroup whose namespace this process may not
+  // read (a sandbox's init, an LSM): named once on stderr, since connections
+  // there are not reset (sockets of policy identities are made under it)
+  const std::string root = CgroupV2Root();
+  gw_name_val meta{};
+  std::string below = ReadName(LiveMaps::Open(pin_dir), 0, GW_NAMEKIND_META, 0, &meta) ? meta.text : root;
+  below = below.compare(0, root.size(), root) == 0 ? below.substr(root.size()) : "";
+  while (!below.empty() && below.back() == '/') below.pop_back();
   long denied = 0, denied_tid = 0;
   int denied_err = 0, pass = 0;
-  auto deny = [&](long tid, int err) {
+  auto deny = [&](const std::string& task_dir, long tid, int err) {
     if (err != EACCES && err != EPERM) return false;
-    if (pass == 0 && !denied++) denied_tid = tid, denied_err = err;  // counted in the first pass
+    if (pass == 0 && ThreadUnder(task_dir, below) && !denied++) denied_tid = tid, denied_err = err;
     return true;
   };
   for (; pass < 8; pass++) {
@@ -448,14 +468,14 @@ int ResetPredating(const std::string& pin_dir) {
         struct stat st {};
         if (stat(path.c_str(), &st) != 0) {
           if (gone(errno)) continue;  // the thread exited (or a zombie leader: no namespaces)
-          if (deny(tid, errno)) continue;
+          if (deny(task + std::to_string(tid) + "/", tid, errno)) continue;
           throw SysError("reading " + path, errno);
         }
         if (seen.count({st.st_dev, st.st_ino})) continue;
         Fd ns(open(path.c_str(), O_RDONLY | O_CLOEXEC));
         if (!ns) {
           if (gone(errno)) continue;
-          if (deny(tid, errno)) continue;
+          if (deny(task + std::to_string(tid) + "/", tid, errno)) continue;
           throw SysError("opening " + path, errno);
         }
         if (fstat(ns.get(), &st) != 0) throw SysError("reading " + path, errno);
@@ -477,7 +497,8 @@ int ResetPredating(const std::string& pin_dir) {
     if (!found) break;
   }
   if (denied)
-    std::cerr << "grpcwall: warning: the network namespace of " << denied << " thread(s) could not be read (thread "
+    std::cerr << "grpcwall: warning: the network namespace of " << denied
+              << " thread(s) under the attach cgroup could not be read (thread "
               << denied_tid << ": " << std::strerror(denied_err)
               << "); connections there that predate the policy were not reset (the egress guard does not "
                  "stop them either: see README, limitations)\n";
