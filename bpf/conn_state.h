@@ -15,7 +15,6 @@
  * memory so that the verifier tracks no value of it across bpf_loop steps. */
 struct gw_walk_state {
 	struct gw_h2_frame f; /* the HEADERS frame at off (BLOCK) */
-	__u64 k0, k1;     /* the policy's SipHash key */
 	__u32 base;       /* where the walker reads, from msg->data */
 	__u32 fo;         /* where the frame at off starts, from msg->data */
 	__u32 size;       /* bytes in the message */
@@ -91,6 +90,6 @@ struct gw_conn {
 };
 
 GW_ABI_ASSERT(gw_h2_model, 4120);
-GW_ABI_ASSERT(gw_conn, 5120);
+GW_ABI_ASSERT(gw_conn, 5096);
 
 #endif

@@ -783,7 +783,7 @@ static long gw_walk_cb(__u32 i, void *ctx)
 		if (!gw_walk_table_kept(c))
 			c->rp.len = 0; /* the held block may read otherwise now */
 		{
-			struct gw_hp_keys k = { .k0 = ws->k0, .k1 = ws->k1 };
+			struct gw_hp_keys k = { .k0 = w->cfg->key0, .k1 = w->cfg->key1 };
 
 			gw_hp_path_finish(&c->h2.blk, &c->h2.table, &k);
 		}
@@ -1025,8 +1025,6 @@ int gw_sk_msg(struct sk_msg_md *msg)
 	w.src.base = &ws->base;
 	w.c = c;
 	w.cfg = cfg;
-	ws->k0 = cfg->key0;
-	ws->k1 = cfg->key1;
 	ws->size = size;
 	ws->off = in_cork ? c->cork_done : 0; /* a held message: walked up to there */
 	ws->mode = GW_W_FRAME;

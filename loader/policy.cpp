@@ -11,7 +11,10 @@
 #include <tuple>
 #include <sstream>
 
+#include <linux/types.h>
+
 #include "error.h"
+#include "hpack_tables.h"
 #include "yaml_doc.h"
 
 extern "C" {
@@ -295,8 +298,10 @@ class Parser {
   std::map<const void*, EntryList> lists_;  // by the YAML children they were read from
 };
 
-bool ServiceChar(char c) { return isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_'; }
-bool MethodChar(char c) { return isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-'; }
+// the datapath's own character classes (hpack_tables.h), so a policy name
+// and the :path check can never disagree on a character
+bool ServiceChar(char c) { return gw_path_class[static_cast<unsigned char>(c)] & GW_PATHC_SERVICE; }
+bool MethodChar(char c) { return gw_path_class[static_cast<unsigned char>(c)] & GW_PATHC_METHOD; }
 
 }  // namespace
 
