@@ -10,6 +10,7 @@
 #define GW_CONN_FAILED  0x4  /* failed closed: every send is dropped  */
 #define GW_CONN_POOL    0x8  /* the fallback helper's end of a pool pair */
 #define GW_CONN_DIVERTED 0x10 /* sends go to the fallback helper      */
+#define GW_CONN_CHECKED 0x20  /* not policed: the egress guard looked (generation) */
 
 /* The sk_msg program's walk over one message (grpcwall.bpf.c), in map
  * memory so that the verifier tracks no value of it across bpf_loop steps. */

@@ -1124,6 +1124,113 @@ static __always_inline int gw_guard_drop(struct gw_conn *c, __u8 reason)
 	return 0;
 }
 
+/* A bpf_sock's address as IPv6 (see GW_SKOPS_IP6: fixed-offset loads). */
+#define GW_SK_IP6(sk, side, a)                                                       \
+	do {                                                                         \
+		__u32 v4 = (sk)->side##_ip4, a0 = (sk)->side##_ip6[0],                \
+		      a1 = (sk)->side##_ip6[1], a2 = (sk)->side##_ip6[2],             \
+		      a3 = (sk)->side##_ip6[3];                                       \
+		asm volatile("" : "+r"(v4), "+r"(a0), "+r"(a1), "+r"(a2), "+r"(a3)); \
+		gw_ip6_set(a, (sk)->family == AF_INET, v4, a0, a1, a2, a3);           \
+	} while (0)
+
+/*
+ * A segment of a TCP socket that is not policed. A connection to a service
+ * from a cgroup with an identity that predates the policy is reset by the
+ * loader (gw_reset_predating, run in the network namespace of every thread
+ * on the host); one whose namespace no thread is in (kept alive by the
+ * socket alone, its maker moved away or handed the descriptor out) is not
+ * iterated, and a failed sk_storage create at connect leaves a connection
+ * unpoliced too. Neither was ever in the sockhash: no walker saw its bytes.
+ * So no payload byte of such a connection leaves the host: the first one
+ * fails it with an event (GW_REASON_PREDATES) and the connection keeps a
+ * gw_conn that says so; SYN, ACK, FIN and RST still go, so it can end.
+ * Cost for every other socket: one array lookup (gw_svc_ports) per segment.
+ * A connection to a service of a workload without an identity (not policed
+ * by design) has its cgroup path hashed once per generation, into a
+ * gw_conn marked GW_CONN_CHECKED.
+ */
+static __noinline int gw_guard_unpoliced(struct __sk_buff *skb, struct bpf_sock *sk,
+					 struct gw_conn *c)
+{
+	struct gw_port_bits *bits;
+	struct gw_config *cfg;
+	struct tcp_sock *tp;
+	__u32 daddr[4] = {};
+	__u32 slot, port, off, hl;
+	__u16 ident, service;
+	__u8 ip[20], th[13];
+	__u64 gen;
+
+	if (!sk)
+		return 1;
+	cfg = gw_get_config();
+	gen = cfg ? gw_live_gen(cfg) : 0;
+	if (!gen)
+		return 1;
+	slot = GW_SLOT_OF(gen);
+	if (c && (c->flags & GW_CONN_CHECKED) && c->generation == gen)
+		return 1; /* looked at in this generation: not a policed workload's */
+	if (!c || !(c->flags & GW_CONN_FAILED)) {
+		port = bpf_ntohs(sk->dst_port);
+		bits = bpf_map_lookup_elem(&gw_svc_ports, &slot);
+		if (!bits || !((bits->w[(port >> 6) & 1023] >> (port & 63)) & 1))
+			return 1;
+	}
+	/* a segment without payload goes (as on the policed path); one whose
+	 * TCP header is not where it is looked for (IPv6 extension headers,
+	 * a routing header needs no privilege) counts as payload */
+	off = 0;
+	if (!bpf_skb_load_bytes(skb, 0, ip, sizeof(ip))) {
+		if ((ip[0] >> 4) == 4 && ip[9] == GW_IPPROTO_TCP)
+			off = (ip[0] & 0xf) * 4;
+		else if ((ip[0] >> 4) == 6 && ip[6] == GW_IPPROTO_TCP)
+			off = 40;
+	}
+	if (off >= 20 && off <= 60 && !bpf_skb_load_bytes(skb, off, th, sizeof(th))) {
+		hl = (th[12] >> 4) * 4;
+		if (skb->len <= off + hl)
+			return 1;
+	}
+	if (c && (c->flags & GW_CONN_FAILED)) {
+		gw_count(GW_CNT_GUARD_DROPS, 1);
+		return 0;
+	}
+	GW_SK_IP6(sk, dst, daddr);
+	service = gw_resolve_service(daddr, (__u16)sk->dst_port, slot);
+	if (!service)
+		return 1;
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return 1;
+	/* the cgroup path is hashed into the socket's gw_conn: once per
+	 * connection and generation, not per segment */
+	c = bpf_sk_storage_get(&gw_conns, sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!c) {
+		gw_count(GW_CNT_GUARD_DROPS, 1);
+		return 0; /* whose it is cannot be told: held back */
+	}
+	c->flags = 0;
+	gw_origin_cgroups(BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup), cfg, &c->origin);
+	ident = gw_resolve_ident(&c->origin, slot);
+	c->generation = gen;
+	if (!ident) {
+		c->flags = GW_CONN_CHECKED; /* not a policed workload's connection */
+		return 1;
+	}
+	__builtin_memcpy(c->origin.daddr, daddr, sizeof(daddr));
+	c->origin.dport = (__u16)sk->dst_port; /* network order */
+	GW_SK_IP6(sk, src, c->origin.saddr);
+	c->origin.sport = (__u16)sk->src_port; /* host order */
+	c->origin.pid = 0;
+	c->cookie = bpf_get_socket_cookie(skb);
+	c->ident = ident;
+	c->service = service;
+	gw_count(GW_CNT_GUARD_DROPS, 1);
+	gw_mark_failed(c, cfg, GW_REASON_PREDATES);
+	return 0;
+}
+
 /*
  * The egress guard (cgroup_skb/egress at the attach cgroup): the last
  * word on what a policed connection puts on the wire. sk_msg sees only
@@ -1136,7 +1243,8 @@ static __always_inline int gw_guard_drop(struct gw_conn *c, __u8 reason)
  * stream, so the walker's offsets and the server's would differ) leave the
  * host. What the guard holds back is never sent; the connection is failed
  * and ends at its next retransmission timeout (sockops RTO_CB).
- * Cost for other sockets: one sk_storage lookup per packet.
+ * Sockets that are not policed: gw_guard_unpoliced.
+ * Cost for other sockets: one sk_storage and one array lookup per packet.
  */
 SEC("cgroup_skb/egress")
 int gw_guard(struct __sk_buff *skb)
@@ -1156,8 +1264,10 @@ int gw_guard(struct __sk_buff *skb)
 	if (sk->protocol != GW_IPPROTO_TCP)
 		return 1;
 	c = bpf_sk_storage_get(&gw_conns, sk, NULL, 0);
-	if (!c || !(c->flags & GW_CONN_POLICED) || (c->flags & GW_CONN_POOL))
+	if (c && (c->flags & GW_CONN_POOL))
 		return 1;
+	if (!c || !(c->flags & GW_CONN_POLICED))
+		return gw_guard_unpoliced(skb, sk, c);
 	if (bpf_skb_load_bytes(skb, 0, ip, sizeof(ip)))
 		return gw_guard_drop(c, GW_REASON_UNWALKED);
 	if ((ip[0] >> 4) == 4) {

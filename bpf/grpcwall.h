@@ -151,6 +151,14 @@ struct gw_svc_val {
 	__u32 pad1;
 };
 
+/* gw_svc_ports: the ports of a slot's services, one bit each (bit p of
+ * w[p / 64] for host-order port p), written with the slot's services. The
+ * egress guard's first test for a TCP segment of a socket that is not
+ * policed: only one to a service port is looked at further. */
+struct gw_port_bits {
+	__u64 w[65536 / 64];
+};
+
 /* outer policy map key: one inner method table per (identity, service) */
 struct gw_pair_key {
 	__u32 slot;
@@ -234,6 +242,7 @@ GW_ABI_ASSERT(gw_ident_key, 16);
 GW_ABI_ASSERT(gw_ident_val, 8);
 GW_ABI_ASSERT(gw_svc_key, 24);
 GW_ABI_ASSERT(gw_svc_val, 8);
+GW_ABI_ASSERT(gw_port_bits, 8192);
 GW_ABI_ASSERT(gw_pair_key, 8);
 GW_ABI_ASSERT(gw_method_val, 8);
 GW_ABI_ASSERT(gw_name_key, 16);

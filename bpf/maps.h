@@ -30,6 +30,13 @@ struct {
 	__type(value, struct gw_svc_val);
 } gw_services SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, GW_SLOTS);
+	__type(key, __u32);
+	__type(value, struct gw_port_bits);
+} gw_svc_ports SEC(".maps");
+
 /* inner template: method hash -> verdict; the loader creates one per pair,
  * sized to the pair's entries (a hash inner map's max_entries may differ from
  * the template's). Preallocated: filled once and never written again, so

@@ -217,6 +217,9 @@ uint64_t AttachLocked(const AttachOptions& o, const std::string& cgroup, const P
   gw_config cfg = ReadConfig(live);
   if (!cfg.key0 && !cfg.key1) WriteConfig(live, NewConfigKeys(cfg));  // first attach: a new key
   uint64_t generation = cfg.generation;
+  // a pin dir an older grpcwall attached gets gw_svc_ports now: the live
+  // slot's ports, before the guard that reads them is attached
+  if (generation) WriteServicePorts(live, GW_SLOT_OF(generation));
   Previous prev = Previous::Of(o.pin_dir, live);
   const int sockhash = bpf_map__fd(skel->maps.gw_sockhash);
   try {

@@ -29,7 +29,7 @@ volatile sig_atomic_t g_stop = 0;  // the signal that asked to stop
 const char* kReasons[GW_REASON_MAX] = {
     "policy",      "no rule for this identity and service", "bad :path", ":path too long", "not HTTP/2",
     "protocol error", "header block over the kernel bound", "header block continues in CONTINUATION",
-    "HPACK table model lost", "out of memory", "connection predates attach", "fallback helper gone or gave up",
+    "HPACK table model lost", "out of memory", "connection predates the policy (reset, or its payload held back by the egress guard)", "fallback helper gone or gave up",
     "bytes reached the socket past the walker (a send before the socket was policed, fast-open data, or a failed write)",
     "urgent data (MSG_OOB)", "sockhash full: the connection cannot be policed (attach --max-connections)",
     "the kernel flushed a held partial frame", "an upper layer protocol (TCP_ULP, kTLS) on a policed socket",

@@ -87,7 +87,19 @@ LiveMaps LiveMaps::Open(const std::string& pin_dir) {
   m.names = OpenPinned(MapPin(pin_dir, "gw_names"));
   m.counters = OpenPinned(MapPin(pin_dir, "gw_counters"));
   m.rule_counters = OpenPinned(MapPin(pin_dir, "gw_rule_counters"));
+  m.svc_ports = Fd(bpf_obj_get(MapPin(pin_dir, "gw_svc_ports").c_str()));
   return m;
+}
+
+void WriteServicePorts(const LiveMaps& m, uint32_t slot) {
+  if (!m.svc_ports) return;
+  gw_port_bits bits{};
+  for (const auto& k : Keys<gw_svc_key>(m.services.get()))
+    if (k.slot == slot) {
+      const uint16_t port = ntohs(k.port);
+      bits.w[port / 64] |= uint64_t{1} << (port % 64);
+    }
+  Update(m.svc_ports.get(), &slot, &bits, "gw_svc_ports");
 }
 
 gw_config ReadConfig(const LiveMaps& m) {
@@ -286,6 +298,7 @@ uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const IdentityPaths& pa
     }
     name(GW_NAMEKIND_SERVICE, i + 1, s.name, dest, s.port);
   }
+  WriteServicePorts(m, slot);
   for (const auto& r : cp.rules)
     name(GW_NAMEKIND_RULE, r.id, r.from + " -> " + r.to, p.file + ":" + std::to_string(r.line), r.audit);
   std::unordered_set<uint64_t> named;  // method hashes with a name written

@@ -20,8 +20,13 @@ namespace gw {
 struct LiveMaps {
   std::string pin_dir;
   Fd config, idents, services, policy, names, counters, rule_counters;
+  Fd svc_ports;  // absent in a pin dir an older grpcwall attached (its guard reads none)
   static LiveMaps Open(const std::string& pin_dir);
 };
+
+// Writes gw_svc_ports[slot] from the slot's entries in gw_services (the
+// egress guard's first test for sockets that are not policed).
+void WriteServicePorts(const LiveMaps& m, uint32_t slot);
 
 gw_config ReadConfig(const LiveMaps& m);
 void WriteConfig(const LiveMaps& m, const gw_config& c);

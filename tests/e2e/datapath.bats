@@ -130,6 +130,10 @@ teardown() { gw_teardown; }
   [ "$output" = "SetAccessCode OK" ]
   [ "$(counter conns_opened)" -eq 0 ]
   [ "$(counter header_blocks)" -eq 0 ]
+  # the egress guard looked at the service connection without an identity
+  # (once) and held nothing back
+  [ "$(counter guard_drops)" -eq 0 ]
+  [ "$(counter conns_failed)" -eq 0 ]
   [ "$(handlers 50051 SetAccessCode)" -eq 1 ]
   [ "$(handlers 50052 SetAccessCode)" -eq 1 ]
 }

@@ -1,16 +1,20 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
- * A workload whose connection predates the policy and whose main thread has
- * exited while a worker thread keeps the connection (tests/e2e/attack.bats):
- * the process is a zombie leader, its /proc/PID/ns/net is gone, and the
- * reset of predating connections must still find its network namespace.
+ * A workload whose connection predates the policy and that hides the
+ * connection's network namespace from the reset of predating connections
+ * (tests/e2e/attack.bats).
  *
- *   zombie_leader IP PORT METHOD GOFILE
+ *   zombie_leader IP PORT METHOD GOFILE [zombie|away]
  *
- * Connects, writes the connection preface and SETTINGS, prints "connected";
- * the main thread exits. The worker waits for GOFILE, then sends one unary
- * call to /cloudcity.DoorManager/METHOD and prints "reset" when the
- * connection is gone, else "answered" once the server replied.
+ * Connects, writes the connection preface and SETTINGS, prints "connected".
+ * zombie (the default): the main thread exits while a worker thread keeps
+ * the connection; the process is a zombie leader, its /proc/PID/ns/net is
+ * gone, its thread's is not. away: the process moves to a new network
+ * namespace of its own (unshare), so no thread on the host is in the one
+ * the connection lives in; only the socket keeps it. Then it waits for
+ * GOFILE, sends one unary call to /cloudcity.DoorManager/METHOD and prints
+ * "reset" when the connection is gone, "answered" once the server replied,
+ * "unanswered" when nothing came back in 4 seconds.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -18,6 +22,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,6 +79,10 @@ static void *worker(void *arg)
 	for (;;) {
 		ssize_t r = recv(sock, in, sizeof(in), 0);
 
+		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			printf("unanswered\n");
+			break;
+		}
 		if (r <= 0) {
 			printf("reset\n");
 			break;
@@ -98,8 +107,10 @@ int main(int argc, char **argv)
 	pthread_t t;
 	int one = 1;
 
-	if (argc != 5 || inet_pton(AF_INET, argv[1], &sa.sin_addr) != 1) {
-		fprintf(stderr, "usage: zombie_leader IP PORT METHOD GOFILE\n");
+	int away = argc == 6 && !strcmp(argv[5], "away");
+
+	if (argc < 5 || argc > 6 || inet_pton(AF_INET, argv[1], &sa.sin_addr) != 1) {
+		fprintf(stderr, "usage: zombie_leader IP PORT METHOD GOFILE [zombie|away]\n");
 		return 2;
 	}
 	sa.sin_port = htons(atoi(argv[2]));
@@ -107,6 +118,8 @@ int main(int argc, char **argv)
 	gofile = argv[4];
 	snprintf(auth, sizeof(auth), "%s:%s", argv[1], argv[2]);
 	authority = auth;
+	if (away)
+		tv.tv_sec = 4;
 	sock = socket(AF_INET, SOCK_STREAM, 0);
 	setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
@@ -116,8 +129,14 @@ int main(int argc, char **argv)
 		perror("zombie_leader");
 		return 1;
 	}
+	if (away && unshare(CLONE_NEWNET)) {
+		perror("zombie_leader: unshare(CLONE_NEWNET)");
+		return 1;
+	}
 	printf("connected\n");
 	fflush(stdout);
+	if (away)
+		worker(NULL);
 	if (pthread_create(&t, NULL, worker, NULL))
 		return 1;
 	pthread_exit(NULL); /* the leader goes; the worker keeps the connection */
