@@ -259,6 +259,7 @@ struct gw_decision {
 	__u8  verdict;
 	__u8  reason;
 	__u16 rule;
+	__u8  local;        /* rule is the pair's (gw_method_val.local) */
 };
 
 static __always_inline void gw_rule_count(__u64 gen, __u16 rule, __u8 verdict)
@@ -285,6 +286,7 @@ static __always_inline int gw_method_lookup(void *inner, __u64 key, struct gw_de
 		return 0;
 	d->verdict = v->verdict;
 	d->rule = v->rule;
+	d->local = v->local;
 	if (v->format != GW_TABLE_FORMAT) { /* written by another version: fail closed */
 		d->verdict = GW_VERDICT_DENY;
 		d->reason = GW_REASON_FORMAT;
@@ -324,8 +326,15 @@ static __always_inline void gw_decide(struct gw_conn *c, struct gw_config *cfg,
 	}
 	/* each hit copies scalars out, so the four ways join in one verifier state */
 	if (gw_method_lookup(inner, b->h_exact, d) || gw_method_lookup(inner, b->h_svc, d) ||
-	    gw_method_lookup(inner, cfg->hash_any, d) || gw_method_lookup(inner, cfg->hash_default, d))
+	    gw_method_lookup(inner, cfg->hash_any, d) || gw_method_lookup(inner, cfg->hash_default, d)) {
+		if (d->local && d->rule) { /* a shared table: which of the pair's rules */
+			struct gw_pair_rules *pr = bpf_map_lookup_elem(&gw_pair_rules, &pk);
+			__u16 i = d->rule - 1;
+
+			d->rule = pr && i < pr->n ? pr->rule[i & (GW_PAIR_RULES - 1)] : 0;
+		}
 		return;
+	}
 	d->reason = GW_REASON_NO_RULE;
 }
 

@@ -174,7 +174,20 @@ struct gw_method_val {
 	__u8  format;       /* GW_TABLE_FORMAT: the datapath denies an entry of
 			     * any other format (a table an older grpcwall
 			     * wrote, which it would read differently) */
-	__u8  pad0[3];
+	__u8  local;        /* 1: `rule` is 1-based into the pair's gw_pair_rules
+			     * entry, not a rule id: pairs whose rules have the
+			     * same entries share one table (the verdict is the
+			     * table's either way) */
+	__u8  pad0[2];
+};
+
+/* gw_pair_rules: the rule ids of a pair whose method table is shared, in
+ * the order the table's local rule numbers count them (1 = rule[0]). A
+ * pair with more rules than this has a table of its own, with rule ids. */
+#define GW_PAIR_RULES 16 /* a power of two: the datapath masks the index */
+struct gw_pair_rules {
+	__u16 n;
+	__u16 rule[GW_PAIR_RULES];
 };
 
 /* side tables for userspace: names of what the maps hold */
@@ -245,6 +258,7 @@ GW_ABI_ASSERT(gw_svc_val, 8);
 GW_ABI_ASSERT(gw_port_bits, 8192);
 GW_ABI_ASSERT(gw_pair_key, 8);
 GW_ABI_ASSERT(gw_method_val, 8);
+GW_ABI_ASSERT(gw_pair_rules, 34);
 GW_ABI_ASSERT(gw_name_key, 16);
 GW_ABI_ASSERT(gw_name_val, 456);
 GW_ABI_ASSERT(gw_rule_counters, 32);

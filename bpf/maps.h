@@ -56,6 +56,14 @@ struct {
 	__array(values, struct gw_methods);
 } gw_policy SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, GW_SLOTS * GW_MAX_PAIRS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct gw_pair_key);
+	__type(value, struct gw_pair_rules);
+} gw_pair_rules SEC(".maps");
+
 /* names for `policy show`; the datapath never reads it */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -34,7 +34,7 @@ LivePolicy ViewOf(const Policy& p, const CompiledPolicy& cp) {
     v.rules.push_back({r.id, r.from + " -> " + r.to, p.file + ":" + std::to_string(r.line), r.audit, {}});
   for (const auto& pair : cp.pairs) {
     LivePair lp{cp.identities[pair.ident - 1].name, cp.services[pair.service - 1].name, {}};
-    for (const auto& m : pair.methods) lp.methods.push_back({std::string(m.pattern), m.hash, m.val});
+    for (const auto& m : PairMethods(cp, pair)) lp.methods.push_back({std::string(m.pattern), m.hash, m.val});
     std::sort(lp.methods.begin(), lp.methods.end(), [](const LiveMethod& a, const LiveMethod& b) {
       return std::make_pair(a.val.kind, a.pattern) < std::make_pair(b.val.kind, b.pattern);
     });

@@ -328,6 +328,11 @@ class Helper {
     if (best.format != GW_TABLE_FORMAT) return d.rule = best.rule, d.reason = GW_REASON_FORMAT, d;
     d.verdict = best.verdict;
     d.rule = best.rule;
+    if (best.local && best.rule) {  // a shared table: which of the pair's rules
+      gw_pair_rules pr{};
+      const bool have = live_.pair_rules && bpf_map_lookup_elem(live_.pair_rules.get(), &pk, &pr) == 0;
+      d.rule = have && best.rule <= pr.n ? pr.rule[best.rule - 1] : 0;
+    }
     return d;
   }
 

@@ -21,6 +21,7 @@
 #include <cstring>
 #include <optional>
 #include <set>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "error.h"
@@ -42,6 +43,26 @@ std::vector<K> Keys(int fd) {
   return keys;
 }
 
+// The keys of a hash map, 4096 a call (bpf_map_lookup_batch) where
+// get_next_key takes one call per key (20,000 for a 10,000-identity policy's
+// names); one at a time where the kernel cannot batch.
+template <typename K, typename V>
+std::vector<K> HashKeys(int fd) {
+  std::vector<K> out, keys(4096);
+  std::vector<V> vals(keys.size());
+  uint64_t in = 0, next = 0;  // the batch token (a bucket index for a hash map)
+  LIBBPF_OPTS(bpf_map_batch_opts, opts);
+  for (bool first = true;; first = false) {
+    uint32_t count = static_cast<uint32_t>(keys.size());
+    const int r = bpf_map_lookup_batch(fd, first ? nullptr : &in, &next, keys.data(), vals.data(), &count, &opts);
+    const int err = r ? errno : 0;
+    if (r && err != ENOENT) return Keys<K>(fd);  // no batch lookup, or a bucket over 4096 keys
+    out.insert(out.end(), keys.begin(), keys.begin() + count);
+    if (err == ENOENT) return out;
+    in = next;
+  }
+}
+
 void Update(int fd, const void* k, const void* v, const char* what) {
   if (bpf_map_update_elem(fd, k, v, BPF_ANY) != 0) throw SysError(std::string("updating ") + what, errno);
 }
@@ -61,7 +82,8 @@ void BatchUpdate(int fd, std::vector<K>& keys, std::vector<V>& vals, const char*
   for (size_t i = 0; i < keys.size(); i++) Update(fd, &keys[i], &vals[i], what);
 }
 
-void BatchDelete(int fd, std::vector<gw_pair_key>& keys) {
+template <typename K>
+void BatchDelete(int fd, std::vector<K>& keys) {
   if (keys.empty()) return;
   uint32_t count = static_cast<uint32_t>(keys.size());
   LIBBPF_OPTS(bpf_map_batch_opts, opts);
@@ -88,6 +110,7 @@ LiveMaps LiveMaps::Open(const std::string& pin_dir) {
   m.counters = OpenPinned(MapPin(pin_dir, "gw_counters"));
   m.rule_counters = OpenPinned(MapPin(pin_dir, "gw_rule_counters"));
   m.svc_ports = Fd(bpf_obj_get(MapPin(pin_dir, "gw_svc_ports").c_str()));
+  m.pair_rules = Fd(bpf_obj_get(MapPin(pin_dir, "gw_pair_rules").c_str()));
   return m;
 }
 
@@ -232,28 +255,43 @@ uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const IdentityPaths& pa
   CompiledPolicy cp = Compile(p, cfg.key0, cfg.key1);
 
   // 1. Empty the inactive slot (what was live two generations ago).
-  for (auto& k : Keys<gw_ident_key>(m.idents.get()))
-    if (k.slot == slot) bpf_map_delete_elem(m.idents.get(), &k);
+  // (hash maps a batch at a time: 10,000 identities' keys and names one by
+  // one were ~0.2 s of a repeated apply)
+  {
+    std::vector<gw_ident_key> old;
+    for (auto& k : HashKeys<gw_ident_key, gw_ident_val>(m.idents.get()))
+      if (k.slot == slot) old.push_back(k);
+    BatchDelete(m.idents.get(), old);
+  }
   for (auto& k : Keys<gw_svc_key>(m.services.get()))
     if (k.slot == slot) bpf_map_delete_elem(m.services.get(), &k);
   {
     // outer map-of-maps: every single update or delete waits for an RCU
     // grace period (~10-30 ms here); a batch waits once
     std::vector<gw_pair_key> old;
-    for (auto& k : Keys<gw_pair_key>(m.policy.get()))
+    for (auto& k : HashKeys<gw_pair_key, uint32_t>(m.policy.get()))
       if (k.slot == slot) old.push_back(k);
     BatchDelete(m.policy.get(), old);
+    if (m.pair_rules) {
+      old.clear();
+      for (auto& k : HashKeys<gw_pair_key, gw_pair_rules>(m.pair_rules.get()))
+        if (k.slot == slot) old.push_back(k);
+      BatchDelete(m.pair_rules.get(), old);
+    }
   }
-  for (auto& k : Keys<gw_name_key>(m.names.get()))
-    if (k.slot == slot && k.kind != GW_NAMEKIND_META) bpf_map_delete_elem(m.names.get(), &k);
+  {
+    std::vector<gw_name_key> old;
+    for (auto& k : HashKeys<gw_name_key, gw_name_val>(m.names.get()))
+      if (k.slot == slot && k.kind != GW_NAMEKIND_META) old.push_back(k);
+    BatchDelete(m.names.get(), old);
+  }
   {
     // ids above the new rule count are never counted nor read in this
     // generation; a later one zeroes them when it uses them
-    std::vector<gw_rule_counters> zero(NumCpus());
-    for (uint32_t r = 0; r <= p.rules.size() && r < GW_MAX_RULES; r++) {
-      uint32_t idx = slot * GW_MAX_RULES + r;
-      Update(m.rule_counters.get(), &idx, zero.data(), "gw_rule_counters");
-    }
+    std::vector<uint32_t> idx;
+    for (uint32_t r = 0; r <= p.rules.size() && r < GW_MAX_RULES; r++) idx.push_back(slot * GW_MAX_RULES + r);
+    std::vector<gw_rule_counters> zero(idx.size() * NumCpus());  // per CPU, per rule
+    BatchUpdate(m.rule_counters.get(), idx, zero, "gw_rule_counters");
   }
 
   // 2. Fill it. Identities and names go in by batch, as method tables
@@ -302,9 +340,15 @@ uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const IdentityPaths& pa
   for (const auto& r : cp.rules)
     name(GW_NAMEKIND_RULE, r.id, r.from + " -> " + r.to, p.file + ":" + std::to_string(r.line), r.audit);
   std::unordered_set<uint64_t> named;  // method hashes with a name written
+  for (const auto& table : cp.tables)
+    for (const auto& meth : table)
+      if (named.insert(meth.hash).second) name(GW_NAMEKIND_METHOD, meth.hash, std::string(meth.pattern), "", 0);
   std::vector<gw_pair_key> pair_keys;
   std::vector<uint32_t> pair_fds;
-  std::vector<Fd> inner_fds;
+  std::vector<Fd> inner_fds;                // tables of one pair, open until their batch is in
+  std::unordered_map<size_t, Fd> shared;    // cp.tables index -> its map, open until a batch is in
+  std::vector<gw_pair_key> rules_keys;
+  std::vector<gw_pair_rules> rules_vals;
   // method tables go into gw_policy in batches (each waits for one RCU
   // grace period) of as many as the open-file limit allows
   size_t chunk = 4096;
@@ -327,51 +371,72 @@ uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const IdentityPaths& pa
   // by an older grpcwall takes only tables made with its template's
   // BPF_F_NO_PREALLOC: the first table goes in alone to find out which.
   uint32_t inner_flags = 0;
-  auto make_table = [&](const CompiledPair& pair, uint32_t flags) {
+  auto make_table = [&](const std::vector<CompiledMethod>& methods, uint32_t flags) {
     LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = flags);
     int inner = bpf_map_create(BPF_MAP_TYPE_HASH, "gw_methods", sizeof(uint64_t), sizeof(gw_method_val),
-                               static_cast<uint32_t>(pair.methods.size()), &opts);
+                               static_cast<uint32_t>(methods.size()), &opts);
     if (inner < 0) throw SysError("creating a method table", errno);
     Fd inner_fd(inner);
     // one batch per table: a syscall per entry was most of the time of a
     // large apply (1M entries: ~4 s of this machine's syscall overhead)
     hashes.clear();
     vals.clear();
-    for (const auto& meth : pair.methods) {
+    for (const auto& meth : methods) {
       hashes.push_back(meth.hash);
       vals.push_back(meth.val);
     }
     BatchUpdate(inner_fd.get(), hashes, vals, "a method table");
     return inner_fd;
   };
+  // A pair's table: the one its rules' shape compiled to, shared with every
+  // pair of that shape (10,000 identities under one aliased rule list: one
+  // table, not 10,000), its rule ids in gw_pair_rules. A pair with more
+  // rules than gw_pair_rules holds, or a pin dir without gw_pair_rules (an
+  // older grpcwall's programs, which read rule ids only), gets its own.
+  auto table_for = [&](const CompiledPair& pair, const gw_pair_key& key) -> uint32_t {
+    if (!m.pair_rules || pair.rules.size() > GW_PAIR_RULES) {
+      inner_fds.push_back(make_table(PairMethods(cp, pair), inner_flags));
+      return static_cast<uint32_t>(inner_fds.back().get());
+    }
+    auto it = shared.find(pair.table);
+    if (it == shared.end()) it = shared.emplace(pair.table, make_table(cp.tables[pair.table], inner_flags)).first;
+    gw_pair_rules pr{};
+    pr.n = static_cast<uint16_t>(pair.rules.size());
+    std::copy(pair.rules.begin(), pair.rules.end(), pr.rule);
+    rules_keys.push_back(key);
+    rules_vals.push_back(pr);
+    return static_cast<uint32_t>(it->second.get());
+  };
   for (const auto& pair : cp.pairs) {
-    for (const auto& meth : pair.methods)
-      if (named.insert(meth.hash).second) name(GW_NAMEKIND_METHOD, meth.hash, std::string(meth.pattern), "", 0);
-    Fd inner_fd = make_table(pair, inner_flags);
     const gw_pair_key key{slot, pair.ident, pair.service};
     if (&pair == &cp.pairs.front()) {
-      uint32_t fd = static_cast<uint32_t>(inner_fd.get());
+      uint32_t fd = table_for(pair, key);
       if (bpf_map_update_elem(m.policy.get(), &key, &fd, BPF_ANY) == 0) continue;
       const int err = errno;
       if (err != EINVAL) throw SysError("updating gw_policy", err);
       inner_flags = BPF_F_NO_PREALLOC;  // an older grpcwall's template
-      inner_fd = make_table(pair, inner_flags);
-      fd = static_cast<uint32_t>(inner_fd.get());
+      shared.clear();
+      inner_fds.clear();
+      rules_keys.clear();
+      rules_vals.clear();
+      fd = table_for(pair, key);
       if (bpf_map_update_elem(m.policy.get(), &key, &fd, BPF_ANY) != 0) throw SysError("updating gw_policy", err);
       continue;
     }
     pair_keys.push_back(key);
-    pair_fds.push_back(static_cast<uint32_t>(inner_fd.get()));
-    inner_fds.push_back(std::move(inner_fd));
-    if (inner_fds.size() >= chunk) {  // a policy may hold more pairs than this process may open files
+    pair_fds.push_back(table_for(pair, key));
+    if (inner_fds.size() + shared.size() >= chunk) {  // a policy may hold more pairs than this process may open files
       BatchUpdate(m.policy.get(), pair_keys, pair_fds, "gw_policy");
       pair_keys.clear();
       pair_fds.clear();
       inner_fds.clear();
+      shared.clear();  // made again if a later pair needs one: more tables, same decisions
     }
   }
   BatchUpdate(m.policy.get(), pair_keys, pair_fds, "gw_policy");
   inner_fds.clear();
+  shared.clear();
+  if (m.pair_rules) BatchUpdate(m.pair_rules.get(), rules_keys, rules_vals, "gw_pair_rules");
   BatchUpdate(m.names.get(), name_keys, name_vals, "gw_names");
   WriteName(m, 0, GW_NAMEKIND_META, 1 + slot, p.file, "", 0);
 
@@ -583,9 +648,14 @@ LivePolicy ReadLivePolicy(const LiveMaps& m) {
     Fd inner(bpf_map_get_fd_by_id(inner_id));
     if (!inner) throw SysError("opening method table id " + std::to_string(inner_id), errno);
     LivePair lpair{ident_names[k.ident], svc_names[k.service], {}};
+    gw_pair_rules pr{};  // a shared table's rule numbers are the pair's
+    const bool have_rules = m.pair_rules && bpf_map_lookup_elem(m.pair_rules.get(), &k, &pr) == 0;
     for (auto h : Keys<uint64_t>(inner.get())) {
       LiveMethod lm{"?", h, {}};
       if (bpf_map_lookup_elem(inner.get(), &h, &lm.val) != 0) continue;
+      if (lm.val.local && lm.val.rule)
+        lm.val.rule = have_rules && lm.val.rule <= pr.n ? pr.rule[lm.val.rule - 1] : 0;
+      lm.val.local = 0;
       if (ReadName(m, slot, GW_NAMEKIND_METHOD, h, &nv)) lm.pattern = nv.text;
       lpair.methods.push_back(lm);
     }

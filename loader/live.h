@@ -20,7 +20,8 @@ namespace gw {
 struct LiveMaps {
   std::string pin_dir;
   Fd config, idents, services, policy, names, counters, rule_counters;
-  Fd svc_ports;  // absent in a pin dir an older grpcwall attached (its guard reads none)
+  Fd svc_ports;   // absent in a pin dir an older grpcwall attached (its guard reads none)
+  Fd pair_rules;  // the same (its programs read rule ids in every table)
   static LiveMaps Open(const std::string& pin_dir);
 };
 

@@ -526,21 +526,37 @@ CompiledPolicy Compile(const Policy& p, uint64_t k0, uint64_t k1) {
   // audit flags, in order, and on which of them each verdict names: pairs
   // whose rules have the same (shared) lists, as a YAML alias gives them,
   // are compiled once with rule ids local to the pair, then given theirs.
+  // Those pairs share the table in the kernel too (gw_pair_rules maps its
+  // local rule numbers to each pair's rule ids).
   using Shape = std::vector<std::tuple<const void*, const void*, bool>>;  // (allow, deny, audit) per rule
-  std::map<Shape, std::vector<CompiledMethod>> compiled;
+  std::map<Shape, size_t> compiled;
   out.pairs.reserve(pairs.size());
   for (const auto& [pk, rules] : pairs) {
     Shape shape;
     shape.reserve(rules.size());
     for (size_t i : rules) shape.emplace_back(p.rules[i].allow.id(), p.rules[i].deny.id(), p.rules[i].audit);
     auto it = compiled.find(shape);
-    if (it == compiled.end()) it = compiled.emplace(std::move(shape), CompileTable(p, rules, k0, k1)).first;
-    CompiledPair cp{pk.first, pk.second, it->second};
-    for (auto& m : cp.methods)
-      if (m.val.rule) m.val.rule = out.rules[rules[m.val.rule - 1]].id;
+    if (it == compiled.end()) {
+      it = compiled.emplace(std::move(shape), out.tables.size()).first;
+      out.tables.push_back(CompileTable(p, rules, k0, k1));
+      for (auto& m : out.tables.back())
+        if (m.val.rule) m.val.local = 1;
+    }
+    CompiledPair cp{pk.first, pk.second, it->second, {}};
+    cp.rules.reserve(rules.size());
+    for (size_t i : rules) cp.rules.push_back(out.rules[i].id);
     out.pairs.push_back(std::move(cp));
   }
   return out;
+}
+
+std::vector<CompiledMethod> PairMethods(const CompiledPolicy& cp, const CompiledPair& pair) {
+  std::vector<CompiledMethod> methods = cp.tables.at(pair.table);
+  for (auto& m : methods) {
+    if (m.val.local && m.val.rule) m.val.rule = pair.rules.at(m.val.rule - 1);
+    m.val.local = 0;
+  }
+  return methods;
 }
 
 }  // namespace gw

@@ -132,9 +132,13 @@ struct CompiledMethod {
   std::string_view pattern;  // "*default*" for GW_MATCH_DEFAULT; a view into the Policy compiled
 };
 
+// A pair's method table is tables[table]: its entries name rules by their
+// place among the pair's rules (val.local = 1, val.rule 1-based into
+// `rules`), so pairs whose rules have the same entries share one table.
 struct CompiledPair {
   uint16_t ident = 0, service = 0;
-  std::vector<CompiledMethod> methods;
+  size_t table = 0;
+  std::vector<uint16_t> rules;  // the pair's rule ids, in the order its table counts them
 };
 
 struct CompiledRule {
@@ -149,10 +153,15 @@ struct CompiledPolicy {
   std::vector<Service> services;     // id = index + 1
   std::vector<CompiledRule> rules;   // id = index + 1
   std::vector<CompiledPair> pairs;
+  std::vector<std::vector<CompiledMethod>> tables;  // rule numbers local to a pair
 };
 
 // The result's patterns are views into `p`: keep `p` while it is used.
 CompiledPolicy Compile(const Policy& p, uint64_t k0, uint64_t k1);
+
+// A pair's table with rule ids (val.local 0): what a pair with a table of
+// its own holds, and what `policy show` prints.
+std::vector<CompiledMethod> PairMethods(const CompiledPolicy& cp, const CompiledPair& pair);
 
 const char* VerdictName(uint8_t v);
 

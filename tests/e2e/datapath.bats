@@ -74,6 +74,47 @@ teardown() { gw_teardown; }
   [ "$(echo "$output" | json "d['rules'][0]['counters']['allowed']")" -eq 1 ]
 }
 
+@test "identities under one aliased allow list share one method table in the kernel, each counted under its own rule" {
+  write_policy "$WORK/shared.yaml" \
+    "  - { from: public-terminal, to: door-manager, allow: &m [/cloudcity.DoorManager/GetName] }" \
+    "  - { from: door-sensor, to: door-manager, allow: *m }"
+  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/shared.yaml"
+  slot=$("$GRPCWALL" policy show --pin-dir "$PIN" --json | json "d['slot']")
+  # what bpftool shows: the live slot's two pairs hold the same inner map
+  bpftool map dump pinned "$PIN/gw_policy" -j > "$WORK/outer.json"
+  tables=$($PY - "$WORK/outer.json" "$slot" <<'PY'
+import json, sys
+slot, seen = int(sys.argv[2]), []
+for e in json.load(open(sys.argv[1])):
+    f = e.get("formatted")
+    if f:
+        k, v = f["key"], f["value"]
+        ks, val = k["slot"], v
+    else:
+        kb = bytes(int(x, 16) for x in e["key"])
+        ks, val = int.from_bytes(kb[:4], "little"), int.from_bytes(bytes(int(x, 16) for x in e["value"]), "little")
+    if ks == slot:
+        seen.append(val)
+print(len(seen), len(set(seen)))
+PY
+)
+  echo "live pairs, distinct tables: $tables"
+  [ "$tables" = "2 1" ]
+  run py_client "$CG/terminal" 50051 GetName GetName SetAccessCode
+  echo "$output"
+  [ "$(echo "$output" | grep -c 'GetName OK')" -eq 2 ]
+  [[ "$output" == *"SetAccessCode UNIMPLEMENTED"* ]]
+  run py_client "$CG/sensor" 50051 GetName SetAccessCode
+  echo "$output"
+  [ "$(echo "$output" | grep -c 'GetName OK')" -eq 1 ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  # each identity's calls under its own rule, from the one table
+  run "$GRPCWALL" policy show --pin-dir "$PIN" --json
+  [ "$(echo "$output" | json "d['rules'][0]['counters']['allowed']")" -eq 2 ]
+  [ "$(echo "$output" | json "d['rules'][1]['counters']['allowed']")" -eq 1 ]
+  [ "$(echo "$output" | json "[m['rule'] for g in d['grants'] for m in g['methods'] if m['match'].endswith('GetName')]")" = "[1, 2]" ]
+}
+
 @test "a dry-run (audit) rule never grants: what it would deny, with nothing enforcing allowing it, stays denied" {
   # public-terminal may call GetName and GetLocation; an audit rule that
   # would deny SetAccessCode and all of Admin must not let them through

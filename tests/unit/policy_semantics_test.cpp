@@ -43,7 +43,7 @@ uint8_t Datapath(const CompiledPolicy& cp, uint16_t ident, uint16_t service, con
     if (p.ident == ident && p.service == service) pair = &p;
   if (!pair) return GW_VERDICT_DENY;
   std::map<uint64_t, uint8_t> table;
-  for (const auto& m : pair->methods) table[m.hash] = m.val.verdict;
+  for (const auto& m : PairMethods(cp, *pair)) table[m.hash] = m.val.verdict;
   const std::string svc = path.substr(0, path.find('/', 1) + 1);
   for (uint64_t h : {MethodHash(path, GW_MATCH_EXACT, kK0, kK1), MethodHash(svc, GW_MATCH_SERVICE, kK0, kK1),
                      MethodHash("", GW_MATCH_ANY, kK0, kK1), MethodHash("", GW_MATCH_DEFAULT, kK0, kK1)}) {
@@ -268,7 +268,7 @@ TEST(PolicySemantics, AliasedListsCompileAsWrittenOut) {
     // the rule a table entry names is one of its pair's, of the verdict's
     // kind (audit or enforcing), with an entry that covers the key
     for (const auto& pair : ca.pairs)
-      for (const auto& m : pair.methods) {
+      for (const auto& m : PairMethods(ca, pair)) {
         if (m.val.kind == GW_MATCH_DEFAULT || m.val.rule == 0) continue;
         ASSERT_LE(m.val.rule, pa.rules.size());
         const Rule& r = pa.rules[m.val.rule - 1];
@@ -287,9 +287,10 @@ TEST(PolicySemantics, AliasedListsCompileAsWrittenOut) {
     for (size_t k = 0; k < ca.pairs.size(); k++) {
       const CompiledPair &pa = ca.pairs[k], &pw = cw.pairs[k];
       ASSERT_EQ(std::make_pair(pa.ident, pa.service), std::make_pair(pw.ident, pw.service)) << aliased;
-      ASSERT_EQ(pa.methods.size(), pw.methods.size()) << aliased;
-      for (size_t m = 0; m < pa.methods.size(); m++) {
-        const CompiledMethod &ma = pa.methods[m], &mw = pw.methods[m];
+      const auto pam = PairMethods(ca, pa), pwm = PairMethods(cw, pw);
+      ASSERT_EQ(pam.size(), pwm.size()) << aliased;
+      for (size_t m = 0; m < pam.size(); m++) {
+        const CompiledMethod &ma = pam[m], &mw = pwm[m];
         ASSERT_EQ(ma.hash, mw.hash) << aliased;
         ASSERT_EQ(ma.pattern, mw.pattern) << aliased;
         ASSERT_EQ(std::make_tuple(ma.val.verdict, ma.val.kind, ma.val.rule, ma.val.format),

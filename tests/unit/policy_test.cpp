@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
 #include "error.h"
 #include "policy.h"
@@ -46,10 +47,10 @@ std::string ErrorOf(const std::string& text) {
   return "no error";
 }
 
-const CompiledMethod* Find(const CompiledPair& p, const std::string& pattern) {
-  for (const auto& m : p.methods)
-    if (m.pattern == pattern) return &m;
-  return nullptr;
+std::optional<CompiledMethod> Find(const CompiledPolicy& cp, const CompiledPair& p, const std::string& pattern) {
+  for (const auto& m : PairMethods(cp, p))
+    if (m.pattern == pattern) return m;
+  return std::nullopt;
 }
 
 }  // namespace
@@ -163,27 +164,27 @@ TEST(PolicyCompile, PairsWildcardsDenyOverAllowAudit) {
   }
   ASSERT_TRUE(terminal && sensor && audit);
 
-  const CompiledMethod* get = Find(*terminal, "/cloudcity.DoorManager/GetName");
+  const auto get = Find(cp, *terminal, "/cloudcity.DoorManager/GetName");
   ASSERT_TRUE(get);
   EXPECT_EQ(get->val.verdict, GW_VERDICT_ALLOW);
   EXPECT_EQ(get->val.rule, 1);
   EXPECT_EQ(get->hash, MethodHash("/cloudcity.DoorManager/GetName", GW_MATCH_EXACT, 7, 9));
-  const CompiledMethod* def = Find(*terminal, "*default*");
+  const auto def = Find(cp, *terminal, "*default*");
   ASSERT_TRUE(def);
   EXPECT_EQ(def->val.verdict, GW_VERDICT_DENY);
   EXPECT_EQ(def->hash, MethodHash("", GW_MATCH_DEFAULT, 7, 9));
 
-  const CompiledMethod* svc = Find(*sensor, "/cloudcity.DoorManager/*");
+  const auto svc = Find(cp, *sensor, "/cloudcity.DoorManager/*");
   ASSERT_TRUE(svc);
   EXPECT_EQ(svc->val.kind, GW_MATCH_SERVICE);
   EXPECT_EQ(svc->hash, MethodHash("/cloudcity.DoorManager/", GW_MATCH_SERVICE, 7, 9));
-  const CompiledMethod* set = Find(*sensor, "/cloudcity.DoorManager/SetAccessCode");
+  const auto set = Find(cp, *sensor, "/cloudcity.DoorManager/SetAccessCode");
   ASSERT_TRUE(set);
   EXPECT_EQ(set->val.verdict, GW_VERDICT_DENY);
 
   // an audit-only pair grants nothing: a dry-run rule never widens
-  EXPECT_EQ(Find(*audit, "*default*")->val.verdict, GW_VERDICT_DENY);
-  EXPECT_EQ(Find(*audit, "*"), nullptr);
+  EXPECT_EQ(Find(cp, *audit, "*default*")->val.verdict, GW_VERDICT_DENY);
+  EXPECT_FALSE(Find(cp, *audit, "*"));
   ASSERT_EQ(p.warnings.size(), 2u);  // its allow entries, and the pair that allows nothing
   EXPECT_EQ(p.warnings[0].rfind("p.yaml:20: warning: allow entries of an audit rule change nothing", 0), 0u)
       << p.warnings[0];
@@ -200,10 +201,42 @@ TEST(PolicyCompile, DenyWinsAcrossRules) {
       "p.yaml");
   CompiledPolicy cp = Compile(p, 1, 1);
   ASSERT_EQ(cp.pairs.size(), 1u);
-  const CompiledMethod* m = Find(cp.pairs[0], "/p.S/M");
+  const auto m = Find(cp, cp.pairs[0], "/p.S/M");
   ASSERT_TRUE(m);
   EXPECT_EQ(m->val.verdict, GW_VERDICT_DENY);
   EXPECT_EQ(m->val.rule, 2);
+}
+
+TEST(PolicyCompile, PairsOfOneShapeShareATableWithTheirOwnRuleIds) {
+  // three identities under one aliased list, a fourth with its own deny
+  Policy p = ParsePolicy(
+      "identities:\n  a: { cgroup: x }\n  b: { cgroup: y }\n  c: { cgroup: z }\n  d: { cgroup: w }\n"
+      "services:\n  s: { port: 1 }\nrules:\n"
+      "  - { from: a, to: s, allow: &m [/p.S/M, /p.S/N] }\n"
+      "  - { from: b, to: s, allow: *m }\n"
+      "  - { from: c, to: s, allow: *m }\n"
+      "  - { from: d, to: s, allow: *m, deny: [/p.S/N] }\n",
+      "p.yaml");
+  CompiledPolicy cp = Compile(p, 1, 1);
+  ASSERT_EQ(cp.pairs.size(), 4u);
+  ASSERT_EQ(cp.tables.size(), 2u);
+  for (int i = 0; i < 3; i++) {
+    EXPECT_EQ(cp.pairs[i].table, cp.pairs[0].table);
+    ASSERT_EQ(cp.pairs[i].rules, std::vector<uint16_t>{static_cast<uint16_t>(i + 1)});
+    const auto m = Find(cp, cp.pairs[i], "/p.S/M");
+    ASSERT_TRUE(m);
+    EXPECT_EQ(m->val.verdict, GW_VERDICT_ALLOW);
+    EXPECT_EQ(m->val.rule, i + 1);  // each pair's own rule id, from one table
+    EXPECT_EQ(m->val.local, 0);
+  }
+  EXPECT_NE(cp.pairs[3].table, cp.pairs[0].table);
+  EXPECT_EQ(Find(cp, cp.pairs[3], "/p.S/N")->val.verdict, GW_VERDICT_DENY);
+  EXPECT_EQ(Find(cp, cp.pairs[3], "/p.S/N")->val.rule, 4);
+  // in the table itself: rule numbers local to the pair, marked so
+  for (const auto& m : cp.tables[cp.pairs[0].table]) {
+    if (!m.val.rule) continue;
+    EXPECT_EQ(std::make_pair(m.val.rule, m.val.local), std::make_pair(uint16_t{1}, uint8_t{1}));
+  }
 }
 
 TEST(PolicyFile, ExampleCompiles) {
