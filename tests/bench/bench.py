@@ -17,6 +17,12 @@ one unary call, close), where the per-connection programs (sockops) count.
                   program that only returns SK_PASS (tests/bench/floor.bpf.c):
                   the tcp_bpf path plus one empty program run per write
   lean-grpcwall   grpcwall attached, the called method allowed
+HEADERS-block cost per byte: grpcwall attached, one kept connection making
+calls one after another (connload keep), the request's header block made
+longer by PADS literal headers of 27 bytes (not indexed, never a repeat
+block): BPF ns per call against block bytes, fitted by least squares (the
+slope is the walker's cost per block byte, the intercept what a call costs
+besides). Pads 0, 32, 128 (blocks of 86, 950, 3542 bytes).
 Per configuration: req/s, ratio to lean-baseline, CPU per request (cpu.stat
 usage_usec of the client and server cgroups, and the whole machine's busy time
 from /proc/stat) and BPF ns per request (run_time_ns deltas of the attached
@@ -345,10 +351,11 @@ backend door
 
     def connload_finish(self, p, timeout):
         out, err = self.client_wait(p, timeout)
-        m = re.search(r"calls (\d+) failed (\d+) seconds ([\d.]+)", out)
+        m = re.search(r"calls (\d+) failed (\d+) seconds ([\d.]+) block (\d+)", out)
         if not m or p.returncode:
             sys.exit(f"bench: connload failed:\n{out}\n{err}")
-        return {"rps": int(m.group(1)) / float(m.group(3)), "succeeded": int(m.group(1)), "failed": int(m.group(2))}
+        return {"rps": int(m.group(1)) / float(m.group(3)), "succeeded": int(m.group(1)), "failed": int(m.group(2)),
+                "block_bytes": int(m.group(4))}
 
     def h2load_finish(self, p, timeout):
         """Waits for h2load; its summary as {rps, succeeded, failed, mean_us}."""
@@ -417,7 +424,7 @@ backend door
         busy_usec = (v[0] + v[1] + v[2] + v[5] + v[6]) * 1e6 / os.sysconf("SC_CLK_TCK")
         return {"t": time.monotonic(), "cg_usec": cg_usec, "busy_usec": busy_usec, "progs": progs}
 
-    def measure_lean(self, name, conns, streams):
+    def measure_lean(self, name, conns, streams, pads=None):
         a = self.a
         if name == "lean-grpcwall":
             ids = json.loads(sh(self.a.grpcwall, "status", "--pin-dir", PIN, "--json").stdout)["programs"]
@@ -427,7 +434,10 @@ backend door
             ids = {}
         fds = {name: prog_fd_by_id(pid) for name, pid in ids.items()}
         try:
-            if streams:
+            if pads is not None:  # one kept connection, calls one after another, a longer block
+                p = self.client_start([a.connload, IP_S, str(LEAN_PORT), METHOD, "1", str(a.lean_duration),
+                                       str(a.lean_warmup), "keep", str(pads)])
+            elif streams:
                 p = self.h2load_start(LEAN_PORT, conns, streams, a.lean_duration, a.lean_warmup)
             else:  # one connection per request, `conns` clients at a time
                 p = self.connload_start(LEAN_PORT, conns, a.lean_duration, a.lean_warmup)
@@ -440,7 +450,7 @@ backend door
         finally:
             for fd in fds.values():
                 os.close(fd)
-        if streams:
+        if streams and pads is None:
             res = self.h2load_finish(p, a.lean_duration + a.lean_warmup + 120)
         else:
             res = self.connload_finish(p, a.lean_duration + a.lean_warmup + 120)
@@ -460,7 +470,8 @@ backend door
                     res["bpf_ns_per_run"][prog] = round((t1 - t0) / (c1 - c0), 1)
             res["bpf_ns_per_req"] = round(ns / reqs, 1) if reqs else None
         bpf = f"{res['bpf_ns_per_req']:7.1f}" if res["bpf_ns_per_req"] is not None else "      -"
-        print(f"  {load_label(conns, streams):5s} {name:14s} {res['rps']:10.0f} req/s  cpu {res['cpu_us_per_req']:6.2f} us/req"
+        label = f"keep+{pads}" if pads is not None else load_label(conns, streams)
+        print(f"  {label:5s} {name:14s} {res['rps']:10.0f} req/s  cpu {res['cpu_us_per_req']:6.2f} us/req"
               f" (machine {res['machine_cpu_us_per_req']:6.2f})  bpf {bpf} ns/req  runs/req {res['bpf_runs_per_req']}"
               f"  ns/run {res['bpf_ns_per_run']}",
               flush=True)
@@ -469,6 +480,7 @@ backend door
     def run_lean(self):
         a = self.a
         samples = {load: {c: [] for c in LEAN_CONFIGS} for load in a.lean_loads}
+        headers = {pads: [] for pads in a.header_pads}
         for r in range(a.lean_rounds):
             print(f"lean server, round {r + 1}/{a.lean_rounds}", flush=True)
             for conns, streams in a.lean_loads:
@@ -482,6 +494,13 @@ backend door
                     finally:
                         self.detach_floor()
                         self.detach()
+            for pads in a.header_pads:
+                self.attach(self.lean_policy)
+                try:
+                    headers[pads].append(self.measure_lean("lean-grpcwall", 1, 1, pads))
+                finally:
+                    self.detach()
+        samples["headers"] = headers
         return samples
 
     # ---------------- the run ----------------
@@ -536,8 +555,39 @@ backend door
         self.detach()
         return self.report(configs, samples, apply_times, memory, scale, lean)
 
+    def report_headers(self, headers):
+        """HEADERS-block cost per byte: least squares of BPF ns per call on block bytes."""
+        def med(xs):
+            xs = [x for x in xs if x is not None]
+            return statistics.median(xs) if xs else None
+        rows = []
+        for pads, s in headers.items():
+            rows.append({"pads": pads, "block_bytes": s[0]["block_bytes"] if s else None,
+                         "rps": round(med([x["rps"] for x in s]), 1) if s else None,
+                         "bpf_ns_per_req": round(med([x["bpf_ns_per_req"] for x in s]), 1) if s else None,
+                         "sk_msg_ns_per_run": round(med([x["bpf_ns_per_run"].get("sk_msg") for x in s]), 1) if s else None,
+                         "failed": sum(x["failed"] for x in s)})
+        pts = [(r["block_bytes"], r["bpf_ns_per_req"]) for r in rows if r["bpf_ns_per_req"] is not None]
+        slope = icept = None
+        if len(pts) >= 2 and len({x for x, _ in pts}) >= 2:
+            mx, my = statistics.mean(x for x, _ in pts), statistics.mean(y for _, y in pts)
+            slope = sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
+            icept = my - slope * mx
+        print()
+        print("HEADERS-block cost (grpcwall, one kept connection, calls one after another, 27-byte literal headers added)")
+        print(f"{'pads':>5s} {'block B':>8s} {'req/s':>9s} {'BPF ns/req':>10s} {'sk_msg ns/run':>13s}")
+        for r in rows:
+            print(f"{r['pads']:5d} {r['block_bytes']:8d} {r['rps']:9.0f} {r['bpf_ns_per_req']:10.1f} {r['sk_msg_ns_per_run']:13.1f}")
+        if slope is not None:
+            print(f"fit: {slope:.2f} ns per block byte ({slope * 27:.0f} ns per 27-byte header), {icept:.0f} ns per call besides")
+        return {"what": "BPF ns per call against HPACK block bytes; one kept connection; each pad a 27-byte literal"
+                        " header without indexing (x-pad-NN: 16 bytes)",
+                "rows": rows, "ns_per_block_byte": round(slope, 3) if slope is not None else None,
+                "ns_per_call_besides": round(icept, 1) if icept is not None else None}
+
     def report_lean(self, samples):
         a = self.a
+        headers = samples.pop("headers", {})
         def med(xs):
             xs = [x for x in xs if x is not None]
             return statistics.median(xs) if xs else None
@@ -584,7 +634,9 @@ backend door
                 runs = ", ".join(f"{k} {v}" for k, v in r["bpf_runs_per_req"].items()) or "-"
                 print(f"{load_label(l['connections'], l['streams_per_connection']):5s} {r['config']:14s} {r['rps']:9.0f}"
                       f" {r['ratio_to_baseline']:7.3f} {cpu:>18s} {r['cpu_ratio_to_baseline']:7.3f} {bpf}  {runs}")
+        header_cost = self.report_headers(headers) if headers else None
         return {"server": self.lean_server, "port": LEAN_PORT, "method": METHOD, "rounds": a.lean_rounds,
+                "header_block_cost": header_cost,
                 "duration_s": a.lean_duration, "warmup_s": a.lean_warmup,
                 "cpu": "usage_usec of the client and server cgroups (cpu_us_per_req); user+nice+system+irq+softirq"
                        " of /proc/stat (machine_cpu_us_per_req); over a window inside h2load's measuring period",
@@ -735,9 +787,17 @@ def main():
     ap.add_argument("--lean-only", action="store_true",
                     help="only the lean-server part (for profiling the datapath); writes no results")
     ap.add_argument("--lean-loads", dest="lean_loads_spec", help="loads of the lean part, e.g. 4x16,1x1,4new")
+    ap.add_argument("--header-pads", dest="header_pads_spec", default="0,32,128",
+                    help="HEADERS-block cost: 27-byte headers added per call, e.g. 0,32,128 ('' for none)")
     a = ap.parse_args()
     # connections x streams; streams 0: one connection per request, `connections` clients
     a.lean_loads = [(4, 16), (1, 1), (4, 0)]
+    try:
+        a.header_pads = [int(x) for x in a.header_pads_spec.split(",") if x.strip()]
+    except ValueError:
+        sys.exit(f"bench: --header-pads: '{a.header_pads_spec}' is not a list of numbers (0,32,128)")
+    if any(p < 0 or p > 256 for p in a.header_pads):
+        sys.exit("bench: --header-pads: each 0-256 (a 16 KiB frame holds the block)")
     if a.lean_loads_spec:
         a.lean_loads = []
         for spec in a.lean_loads_spec.split(","):

@@ -68,6 +68,14 @@ for l in lean["loads"]:
     if l["one_connection_per_request"]:  # sockops ran for every new connection
         for cfg in ("lean-floor", "lean-grpcwall"):
             assert rows[cfg]["bpf_runs_per_req"]["sockops"] >= 1, rows[cfg]
+# HEADERS-block cost: longer blocks on one kept connection, a fitted cost per byte
+hc = lean["header_block_cost"]
+assert [x["pads"] for x in hc["rows"]] == [0, 32, 128], hc
+b0 = hc["rows"][0]["block_bytes"]
+assert 80 <= b0 <= 100 and [x["block_bytes"] - b0 for x in hc["rows"]] == [0, 32 * 27, 128 * 27], hc
+for x in hc["rows"]:
+    assert x["rps"] > 0 and x["failed"] == 0 and x["bpf_ns_per_req"] > 0 and x["sk_msg_ns_per_run"] > 0, x
+assert hc["ns_per_block_byte"] is not None, hc
 print("results well-formed")
 PY
   # and it left nothing behind
