@@ -11,6 +11,7 @@
 #define GW_CONN_POOL    0x8  /* the fallback helper's end of a pool pair */
 #define GW_CONN_DIVERTED 0x10 /* sends go to the fallback helper      */
 #define GW_CONN_CHECKED 0x20  /* not policed: the egress guard looked (generation) */
+#define GW_CONN_PASSIVE 0x40  /* accepted, its peer is a service address and port */
 
 /* The sk_msg program's walk over one message (grpcwall.bpf.c), in map
  * memory so that the verifier tracks no value of it across bpf_loop steps. */

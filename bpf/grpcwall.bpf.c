@@ -96,6 +96,45 @@ static __always_inline void gw_origin_cgroups(struct cgroup *cg, struct gw_confi
 	}
 }
 
+/* The identity a socket's cgroup path resolves to, as gw_origin_cgroups then
+ * gw_resolve_ident would (the deepest level that is an identity wins),
+ * without keeping the keys: the egress guard's test for a socket that is
+ * not policed, with no per-connection state to put them in. */
+static __always_inline __u16 gw_cgroup_ident(struct cgroup *cg, struct gw_config *cfg, __u32 slot)
+{
+	unsigned char name[GW_CGROUP_NAME_BUF];
+	struct gw_ident_key k = { .slot = slot };
+	__u32 i, depth = cfg->ident_depth;
+	struct gw_ident_val *v;
+	struct cgroup *anc;
+	__u16 ident = 0;
+	const char *np;
+	__u64 h = 0;
+	int level, n;
+
+	if (!cg)
+		return 0;
+	level = BPF_CORE_READ(cg, level);
+	for (i = 1; i <= GW_CGROUP_DEPTH; i++) {
+		if ((int)i > level || i > depth)
+			break;
+		anc = NULL;
+		bpf_probe_read_kernel(&anc, sizeof(anc), &cg->ancestors[i]);
+		if (!anc)
+			break;
+		np = BPF_CORE_READ(anc, kn, name);
+		n = bpf_probe_read_kernel_str(name, GW_CGROUP_NAME_MAX + 2, np);
+		if (n <= 0)
+			break;
+		h = gw_cgroup_hash(h, name, n - 1, cfg->key0, cfg->key1);
+		k.path_hash = h;
+		v = bpf_map_lookup_elem(&gw_idents, &k);
+		if (v)
+			ident = v->ident;
+	}
+	return ident;
+}
+
 /* A global function: the verifier checks it once per program, not once per
  * state of every caller (its 256-byte copies counted ~60,000 instructions
  * of the sk_msg program's verification on their own). */
@@ -190,6 +229,31 @@ int gw_sockops(struct bpf_sock_ops *skops)
 		/* STATE: count the close; RTO: end a failed connection quickly */
 		bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG |
 					  BPF_SOCK_OPS_RTO_CB_FLAG);
+		break;
+	}
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB: {
+		/* an accepted connection whose peer's address and port are a
+		 * service's (a client bound to a service port, one in 28,000
+		 * by chance): the egress guard and the reset take its own
+		 * destination for a service; they leave it alone */
+		struct gw_port_bits *bits;
+		__u32 daddr[4], port, slot;
+
+		cfg = gw_get_config();
+		gen = cfg ? gw_live_gen(cfg) : 0;
+		if (!gen)
+			break;
+		slot = GW_SLOT_OF(gen);
+		port = bpf_ntohs((__u16)(skops->remote_port >> 16));
+		bits = bpf_map_lookup_elem(&gw_svc_ports, &slot);
+		if (!bits || !((bits->w[(port >> 6) & 1023] >> (port & 63)) & 1))
+			break;
+		GW_SKOPS_IP6(skops, remote, daddr);
+		if (!gw_resolve_service(daddr, (__u16)(skops->remote_port >> 16), slot))
+			break;
+		c = bpf_sk_storage_get(&gw_conns, sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
+		if (c)
+			c->flags = GW_CONN_PASSIVE;
 		break;
 	}
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
@@ -1178,6 +1242,8 @@ static __noinline int gw_guard_unpoliced(struct __sk_buff *skb, struct bpf_sock 
 	if (!gen)
 		return 1;
 	slot = GW_SLOT_OF(gen);
+	if (c && (c->flags & GW_CONN_PASSIVE))
+		return 1; /* an accepted connection: its peer connected to it */
 	if (c && (c->flags & GW_CONN_CHECKED) && c->generation == gen)
 		return 1; /* looked at in this generation: not a policed workload's */
 	if (!c || !(c->flags & GW_CONN_FAILED)) {
@@ -1207,35 +1273,38 @@ static __noinline int gw_guard_unpoliced(struct __sk_buff *skb, struct bpf_sock 
 	}
 	GW_SK_IP6(sk, dst, daddr);
 	service = gw_resolve_service(daddr, (__u16)sk->dst_port, slot);
-	if (!service)
-		return 1;
-	tp = bpf_skc_to_tcp_sock(sk);
-	if (!tp)
-		return 1;
-	/* the cgroup path is hashed into the socket's gw_conn: once per
-	 * connection and generation, not per segment */
-	c = bpf_sk_storage_get(&gw_conns, sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!c) {
-		gw_count(GW_CNT_GUARD_DROPS, 1);
-		return 0; /* whose it is cannot be told: held back */
+	ident = 0;
+	if (service) {
+		tp = bpf_skc_to_tcp_sock(sk);
+		if (!tp)
+			return 1;
+		ident = gw_cgroup_ident(BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup), cfg, slot);
 	}
-	c->flags = 0;
-	gw_origin_cgroups(BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup), cfg, &c->origin);
-	ident = gw_resolve_ident(&c->origin, slot);
-	c->generation = gen;
 	if (!ident) {
-		c->flags = GW_CONN_CHECKED; /* not a policed workload's connection */
+		/* not a policed workload's connection to a service: said once
+		 * per generation (best effort: without state, asked again) */
+		if (!c)
+			c = bpf_sk_storage_get(&gw_conns, sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
+		if (c) {
+			c->flags = GW_CONN_CHECKED;
+			c->generation = gen;
+		}
 		return 1;
 	}
+	gw_count(GW_CNT_GUARD_DROPS, 1);
+	c = bpf_sk_storage_get(&gw_conns, sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!c)
+		return 0; /* held back all the same; no event without state */
+	__builtin_memset(&c->origin, 0, sizeof(c->origin));
 	__builtin_memcpy(c->origin.daddr, daddr, sizeof(daddr));
 	c->origin.dport = (__u16)sk->dst_port; /* network order */
 	GW_SK_IP6(sk, src, c->origin.saddr);
 	c->origin.sport = (__u16)sk->src_port; /* host order */
-	c->origin.pid = 0;
+	c->flags = 0;
+	c->generation = gen;
 	c->cookie = bpf_get_socket_cookie(skb);
 	c->ident = ident;
 	c->service = service;
-	gw_count(GW_CNT_GUARD_DROPS, 1);
 	gw_mark_failed(c, cfg, GW_REASON_PREDATES);
 	return 0;
 }
@@ -1369,6 +1438,8 @@ int gw_reset_predating(struct bpf_iter__tcp *ctx)
 	if (!gw_resolve_ident(&o, GW_SLOT_OF(gen)))
 		return 0;
 	c = bpf_sk_storage_get(&gw_conns, tp, NULL, 0);
+	if (c && (c->flags & GW_CONN_PASSIVE))
+		return 0; /* accepted: its destination is its peer's */
 	if (c && (c->flags & GW_CONN_POLICED) &&
 	    ((c->flags & GW_CONN_IN_MAP) || skc->skc_state == GW_TCP_SYN_SENT) &&
 	    c->origin.ncgroups >= o.ncgroups)

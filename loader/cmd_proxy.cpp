@@ -325,14 +325,14 @@ class Helper {
     for (uint64_t key : {k.h_exact, k.h_svc, s.cfg.hash_any, s.cfg.hash_default})
       if ((have = bpf_map_lookup_elem(s.inner.get(), &key, &best) == 0)) break;
     if (!have) return d.reason = GW_REASON_NO_RULE, d;
-    if (best.format != GW_TABLE_FORMAT) return d.rule = best.rule, d.reason = GW_REASON_FORMAT, d;
-    d.verdict = best.verdict;
     d.rule = best.rule;
     if (best.local && best.rule) {  // a shared table: which of the pair's rules
       gw_pair_rules pr{};
       const bool have = live_.pair_rules && bpf_map_lookup_elem(live_.pair_rules.get(), &pk, &pr) == 0;
       d.rule = have && best.rule <= pr.n ? pr.rule[best.rule - 1] : 0;
     }
+    if (best.format != GW_TABLE_FORMAT) return d.reason = GW_REASON_FORMAT, d;
+    d.verdict = best.verdict;
     return d;
   }
 

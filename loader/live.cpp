@@ -69,8 +69,9 @@ void Update(int fd, const void* k, const void* v, const char* what) {
 
 // Batch updates (gw_policy, and each fresh method table in one call),
 // falling back to one at a time where the kernel has none.
+// (stride: values per key, the CPU count for a per-CPU map)
 template <typename K, typename V>
-void BatchUpdate(int fd, std::vector<K>& keys, std::vector<V>& vals, const char* what) {
+void BatchUpdate(int fd, std::vector<K>& keys, std::vector<V>& vals, const char* what, size_t stride = 1) {
   if (keys.empty()) return;
   uint32_t count = static_cast<uint32_t>(keys.size());
   LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = BPF_ANY);
@@ -79,7 +80,7 @@ void BatchUpdate(int fd, std::vector<K>& keys, std::vector<V>& vals, const char*
     throw SysError(std::string("updating ") + what, errno);
   // from the first: a kernel without the command leaves count as it was
   // given; writing an element again with BPF_ANY changes nothing
-  for (size_t i = 0; i < keys.size(); i++) Update(fd, &keys[i], &vals[i], what);
+  for (size_t i = 0; i < keys.size(); i++) Update(fd, &keys[i], &vals[i * stride], what);
 }
 
 template <typename K>
@@ -88,7 +89,13 @@ void BatchDelete(int fd, std::vector<K>& keys) {
   uint32_t count = static_cast<uint32_t>(keys.size());
   LIBBPF_OPTS(bpf_map_batch_opts, opts);
   if (bpf_map_delete_batch(fd, keys.data(), &count, &opts) == 0) return;
-  for (size_t i = count; i < keys.size(); i++) bpf_map_delete_elem(fd, &keys[i]);
+  // a kernel without the command leaves count as it was given: one at a
+  // time from the first; else from the key it stopped at (gone already)
+  const int err = errno;
+  const size_t from = err == EINVAL || err == 524 /* ENOTSUPP */ || err == EOPNOTSUPP ? 0 : count;
+  for (size_t i = from; i < keys.size(); i++)
+    if (bpf_map_delete_elem(fd, &keys[i]) != 0 && errno != ENOENT)
+      throw SysError("emptying the inactive policy slot", errno);
 }
 
 int NumCpus() {
@@ -290,8 +297,9 @@ uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const IdentityPaths& pa
     // generation; a later one zeroes them when it uses them
     std::vector<uint32_t> idx;
     for (uint32_t r = 0; r <= p.rules.size() && r < GW_MAX_RULES; r++) idx.push_back(slot * GW_MAX_RULES + r);
-    std::vector<gw_rule_counters> zero(idx.size() * NumCpus());  // per CPU, per rule
-    BatchUpdate(m.rule_counters.get(), idx, zero, "gw_rule_counters");
+    const size_t cpus = NumCpus();
+    std::vector<gw_rule_counters> zero(idx.size() * cpus);  // per rule, per CPU
+    BatchUpdate(m.rule_counters.get(), idx, zero, "gw_rule_counters", cpus);
   }
 
   // 2. Fill it. Identities and names go in by batch, as method tables
@@ -420,7 +428,7 @@ uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const IdentityPaths& pa
       rules_keys.clear();
       rules_vals.clear();
       fd = table_for(pair, key);
-      if (bpf_map_update_elem(m.policy.get(), &key, &fd, BPF_ANY) != 0) throw SysError("updating gw_policy", err);
+      if (bpf_map_update_elem(m.policy.get(), &key, &fd, BPF_ANY) != 0) throw SysError("updating gw_policy", errno);
       continue;
     }
     pair_keys.push_back(key);

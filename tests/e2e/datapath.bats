@@ -179,6 +179,23 @@ PY
   [ "$(handlers 50052 SetAccessCode)" -eq 1 ]
 }
 
+@test "an accepted connection whose peer has a service's address and port is left alone (not taken for a policed client)" {
+  # a server in the terminal's cgroup (an identity); its client, on the
+  # service's host, connects from the service's address and port (a source
+  # port that is a service port: one connection in ~28,000 by chance)
+  write_policy "$WORK/p2.yaml"
+  sed -i 's/port: 50051/port: 50070/' "$WORK/p2.yaml"
+  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/p2.yaml"
+  in_cgroup "$CG/terminal" "$CLIENT_NS" $PY "$ROOT/tests/e2e/tcp_echo.py" serve 0.0.0.0 50071 > "$WORK/echo.log" 2>&1 &
+  PIDS+=($!)
+  for i in $(seq 1 50); do ip netns exec "$CLIENT_NS" ss -ltn | grep -q ':50071 ' && break; sleep 0.1; done
+  run env ECHO_SPORT=50070 ip netns exec "$SERVER_NS" $PY "$ROOT/tests/e2e/tcp_echo.py" client "$CLIENT_IP" 50071 0
+  echo "$output"
+  [ "$output" = "echo ok" ]
+  [ "$(counter guard_drops)" -eq 0 ]
+  [ "$(counter conns_failed)" -eq 0 ]
+}
+
 @test "a non-HTTP/2 client on a policed port is refused and reported" {
   start_bg "$WORK/echo.log" $PY "$ROOT/tests/e2e/tcp_echo.py" serve 0.0.0.0 50053
   wait_port 50053

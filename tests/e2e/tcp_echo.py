@@ -1,4 +1,5 @@
 """Tiny TCP server/client used where no gRPC is needed (tracking tests)."""
+import os
 import socket
 import sys
 import threading
@@ -37,7 +38,9 @@ def client(addr, port, hold, payload=H2_HELLO):
         s.settimeout(5)
         s.connect((addr, port))
     else:
-        s = socket.create_connection((addr, port), timeout=5)
+        # ECHO_SPORT: the source port (a client bound to a chosen port)
+        sport = int(os.environ.get("ECHO_SPORT", "0"))
+        s = socket.create_connection((addr, port), timeout=5, source_address=("", sport) if sport else None)
     try:
         s.sendall(payload)
         got = b""
