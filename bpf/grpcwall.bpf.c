@@ -44,11 +44,11 @@ static __always_inline void gw_ip6_set(__u32 *a, int v4only, __u32 v4, __u32 a0,
 	a[3] = v4only ? v4 : a3;
 }
 
-/* The sockops context's remote or local address (side: remote, local).
- * Every field is loaded at its fixed offset (clang would otherwise merge
+/* A context's address as IPv6: sockops' remote or local, a bpf_sock's dst
+ * or src (side). Every field is loaded at its fixed offset (clang would otherwise merge
  * the loads into one ctx access at a computed offset, which the verifier
  * refuses). */
-#define GW_SKOPS_IP6(skops, side, a)                                                 \
+#define GW_CTX_IP6(skops, side, a)                                                   \
 	do {                                                                         \
 		__u32 v4 = (skops)->side##_ip4, a0 = (skops)->side##_ip6[0],          \
 		      a1 = (skops)->side##_ip6[1], a2 = (skops)->side##_ip6[2],       \
@@ -56,6 +56,26 @@ static __always_inline void gw_ip6_set(__u32 *a, int v4only, __u32 v4, __u32 a0,
 		asm volatile("" : "+r"(v4), "+r"(a0), "+r"(a1), "+r"(a2), "+r"(a3)); \
 		gw_ip6_set(a, (skops)->family == AF_INET, v4, a0, a1, a2, a3);        \
 	} while (0)
+
+/* The path key of cg's ancestor at level i (1-based) chained onto *h; 0 when
+ * there is none or its name cannot be read. */
+static __always_inline int gw_cgroup_step(struct cgroup *cg, __u32 i, struct gw_config *cfg, __u64 *h)
+{
+	unsigned char name[GW_CGROUP_NAME_BUF];
+	struct cgroup *anc = NULL;
+	const char *np;
+	int n;
+
+	bpf_probe_read_kernel(&anc, sizeof(anc), &cg->ancestors[i]);
+	if (!anc)
+		return 0;
+	np = BPF_CORE_READ(anc, kn, name);
+	n = bpf_probe_read_kernel_str(name, GW_CGROUP_NAME_MAX + 2, np);
+	if (n <= 0)
+		return 0;
+	*h = gw_cgroup_hash(*h, name, n - 1, cfg->key0, cfg->key1);
+	return 1;
+}
 
 /* The identity keys of a socket's cgroup path (hpack/siphash.h,
  * gw_cgroup_hash), one per level from the root down, for as many levels as
@@ -66,12 +86,9 @@ static __always_inline void gw_ip6_set(__u32 *a, int v4only, __u32 v4, __u32 a0,
 static __always_inline void gw_origin_cgroups(struct cgroup *cg, struct gw_config *cfg,
 					      struct gw_conn_origin *o)
 {
-	unsigned char name[GW_CGROUP_NAME_BUF];
 	__u32 i, depth = cfg->ident_depth;
-	struct cgroup *anc;
-	const char *np;
 	__u64 h = 0;
-	int level, n;
+	int level;
 
 	o->ncgroups = 0;
 	o->level = 0;
@@ -80,17 +97,8 @@ static __always_inline void gw_origin_cgroups(struct cgroup *cg, struct gw_confi
 	level = BPF_CORE_READ(cg, level);
 	o->level = level;
 	for (i = 1; i <= GW_CGROUP_DEPTH; i++) {
-		if ((int)i > level || i > depth)
+		if ((int)i > level || i > depth || !gw_cgroup_step(cg, i, cfg, &h))
 			break;
-		anc = NULL;
-		bpf_probe_read_kernel(&anc, sizeof(anc), &cg->ancestors[i]);
-		if (!anc)
-			break;
-		np = BPF_CORE_READ(anc, kn, name);
-		n = bpf_probe_read_kernel_str(name, GW_CGROUP_NAME_MAX + 2, np);
-		if (n <= 0)
-			break;
-		h = gw_cgroup_hash(h, name, n - 1, cfg->key0, cfg->key1);
 		o->cgroups[i - 1] = h;
 		o->ncgroups = i;
 	}
@@ -102,31 +110,19 @@ static __always_inline void gw_origin_cgroups(struct cgroup *cg, struct gw_confi
  * not policed, with no per-connection state to put them in. */
 static __always_inline __u16 gw_cgroup_ident(struct cgroup *cg, struct gw_config *cfg, __u32 slot)
 {
-	unsigned char name[GW_CGROUP_NAME_BUF];
 	struct gw_ident_key k = { .slot = slot };
 	__u32 i, depth = cfg->ident_depth;
 	struct gw_ident_val *v;
-	struct cgroup *anc;
 	__u16 ident = 0;
-	const char *np;
 	__u64 h = 0;
-	int level, n;
+	int level;
 
 	if (!cg)
 		return 0;
 	level = BPF_CORE_READ(cg, level);
 	for (i = 1; i <= GW_CGROUP_DEPTH; i++) {
-		if ((int)i > level || i > depth)
+		if ((int)i > level || i > depth || !gw_cgroup_step(cg, i, cfg, &h))
 			break;
-		anc = NULL;
-		bpf_probe_read_kernel(&anc, sizeof(anc), &cg->ancestors[i]);
-		if (!anc)
-			break;
-		np = BPF_CORE_READ(anc, kn, name);
-		n = bpf_probe_read_kernel_str(name, GW_CGROUP_NAME_MAX + 2, np);
-		if (n <= 0)
-			break;
-		h = gw_cgroup_hash(h, name, n - 1, cfg->key0, cfg->key1);
 		k.path_hash = h;
 		v = bpf_map_lookup_elem(&gw_idents, &k);
 		if (v)
@@ -202,7 +198,7 @@ int gw_sockops(struct bpf_sock_ops *skops)
 		if (!tp)
 			break;
 		/* where to first: the cgroup path is hashed only for a service */
-		GW_SKOPS_IP6(skops, remote, o.daddr);
+		GW_CTX_IP6(skops, remote, o.daddr);
 		o.dport = (__u16)(skops->remote_port >> 16); /* network order */
 		if (!gw_resolve_service(o.daddr, o.dport, GW_SLOT_OF(gen)))
 			break; /* other destinations are not tracked at all */
@@ -248,7 +244,7 @@ int gw_sockops(struct bpf_sock_ops *skops)
 		bits = bpf_map_lookup_elem(&gw_svc_ports, &slot);
 		if (!bits || !((bits->w[(port >> 6) & 1023] >> (port & 63)) & 1))
 			break;
-		GW_SKOPS_IP6(skops, remote, daddr);
+		GW_CTX_IP6(skops, remote, daddr);
 		if (!gw_resolve_service(daddr, (__u16)(skops->remote_port >> 16), slot))
 			break;
 		c = bpf_sk_storage_get(&gw_conns, sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
@@ -260,7 +256,7 @@ int gw_sockops(struct bpf_sock_ops *skops)
 		c = bpf_sk_storage_get(&gw_conns, sk, NULL, 0);
 		if (!c || !(c->flags & GW_CONN_POLICED))
 			break;
-		GW_SKOPS_IP6(skops, local, c->origin.saddr);
+		GW_CTX_IP6(skops, local, c->origin.saddr);
 		c->origin.sport = skops->local_port;
 		if (c->flags & GW_CONN_FAILED)
 			break;
@@ -1197,15 +1193,6 @@ static __always_inline int gw_guard_drop(struct gw_conn *c, __u8 reason)
 	return 0;
 }
 
-/* A bpf_sock's address as IPv6 (see GW_SKOPS_IP6: fixed-offset loads). */
-#define GW_SK_IP6(sk, side, a)                                                       \
-	do {                                                                         \
-		__u32 v4 = (sk)->side##_ip4, a0 = (sk)->side##_ip6[0],                \
-		      a1 = (sk)->side##_ip6[1], a2 = (sk)->side##_ip6[2],             \
-		      a3 = (sk)->side##_ip6[3];                                       \
-		asm volatile("" : "+r"(v4), "+r"(a0), "+r"(a1), "+r"(a2), "+r"(a3)); \
-		gw_ip6_set(a, (sk)->family == AF_INET, v4, a0, a1, a2, a3);           \
-	} while (0)
 
 /*
  * A segment of a TCP socket that is not policed. A connection to a service
@@ -1271,7 +1258,7 @@ static __noinline int gw_guard_unpoliced(struct __sk_buff *skb, struct bpf_sock 
 		gw_count(GW_CNT_GUARD_DROPS, 1);
 		return 0;
 	}
-	GW_SK_IP6(sk, dst, daddr);
+	GW_CTX_IP6(sk, dst, daddr);
 	service = gw_resolve_service(daddr, (__u16)sk->dst_port, slot);
 	ident = 0;
 	if (service) {
@@ -1298,7 +1285,7 @@ static __noinline int gw_guard_unpoliced(struct __sk_buff *skb, struct bpf_sock 
 	__builtin_memset(&c->origin, 0, sizeof(c->origin));
 	__builtin_memcpy(c->origin.daddr, daddr, sizeof(daddr));
 	c->origin.dport = (__u16)sk->dst_port; /* network order */
-	GW_SK_IP6(sk, src, c->origin.saddr);
+	GW_CTX_IP6(sk, src, c->origin.saddr);
 	c->origin.sport = (__u16)sk->src_port; /* host order */
 	c->flags = 0;
 	c->generation = gen;
