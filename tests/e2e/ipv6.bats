@@ -57,3 +57,39 @@ YAML
   [ "$(handlers 50051 SetAccessCode)" -eq 1 ]
   [ "$(counter conns_opened)" -eq 1 ]
 }
+
+@test "IPv6: a predating connection in a network namespace no thread is in gets no payload byte to the server" {
+  command -v cc >/dev/null || need_skip "no C compiler (cc)"
+  cc -O2 -pthread -o "$WORK/zombie_leader" "$ROOT/tests/e2e/zombie_leader.c"
+  cat > "$WORK/p.yaml" <<YAML
+identities:
+  public-terminal: { cgroup: $CG/terminal }
+services:
+  door-manager: { port: 50051, cidrs: ["$SERVER_IP6/128"] }
+rules:
+  - { from: public-terminal, to: door-manager, allow: [/cloudcity.DoorManager/GetName] }
+YAML
+  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" >/dev/null
+  # connects before any policy, then leaves for a namespace of its own
+  in_cgroup "$CG/terminal" "$CLIENT_NS" "$WORK/zombie_leader" "$SERVER_IP6" 50051 SetAccessCode "$WORK/go" away \
+    > "$WORK/z.out" 2>&1 &
+  PIDS+=($!)
+  for i in $(seq 1 100); do grep -q connected "$WORK/z.out" && break; sleep 0.1; done
+  cat "$WORK/z.out"
+  grep -q connected "$WORK/z.out"
+  ns=$(ip netns exec "$CLIENT_NS" readlink /proc/self/ns/net)
+  ! for t in /proc/[0-9]*/task/[0-9]*; do readlink "$t/ns/net" 2>/dev/null; done | grep -qxF "$ns" || false
+  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/p.yaml"
+  [ "$(counter conns_reset)" -eq 0 ]
+  touch "$WORK/go"
+  for i in $(seq 1 100); do grep -qE 'reset|answered' "$WORK/z.out" && break; sleep 0.1; done
+  cat "$WORK/z.out"
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  ! grep -q '^answered$' "$WORK/z.out" || false
+  [ "$(counter guard_drops)" -ge 1 ]
+  ev=$(events 1)
+  echo "$ev"
+  [[ "$(echo "$ev" | json "d['reason']")" == *"predates"* ]]
+  [ "$(echo "$ev" | json "d['dst']")" = "[$SERVER_IP6]:50051" ]
+  [ "$(echo "$ev" | json "d['identity']")" = "public-terminal" ]
+}

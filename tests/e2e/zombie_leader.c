@@ -4,7 +4,7 @@
  * connection's network namespace from the reset of predating connections
  * (tests/e2e/attack.bats).
  *
- *   zombie_leader IP PORT METHOD GOFILE [zombie|away]
+ *   zombie_leader IP PORT METHOD GOFILE [zombie|away]     (IP: IPv4 or IPv6)
  *
  * Connects, writes the connection preface and SETTINGS, prints "connected".
  * zombie (the default): the main thread exits while a worker thread keeps
@@ -100,7 +100,9 @@ static void *worker(void *arg)
 int main(int argc, char **argv)
 {
 	static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+	struct sockaddr_in6 sa6 = { .sin6_family = AF_INET6 };
 	struct sockaddr_in sa = { .sin_family = AF_INET };
+	int v6 = argc > 1 && strchr(argv[1], ':') != NULL;
 	unsigned char settings[9];
 	struct timeval tv = { .tv_sec = 10 };
 	static char auth[64];
@@ -109,21 +111,22 @@ int main(int argc, char **argv)
 
 	int away = argc == 6 && !strcmp(argv[5], "away");
 
-	if (argc < 5 || argc > 6 || inet_pton(AF_INET, argv[1], &sa.sin_addr) != 1) {
+	if (argc < 5 || argc > 6 ||
+	    (v6 ? inet_pton(AF_INET6, argv[1], &sa6.sin6_addr) : inet_pton(AF_INET, argv[1], &sa.sin_addr)) != 1) {
 		fprintf(stderr, "usage: zombie_leader IP PORT METHOD GOFILE [zombie|away]\n");
 		return 2;
 	}
-	sa.sin_port = htons(atoi(argv[2]));
+	sa.sin_port = sa6.sin6_port = htons(atoi(argv[2]));
 	method = argv[3];
 	gofile = argv[4];
-	snprintf(auth, sizeof(auth), "%s:%s", argv[1], argv[2]);
+	snprintf(auth, sizeof(auth), v6 ? "[%s]:%s" : "%s:%s", argv[1], argv[2]);
 	authority = auth;
 	if (away)
 		tv.tv_sec = 4;
-	sock = socket(AF_INET, SOCK_STREAM, 0);
+	sock = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM, 0);
 	setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	if (connect(sock, (struct sockaddr *)&sa, sizeof(sa)) ||
+	if ((v6 ? connect(sock, (struct sockaddr *)&sa6, sizeof(sa6)) : connect(sock, (struct sockaddr *)&sa, sizeof(sa))) ||
 	    send(sock, preface, sizeof(preface) - 1, 0) != sizeof(preface) - 1 ||
 	    send(sock, settings, frame(settings, 0x4, 0, 0, NULL, 0), 0) != 9) {
 		perror("zombie_leader");
