@@ -232,20 +232,18 @@ int gw_sockops(struct bpf_sock_ops *skops)
 		 * service's (a client bound to a service port, one in 28,000
 		 * by chance): the egress guard and the reset take its own
 		 * destination for a service; they leave it alone */
-		struct gw_port_bits *bits;
-		__u32 daddr[4], port, slot;
+		__u16 dport = (__u16)(skops->remote_port >> 16); /* network order */
+		__u32 daddr[4], slot;
 
 		cfg = gw_get_config();
 		gen = cfg ? gw_live_gen(cfg) : 0;
 		if (!gen)
 			break;
 		slot = GW_SLOT_OF(gen);
-		port = bpf_ntohs((__u16)(skops->remote_port >> 16));
-		bits = bpf_map_lookup_elem(&gw_svc_ports, &slot);
-		if (!bits || !((bits->w[(port >> 6) & 1023] >> (port & 63)) & 1))
+		if (!gw_service_port(dport, slot))
 			break;
 		GW_CTX_IP6(skops, remote, daddr);
-		if (!gw_resolve_service(daddr, (__u16)(skops->remote_port >> 16), slot))
+		if (!gw_resolve_service(daddr, dport, slot))
 			break;
 		c = bpf_sk_storage_get(&gw_conns, sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
 		if (c)
@@ -1213,11 +1211,10 @@ static __always_inline int gw_guard_drop(struct gw_conn *c, __u8 reason)
 static __noinline int gw_guard_unpoliced(struct __sk_buff *skb, struct bpf_sock *sk,
 					 struct gw_conn *c)
 {
-	struct gw_port_bits *bits;
 	struct gw_config *cfg;
 	struct tcp_sock *tp;
 	__u32 daddr[4] = {};
-	__u32 slot, port, off, hl;
+	__u32 slot, off, hl;
 	__u16 ident, service;
 	__u8 ip[20], th[13];
 	__u64 gen;
@@ -1233,12 +1230,8 @@ static __noinline int gw_guard_unpoliced(struct __sk_buff *skb, struct bpf_sock 
 		return 1; /* an accepted connection: its peer connected to it */
 	if (c && (c->flags & GW_CONN_CHECKED) && c->generation == gen)
 		return 1; /* looked at in this generation: not a policed workload's */
-	if (!c || !(c->flags & GW_CONN_FAILED)) {
-		port = bpf_ntohs(sk->dst_port);
-		bits = bpf_map_lookup_elem(&gw_svc_ports, &slot);
-		if (!bits || !((bits->w[(port >> 6) & 1023] >> (port & 63)) & 1))
-			return 1;
-	}
+	if ((!c || !(c->flags & GW_CONN_FAILED)) && !gw_service_port((__u16)sk->dst_port, slot))
+		return 1;
 	/* a segment without payload goes (as on the policed path); one whose
 	 * TCP header is not where it is looked for (IPv6 extension headers,
 	 * a routing header needs no privilege) counts as payload */

@@ -47,6 +47,17 @@ static __always_inline __u16 gw_resolve_service(const __u32 *daddr, __u16 dport,
 	return v ? v->service : 0;
 }
 
+/* Is dport (network order) the port of a service of the slot? One array
+ * lookup (gw_svc_ports), before a service lookup where most sockets are
+ * not to a service. */
+static __always_inline int gw_service_port(__u16 dport, __u32 slot)
+{
+	struct gw_port_bits *bits = bpf_map_lookup_elem(&gw_svc_ports, &slot);
+	__u32 port = bpf_ntohs(dport);
+
+	return bits && ((bits->w[(port >> 6) & 1023] >> (port & 63)) & 1);
+}
+
 #define GW_REFRESH_STALE (-2)
 
 /* Re-resolve a connection's identity and service when the policy

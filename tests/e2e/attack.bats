@@ -324,20 +324,9 @@ YAML
 }
 
 @test "a predating connection in a network namespace no thread is in gets no payload byte to the server" {
-  command -v cc >/dev/null || need_skip "no C compiler (cc)"
-  cc -O2 -pthread -o "$WORK/zombie_leader" "$ROOT/tests/e2e/zombie_leader.c"
   mkdir "$CG/away"
-  # connects from the client namespace (no identity yet), then moves the
-  # process to a namespace of its own: only the socket keeps the client one
-  in_cgroup "$CG/away" "$CLIENT_NS" "$WORK/zombie_leader" "$SERVER_IP" 50051 SetAccessCode "$WORK/go" away \
-    > "$WORK/z.out" 2>&1 &
-  PIDS+=($!)
-  for i in $(seq 1 100); do grep -q connected "$WORK/z.out" && break; sleep 0.1; done
-  grep -q connected "$WORK/z.out"
-  # the case under test: no thread on the host is in the connection's namespace
-  ns=$(ip netns exec "$CLIENT_NS" readlink /proc/self/ns/net)
-  echo "client namespace $ns"
-  ! for t in /proc/[0-9]*/task/[0-9]*; do readlink "$t/ns/net" 2>/dev/null; done | grep -qxF "$ns" || false
+  # connects from the client namespace (no identity yet), then leaves it
+  away_client "$CG/away" "$SERVER_IP"
   # a policy that gives the connection's cgroup an identity (SetAccessCode denied)
   write_policy "$WORK/away.yaml"
   sed -i "s|door-sensor:     { cgroup: $CG/sensor }|door-sensor:     { cgroup: $CG/away }|" "$WORK/away.yaml"
@@ -345,9 +334,7 @@ YAML
   "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/away.yaml"
   # the reset cannot reach it (that is what the guard is for)
   [ "$(counter conns_reset)" -eq 0 ]
-  touch "$WORK/go"
-  for i in $(seq 1 100); do grep -qE 'reset|answered' "$WORK/z.out" && break; sleep 0.1; done
-  cat "$WORK/z.out"
+  away_send
   [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
   ! grep -q '^answered$' "$WORK/z.out" || false
   echo "guard drops: $(counter guard_drops), failed: $(counter conns_failed)"

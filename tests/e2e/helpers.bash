@@ -133,6 +133,33 @@ start_grpc_server() {
 # handlers PORT METHOD: how many times the server ran METHOD's handler
 handlers() { grep -c "^handler $2 " "$WORK/server-$1.log" || true; }
 
+# away_client CGROUP IP: a workload in CGROUP that connects to IP:50051 from
+# the client namespace (HTTP/2 preface sent), then moves to a network
+# namespace of its own (tests/e2e/zombie_leader.c, away): only its socket
+# keeps the client namespace. Returns once it is connected and no thread on
+# the host is in that namespace (the case the reset of predating connections
+# cannot reach). away_send lets it send one SetAccessCode call; what came of
+# it (answered, unanswered, reset) is in $WORK/z.out.
+away_client() {
+  command -v cc >/dev/null || need_skip "no C compiler (cc)"
+  cc -O2 -pthread -o "$WORK/zombie_leader" "$ROOT/tests/e2e/zombie_leader.c"
+  in_cgroup "$1" "$CLIENT_NS" "$WORK/zombie_leader" "$2" 50051 SetAccessCode "$WORK/go" away > "$WORK/z.out" 2>&1 &
+  PIDS+=($!)
+  local i ns
+  for i in $(seq 1 100); do grep -q connected "$WORK/z.out" && break; sleep 0.1; done
+  cat "$WORK/z.out"
+  grep -q connected "$WORK/z.out"
+  ns=$(ip netns exec "$CLIENT_NS" readlink /proc/self/ns/net)
+  echo "client namespace $ns"
+  ! for i in /proc/[0-9]*/task/[0-9]*; do readlink "$i/ns/net" 2>/dev/null; done | grep -qxF "$ns" || false
+}
+away_send() {
+  local i
+  touch "$WORK/go"
+  for i in $(seq 1 100); do grep -qE 'reset|answered' "$WORK/z.out" && break; sleep 0.1; done
+  cat "$WORK/z.out"
+}
+
 # py_client CGROUP PORT CALLS...: python grpcio client on one channel
 py_client() {
   local cg=$1 port=$2; shift 2

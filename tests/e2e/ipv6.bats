@@ -13,6 +13,18 @@ teardown() { gw_teardown; }
 
 attack6() { crafted "$SERVER_IP6" 50051 "$@"; }
 
+# policy6 FILE: GetName for public-terminal, to the server's IPv6 address only
+policy6() {
+  cat > "$1" <<YAML
+identities:
+  public-terminal: { cgroup: $CG/terminal }
+services:
+  door-manager: { port: 50051, cidrs: ["$SERVER_IP6/128"] }
+rules:
+  - { from: public-terminal, to: door-manager, allow: [/cloudcity.DoorManager/GetName] }
+YAML
+}
+
 @test "IPv6: a service defined by port only polices connections to the server's IPv6 address" {
   cat > "$WORK/p.yaml" <<YAML
 identities:
@@ -38,14 +50,7 @@ YAML
 }
 
 @test "IPv6: service cidrs take IPv6 prefixes; other IPv6 destinations and IPv4 are apart" {
-  cat > "$WORK/p.yaml" <<YAML
-identities:
-  public-terminal: { cgroup: $CG/terminal }
-services:
-  door-manager: { port: 50051, cidrs: ["$SERVER_IP6/128"] }
-rules:
-  - { from: public-terminal, to: door-manager, allow: [/cloudcity.DoorManager/GetName] }
-YAML
+  policy6 "$WORK/p.yaml"
   "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
   run "$GRPCWALL" policy show --pin-dir "$PIN"
   [[ "$output" == *"$SERVER_IP6/128"* ]]
@@ -59,31 +64,13 @@ YAML
 }
 
 @test "IPv6: a predating connection in a network namespace no thread is in gets no payload byte to the server" {
-  command -v cc >/dev/null || need_skip "no C compiler (cc)"
-  cc -O2 -pthread -o "$WORK/zombie_leader" "$ROOT/tests/e2e/zombie_leader.c"
-  cat > "$WORK/p.yaml" <<YAML
-identities:
-  public-terminal: { cgroup: $CG/terminal }
-services:
-  door-manager: { port: 50051, cidrs: ["$SERVER_IP6/128"] }
-rules:
-  - { from: public-terminal, to: door-manager, allow: [/cloudcity.DoorManager/GetName] }
-YAML
+  policy6 "$WORK/p.yaml"
   "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" >/dev/null
   # connects before any policy, then leaves for a namespace of its own
-  in_cgroup "$CG/terminal" "$CLIENT_NS" "$WORK/zombie_leader" "$SERVER_IP6" 50051 SetAccessCode "$WORK/go" away \
-    > "$WORK/z.out" 2>&1 &
-  PIDS+=($!)
-  for i in $(seq 1 100); do grep -q connected "$WORK/z.out" && break; sleep 0.1; done
-  cat "$WORK/z.out"
-  grep -q connected "$WORK/z.out"
-  ns=$(ip netns exec "$CLIENT_NS" readlink /proc/self/ns/net)
-  ! for t in /proc/[0-9]*/task/[0-9]*; do readlink "$t/ns/net" 2>/dev/null; done | grep -qxF "$ns" || false
+  away_client "$CG/terminal" "$SERVER_IP6"
   "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/p.yaml"
   [ "$(counter conns_reset)" -eq 0 ]
-  touch "$WORK/go"
-  for i in $(seq 1 100); do grep -qE 'reset|answered' "$WORK/z.out" && break; sleep 0.1; done
-  cat "$WORK/z.out"
+  away_send
   [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
   ! grep -q '^answered$' "$WORK/z.out" || false
   [ "$(counter guard_drops)" -ge 1 ]
