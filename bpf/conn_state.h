@@ -12,9 +12,11 @@
 #define GW_CONN_DIVERTED 0x10 /* sends go to the fallback helper      */
 #define GW_CONN_CHECKED 0x20  /* not policed: the egress guard looked (generation) */
 #define GW_CONN_PASSIVE 0x40  /* accepted, its peer is a service address and port */
+#define GW_CONN_SPILL   0x80  /* has a gw_spill (more live :path entries than the ring) */
 
 /* The sk_msg program's walk over one message (grpcwall.bpf.c), in map
- * memory so that the verifier tracks no value of it across bpf_loop steps. */
+ * memory so that the verifier tracks no value of it across bpf_loop steps
+ * (gw_scratch: nothing of it outlives the run). */
 struct gw_walk_state {
 	struct gw_h2_frame f; /* the HEADERS frame at off (BLOCK) */
 	__u32 base;       /* where the walker reads, from msg->data */
@@ -33,39 +35,59 @@ struct gw_walk_state {
 	__u8  pad0[7];
 };
 
+/* What one program run works in and nothing after it reads: the walk over
+ * a message and the parser of its header blocks. A per-CPU map of
+ * GW_SCRATCH_SLOTS (gw_scratch), claimed per run with a compare-and-swap on
+ * busy: a run preempted on its CPU (a preemptible kernel) keeps its slot
+ * while another takes the next, the first free one from slot 0 (one try
+ * unless runs are preempted mid-walk on the CPU). Only more runs preempted
+ * mid-walk on one CPU than slots fail a write (GW_REASON_BUSY). Kept out of
+ * gw_conn, whose every byte is per connection. */
+#define GW_SCRATCH_SLOTS 64
+struct gw_scratch {
+	__u32 busy;
+	__u32 pad0;
+	struct gw_walk_state w;
+	struct gw_hp_block blk;
+};
+
 /* Frames of the last message walked that came after its last HEADERS
  * frame (stream offsets, mod 2^32), the first GW_RESYNC_FRAMES of them:
  * where a short write may be picked up again (grpcwall.bpf.c, gw_resync).
  * A frame is its header [start, pay) and payload [pay, end); payload that
  * began in an earlier write is an entry with start == pay. */
 #define GW_RESYNC_FRAMES 16
+#define GW_RS_HEADER 0x80000000u /* span: a frame header at start (pay = start + 9) */
 struct gw_resync {
 	__u32 n;
 	__u32 pad0;
 	__u32 start[GW_RESYNC_FRAMES];
-	__u32 pay[GW_RESYNC_FRAMES];
-	__u32 end[GW_RESYNC_FRAMES];
+	__u32 span[GW_RESYNC_FRAMES]; /* end - start, | GW_RS_HEADER */
 };
 
 /* The last request header block the walker allowed with the HPACK table
  * left as it was (grpcwall.bpf.c, gw_repeat): the same bytes, under the
  * same generation and on the same table, decide the same, so they are
- * allowed again without a parse. A block that changes the table, a
- * handover to or from the fallback and a new connect empty it (len 0).
+ * allowed again without a parse. A block that changes the table, a new
+ * generation, a handover to or from the fallback and a new connect empty
+ * it (len 0).
  * The bytes as 8-byte words: the whole words, then the last 8 bytes
  * (overlapping) when the length is no multiple of 8. */
 #define GW_REPEAT_MAX 64
 struct gw_repeat {
 	__u64 w[GW_REPEAT_MAX / 8];
-	__u64 generation;
-	__u16 len;        /* block bytes; 0: nothing held */
+	__u16 len;        /* block bytes; 0: nothing held (and at every new generation) */
 	__u16 rule;
 	__u32 pad0;
 };
 
-/* What every sk_msg run reads comes first (the first 64 bytes, then the
- * walk, the repeat, the resync count); the origin, read at connect and
- * once per generation, and the table model after. */
+/* All that is kept per policed connection, at most 1 KiB: what every
+ * sk_msg run reads comes first (the first 64 bytes, then the repeat and
+ * the resync count); the ends, read for events and once per generation,
+ * and the table model after. What a run works in is in gw_scratch; the
+ * identity is read from the socket's cgroup, never kept (gw_refresh);
+ * :path records beyond the table model's ring go to gw_spill, made for
+ * the connections that need it. */
 struct gw_conn {
 	__u32 flags;
 	__u16 ident, service;   /* resolved for `generation` */
@@ -84,14 +106,15 @@ struct gw_conn {
 	__u32 cork_done;        /* in a held message: bytes already walked */
 	__u32 corked_for;       /* the held message is released at this size (0: none held) */
 	__u64 sender;           /* pid_tgid of the task whose send was walked last */
-	struct gw_walk_state w;
 	struct gw_repeat rp;
 	struct gw_resync rs;
-	struct gw_conn_origin origin;
+	struct gw_conn_ends ends;
 	struct gw_h2 h2;        /* frame walker and HPACK model */
 };
 
-GW_ABI_ASSERT(gw_h2_model, 4120);
-GW_ABI_ASSERT(gw_conn, 5096);
+GW_ABI_ASSERT(gw_h2_model, 3680);
+GW_ABI_ASSERT(gw_hp_spill, 3072);
+GW_ABI_ASSERT(gw_scratch, 424);
+GW_ABI_ASSERT(gw_conn, 952); /* at most 1 KiB per connection (issue 10) */
 
 #endif

@@ -78,15 +78,14 @@ static __always_inline int gw_cgroup_step(struct cgroup *cg, __u32 i, struct gw_
 }
 
 /* The identity keys of a socket's cgroup path (hpack/siphash.h,
- * gw_cgroup_hash), one per level from the root down, for as many levels as
- * an identity of the live policy can be at (cfg->ident_depth): a cgroup
- * made after the policy was applied, or made again (a restarted service),
- * has the keys of its path from its first connection on. Shared by
- * sockops and the reset iterator, so both see the same identities. */
+ * gw_cgroup_hash), one per level from the root down, every level an
+ * identity can be at (GW_CGROUP_DEPTH): the fallback helper resolves a
+ * diverted connection's identity from them, under this policy and later
+ * ones, as gw_refresh does from the cgroup itself. */
 static __always_inline void gw_origin_cgroups(struct cgroup *cg, struct gw_config *cfg,
 					      struct gw_conn_origin *o)
 {
-	__u32 i, depth = cfg->ident_depth;
+	__u32 i, depth = GW_CGROUP_DEPTH;
 	__u64 h = 0;
 	int level;
 
@@ -104,10 +103,13 @@ static __always_inline void gw_origin_cgroups(struct cgroup *cg, struct gw_confi
 	}
 }
 
-/* The identity a socket's cgroup path resolves to, as gw_origin_cgroups then
- * gw_resolve_ident would (the deepest level that is an identity wins),
- * without keeping the keys: the egress guard's test for a socket that is
- * not policed, with no per-connection state to put them in. */
+/* The identity a socket's cgroup path resolves to under the slot's policy
+ * (the deepest level that is an identity wins: a process in
+ * cloudcity/terminal/x carries cloudcity/terminal's identity unless
+ * cloudcity/terminal/x is an identity of its own), read from the cgroup
+ * and its ancestors' names, never kept: sockops at connect, gw_refresh at
+ * every new generation, the egress guard and the reset iterator all see
+ * the path as it is then. */
 static __always_inline __u16 gw_cgroup_ident(struct cgroup *cg, struct gw_config *cfg, __u32 slot)
 {
 	struct gw_ident_key k = { .slot = slot };
@@ -131,19 +133,39 @@ static __always_inline __u16 gw_cgroup_ident(struct cgroup *cg, struct gw_config
 	return ident;
 }
 
+/* Re-resolves a connection's identity and service when the policy
+ * generation moved since it was last looked at: the identity from the
+ * socket's cgroup path as it is now (as the guard and the reset see it),
+ * the service from its destination. 0: (still) policed, -1: not. */
+static __always_inline int gw_refresh(struct gw_conn *c, struct gw_config *cfg, __u64 gen,
+				      struct tcp_sock *tp)
+{
+	if (c->generation != gen) {
+		c->ident = gw_cgroup_ident(BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup),
+					   cfg, GW_SLOT_OF(gen));
+		c->service = gw_resolve_service(c->ends.daddr, c->ends.dport, GW_SLOT_OF(gen));
+		c->generation = gen;
+		c->rp.len = 0; /* its decision was under the last policy */
+	}
+	return (c->ident && c->service) ? 0 : -1;
+}
+
 /* A global function: the verifier checks it once per program, not once per
  * state of every caller (its 256-byte copies counted ~60,000 instructions
  * of the sk_msg program's verification on their own). */
-__attribute__((noinline)) int gw_emit(struct gw_conn *c, struct gw_config *cfg, __u32 what, __u32 stream);
-/* (BPF calls take five arguments: verdict, reason and rule go packed) */
-#define gw_emit_conn(c, cfg, verdict, reason, rule, stream) \
-	gw_emit(c, cfg, (__u32)(__u8)(verdict) | (__u32)(__u8)(reason) << 8 | (__u32)(__u16)(rule) << 16, stream)
+__attribute__((noinline)) int gw_emit(struct gw_conn *c, struct gw_config *cfg, __u32 what, __u32 stream,
+				      __u32 sslot);
+/* (BPF calls take five arguments: verdict, reason and rule go packed; sslot:
+ * the run's scratch slot + 1, whose parser names the stream's :path, or 0) */
+#define gw_emit_conn(c, cfg, verdict, reason, rule, stream, sslot) \
+	gw_emit(c, cfg, (__u32)(__u8)(verdict) | (__u32)(__u8)(reason) << 8 | (__u32)(__u16)(rule) << 16, \
+		stream, sslot)
 
 /* A policed connection that can no longer be followed: every later send
  * is dropped by sk_msg, every later payload byte by the egress guard. The
  * event names the RPC that broke it when there is one (stream != 0). */
 static __always_inline void gw_fail_stream(struct gw_conn *c, struct gw_config *cfg, __u8 reason,
-					   __u32 stream)
+					   __u32 stream, __u32 sslot)
 {
 	if (c->flags & GW_CONN_FAILED)
 		return;
@@ -154,12 +176,12 @@ static __always_inline void gw_fail_stream(struct gw_conn *c, struct gw_config *
 	if (reason == GW_REASON_PROTOCOL || reason == GW_REASON_NOT_H2 ||
 	    reason == GW_REASON_TABLE)
 		gw_count(GW_CNT_PARSE_ERRORS, 1);
-	gw_emit_conn(c, cfg, GW_VERDICT_DENY, reason, 0, stream);
+	gw_emit_conn(c, cfg, GW_VERDICT_DENY, reason, 0, stream, sslot);
 }
 
 static __always_inline void gw_mark_failed(struct gw_conn *c, struct gw_config *cfg, __u8 reason)
 {
-	gw_fail_stream(c, cfg, reason, 0);
+	gw_fail_stream(c, cfg, reason, 0, 0);
 }
 
 #define GW_SEND_SHUTDOWN    2
@@ -182,13 +204,16 @@ int gw_sockops(struct bpf_sock_ops *skops)
 
 	switch (skops->op) {
 	case BPF_SOCK_OPS_TCP_CONNECT_CB: {
-		struct gw_conn_origin o = {};
+		struct gw_conn_ends o = {};
+		__u16 ident;
 
 		/* a socket connected again (after connect(AF_UNSPEC)) starts
 		 * afresh: nothing of its last connection may stay */
 		c = bpf_sk_storage_get(&gw_conns, sk, NULL, 0);
-		if (c)
+		if (c) {
+			bpf_sk_storage_delete(&gw_spill, sk);
 			c->flags = 0;
+		}
 
 		cfg = gw_get_config();
 		gen = cfg ? gw_live_gen(cfg) : 0;
@@ -202,8 +227,9 @@ int gw_sockops(struct bpf_sock_ops *skops)
 		o.dport = (__u16)(skops->remote_port >> 16); /* network order */
 		if (!gw_resolve_service(o.daddr, o.dport, GW_SLOT_OF(gen)))
 			break; /* other destinations are not tracked at all */
-		gw_origin_cgroups(BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup), cfg, &o);
-		if (!gw_resolve_ident(&o, GW_SLOT_OF(gen)))
+		ident = gw_cgroup_ident(BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup),
+					cfg, GW_SLOT_OF(gen));
+		if (!ident)
 			break; /* nor processes without an identity */
 		o.pid = bpf_get_current_pid_tgid() >> 32;
 		bpf_get_current_comm(o.comm, sizeof(o.comm));
@@ -211,7 +237,7 @@ int gw_sockops(struct bpf_sock_ops *skops)
 				       BPF_SK_STORAGE_GET_F_CREATE);
 		if (!c)
 			break;
-		__builtin_memcpy(&c->origin, &o, sizeof(o));
+		__builtin_memcpy(&c->ends, &o, sizeof(o));
 		c->flags = GW_CONN_POLICED;
 		c->generation = 0; /* resolve again on first use */
 		c->cookie = bpf_get_socket_cookie(skops);
@@ -254,8 +280,8 @@ int gw_sockops(struct bpf_sock_ops *skops)
 		c = bpf_sk_storage_get(&gw_conns, sk, NULL, 0);
 		if (!c || !(c->flags & GW_CONN_POLICED))
 			break;
-		GW_CTX_IP6(skops, local, c->origin.saddr);
-		c->origin.sport = skops->local_port;
+		GW_CTX_IP6(skops, local, c->ends.saddr);
+		c->ends.sport = skops->local_port;
 		if (c->flags & GW_CONN_FAILED)
 			break;
 		/* a send() that began during the handshake waits in plain
@@ -358,10 +384,9 @@ static __always_inline int gw_method_lookup(void *inner, __u64 key, struct gw_de
  * all entries that match the paths it is the most specific key for, so
  * the first hit is the whole decision: at most four lookups, one for an
  * exact entry. */
-static __always_inline void gw_decide(struct gw_conn *c, struct gw_config *cfg,
-				      struct gw_decision *d)
+static __always_inline void gw_decide(struct gw_conn *c, struct gw_hp_block *b,
+				      struct gw_config *cfg, struct gw_decision *d)
 {
-	struct gw_hp_block *b = &c->h2.blk;
 	struct gw_pair_key pk = {};
 	void *inner;
 	int r;
@@ -398,7 +423,8 @@ static __always_inline void gw_decide(struct gw_conn *c, struct gw_config *cfg,
 
 /* One event for the ring buffer. The block's :path goes with it only for
  * an RPC's stream (stream != 0): a connection-level failure names none. */
-__attribute__((noinline)) int gw_emit(struct gw_conn *c, struct gw_config *cfg, __u32 what, __u32 stream)
+__attribute__((noinline)) int gw_emit(struct gw_conn *c, struct gw_config *cfg, __u32 what, __u32 stream,
+				      __u32 sslot)
 {
 	__u8 verdict = what & 0xff, reason = (what >> 8) & 0xff;
 	__u16 rule = what >> 16;
@@ -409,7 +435,6 @@ __attribute__((noinline)) int gw_emit(struct gw_conn *c, struct gw_config *cfg, 
 
 	if (!c || !cfg) /* a global function's pointers may be NULL to the verifier */
 		return 0;
-	b = &c->h2.blk;
 	e = bpf_ringbuf_reserve(&gw_events, sizeof(*e), 0);
 	if (!e) {
 		gw_count(GW_CNT_EVENTS_LOST, 1);
@@ -418,24 +443,26 @@ __attribute__((noinline)) int gw_emit(struct gw_conn *c, struct gw_config *cfg, 
 	e->ts_ns = bpf_ktime_get_ns();
 	e->generation = c->generation;
 	e->cookie = c->cookie;
-	__builtin_memcpy(e->saddr, c->origin.saddr, sizeof(e->saddr));
-	__builtin_memcpy(e->daddr, c->origin.daddr, sizeof(e->daddr));
-	e->sport = c->origin.sport;
-	e->dport = bpf_ntohs(c->origin.dport);
+	__builtin_memcpy(e->saddr, c->ends.saddr, sizeof(e->saddr));
+	__builtin_memcpy(e->daddr, c->ends.daddr, sizeof(e->daddr));
+	e->sport = c->ends.sport;
+	e->dport = bpf_ntohs(c->ends.dport);
 	e->ident = c->ident;
 	e->service = c->service;
 	e->rule = rule;
 	e->verdict = verdict;
 	e->reason = reason;
 	e->pid = bpf_get_current_pid_tgid() >> 32;
-	e->conn_pid = c->origin.pid;
+	e->conn_pid = c->ends.pid;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	e->stream_id = stream;
 	e->pad0 = 0;
 	e->path_len = 0;
 	e->path[0] = 0;
-	if (!stream) {
+	if (!stream || !sslot) {
 		/* nothing */
+	} else if (!(b = gw_scratch_of(sslot))) {
+		/* (the run's own slot, on this CPU: always there) */
 	} else if (b->path_how == GW_PATH_LIT_RAW || b->path_how == GW_PATH_LIT_HUFF) {
 		__builtin_memcpy(e->path, b->path, GW_PATH_MAX);
 		e->path_len = b->path_len < GW_PATH_MAX ? b->path_len : GW_PATH_MAX;
@@ -460,35 +487,54 @@ __attribute__((noinline)) int gw_emit(struct gw_conn *c, struct gw_config *cfg, 
 static __always_inline int gw_fail(struct gw_conn *c, struct sk_msg_md *msg,
 				   struct gw_config *cfg, __u8 reason, __u32 stream)
 {
-	gw_fail_stream(c, cfg, reason, stream);
+	gw_fail_stream(c, cfg, reason, stream, 0);
+	return SK_DROP;
+}
+
+/* gw_fail in a walk, whose event names the stream's :path */
+static __always_inline int gw_fail_walk(struct gw_conn *c, struct gw_config *cfg, __u8 reason,
+					__u32 stream, __u32 sslot)
+{
+	gw_fail_stream(c, cfg, reason, stream, sslot);
 	return SK_DROP;
 }
 
 /* --- the userspace fallback (fallback.h) --- */
 
-struct gw_copy_ctx {
-	struct gw_hp_table *dst;
-	struct gw_hp_table *src;
+struct gw_spill_copy_ctx {
+	struct gw_hp_spill *dst;
+	struct gw_hp_spill *src;
 };
 
-static long gw_copy_cb(__u32 i, void *ctx)
+static long gw_spill_copy_cb(__u32 i, void *ctx)
 {
-	struct gw_copy_ctx *cc = ctx;
+	struct gw_spill_copy_ctx *cc = ctx;
 
-	cc->dst->e[i & GW_HP_MASK] = cc->src->e[i & GW_HP_MASK];
+	cc->dst->r[i & GW_HP_MASK] = cc->src->r[i & GW_HP_MASK];
 	return 0;
 }
 
-/* copies a table model, one entry per bpf_loop step */
-static __always_inline void gw_table_copy(struct gw_hp_table *dst, struct gw_hp_table *src)
+/* copies a spill, one record per bpf_loop step */
+static __always_inline void gw_spill_copy(struct gw_hp_spill *dst, struct gw_hp_spill *src)
 {
-	struct gw_copy_ctx cc = { .dst = dst, .src = src };
+	struct gw_spill_copy_ctx cc = { .dst = dst, .src = src };
 
-	dst->max_size = src->max_size;
-	dst->size = src->size;
-	dst->ins = src->ins;
-	dst->n = src->n;
-	bpf_loop(GW_HP_ENTRIES, gw_copy_cb, &cc, 0);
+	bpf_loop(GW_HP_ENTRIES, gw_spill_copy_cb, &cc, 0);
+}
+
+/* The connection's spill (GW_CONN_SPILL), made when create is set and
+ * there is none yet. */
+static __always_inline struct gw_hp_spill *gw_spill_of(struct gw_conn *c, struct bpf_sock *sk,
+						       int create)
+{
+	struct gw_hp_spill *sp;
+
+	if (!sk || (!create && !(c->flags & GW_CONN_SPILL)))
+		return NULL;
+	sp = bpf_sk_storage_get(&gw_spill, sk, NULL, create ? BPF_SK_STORAGE_GET_F_CREATE : 0);
+	if (sp)
+		c->flags |= GW_CONN_SPILL;
+	return sp;
 }
 
 /* Sends the whole message into the helper's socket of slot p. */
@@ -521,6 +567,7 @@ static __always_inline int gw_diverted(struct gw_conn *c, struct sk_msg_md *msg,
 	__u32 slot = c->pool_slot, k;
 	struct gw_pool_slot *p;
 	struct gw_h2_model *m;
+	struct gw_hp_spill *sp;
 	__u64 *hb, *failed, want;
 
 	p = bpf_map_lookup_elem(&gw_pool, &slot);
@@ -551,7 +598,19 @@ static __always_inline int gw_diverted(struct gw_conn *c, struct sk_msg_md *msg,
 		return gw_fail(c, msg, cfg, GW_REASON_FALLBACK, 0);
 	}
 	c->h2.last_stream = m->last_stream;
-	gw_table_copy(&c->h2.table, &m->table);
+	c->h2.table = m->table;
+	if (m->has_spill) {
+		sp = gw_spill_of(c, msg->sk, 1);
+		if (!sp) {
+			c->flags &= ~GW_CONN_DIVERTED;
+			p->busy = GW_POOL_RECYCLE;
+			return gw_fail(c, msg, cfg, GW_REASON_NOMEM, 0);
+		}
+		gw_spill_copy(sp, &m->spill);
+	} else if (c->flags & GW_CONN_SPILL) {
+		bpf_sk_storage_delete(&gw_spill, msg->sk);
+		c->flags &= ~GW_CONN_SPILL;
+	}
 	c->rp.len = 0; /* a table the helper kept: nothing held from before */
 	c->h2.stage = GW_H2_FRAMES;
 	/* the helper re-sent exactly the bytes diverted: they are walked */
@@ -593,32 +652,45 @@ static long gw_claim_cb(__u32 i, void *ctx)
  * the table model and send this connection's bytes there from this frame
  * on. No helper running: the connection fails closed. */
 static __always_inline int gw_divert(struct gw_conn *c, struct sk_msg_md *msg,
-				     struct gw_config *cfg, __u8 reason,
-				     __u32 stream, __u32 walked)
+				     struct tcp_sock *tp, struct gw_config *cfg, __u8 reason,
+				     __u32 stream, __u32 walked, __u32 sslot)
 {
 	struct gw_claim_ctx cl = { .found = GW_POOL_SLOTS };
 	struct gw_pool_slot *p;
+	struct gw_hp_spill *sp;
 	__u32 k, found;
 	__u64 *ck;
 
 	bpf_loop(GW_POOL_SLOTS, gw_claim_cb, &cl, 0);
 	found = cl.found;
 	if (found >= GW_POOL_SLOTS)
-		return gw_fail(c, msg, cfg, reason, stream);
+		return gw_fail_walk(c, cfg, reason, stream, sslot);
 	k = found * GW_FB_RET_CELLS + GW_FB_COOKIE;
 	ck = bpf_map_lookup_elem(&gw_fb_ret, &k);
 	p = bpf_map_lookup_elem(&gw_pool, &found);
 	if (!ck || !p)
-		return gw_fail(c, msg, cfg, reason, stream);
+		return gw_fail_walk(c, cfg, reason, stream, sslot);
 	p->epoch += 1;
 	p->conn_cookie = c->cookie;
 	p->pool_cookie = *ck;
 	p->diverted = 0;
 	p->reason = reason;
 	p->passthrough = walked; /* the message's first bytes: walked here already */
-	p->origin = c->origin;
+	__builtin_memcpy(p->origin.daddr, c->ends.daddr, sizeof(c->ends.daddr));
+	__builtin_memcpy(p->origin.saddr, c->ends.saddr, sizeof(c->ends.saddr));
+	p->origin.dport = c->ends.dport;
+	p->origin.sport = c->ends.sport;
+	p->origin.pid = c->ends.pid;
+	__builtin_memcpy(p->origin.comm, c->ends.comm, sizeof(c->ends.comm));
+	/* the helper resolves the identity from these keys, as gw_refresh would */
+	gw_origin_cgroups(BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup), cfg,
+			  &p->origin);
 	p->model.last_stream = c->h2.last_stream;
-	gw_table_copy(&p->model.table, &c->h2.table);
+	p->model.table = c->h2.table;
+	sp = gw_spill_of(c, msg->sk, 0);
+	p->model.has_spill = sp ? 1 : 0;
+	if (sp)
+		gw_spill_copy(&p->model.spill, sp);
 	c->pool_slot = found;
 	c->flags |= GW_CONN_DIVERTED;
 	c->rs.n = 0; /* positions from before the helper: never picked up again */
@@ -674,11 +746,13 @@ struct gw_walk {
 	struct gw_msg_src src;
 	struct gw_conn *c;
 	struct gw_config *cfg;
+	struct gw_scratch *s; /* this run's (gw_scratch_claim) */
+	__u32 sslot;          /* its index + 1, for events */
 };
 
 static __always_inline long gw_walk_stop(struct gw_walk *w, __u8 res, __u8 reason, __u32 stream)
 {
-	struct gw_walk_state *ws = &w->c->w;
+	struct gw_walk_state *ws = &w->s->w;
 
 	ws->res = res;
 	ws->reason = reason;
@@ -694,8 +768,7 @@ static __always_inline void gw_rs_record(struct gw_conn *c, __u32 start, __u32 p
 		return;
 	k &= GW_RESYNC_FRAMES - 1;
 	c->rs.start[k] = start;
-	c->rs.pay[k] = pay;
-	c->rs.end[k] = end;
+	c->rs.span[k] = (end - start) | (pay != start ? GW_RS_HEADER : 0);
 	c->rs.n++;
 }
 
@@ -705,7 +778,7 @@ static __always_inline void gw_rs_record(struct gw_conn *c, __u32 start, __u32 p
 static __always_inline long gw_walk_advance(struct gw_walk *w, __u32 n, __u32 read, int frame)
 {
 	struct gw_conn *c = w->c;
-	struct gw_walk_state *ws = &c->w;
+	struct gw_walk_state *ws = &w->s->w;
 	__u32 avail = ws->size - ws->off, at;
 
 	if (!frame) {
@@ -763,11 +836,12 @@ __attribute__((noinline)) int gw_repeat(struct sk_msg_md *msg, struct gw_repeat 
 }
 
 /* Did the block just parsed leave the HPACK table as it found it? */
-static __always_inline int gw_walk_table_kept(struct gw_conn *c)
+static __always_inline int gw_walk_table_kept(struct gw_walk *w)
 {
-	struct gw_hp_table *t = &c->h2.table;
+	struct gw_hp_table *t = &w->c->h2.table;
+	struct gw_walk_state *ws = &w->s->w;
 
-	return t->ins == c->w.t_ins && t->n == c->w.t_n && t->max_size == c->w.t_max;
+	return t->ins == ws->t_ins && t->n == ws->t_n && t->max_size == ws->t_max;
 }
 
 /* The header block of the HEADERS frame at off is parsed and its :path
@@ -776,7 +850,7 @@ static __always_inline long gw_walk_decide(struct gw_walk *w)
 {
 	struct gw_decision d = {};
 	struct gw_conn *c = w->c;
-	struct gw_walk_state *ws = &c->w;
+	struct gw_walk_state *ws = &w->s->w;
 	struct gw_config *cfg = w->cfg;
 	__u8 val = 0, *data, *end;
 	__u32 off = 0, o, n = ws->n;
@@ -785,20 +859,19 @@ static __always_inline long gw_walk_decide(struct gw_walk *w)
 	c->h2.blocks++;
 	if (!ws->f.is_request)
 		return gw_walk_advance(w, n, n, 0); /* trailers: table kept in step */
-	if (c->h2.blk.path_inserted && c->h2.blk.path_how != GW_PATH_NONE) {
-		__u64 h = c->h2.blk.h_exact;
+	if (w->s->blk.path_inserted && w->s->blk.path_how != GW_PATH_NONE) {
+		__u64 h = w->s->blk.h_exact;
 
-		bpf_map_update_elem(&gw_paths, &h, c->h2.blk.path, BPF_ANY);
+		bpf_map_update_elem(&gw_paths, &h, w->s->blk.path, BPF_ANY);
 	}
 	if (!ws->policed)
 		return gw_walk_advance(w, n, n, 0); /* identity or service left the policy */
-	gw_decide(c, cfg, &d);
+	gw_decide(c, &w->s->blk, cfg, &d);
 	gw_rule_count(c->generation, d.rule, d.verdict);
 	if (d.verdict == GW_VERDICT_ALLOW) {
 		gw_count(GW_CNT_ALLOWED, 1);
-		if (gw_walk_table_kept(c)) {
+		if (gw_walk_table_kept(w)) {
 			/* the same bytes on this table decide the same: held for next time */
-			c->rp.generation = c->generation;
 			c->rp.rule = d.rule;
 			gw_repeat(w->src.msg, &c->rp, ws->fo + ws->f.blk_off, ws->f.blk_len, 1);
 		}
@@ -806,14 +879,14 @@ static __always_inline long gw_walk_decide(struct gw_walk *w)
 	}
 	if (d.verdict == GW_VERDICT_AUDIT) {
 		gw_count(GW_CNT_AUDITED, 1);
-		gw_emit_conn(c, cfg, GW_VERDICT_AUDIT, d.reason, d.rule, ws->f.stream);
+		gw_emit_conn(c, cfg, GW_VERDICT_AUDIT, d.reason, d.rule, ws->f.stream, w->sslot);
 		return gw_walk_advance(w, n, n, 0);
 	}
 	/* deny this RPC alone: make its :path unroutable in place */
 	gw_count(GW_CNT_DENIED, 1);
-	if (c->h2.blk.npath > 1)
+	if (w->s->blk.npath > 1)
 		return gw_walk_stop(w, GW_WALK_FAIL, GW_REASON_BAD_PATH, ws->f.stream);
-	r = gw_hp_deny_rewrite(&c->h2.blk, &w->src, &off, &val);
+	r = gw_hp_deny_rewrite(&w->s->blk, &w->src, &off, &val);
 	if (r < 0)
 		return gw_walk_stop(w, GW_WALK_FAIL,
 				    d.reason == GW_REASON_POLICY ? GW_REASON_BAD_PATH : d.reason,
@@ -826,7 +899,7 @@ static __always_inline long gw_walk_decide(struct gw_walk *w)
 			return gw_walk_stop(w, GW_WALK_FAIL, GW_REASON_NOMEM, ws->f.stream);
 		data[o] = val;
 	}
-	gw_emit_conn(c, cfg, GW_VERDICT_DENY, d.reason, d.rule, ws->f.stream);
+	gw_emit_conn(c, cfg, GW_VERDICT_DENY, d.reason, d.rule, ws->f.stream, w->sslot);
 	return gw_walk_advance(w, n, n, 0);
 }
 
@@ -834,25 +907,30 @@ static long gw_walk_cb(__u32 i, void *ctx)
 {
 	struct gw_walk *w = ctx;
 	struct gw_conn *c = w->c;
-	struct gw_walk_state *ws = &c->w;
+	struct gw_walk_state *ws = &w->s->w;
 	struct sk_msg_md *msg = w->src.msg;
 	__u32 avail, want, n = 0, len, off;
 	__u8 *data, *end;
 	int act;
 
 	if (ws->mode == GW_W_BLOCK) {
-		if (!gw_hp_step(&c->h2.blk, &c->h2.table, &w->src))
+		if (!gw_hp_step(&w->s->blk, &c->h2.table,
+				gw_spill_of(c, w->src.msg->sk, 0), &w->src))
 			return 0;
-		if (c->h2.blk.st != GW_HP_DONE)
+		if (w->s->blk.st != GW_HP_DONE)
 			return gw_walk_stop(w, GW_WALK_FAIL,
-					    c->h2.blk.st == GW_HP_ERR ? c->h2.blk.err : GW_REASON_BOUND,
+					    w->s->blk.st == GW_HP_ERR ? w->s->blk.err : GW_REASON_BOUND,
 					    ws->f.stream);
-		if (!gw_walk_table_kept(c))
+		if (!gw_walk_table_kept(w))
 			c->rp.len = 0; /* the held block may read otherwise now */
 		{
 			struct gw_hp_keys k = { .k0 = w->cfg->key0, .k1 = w->cfg->key1 };
 
-			gw_hp_path_finish(&c->h2.blk, &c->h2.table, &k);
+			/* a :path record pushed out of the ring while its entry
+			 * is live goes to the spill, made for it now */
+			gw_hp_path_finish(&w->s->blk, &c->h2.table, &k,
+					  gw_spill_of(c, w->src.msg->sk,
+						      gw_hp_path_spills(&w->s->blk, &c->h2.table)));
 		}
 		return gw_walk_decide(w);
 	}
@@ -909,13 +987,12 @@ read:
 	case GW_ACT_BLOCK:
 		gw_count(GW_CNT_HEADER_BLOCKS, 1);
 		if (ws->f.is_request && ws->policed && c->rp.len &&
-		    c->rp.generation == c->generation &&
 		    gw_repeat(msg, &c->rp, ws->fo + ws->f.blk_off, ws->f.blk_len, 0)) {
 			/* the allowed block again, on the same table: no parse
 			 * (and the parser's last block is no longer this
 			 * stream's: events name no path from it) */
 			c->h2.blocks++;
-			c->h2.blk.path_how = GW_PATH_NONE;
+			w->s->blk.path_how = GW_PATH_NONE;
 			gw_rule_count(c->generation, c->rp.rule, GW_VERDICT_ALLOW);
 			gw_count(GW_CNT_ALLOWED, 1);
 			gw_count(GW_CNT_REPEATS, 1);
@@ -924,7 +1001,7 @@ read:
 		ws->t_ins = c->h2.table.ins;
 		ws->t_n = c->h2.table.n;
 		ws->t_max = c->h2.table.max_size;
-		gw_hp_block_init(&c->h2.blk, ws->f.blk_len);
+		gw_hp_block_init(&w->s->blk, ws->f.blk_len);
 		ws->base = ws->fo + ws->f.blk_off;
 		ws->n = n;
 		ws->mode = GW_W_BLOCK;
@@ -995,8 +1072,9 @@ static __always_inline int gw_resync(struct gw_conn *c, struct tcp_sock *tp, __u
 		if (i >= c->rs.n)
 			return -1;
 		s = c->rs.start[i];
-		pay = c->rs.pay[i];
-		e = c->rs.end[i];
+		e = c->rs.span[i];
+		pay = s + ((e & GW_RS_HEADER) ? H2_FRAME_HEADER_LEN : 0);
+		e = s + (e & ~GW_RS_HEADER);
 		if ((__s32)(actual - s) < 0)
 			return -1; /* before the first recorded frame */
 		if ((__s32)(actual - e) >= 0)
@@ -1019,79 +1097,25 @@ picked_up:
 	return 0;
 }
 
-SEC("sk_msg")
-int gw_sk_msg(struct sk_msg_md *msg)
+/* The walk over one message (see gw_walk_cb) and its verdict. */
+static __always_inline int gw_walk_msg(struct gw_conn *c, struct sk_msg_md *msg,
+				       struct gw_config *cfg, struct tcp_sock *tp,
+				       struct gw_scratch *s, __u32 sslot, __u32 size,
+				       int in_cork, int policed)
 {
 	struct gw_walk_state *ws;
 	struct gw_walk w = {};
-	struct gw_config *cfg;
-	struct tcp_sock *tp;
-	struct gw_conn *c;
-	__u32 actual, gap, off, need, size;
-	int r, in_cork, policed;
+	__u32 off, need;
 
-	if (!msg->sk)
-		return SK_DROP;
-	size = msg->size; /* one load of the ctx field (clang must not rebase it) */
-	c = bpf_sk_storage_get(&gw_conns, msg->sk, NULL, 0);
-	if (!c)
-		return SK_DROP;
-	cfg = gw_get_config();
-	if (!cfg)
-		return SK_DROP;
-	if (c->flags & GW_CONN_POOL)
-		return gw_from_helper(c, msg);
-	if (c->flags & GW_CONN_FAILED)
-		return SK_DROP;
-	/* identity and service under the live policy (once per generation) */
-	r = gw_refresh(c, gw_live_gen(cfg), cfg->ident_depth);
-	if (r == GW_REFRESH_STALE)
-		return gw_fail(c, msg, cfg, GW_REASON_PREDATES, 0);
-	policed = r == 0;
-	if (c->flags & GW_CONN_DIVERTED) {
-		r = gw_diverted(c, msg, cfg);
-		if (r != GW_RESUME)
-			return r;
-	}
-
-	/* The socket must hold exactly the bytes the walker let through.
-	 * More: bytes got past it (a write that began before the socket was
-	 * policed, fast-open data). Fewer: a write it passed went out only in
-	 * part (non-blocking socket, signal, MSG_FASTOPEN on a connected
-	 * socket) and the writer may send anything in place of the rest. That
-	 * is followed only where the rest held no byte the walker read: then
-	 * whatever takes its place is payload it would have skipped anyway. */
-	tp = bpf_skc_to_tcp_sock(msg->sk);
-	if (!tp)
-		return gw_fail(c, msg, cfg, GW_REASON_UNWALKED, 0);
-	/* kTLS and other ULPs send through their own path (tls_sw_sendmsg),
-	 * where a failed push keeps its verdict: not followed */
-	if (tp->inet_conn.icsk_ulp_ops)
-		return gw_fail(c, msg, cfg, GW_REASON_ULP, 0);
-	/* after shutdown(SHUT_WR) the FIN took a sequence number and nothing
-	 * more can be sent: refuse quietly, the writer gets an error */
-	if (tp->inet_conn.icsk_inet.sk.sk_shutdown & GW_SEND_SHUTDOWN)
-		return SK_DROP;
-	actual = tp->write_seq - c->seq0;
-	if (actual != (__u32)c->approved) {
-		gap = (__u32)c->approved - actual;
-		if ((__s32)gap < 0 || gw_resync(c, tp, actual))
-			return gw_fail(c, msg, cfg, GW_REASON_UNWALKED, 0);
-	}
-	/* A cork is honoured only until the message is full (17 pieces); then
-	 * the kernel re-runs the program on fewer bytes than it asked for and
-	 * sends them. A frame cut there cannot be followed. */
-	in_cork = c->corked_for != 0;
-	if (in_cork && size < c->corked_for)
-		return gw_fail(c, msg, cfg, GW_REASON_CORK_FLUSH, 0);
-
-	ws = &c->w;
+	ws = &s->w;
 	if (!in_cork)
 		c->rs.n = 0;
 	w.src.msg = msg;
 	w.src.base = &ws->base;
 	w.c = c;
 	w.cfg = cfg;
+	w.s = s;
+	w.sslot = sslot;
 	ws->size = size;
 	ws->off = in_cork ? c->cork_done : 0; /* a held message: walked up to there */
 	ws->mode = GW_W_FRAME;
@@ -1121,15 +1145,87 @@ int gw_sk_msg(struct sk_msg_md *msg)
 		/* all of it to the helper, which forwards the `off` bytes
 		 * walked here unparsed and takes over at that frame (a
 		 * partial redirect would lose the rest of a held message) */
-		return gw_divert(c, msg, cfg, ws->reason, ws->stream, off);
+		return gw_divert(c, msg, tp, cfg, ws->reason, ws->stream, off, sslot);
 	case GW_WALK_FAIL:
-		return gw_fail(c, msg, cfg, ws->reason, ws->stream);
+		return gw_fail_walk(c, cfg, ws->reason, ws->stream, sslot);
 	}
 	/* GW_WALK_MORE: more steps than one run takes (or stopped inside a
 	 * block): send what is walked, the kernel runs the program on the rest */
 	if (in_cork || off == 0 || ws->mode != GW_W_FRAME)
 		return gw_fail(c, msg, cfg, GW_REASON_BOUND, 0);
 	return gw_send_self(c, msg, off);
+}
+
+SEC("sk_msg")
+int gw_sk_msg(struct sk_msg_md *msg)
+{
+	__u32 actual, gap, size, sslot = 0;
+	struct gw_scratch *s;
+	struct gw_config *cfg;
+	struct tcp_sock *tp;
+	struct gw_conn *c;
+	int r, in_cork, policed;
+
+	if (!msg->sk)
+		return SK_DROP;
+	size = msg->size; /* one load of the ctx field (clang must not rebase it) */
+	c = bpf_sk_storage_get(&gw_conns, msg->sk, NULL, 0);
+	if (!c)
+		return SK_DROP;
+	cfg = gw_get_config();
+	if (!cfg)
+		return SK_DROP;
+	if (c->flags & GW_CONN_POOL)
+		return gw_from_helper(c, msg);
+	if (c->flags & GW_CONN_FAILED)
+		return SK_DROP;
+	tp = bpf_skc_to_tcp_sock(msg->sk);
+	if (!tp)
+		return gw_fail(c, msg, cfg, GW_REASON_UNWALKED, 0);
+	/* identity and service under the live policy (once per generation) */
+	policed = gw_refresh(c, cfg, gw_live_gen(cfg), tp) == 0;
+	if (c->flags & GW_CONN_DIVERTED) {
+		r = gw_diverted(c, msg, cfg);
+		if (r != GW_RESUME)
+			return r;
+	}
+
+	/* The socket must hold exactly the bytes the walker let through.
+	 * More: bytes got past it (a write that began before the socket was
+	 * policed, fast-open data). Fewer: a write it passed went out only in
+	 * part (non-blocking socket, signal, MSG_FASTOPEN on a connected
+	 * socket) and the writer may send anything in place of the rest. That
+	 * is followed only where the rest held no byte the walker read: then
+	 * whatever takes its place is payload it would have skipped anyway. */
+	/* kTLS and other ULPs send through their own path (tls_sw_sendmsg),
+	 * where a failed push keeps its verdict: not followed */
+	if (tp->inet_conn.icsk_ulp_ops)
+		return gw_fail(c, msg, cfg, GW_REASON_ULP, 0);
+	/* after shutdown(SHUT_WR) the FIN took a sequence number and nothing
+	 * more can be sent: refuse quietly, the writer gets an error */
+	if (tp->inet_conn.icsk_inet.sk.sk_shutdown & GW_SEND_SHUTDOWN)
+		return SK_DROP;
+	actual = tp->write_seq - c->seq0;
+	if (actual != (__u32)c->approved) {
+		gap = (__u32)c->approved - actual;
+		if ((__s32)gap < 0 || gw_resync(c, tp, actual))
+			return gw_fail(c, msg, cfg, GW_REASON_UNWALKED, 0);
+	}
+	/* A cork is honoured only until the message is full (17 pieces); then
+	 * the kernel re-runs the program on fewer bytes than it asked for and
+	 * sends them. A frame cut there cannot be followed. */
+	in_cork = c->corked_for != 0;
+	if (in_cork && size < c->corked_for)
+		return gw_fail(c, msg, cfg, GW_REASON_CORK_FLUSH, 0);
+
+	s = gw_scratch_claim(&sslot);
+	if (!s)
+		return gw_fail(c, msg, cfg, GW_REASON_BUSY, 0);
+	if (sslot > 1)
+		gw_count(GW_CNT_SCRATCH_NEXT, 1);
+	r = gw_walk_msg(c, msg, cfg, tp, s, sslot, size, in_cork, policed);
+	gw_scratch_release(s);
+	return r;
 }
 
 #define GW_IPPROTO_TCP 6
@@ -1275,11 +1371,11 @@ static __noinline int gw_guard_unpoliced(struct __sk_buff *skb, struct bpf_sock 
 	c = bpf_sk_storage_get(&gw_conns, sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!c)
 		return 0; /* held back all the same; no event without state */
-	__builtin_memset(&c->origin, 0, sizeof(c->origin));
-	__builtin_memcpy(c->origin.daddr, daddr, sizeof(daddr));
-	c->origin.dport = (__u16)sk->dst_port; /* network order */
-	GW_CTX_IP6(sk, src, c->origin.saddr);
-	c->origin.sport = (__u16)sk->src_port; /* host order */
+	__builtin_memset(&c->ends, 0, sizeof(c->ends));
+	__builtin_memcpy(c->ends.daddr, daddr, sizeof(daddr));
+	c->ends.dport = (__u16)sk->dst_port; /* network order */
+	GW_CTX_IP6(sk, src, c->ends.saddr);
+	c->ends.sport = (__u16)sk->src_port; /* host order */
 	c->flags = 0;
 	c->generation = gen;
 	c->cookie = bpf_get_socket_cookie(skb);
@@ -1380,7 +1476,6 @@ SEC("iter/tcp")
 int gw_reset_predating(struct bpf_iter__tcp *ctx)
 {
 	struct sock_common *skc = ctx->sk_common;
-	struct gw_conn_origin o = {};
 	struct gw_config *cfg;
 	struct tcp_sock *tp;
 	struct gw_conn *c;
@@ -1414,16 +1509,15 @@ int gw_reset_predating(struct bpf_iter__tcp *ctx)
 	if (!tp)
 		return 0;
 	/* the socket's cgroup path, as sockops records it */
-	gw_origin_cgroups(BPF_CORE_READ(&tp->inet_conn.icsk_inet.sk, sk_cgrp_data.cgroup), cfg, &o);
-	if (!gw_resolve_ident(&o, GW_SLOT_OF(gen)))
+	if (!gw_cgroup_ident(BPF_CORE_READ(&tp->inet_conn.icsk_inet.sk, sk_cgrp_data.cgroup), cfg,
+			     GW_SLOT_OF(gen)))
 		return 0;
 	c = bpf_sk_storage_get(&gw_conns, tp, NULL, 0);
 	if (c && (c->flags & GW_CONN_PASSIVE))
 		return 0; /* accepted: its destination is its peer's */
 	if (c && (c->flags & GW_CONN_POLICED) &&
-	    ((c->flags & GW_CONN_IN_MAP) || skc->skc_state == GW_TCP_SYN_SENT) &&
-	    c->origin.ncgroups >= o.ncgroups)
-		return 0; /* policed already (or once established), its path recorded deep enough */
+	    ((c->flags & GW_CONN_IN_MAP) || skc->skc_state == GW_TCP_SYN_SENT))
+		return 0; /* policed already (or once established): it resolves its identity again */
 	if (bpf_sock_destroy(skc))
 		return 0;
 	gw_count(GW_CNT_CONNS_RESET, 1);

@@ -15,7 +15,9 @@
 /* Every struct that crosses the boundary has its size asserted here, where
  * both compilers see it: clang -target bpf builds the programs, g++ the
  * loader, and a layout that differs between them fails one of the builds. */
-#ifdef __cplusplus
+#if defined(GW_ABI_SIZES)
+#define GW_ABI_ASSERT(t, n) /* scripts/abi-sizes: print them instead */
+#elif defined(__cplusplus)
 #define GW_ABI_ASSERT(t, n) static_assert(sizeof(struct t) == (n), "layout of struct " #t " changed: update both sides")
 #else
 #define GW_ABI_ASSERT(t, n) _Static_assert(sizeof(struct t) == (n), "layout of struct " #t " changed: update both sides")
@@ -79,6 +81,8 @@ enum gw_reason {
 	GW_REASON_ULP         = 16, /* an upper layer (kTLS) on a policed socket */
 	GW_REASON_RAW         = 17, /* TCP to a service from a raw socket      */
 	GW_REASON_FORMAT      = 18, /* method table of another grpcwall version */
+	GW_REASON_BUSY        = 19, /* no walk scratch: every slot of the CPU
+				     * held by a run preempted mid-walk */
 	GW_REASON_MAX
 };
 
@@ -100,6 +104,8 @@ enum gw_counter {
 	GW_CNT_GUARD_DROPS,    /* segments the egress guard held back     */
 	GW_CNT_SHORT_WRITES,   /* writes sent only in part, followed on   */
 	GW_CNT_REPEATS,        /* allowed blocks: the held repeat, unparsed */
+	GW_CNT_SCRATCH_NEXT,   /* walks in a scratch slot past the first: a
+				* run preempted mid-walk held it */
 	GW_CNT_MAX
 };
 
@@ -214,11 +220,25 @@ struct gw_rule_counters {
 	__u64 pad0;
 };
 
-/* recorded per connection at connect time (identity is decided then) */
+/* A connection's two ends, kept per connection for events and the
+ * service lookup; its identity is read from its cgroup when the policy
+ * generation moves (gw_cgroup_ident), never kept. */
+struct gw_conn_ends {
+	__u32 daddr[4];     /* IPv6 or v4-mapped, network order */
+	__u32 saddr[4];     /* ... known once established */
+	__u16 dport;        /* network order */
+	__u16 sport;        /* host order, known once established */
+	__u32 pid;          /* the task that connected */
+	char  comm[16];
+};
+
+/* The fallback helper's copy of a diverted connection's origin: its ends
+ * and the identity keys of its cgroup path at the divert (the helper
+ * resolves the identity against later policies from these). */
 struct gw_conn_origin {
 	__u64 cgroups[GW_CGROUP_DEPTH]; /* [i]: path key of the socket's cgroup's
 					 * ancestor (or itself) at level i + 1 */
-	__u32 ncgroups;     /* levels recorded: up to the policy's deepest identity */
+	__u32 ncgroups;     /* levels recorded: every level, up to GW_CGROUP_DEPTH */
 	__u32 daddr[4];     /* IPv6 or v4-mapped, network order */
 	__u32 saddr[4];     /* ... known once established */
 	__u16 dport;        /* network order */
@@ -263,6 +283,7 @@ GW_ABI_ASSERT(gw_name_key, 16);
 GW_ABI_ASSERT(gw_name_val, 456);
 GW_ABI_ASSERT(gw_rule_counters, 32);
 GW_ABI_ASSERT(gw_conn_origin, 200);
+GW_ABI_ASSERT(gw_conn_ends, 56);
 GW_ABI_ASSERT(gw_event, 360);
 
 #endif /* GRPCWALL_H */

@@ -119,6 +119,23 @@ struct {
 	__type(value, struct gw_conn);
 } gw_conns SEC(".maps");
 
+/* :path records of connections that keep more live :path entries than
+ * the table model's ring (hpack/hpack.h): made when first needed */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct gw_hp_spill);
+} gw_spill SEC(".maps");
+
+/* per-run scratch: see struct gw_scratch */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, GW_SCRATCH_SLOTS);
+	__type(key, __u32);
+	__type(value, struct gw_scratch);
+} gw_scratch SEC(".maps");
+
 /* the userspace fallback: see fallback.h */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -154,6 +171,43 @@ struct {
 	__uint(max_entries, 4096);
 	__type(value, struct gw_event);
 } gw_fb_events SEC(".maps");
+
+/* A free scratch slot of this CPU, marked busy (*sslot: its index + 1), or
+ * NULL when every one is taken by a run this CPU is in the middle of. */
+static __always_inline struct gw_scratch *gw_scratch_claim(__u32 *sslot)
+{
+	struct gw_scratch *s;
+	__u32 i;
+
+	for (i = 0; i < GW_SCRATCH_SLOTS; i++) {
+		s = bpf_map_lookup_elem(&gw_scratch, &i);
+		if (s && __sync_val_compare_and_swap(&s->busy, 0, 1) == 0) {
+			*sslot = i + 1;
+			/* nothing of the last run (another connection's) is named */
+			s->blk.path_how = GW_PATH_NONE;
+			s->w.f.stream = 0;
+			return s;
+		}
+	}
+	return NULL;
+}
+
+static __always_inline void gw_scratch_release(struct gw_scratch *s)
+{
+	__sync_lock_test_and_set(&s->busy, 0);
+}
+
+/* The parser of the run's own claimed slot (sslot: index + 1). */
+static __always_inline struct gw_hp_block *gw_scratch_of(__u32 sslot)
+{
+	__u32 i = sslot - 1;
+	struct gw_scratch *s;
+
+	if (!sslot || i >= GW_SCRATCH_SLOTS)
+		return NULL;
+	s = bpf_map_lookup_elem(&gw_scratch, &i);
+	return s ? &s->blk : NULL;
+}
 
 static __always_inline void gw_count(__u32 idx, __u64 n)
 {

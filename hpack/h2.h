@@ -45,7 +45,6 @@ struct gw_h2 {
 	__u32 last_stream;  /* highest client stream id opened */
 	__u64 blocks;       /* header blocks decided */
 	struct gw_hp_table table;
-	struct gw_hp_block blk;
 };
 
 /* the current HEADERS frame */
@@ -181,8 +180,9 @@ static __always_inline int gw_h2_next(struct gw_h2 *h, GW_SRC_T *src, __u32 avai
  * moves between them: the walker is at a frame boundary, past the preface. */
 struct gw_h2_model {
 	__u32 last_stream;
-	__u32 pad0;
+	__u32 has_spill;    /* spill holds records (else: none, whatever it holds) */
 	struct gw_hp_table table;
+	struct gw_hp_spill spill;
 };
 
 #endif /* GW_H2_H */

@@ -18,7 +18,22 @@
  *   GW_HP_ENTRIES     live dynamic table entries modelled  -> GW_REASON_TABLE
  *   GW_HP_MAX_TABLE   largest table size update followed  -> GW_REASON_TABLE
  *   GW_PATH_MAX - 1   longest :path decided               -> GW_REASON_PATH_LONG (denied)
- *   65535             longest header name (fallback only) -> GW_REASON_BOUND
+ *   65535             longest header name                 -> GW_REASON_BOUND
+ *   GW_HPN_MAXLEN     longest name a later field refers to -> GW_REASON_TABLE
+ *                     by index (a longer one is entered, its length not kept)
+ *
+ * The table model is small (gw_hp_table, 600 bytes): per entry its length
+ * and a name code; :path entries' records (keyed hashes, length, is it a
+ * canonical /service/method) in a ring of the newest GW_HP_PATHS. A record
+ * pushed out of the ring while its entry is live goes to the spill
+ * (gw_hp_spill, one record per entry), which the includer provides when
+ * the ring overflows: the kernel makes it for the few connections that
+ * keep more :path entries than the ring holds. A :path entry whose record
+ * is gone (no spill could be made) is denied when referred to
+ * (GW_REASON_TABLE). Entry numbers are 32 bits and wrap: a record is looked
+ * for only for an entry whose name code says it was recorded
+ * (GW_HPN_PATH_REC), and its own record is the newest with its number, so
+ * a record of an entry numbered alike 2^32 entries ago is never taken.
  */
 #ifndef GW_HPACK_H
 #define GW_HPACK_H
@@ -34,18 +49,25 @@
 #define GW_HP_OVERHEAD    32     /* RFC 7541 4.1: entry size = name + value + 32 */
 #define GW_HP_CHUNK       16     /* string bytes per step */
 
-/* entry flags */
-#define GW_HPE_PATH  0x1  /* name is :path */
-#define GW_HPE_VALID 0x2  /* ... and the value is a canonical /service/method */
+/* an entry's name code (gw_hp_table.name) */
+#define GW_HPN_MAXLEN   252 /* codes 0..252: the name's length */
+#define GW_HPN_PATH_REC 253 /* :path, recorded (gw_hp_path_finish): a record says what it is */
+#define GW_HPN_PATH     254 /* :path, not recorded (a block's other :path, trailers) */
+#define GW_HPN_LONG     255 /* a name longer than GW_HPN_MAXLEN: length not kept */
 
-struct gw_hp_entry {
-	__u32 size;
-	__u16 name_len;
-	__u16 path_len;
-	__u8  flags;
-	__u8  pad[7];
+/* :path record flags */
+#define GW_HPE_PATH  0x1  /* a record */
+#define GW_HPE_VALID 0x2  /* the value is a canonical /service/method */
+
+#define GW_HP_PATHS 8     /* :path records in the table model itself */
+
+struct gw_hp_prec {
 	__u64 h_exact;   /* keyed hash of the path (GW_MATCH_EXACT) */
 	__u64 h_svc;     /* keyed hash of "/service/" (GW_MATCH_SERVICE) */
+	__u32 ins;       /* the entry's number (gw_hp_table.ins when it went in) */
+	__u16 path_len;  /* GW_PATH_MAX: longer */
+	__u8  flags;
+	__u8  pad0;
 };
 
 struct gw_hp_table {
@@ -53,7 +75,16 @@ struct gw_hp_table {
 	__u32 size;
 	__u32 ins;       /* entries ever inserted: newest is ins - 1 */
 	__u32 n;         /* live entries */
-	struct gw_hp_entry e[GW_HP_ENTRIES];
+	__u16 len[GW_HP_ENTRIES];  /* name + value bytes (entry size - 32) */
+	__u8  name[GW_HP_ENTRIES]; /* name code: length, GW_HPN_PATH, GW_HPN_LONG */
+	__u32 p_next;    /* :path records ever written: the next goes to p_next % GW_HP_PATHS */
+	__u32 pad0;
+	struct gw_hp_prec p[GW_HP_PATHS];
+};
+
+/* records pushed out of the ring while their entry was live, by entry slot */
+struct gw_hp_spill {
+	struct gw_hp_prec r[GW_HP_ENTRIES];
 };
 
 /* how the block's :path was written */
@@ -102,7 +133,8 @@ struct gw_hp_block {
 	__u16 f_name_len; /* decoded name length of the current field */
 	__u16 path_len;   /* decoded :path length (capped at GW_PATH_MAX) */
 	__u16 svc_len;    /* length of "/service/" in path */
-	__u16 pad1;
+	__u8  path_lost;  /* indexed :path whose record is gone */
+	__u8  pad1;
 	__u32 f_rep_off;  /* current field's first byte */
 	__u32 s_off, s_end;
 	__u32 s_dlen;     /* decoded bytes of the current string so far */
@@ -121,10 +153,15 @@ struct gw_hp_keys {
 
 static __always_inline void gw_hp_table_init(struct gw_hp_table *t)
 {
+	__u32 i;
+
 	t->max_size = GW_HP_DEFAULT_MAX;
 	t->size = 0;
 	t->ins = 0;
 	t->n = 0;
+	t->p_next = 0;
+	for (i = 0; i < GW_HP_PATHS; i++) /* no record of an earlier connection stays */
+		t->p[i].flags = 0;
 }
 
 static __always_inline void gw_hp_block_init(struct gw_hp_block *b, __u32 len)
@@ -139,6 +176,7 @@ static __always_inline void gw_hp_block_init(struct gw_hp_block *b, __u32 len)
 	b->path_valid = 0;
 	b->path_long = 0;
 	b->path_inserted = 0;
+	b->path_lost = 0;
 	b->path_len = 0;
 	b->svc_len = 0;
 	b->h_exact = 0;
@@ -169,7 +207,7 @@ static long gw_hp_evict_step(__u32 i, void *ctx)
 	if (!t->n || t->size + x->need <= t->max_size)
 		return 1;
 	old = (t->ins - t->n) & GW_HP_MASK;
-	t->size -= t->e[old].size;
+	t->size -= (__u32)t->len[old] + GW_HP_OVERHEAD;
 	t->n--;
 	return 0;
 }
@@ -197,8 +235,7 @@ static __always_inline int gw_hp_insert(struct gw_hp_table *t, __u32 name_len,
 					__u32 value_len, struct gw_hp_block *b,
 					__u8 is_path)
 {
-	__u32 size = name_len + value_len + GW_HP_OVERHEAD;
-	struct gw_hp_entry *e;
+	__u32 size = name_len + value_len + GW_HP_OVERHEAD, k;
 
 	if (is_path)
 		b->path_ins = t->ins; /* unchanged t->ins afterwards: not inserted */
@@ -211,15 +248,10 @@ static __always_inline int gw_hp_insert(struct gw_hp_table *t, __u32 name_len,
 	}
 	if (t->n >= GW_HP_ENTRIES)
 		return -1;
-	e = &t->e[t->ins & GW_HP_MASK];
-	e->size = size;
-	e->name_len = name_len;
-	e->flags = 0;
-	e->path_len = 0;
-	e->h_exact = 0;
-	e->h_svc = 0;
-	if (is_path)
-		e->flags = GW_HPE_PATH; /* hashes: gw_hp_path_finish() */
+	k = t->ins & GW_HP_MASK;
+	t->len[k] = size - GW_HP_OVERHEAD; /* size <= max_size <= GW_HP_MAX_TABLE */
+	/* a :path's record: gw_hp_path_finish() */
+	t->name[k] = is_path ? GW_HPN_PATH : name_len <= GW_HPN_MAXLEN ? name_len : GW_HPN_LONG;
 	t->ins++;
 	t->n++;
 	t->size += size;
@@ -287,12 +319,58 @@ static __always_inline void gw_hp_path_see(struct gw_hp_block *b, __u32 d, __u8 
 	}
 }
 
-/* After the block: hash the literal :path and give the
- * table entry it went into (if still live) what later references need. */
-static __always_inline void gw_hp_path_finish(struct gw_hp_block *b, struct gw_hp_table *t,
-					      const struct gw_hp_keys *k)
+/* Is entry number e (gw_hp_table.ins when it went in) still in the table? */
+static __always_inline int gw_hp_live(const struct gw_hp_table *t, __u32 e)
 {
-	struct gw_hp_entry *e;
+	return t->ins - e - 1 < t->n;
+}
+
+/* Would recording the block's literal :path push a record of a live entry
+ * out of the ring? Then gw_hp_path_finish() wants the spill. */
+static __always_inline int gw_hp_path_spills(const struct gw_hp_block *b,
+					     const struct gw_hp_table *t)
+{
+	const struct gw_hp_prec *o = &t->p[t->p_next & (GW_HP_PATHS - 1)];
+
+	if (b->path_how != GW_PATH_LIT_RAW && b->path_how != GW_PATH_LIT_HUFF)
+		return 0;
+	if (!b->path_inserted || !gw_hp_live(t, b->path_ins))
+		return 0;
+	return (o->flags & GW_HPE_PATH) && gw_hp_live(t, o->ins);
+}
+
+/* The record of :path entry number e: the ring, then the spill (sp may be
+ * NULL: none made). NULL when it is gone. */
+static __always_inline const struct gw_hp_prec *gw_hp_path_rec(const struct gw_hp_table *t,
+							       const struct gw_hp_spill *sp,
+							       __u32 e)
+{
+	const struct gw_hp_prec *r;
+	__u32 i;
+
+	/* newest first: e is a recorded entry (GW_HPN_PATH_REC), and a record
+	 * of an entry numbered e 2^32 entries ago is older than e's own, which
+	 * is found first (or was pushed out, to the spill's slot, after it) */
+	for (i = 1; i <= GW_HP_PATHS; i++) {
+		r = &t->p[(t->p_next - i) & (GW_HP_PATHS - 1)];
+		if ((r->flags & GW_HPE_PATH) && r->ins == e)
+			return r;
+	}
+	if (!sp)
+		return 0;
+	r = &sp->r[e & GW_HP_MASK];
+	return ((r->flags & GW_HPE_PATH) && r->ins == e) ? r : 0;
+}
+
+/* After the block: hash the literal :path and, if it went into the table
+ * and is still there, record what later references need (the ring's
+ * oldest record to the spill when its entry is live: sp, NULL when none
+ * could be made, and that record is lost). */
+static __always_inline void gw_hp_path_finish(struct gw_hp_block *b, struct gw_hp_table *t,
+					      const struct gw_hp_keys *k,
+					      struct gw_hp_spill *sp)
+{
+	struct gw_hp_prec *r;
 	__u32 len = b->path_len;
 
 	if (b->path_how != GW_PATH_LIT_RAW && b->path_how != GW_PATH_LIT_HUFF)
@@ -306,13 +384,18 @@ static __always_inline void gw_hp_path_finish(struct gw_hp_block *b, struct gw_h
 				  k->k0, k->k1, GW_MATCH_EXACT);
 	b->h_svc = b->path_valid ? gw_hash_path((const struct gw_hash_path *)b->path, b->svc_len,
 						 k->k0, k->k1, GW_MATCH_SERVICE) : 0;
-	if (!b->path_inserted || t->ins - b->path_ins > t->n || t->ins == b->path_ins)
+	if (!b->path_inserted || !gw_hp_live(t, b->path_ins))
 		return;
-	e = &t->e[b->path_ins & GW_HP_MASK];
-	e->flags = GW_HPE_PATH | (b->path_valid ? GW_HPE_VALID : 0);
-	e->path_len = b->path_long ? GW_PATH_MAX : b->path_len;
-	e->h_exact = b->h_exact;
-	e->h_svc = b->h_svc;
+	r = &t->p[t->p_next & (GW_HP_PATHS - 1)];
+	if ((r->flags & GW_HPE_PATH) && gw_hp_live(t, r->ins) && sp)
+		sp->r[r->ins & GW_HP_MASK] = *r;
+	r->flags = GW_HPE_PATH | (b->path_valid ? GW_HPE_VALID : 0);
+	r->ins = b->path_ins;
+	r->path_len = b->path_long ? GW_PATH_MAX : b->path_len;
+	r->h_exact = b->h_exact;
+	r->h_svc = b->h_svc;
+	t->p_next++;
+	t->name[b->path_ins & GW_HP_MASK] = GW_HPN_PATH_REC;
 }
 
 /* Can the block's :path be looked up in a policy? -1 if so, else the
@@ -322,6 +405,8 @@ static __always_inline int gw_hp_path_reason(const struct gw_hp_block *b)
 {
 	if (b->npath != 1)
 		return GW_REASON_BAD_PATH;
+	if (b->path_lost)
+		return GW_REASON_TABLE;
 	if (b->path_long)
 		return GW_REASON_PATH_LONG;
 	if (!b->path_valid)
@@ -476,10 +561,10 @@ static __always_inline int gw_hp_string_chunk(struct gw_hp_block *b, GW_SRC_T *s
 
 /* A field that refers to the table by index (indexed field). */
 static __always_inline int gw_hp_indexed(struct gw_hp_block *b, struct gw_hp_table *t,
-					 __u32 idx, __u32 rep_len)
+					 const struct gw_hp_spill *sp, __u32 idx, __u32 rep_len)
 {
-	struct gw_hp_entry *e;
-	__u32 i;
+	const struct gw_hp_prec *r;
+	__u32 i, e, code;
 
 	if (idx == 0)
 		return gw_hp_fail(b, GW_REASON_PROTOCOL);
@@ -497,17 +582,29 @@ static __always_inline int gw_hp_indexed(struct gw_hp_block *b, struct gw_hp_tab
 	i = idx - GW_HP_STATIC_ENTRIES - 1;
 	if (i >= t->n)
 		return gw_hp_fail(b, GW_REASON_PROTOCOL);
-	e = &t->e[(t->ins - 1 - i) & GW_HP_MASK];
-	if (e->flags & GW_HPE_PATH) {
+	e = t->ins - 1 - i;
+	code = t->name[e & GW_HP_MASK];
+	if (code == GW_HPN_PATH || code == GW_HPN_PATH_REC) {
 		b->npath++;
 		b->path_how = GW_PATH_IDX_DYN;
 		b->path_rep_off = b->f_rep_off;
 		b->path_rep_len = rep_len;
-		b->path_valid = (e->flags & GW_HPE_VALID) ? 1 : 0;
-		b->path_len = e->path_len;
-		b->path_long = e->path_len >= GW_PATH_MAX;
-		b->h_exact = e->h_exact;
-		b->h_svc = e->h_svc;
+		r = code == GW_HPN_PATH_REC ? gw_hp_path_rec(t, sp, e) : 0;
+		if (!r) { /* never recorded (not canonical: denied), or its record
+			   * is gone (denied, GW_REASON_TABLE): gw_hp_path_reason */
+			b->path_lost = code == GW_HPN_PATH_REC;
+			b->path_valid = 0;
+			b->path_len = 0;
+			b->h_exact = 0;
+			b->h_svc = 0;
+			return 0;
+		}
+		b->path_lost = 0;
+		b->path_valid = (r->flags & GW_HPE_VALID) ? 1 : 0;
+		b->path_len = r->path_len;
+		b->path_long = r->path_len >= GW_PATH_MAX;
+		b->h_exact = r->h_exact;
+		b->h_svc = r->h_svc;
 	}
 	return 0;
 }
@@ -516,8 +613,7 @@ static __always_inline int gw_hp_indexed(struct gw_hp_block *b, struct gw_hp_tab
 static __always_inline int gw_hp_name_ref(struct gw_hp_block *b, struct gw_hp_table *t,
 					  __u32 idx)
 {
-	struct gw_hp_entry *e;
-	__u32 i;
+	__u32 i, code;
 
 	if (idx <= GW_HP_STATIC_ENTRIES) {
 		b->f_name_len = gw_hp_static_name_len[idx & 63];
@@ -527,16 +623,18 @@ static __always_inline int gw_hp_name_ref(struct gw_hp_block *b, struct gw_hp_ta
 	i = idx - GW_HP_STATIC_ENTRIES - 1;
 	if (i >= t->n)
 		return gw_hp_fail(b, GW_REASON_PROTOCOL);
-	e = &t->e[(t->ins - 1 - i) & GW_HP_MASK];
-	b->f_name_len = e->name_len;
-	b->f_is_path = (e->flags & GW_HPE_PATH) ? 1 : 0;
+	code = t->name[(t->ins - 1 - i) & GW_HP_MASK];
+	if (code == GW_HPN_LONG) /* a long name's length is not kept */
+		return gw_hp_fail(b, GW_REASON_TABLE);
+	b->f_is_path = code == GW_HPN_PATH || code == GW_HPN_PATH_REC;
+	b->f_name_len = b->f_is_path ? 5 : code;
 	return 0;
 }
 
 /* One step of the block parser. Returns 1 when the block is done (or
  * failed: see b->st), 0 to be called again. */
 static __always_inline int gw_hp_step(struct gw_hp_block *b, struct gw_hp_table *t,
-				      GW_SRC_T *src)
+				      const struct gw_hp_spill *sp, GW_SRC_T *src)
 {
 	__u32 off, v;
 	int c;
@@ -572,7 +670,7 @@ static __always_inline int gw_hp_step(struct gw_hp_block *b, struct gw_hp_table 
 		}
 		b->off = off;
 		b->at_start = 0;
-		return gw_hp_indexed(b, t, v, off - b->f_rep_off) ? 1 : 0;
+		return gw_hp_indexed(b, t, sp, v, off - b->f_rep_off) ? 1 : 0;
 	}
 	if ((c & 0xe0) == 0x20) {               /* 6.3 dynamic table size update */
 		if (gw_hp_int(src, &off, b->end, 5, &v)) {

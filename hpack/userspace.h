@@ -22,19 +22,32 @@ static inline int gw_src_byte(struct gw_buf *s, __u32 off)
 
 #include "h2.h"
 
-/* Parses a whole header block: the same steps the kernel runs from bpf_loop. */
+/* Parses a whole header block: the same steps the kernel runs from bpf_loop
+ * (sp: the table's spill, which userspace always has). */
 static inline int gw_hp_parse_block(struct gw_hp_block *b, struct gw_hp_table *t,
-				    const unsigned char *p, __u32 len,
+				    struct gw_hp_spill *sp, const unsigned char *p, __u32 len,
 				    const struct gw_hp_keys *k)
 {
 	struct gw_buf src = { p, len };
 
 	gw_hp_block_init(b, len);
-	while (!gw_hp_step(b, t, &src))
+	while (!gw_hp_step(b, t, sp, &src))
 		;
 	if (b->st != GW_HP_DONE)
 		return -1;
-	gw_hp_path_finish(b, t, k);
+	gw_hp_path_finish(b, t, k, sp);
+	return 0;
+}
+
+/* Does the spill hold a record of a live entry (the kernel makes one only
+ * then)? */
+static inline int gw_hp_spill_used(const struct gw_hp_table *t, const struct gw_hp_spill *sp)
+{
+	__u32 i;
+
+	for (i = 0; i < GW_HP_ENTRIES; i++)
+		if ((sp->r[i].flags & GW_HPE_PATH) && gw_hp_live(t, sp->r[i].ins))
+			return 1;
 	return 0;
 }
 

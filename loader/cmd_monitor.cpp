@@ -35,6 +35,7 @@ const char* kReasons[GW_REASON_MAX] = {
     "the kernel flushed a held partial frame", "an upper layer protocol (TCP_ULP, kTLS) on a policed socket",
     "TCP to a service from a raw socket",
     "method table written by another grpcwall version (apply the policy again with this one)",
+    "every walk scratch slot of the CPU held by a send preempted mid-walk (64)",
 };
 
 struct Ctx {

@@ -127,7 +127,7 @@ struct Slot {
   Fd inner;               // ... and an fd on it, reused while the id holds
   uint64_t gen = 0;       // the generation ident/service below are resolved for
   uint16_t ident = 0, service = 0;
-  bool stale = false;     // the path recorded at connect is too short for that policy
+  bool stale = false;     // the path recorded at the divert is too short for that policy
   FbStream stream;
 };
 

@@ -33,7 +33,7 @@ const char* kCounterNames[GW_CNT_MAX] = {
     "allowed",         "denied",          "audited",      "fallback_blocks", "fallback_bytes", "parse_errors",
     "conns_opened",    "conns_closed",    "header_blocks", "conns_failed",   "events_lost",
     "conns_reset",     "fallback_resumed", "guard_drops", "short_writes",
-    "repeat_blocks",
+    "repeat_blocks",   "scratch_next",
 };
 
 void Status(const StatusOptions& o) {

@@ -10,6 +10,10 @@ void FbStream::Reset(const gw_h2_model& m, const gw_hp_keys& k) {
   h_.stage = GW_H2_FRAMES;
   h_.last_stream = m.last_stream;
   h_.table = m.table;
+  if (m.has_spill)
+    spill_ = m.spill;
+  else
+    spill_ = gw_hp_spill{};
   k_ = k;
   pending_.clear();
   skip_ = 0;
@@ -22,6 +26,8 @@ gw_h2_model FbStream::Model() const {
   gw_h2_model m{};
   m.last_stream = h_.last_stream;
   m.table = h_.table;
+  m.has_spill = gw_hp_spill_used(&h_.table, &spill_);
+  if (m.has_spill) m.spill = spill_;
   return m;
 }
 
@@ -116,13 +122,13 @@ bool FbStream::Feed(const uint8_t* p, size_t n, std::vector<uint8_t>* out) {
     }
     block.clear();
     for (const auto& fr : frags) block.insert(block.end(), pending_.begin() + fr.first, pending_.begin() + fr.first + fr.second);
-    if (gw_hp_parse_block(&h_.blk, &h_.table, block.data(), static_cast<__u32>(block.size()), &k_) != 0)
-      return Fail(h_.blk.st == GW_HP_ERR ? h_.blk.err : uint8_t(GW_REASON_PROTOCOL));
+    if (gw_hp_parse_block(&blk_, &h_.table, &spill_, block.data(), static_cast<__u32>(block.size()), &k_) != 0)
+      return Fail(blk_.st == GW_HP_ERR ? blk_.err : uint8_t(GW_REASON_PROTOCOL));
     h_.blocks++;
     blocks++;
     if (big) big_blocks++;
     if (f.is_request && decide) {
-      FbBlock fb{f.stream, true, big, &h_.blk};
+      FbBlock fb{f.stream, true, big, &blk_};
       FbVerdict v = decide(fb);
       if (v.verdict == GW_VERDICT_ALLOW) {
         allowed++;
@@ -130,11 +136,11 @@ bool FbStream::Feed(const uint8_t* p, size_t n, std::vector<uint8_t>* out) {
         audited++;
       } else {
         denied++;
-        if (h_.blk.npath > 1) return Fail(GW_REASON_BAD_PATH);
+        if (blk_.npath > 1) return Fail(GW_REASON_BAD_PATH);
         gw_buf bs{block.data(), static_cast<__u32>(block.size())};
         __u32 off = 0;
         __u8 val = 0;
-        int r = gw_hp_deny_rewrite(&h_.blk, &bs, &off, &val);
+        int r = gw_hp_deny_rewrite(&blk_, &bs, &off, &val);
         if (r < 0) return Fail(GW_REASON_BAD_PATH);
         if (r == 0) {  // the block offset, back in the frame it came in
           size_t at = off;

@@ -46,7 +46,7 @@ class FbStream {
   bool AtBoundary() const { return !failed_ && pending_.empty() && skip_ == 0; }
   gw_h2_model Model() const;
   uint8_t reason() const { return reason_; }
-  const gw_hp_block& last_block() const { return h_.blk; }
+  const gw_hp_block& last_block() const { return blk_; }
 
   Decide decide;  // called for every request block
   uint64_t blocks = 0, big_blocks = 0, allowed = 0, denied = 0, audited = 0;
@@ -68,6 +68,8 @@ class FbStream {
   };
   Assembly asm_;
   gw_h2 h_{};
+  gw_hp_block blk_{};    // the last block parsed
+  gw_hp_spill spill_{};  // :path records pushed out of the table's ring
   gw_hp_keys k_{};
   std::vector<uint8_t> pending_;
   uint64_t skip_ = 0;

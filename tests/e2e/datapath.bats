@@ -276,6 +276,51 @@ PY
   [ "$(counter conns_reset)" -eq 1 ]
 }
 
+@test "more live :path entries than the table model's ring: older ones are decided from the spill" {
+  # python-hpack enters every :path in the table; 12 more methods push the
+  # records of GetName and SetAccessCode out of the 8-record ring while
+  # their entries stay live, and the calls after refer to them by index
+  fill=()
+  for i in $(seq 1 12); do fill+=("Filler$i"); done
+  run in_cgroup "$CG/terminal" "$CLIENT_NS" $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 \
+    GetName SetAccessCode "${fill[@]}" GetName SetAccessCode GetName
+  echo "$output"
+  [ "$(echo "$output" | sed -n '15,17p')" = "$(printf 'GetName 0\nSetAccessCode 12\nGetName 0')" ]
+  [ "$(handlers 50051 GetName)" -eq 3 ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  [ "$(counter allowed)" -eq 3 ]
+  [ "$(counter denied)" -eq 14 ]
+  [ "$(counter parse_errors)" -eq 0 ]
+  [ "$(counter conns_failed)" -eq 0 ]
+  # the denial of the indexed SetAccessCode names it (its record, from the spill)
+  [ "$(events 14 | tail -1 | json "d['method']")" = "/cloudcity.DoorManager/SetAccessCode" ]
+}
+
+# scratch_busy FIRST LAST: mark gw_scratch slots FIRST..LAST busy on every CPU,
+# as runs preempted in the middle of a walk would hold them
+scratch_busy() {
+  local busy value i
+  busy="01 00 00 00$(printf ' 00%.0s' $(seq 5 424))"
+  for i in $(seq "$1" "$2"); do
+    bpftool map update pinned "$PIN/gw_scratch" key $i 0 0 0 value $busy
+  done
+}
+
+@test "the walk's scratch: a slot a preempted run holds is passed over; with every slot held a write fails closed, reported" {
+  scratch_busy 0 0
+  run py_client "$CG/terminal" 50051 GetName SetAccessCode GetName
+  [ "$(echo "$output" | grep -c '^GetName OK$')" -eq 2 ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  [ "$(counter scratch_next)" -ge 3 ]
+  [ "$(counter conns_failed)" -eq 0 ]
+  scratch_busy 1 63
+  run py_client "$CG/terminal" 50051 GetName
+  [ "$(echo "$output" | grep -c '^GetName OK$')" -eq 0 ]
+  [ "$(handlers 50051 GetName)" -eq 2 ]
+  [ "$(counter conns_failed)" -eq 1 ]
+  [ "$(events 2 | tail -1 | json "d['reason']")" = "every walk scratch slot of the CPU held by a send preempted mid-walk (64)" ]
+}
+
 @test "frames split across writes, one byte per send(), are decided in the kernel" {
   run in_cgroup "$CG/terminal" "$CLIENT_NS" $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 --split 1 \
     GetName SetAccessCode GetName

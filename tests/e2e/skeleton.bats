@@ -172,6 +172,20 @@ YAML
   [ "$(counter conns_opened)" -eq 2 ]
 }
 
+@test "per-connection state is at most 1 KiB; the walk's scratch is per CPU, the :path spill made only when needed" {
+  write_policy "$WORK/p.yaml"
+  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
+  run bpftool map show pinned "$PIN/gw_conns" --json
+  [ "$status" -eq 0 ]
+  [ "$(echo "$output" | json "d['type']")" = "sk_storage" ]
+  [ "$(echo "$output" | json "d['bytes_value']")" -le 1024 ]
+  run bpftool map show pinned "$PIN/gw_scratch" --json
+  [ "$(echo "$output" | json "d['type']")" = "percpu_array" ]
+  [ "$(echo "$output" | json "d['max_entries']")" -eq 64 ]
+  run bpftool map show pinned "$PIN/gw_spill" --json
+  [ "$(echo "$output" | json "d['type']")" = "sk_storage" ]
+}
+
 @test "attach again replaces the programs and keeps policy and connections" {
   write_policy "$WORK/p.yaml"
   "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml"

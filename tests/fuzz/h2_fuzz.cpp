@@ -32,6 +32,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     gw_h2_model m{};
     m.last_stream = r.h.last_stream;
     m.table = r.h.table;
+    m.has_spill = gw_hp_spill_used(&r.h.table, &r.spill);  // as the kernel hands it over
+    if (m.has_spill) m.spill = r.spill;
     fb.Reset(m, r.k);
     fb.decide = [](const gw::FbBlock& b) {
       gw::FbVerdict v;

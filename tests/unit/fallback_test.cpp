@@ -108,6 +108,8 @@ void Divert(const Stream& s, size_t chunk, const std::string& deny, Diversion* r
   gw_h2_model m{};
   m.last_stream = r.h.last_stream;
   m.table = r.h.table;
+  m.has_spill = gw_hp_spill_used(&r.h.table, &r.spill);  // as the kernel hands it over
+  if (m.has_spill) m.spill = r.spill;
   run->fb.Reset(m, r.k);
   run->fb.decide = [&, k = r.k](const gw::FbBlock& b) {
     gw::FbVerdict v;
@@ -187,6 +189,8 @@ TEST(Fallback, ContinuationOfAnotherStreamFailsClosed) {
   gw::FbStream fb;
   gw_h2_model m{};
   m.table = r.h.table;
+  m.has_spill = gw_hp_spill_used(&r.h.table, &r.spill);  // as the kernel hands it over
+  if (m.has_spill) m.spill = r.spill;
   fb.Reset(m, r.k);
   Bytes out;
   EXPECT_FALSE(fb.Feed(r.pending.data(), r.pending.size(), &out));
@@ -212,6 +216,8 @@ TEST(Fallback, PassthroughOfBytesTheKernelWalked) {
   gw_h2_model m{};
   m.last_stream = r.h.last_stream;
   m.table = r.h.table;
+  m.has_spill = gw_hp_spill_used(&r.h.table, &r.spill);  // as the kernel hands it over
+  if (m.has_spill) m.spill = r.spill;
   fb.Reset(m, r.k);
   fb.Passthrough(20);
   int blocks = 0;
@@ -245,6 +251,8 @@ TEST(Fallback, ManyContinuationFramesAreReadOnce) {
   gw_h2_model m{};
   m.last_stream = r.h.last_stream;
   m.table = r.h.table;
+  m.has_spill = gw_hp_spill_used(&r.h.table, &r.spill);  // as the kernel hands it over
+  if (m.has_spill) m.spill = r.spill;
   fb.Reset(m, r.k);
   int blocks = 0;
   fb.decide = [&](const gw::FbBlock&) {

@@ -2,6 +2,7 @@
 // split at every offset, one byte per write), the hpack-test-case stories
 // of five encoders, and libnghttp2's inflater on generated blocks. The
 // model's :path and table size must match a full decoder's every time.
+#include <algorithm>
 #include <gtest/gtest.h>
 #include <nghttp2/nghttp2.h>
 
@@ -172,6 +173,7 @@ TEST(HpackStories, EveryPathExactTableInStep) {
       nlohmann::json story = nlohmann::json::parse(in);
       gw_hp_table t{};
       gw_hp_table_init(&t);
+      gw_hp_spill sp{};
       gw_hp_block b{};
       gw_hp_keys k{3, 4};
       Inflater inf;
@@ -186,7 +188,7 @@ TEST(HpackStories, EveryPathExactTableInStep) {
           for (const auto& [name, value] : h.items())
             if (name == ":path") want.push_back(value);
         std::string where = enc + "/" + file + " case " + std::to_string(c["seqno"].get<int>());
-        ASSERT_EQ(gw_hp_parse_block(&b, &t, wire.data(), static_cast<__u32>(wire.size()), &k), 0)
+        ASSERT_EQ(gw_hp_parse_block(&b, &t, &sp, wire.data(), static_cast<__u32>(wire.size()), &k), 0)
             << where << " reason " << int(b.err);
         std::vector<std::string> ngpaths;
         ASSERT_TRUE(inf.Inflate(wire.data(), wire.size(), &ngpaths)) << where;
@@ -216,6 +218,7 @@ TEST(HpackDifferential, NghttpDeflaterVsModel) {
   Inflater inf;
   gw_hp_table t{};
   gw_hp_table_init(&t);
+  gw_hp_spill sp{};
   gw_hp_block b{};
   gw_hp_keys k{5, 6};
   const std::vector<std::string> methods = {"GetName", "GetLocation", "SetAccessCode", "RequestMaintenance", "X"};
@@ -240,11 +243,81 @@ TEST(HpackDifferential, NghttpDeflaterVsModel) {
     ASSERT_GT(n, 0);
     std::vector<std::string> ngpaths;
     ASSERT_TRUE(inf.Inflate(buf.data(), n, &ngpaths));
-    ASSERT_EQ(gw_hp_parse_block(&b, &t, buf.data(), static_cast<__u32>(n), &k), 0) << "block " << blk << " reason " << int(b.err);
+    ASSERT_EQ(gw_hp_parse_block(&b, &t, &sp, buf.data(), static_cast<__u32>(n), &k), 0) << "block " << blk << " reason " << int(b.err);
     ASSERT_EQ(t.size, inf.TableSize()) << "block " << blk;
     ASSERT_EQ(b.npath, 1) << "block " << blk;
     ASSERT_TRUE(PathIs(b, k, path)) << "block " << blk;
     ASSERT_EQ(b.path_valid, path.rfind("/pkg", 0) == 0) << "block " << blk;
+  }
+}
+
+// More live :path entries than the table model's ring (GW_HP_PATHS): a
+// client that calls 40 methods on one connection, each :path entered in the
+// table (as grpc-go's encoder does), and then the first ones again by index.
+// libnghttp2's inflater says what each block's :path is. With the spill
+// every path resolves exactly; without one (the kernel could not make it) a
+// reference to a pushed-out record is denied (GW_REASON_TABLE), never
+// decided on another path's hashes.
+std::vector<uint8_t> HpackInt(uint8_t first, int nbits, uint32_t v) {
+  std::vector<uint8_t> out;
+  const uint32_t max = (1u << nbits) - 1;
+  if (v < max) return {static_cast<uint8_t>(first | v)};
+  out.push_back(static_cast<uint8_t>(first | max));
+  for (v -= max; v >= 128; v >>= 7) out.push_back(static_cast<uint8_t>((v & 0x7f) | 0x80));
+  out.push_back(static_cast<uint8_t>(v));
+  return out;
+}
+
+TEST(HpackModel, PathRecordsBeyondTheRingSpill) {
+  for (bool with_spill : {true, false}) {
+    Inflater inf;
+    gw_hp_table t{};
+    gw_hp_table_init(&t);
+    gw_hp_spill sp{};
+    gw_hp_block b{};
+    gw_hp_keys k{7, 8};
+    std::vector<std::string> paths, entered;  // entered: newest last
+    for (int i = 0; i < 40; i++) paths.push_back("/pkg.Svc" + std::to_string(i % 4) + "/Method" + std::to_string(i));
+    int lost = 0, indexed = 0;
+    for (int round = 0; round < 3; round++) {
+      for (size_t i = 0; i < paths.size(); i++) {
+        const std::string& path = paths[round == 0 ? i : (i * 7) % paths.size()];
+        std::vector<uint8_t> buf = {0x83, 0x86};  // :method POST, :scheme http
+        auto it = std::find(entered.begin(), entered.end(), path);
+        if (it == entered.end()) {  // literal with incremental indexing, name :path (static 4), raw
+          auto h = HpackInt(0x40, 6, 4);
+          buf.insert(buf.end(), h.begin(), h.end());
+          h = HpackInt(0x00, 7, static_cast<uint32_t>(path.size()));
+          buf.insert(buf.end(), h.begin(), h.end());
+          buf.insert(buf.end(), path.begin(), path.end());
+          entered.push_back(path);
+        } else {  // indexed: dynamic entries start at 62, newest first
+          auto h = HpackInt(0x80, 7, static_cast<uint32_t>(62 + (entered.end() - 1 - it)));
+          buf.insert(buf.end(), h.begin(), h.end());
+        }
+        std::vector<std::string> ngpaths;
+        ASSERT_TRUE(inf.Inflate(buf.data(), buf.size(), &ngpaths));
+        ASSERT_EQ(ngpaths, std::vector<std::string>{path});
+        ASSERT_EQ(gw_hp_parse_block(&b, &t, with_spill ? &sp : nullptr, buf.data(), static_cast<__u32>(buf.size()), &k), 0);
+        ASSERT_EQ(t.size, inf.TableSize());
+        ASSERT_EQ(b.npath, 1);
+        if (b.path_how == GW_PATH_IDX_DYN) indexed++;
+        if (b.path_lost) {
+          ASSERT_FALSE(with_spill) << path;
+          ASSERT_EQ(gw_hp_path_reason(&b), GW_REASON_TABLE);
+          lost++;
+          continue;
+        }
+        ASSERT_TRUE(PathIs(b, k, path)) << path << " round " << round;
+        ASSERT_TRUE(b.path_valid);
+      }
+    }
+    EXPECT_EQ(indexed, 80);
+    if (with_spill) {
+      EXPECT_TRUE(gw_hp_spill_used(&t, &sp));
+    } else {
+      EXPECT_EQ(lost, 80 - 2 * GW_HP_PATHS);  // all but the ring's newest records, each round
+    }
   }
 }
 

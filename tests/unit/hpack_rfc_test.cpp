@@ -19,12 +19,13 @@ std::vector<unsigned char> Hex(const std::string& h) {
 
 struct Model {
   gw_hp_table t{};
+  gw_hp_spill sp{};
   gw_hp_block b{};
   gw_hp_keys k{1, 2};
   Model() { gw_hp_table_init(&t); }
   int Parse(const std::string& hex) {
     auto bytes = Hex(hex);
-    return gw_hp_parse_block(&b, &t, bytes.data(), static_cast<__u32>(bytes.size()), &k);
+    return gw_hp_parse_block(&b, &t, &sp, bytes.data(), static_cast<__u32>(bytes.size()), &k);
   }
 };
 
@@ -162,6 +163,59 @@ TEST(HpackModel, SizeUpdatesAndBounds) {
   EXPECT_EQ(big.b.err, GW_REASON_TABLE);
   Model huff;
   EXPECT_EQ(huff.Parse("0481ff"), -1);  // Huffman padding longer than 7 bits / EOS
+  // A name longer than GW_HPN_MAXLEN goes into the table (sizes stay in
+  // step) but its length is not kept: a later field naming it by index fails.
+  Model lng;
+  std::string name(300, 'x'), hex = "407f";  // new name, raw, length 127 + 173
+  hex += "ad01";
+  for (size_t i = 0; i < name.size(); i++) hex += "78";
+  hex += "0176";                             // value "v"
+  ASSERT_EQ(lng.Parse(hex), 0);
+  EXPECT_EQ(lng.t.size, 300u + 1u + 32u);
+  EXPECT_EQ(lng.Parse("7e0176"), -1);  // literal, name: dynamic index 62 (the long name)
+  EXPECT_EQ(lng.b.err, GW_REASON_TABLE);
+  Model shrt;  // ... while a name of GW_HPN_MAXLEN bytes is followed
+  char len2[3];
+  std::snprintf(len2, sizeof(len2), "%02x", GW_HPN_MAXLEN - 127);
+  hex = std::string("407f") + len2;  // new name, raw, length 127 + the rest
+  for (int i = 0; i < GW_HPN_MAXLEN; i++) hex += "79";
+  hex += "0176";
+  ASSERT_EQ(shrt.Parse(hex), 0);
+  ASSERT_EQ(shrt.Parse("7e0177"), 0);
+  EXPECT_EQ(shrt.t.size, 2u * (GW_HPN_MAXLEN + 1u + 32u));
+}
+
+// Entry numbers are 32 bits and wrap. A :path entry the model did not record
+// (the first of two :path fields in a block, as trailers may carry) whose
+// number equals that of a recorded entry 2^32 entries ago must never be
+// decided on that old record's hashes.
+TEST(HpackModel, EntryNumbersWrapWithoutTakingAnOldRecord) {
+  Model m;
+  const std::string allowed = "/pkg.Allowed/Get", denied = "/pkg.Denied/Drop";
+  auto lit = [](const std::string& p) {
+    char h[8];
+    std::snprintf(h, sizeof(h), "44%02x", static_cast<unsigned>(p.size()));
+    std::string out = h;
+    for (unsigned char c : p) {
+      std::snprintf(h, sizeof(h), "%02x", c);
+      out += h;
+    }
+    return out;
+  };
+  m.t.ins = 0x12345678u;  // entry X
+  ASSERT_EQ(m.Parse(lit(allowed)), 0);
+  ASSERT_TRUE(m.b.path_valid);
+  const __u64 h_allowed = m.b.h_exact;
+  ASSERT_EQ(m.Parse("20"), 0);    // emptied (size 0) ...
+  ASSERT_EQ(m.Parse("3fe11f"), 0);  // ... and back to 4096
+  m.t.ins = 0x12345678u;           // 2^32 entries later: X again
+  ASSERT_EQ(m.Parse(lit(denied) + "84"), 0);  // the literal goes in at X, unrecorded
+  EXPECT_EQ(m.b.npath, 2);
+  ASSERT_EQ(m.Parse("be"), 0);    // dynamic 62: entry X, the denied path
+  EXPECT_EQ(m.b.path_how, GW_PATH_IDX_DYN);
+  EXPECT_NE(m.b.h_exact, h_allowed);
+  EXPECT_FALSE(m.b.path_valid);
+  EXPECT_EQ(gw_hp_path_reason(&m.b), GW_REASON_BAD_PATH);
 }
 
 // A HEADERS frame with PADDED and PRIORITY flags: the walker finds the block
@@ -190,9 +244,11 @@ TEST(H2Walker, PaddedAndPriorityHeaders) {
   EXPECT_EQ(f.blk_len, block.size());
   EXPECT_TRUE(f.is_request);
   gw_hp_keys k{1, 2};
-  ASSERT_EQ(gw_hp_parse_block(&h.blk, &h.table, frame.data() + f.blk_off, f.blk_len, &k), 0);
-  EXPECT_EQ(std::string(h.blk.path, h.blk.path_len), path);
-  EXPECT_TRUE(h.blk.path_valid);
+  gw_hp_block b{};
+  gw_hp_spill sp{};
+  ASSERT_EQ(gw_hp_parse_block(&b, &h.table, &sp, frame.data() + f.blk_off, f.blk_len, &k), 0);
+  EXPECT_EQ(std::string(b.path, b.path_len), path);
+  EXPECT_TRUE(b.path_valid);
   // padding longer than the frame is a protocol error
   frame[9] = 200;
   gw_h2 bad{};

@@ -22,6 +22,8 @@ struct Decided {
 
 struct Replayer {
   gw_h2 h{};
+  gw_hp_block blk{};
+  gw_hp_spill spill{};
   gw_hp_keys k{0x1234, 0x5678};
   std::vector<unsigned char> pending;
   uint64_t skip = 0;  // bytes still covered by a PASS
@@ -65,13 +67,13 @@ struct Replayer {
       d.request = f.is_request;
       d.blk_off = f.blk_off;
       d.blk_len = f.blk_len;
-      gw_hp_parse_block(&h.blk, &h.table, pending.data() + f.blk_off, f.blk_len, &k);
-      d.blk = h.blk;
+      gw_hp_parse_block(&blk, &h.table, &spill, pending.data() + f.blk_off, f.blk_len, &k);
+      d.blk = blk;
       d.table_size = h.table.size;
       d.frame.assign(pending.begin(), pending.begin() + need);
-      if (h.blk.st != GW_HP_DONE) {
+      if (blk.st != GW_HP_DONE) {
         failed = true;
-        h.reason = h.blk.err;
+        h.reason = blk.err;
       }
       if (on_block && !failed) on_block(d, d.frame);
       decided.push_back(d);
