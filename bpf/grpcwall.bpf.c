@@ -133,6 +133,27 @@ static __always_inline __u16 gw_cgroup_ident(struct cgroup *cg, struct gw_config
 	return ident;
 }
 
+/* gw_cgroup_ident, once per cgroup and policy generation: a cgroup v2
+ * directory cannot be renamed (EPERM on the default hierarchy) and its id
+ * is never reused, so its path, and the identity of that path under one
+ * generation, stay what they were (gw_ident_cache). */
+static __always_inline __u16 gw_ident_of(struct cgroup *cg, struct gw_config *cfg, __u64 gen)
+{
+	struct gw_ident_cached *v, nv = {};
+	__u64 id;
+
+	if (!cg)
+		return 0;
+	id = BPF_CORE_READ(cg, kn, id);
+	v = bpf_map_lookup_elem(&gw_ident_cache, &id);
+	if (v && v->generation == gen)
+		return v->ident;
+	nv.generation = gen;
+	nv.ident = gw_cgroup_ident(cg, cfg, GW_SLOT_OF(gen));
+	bpf_map_update_elem(&gw_ident_cache, &id, &nv, BPF_ANY);
+	return nv.ident;
+}
+
 /* Re-resolves a connection's identity and service when the policy
  * generation moved since it was last looked at: the identity from the
  * socket's cgroup path as it is now (as the guard and the reset see it),
@@ -141,8 +162,8 @@ static __always_inline int gw_refresh(struct gw_conn *c, struct gw_config *cfg, 
 				      struct tcp_sock *tp)
 {
 	if (c->generation != gen) {
-		c->ident = gw_cgroup_ident(BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup),
-					   cfg, GW_SLOT_OF(gen));
+		c->ident = gw_ident_of(BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup),
+				       cfg, gen);
 		c->service = gw_resolve_service(c->ends.daddr, c->ends.dport, GW_SLOT_OF(gen));
 		c->generation = gen;
 		c->rp.len = 0; /* its decision was under the last policy */
@@ -227,8 +248,8 @@ int gw_sockops(struct bpf_sock_ops *skops)
 		o.dport = (__u16)(skops->remote_port >> 16); /* network order */
 		if (!gw_resolve_service(o.daddr, o.dport, GW_SLOT_OF(gen)))
 			break; /* other destinations are not tracked at all */
-		ident = gw_cgroup_ident(BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup),
-					cfg, GW_SLOT_OF(gen));
+		ident = gw_ident_of(BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup),
+				    cfg, gen);
 		if (!ident)
 			break; /* nor processes without an identity */
 		o.pid = bpf_get_current_pid_tgid() >> 32;
@@ -1354,7 +1375,7 @@ static __noinline int gw_guard_unpoliced(struct __sk_buff *skb, struct bpf_sock 
 		tp = bpf_skc_to_tcp_sock(sk);
 		if (!tp)
 			return 1;
-		ident = gw_cgroup_ident(BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup), cfg, slot);
+		ident = gw_ident_of(BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup), cfg, gen);
 	}
 	if (!ident) {
 		/* not a policed workload's connection to a service: said once
@@ -1509,8 +1530,7 @@ int gw_reset_predating(struct bpf_iter__tcp *ctx)
 	if (!tp)
 		return 0;
 	/* the socket's cgroup path, as sockops records it */
-	if (!gw_cgroup_ident(BPF_CORE_READ(&tp->inet_conn.icsk_inet.sk, sk_cgrp_data.cgroup), cfg,
-			     GW_SLOT_OF(gen)))
+	if (!gw_ident_of(BPF_CORE_READ(&tp->inet_conn.icsk_inet.sk, sk_cgrp_data.cgroup), cfg, gen))
 		return 0;
 	c = bpf_sk_storage_get(&gw_conns, tp, NULL, 0);
 	if (c && (c->flags & GW_CONN_PASSIVE))

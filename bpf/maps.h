@@ -128,6 +128,19 @@ struct {
 	__type(value, struct gw_hp_spill);
 } gw_spill SEC(".maps");
 
+/* identity by cgroup id, for one generation (grpcwall.bpf.c, gw_ident_of) */
+struct gw_ident_cached {
+	__u64 generation;
+	__u16 ident;
+	__u16 pad0[3];
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct gw_ident_cached);
+} gw_ident_cache SEC(".maps");
+
 /* per-run scratch: see struct gw_scratch */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

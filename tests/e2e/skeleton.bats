@@ -166,6 +166,12 @@ YAML
   [ "$(counter conns_opened)" -eq 1 ]
   [ "$(counter conns_tracked)" -eq 0 ]
   [ "$(socks)" -eq "$base" ]
+  # the identity of the worker's cgroup was worked out once for this
+  # generation, kept by cgroup id (the cgroup directory's inode)
+  gen=$("$GRPCWALL" status --pin-dir "$PIN" --json | json "d['policy']['generation']")
+  id=$(stat -c %i "$CG/sensor/worker")
+  bpftool map dump pinned "$PIN/gw_ident_cache" --json > "$WORK/cache.json"
+  [ "$(json "[e['formatted']['value']['generation'] for e in d if e['formatted']['key'] == $id][0]" < "$WORK/cache.json")" -eq "$gen" ]
   # an AF_INET6 socket to the v4-mapped address is the same destination
   run in_cgroup "$CG/terminal" "$CLIENT_NS" $PY "$ROOT/tests/e2e/tcp_echo.py" client "::ffff:$SERVER_IP" 50051
   [ "$output" = "echo ok" ]
