@@ -888,6 +888,10 @@ static __always_inline long gw_walk_decide(struct gw_walk *w)
 	if (!ws->policed)
 		return gw_walk_advance(w, n, n, 0); /* identity or service left the policy */
 	gw_decide(c, &w->s->blk, cfg, &d);
+	if (d.verdict != GW_VERDICT_DENY && gw_hp_path_regranted(&w->s->blk))
+		/* allowed now, denied when it went in: the server would read the
+		 * rewritten path. The connection ends, the client reconnects */
+		return gw_walk_stop(w, GW_WALK_FAIL, GW_REASON_REGRANT, ws->f.stream);
 	gw_rule_count(c->generation, d.rule, d.verdict);
 	if (d.verdict == GW_VERDICT_ALLOW) {
 		gw_count(GW_CNT_ALLOWED, 1);
@@ -919,6 +923,7 @@ static __always_inline long gw_walk_decide(struct gw_walk *w)
 		if (o >= 0x7fff || data + o + 1 > end)
 			return gw_walk_stop(w, GW_WALK_FAIL, GW_REASON_NOMEM, ws->f.stream);
 		data[o] = val;
+		gw_hp_mark_rewritten(&w->s->blk, &c->h2.table, gw_spill_of(c, w->src.msg->sk, 0));
 	}
 	gw_emit_conn(c, cfg, GW_VERDICT_DENY, d.reason, d.rule, ws->f.stream, w->sslot);
 	return gw_walk_advance(w, n, n, 0);

@@ -83,6 +83,8 @@ enum gw_reason {
 	GW_REASON_FORMAT      = 18, /* method table of another grpcwall version */
 	GW_REASON_BUSY        = 19, /* no walk scratch: every slot of the CPU
 				     * held by a run preempted mid-walk */
+	GW_REASON_REGRANT     = 20, /* allowed now, denied (rewritten) when its
+				     * :path went into the table: reconnect */
 	GW_REASON_MAX
 };
 

@@ -58,6 +58,8 @@
 /* :path record flags */
 #define GW_HPE_PATH  0x1  /* a record */
 #define GW_HPE_VALID 0x2  /* the value is a canonical /service/method */
+#define GW_HPE_REWRITTEN 0x4 /* denied when it went in: the server's entry holds
+			      * the rewritten path, not this one */
 
 #define GW_HP_PATHS 8     /* :path records in the table model itself */
 
@@ -134,7 +136,7 @@ struct gw_hp_block {
 	__u16 path_len;   /* decoded :path length (capped at GW_PATH_MAX) */
 	__u16 svc_len;    /* length of "/service/" in path */
 	__u8  path_lost;  /* indexed :path whose record is gone */
-	__u8  pad1;
+	__u8  path_rewritten; /* indexed :path: GW_HPE_REWRITTEN */
 	__u32 f_rep_off;  /* current field's first byte */
 	__u32 s_off, s_end;
 	__u32 s_dlen;     /* decoded bytes of the current string so far */
@@ -177,6 +179,7 @@ static __always_inline void gw_hp_block_init(struct gw_hp_block *b, __u32 len)
 	b->path_long = 0;
 	b->path_inserted = 0;
 	b->path_lost = 0;
+	b->path_rewritten = 0;
 	b->path_len = 0;
 	b->svc_len = 0;
 	b->h_exact = 0;
@@ -600,6 +603,7 @@ static __always_inline int gw_hp_indexed(struct gw_hp_block *b, struct gw_hp_tab
 			return 0;
 		}
 		b->path_lost = 0;
+		b->path_rewritten = (r->flags & GW_HPE_REWRITTEN) ? 1 : 0;
 		b->path_valid = (r->flags & GW_HPE_VALID) ? 1 : 0;
 		b->path_len = r->path_len;
 		b->path_long = r->path_len >= GW_PATH_MAX;
@@ -704,6 +708,31 @@ static __always_inline int gw_hp_step(struct gw_hp_block *b, struct gw_hp_table 
 	if (gw_hp_name_ref(b, t, v))
 		return 1;
 	return gw_hp_open_string(b, src, 1) ? 1 : 0;
+}
+
+/* A denied literal :path was rewritten in place and went into the table:
+ * the server's entry holds the rewritten path. Its record says so, and a
+ * later reference to it that a policy allows cannot be let through as
+ * that path (gw_hp_path_regranted). */
+static __always_inline void gw_hp_mark_rewritten(const struct gw_hp_block *b,
+						 struct gw_hp_table *t, struct gw_hp_spill *sp)
+{
+	struct gw_hp_prec *r;
+
+	if (b->path_how != GW_PATH_LIT_RAW && b->path_how != GW_PATH_LIT_HUFF)
+		return;
+	if (!b->path_inserted || !gw_hp_live(t, b->path_ins))
+		return;
+	r = (struct gw_hp_prec *)gw_hp_path_rec(t, sp, b->path_ins);
+	if (r)
+		r->flags |= GW_HPE_REWRITTEN;
+}
+
+/* Does the block refer to a :path entry the server holds rewritten? Then
+ * an allow cannot reach the server as the path the client meant. */
+static __always_inline int gw_hp_path_regranted(const struct gw_hp_block *b)
+{
+	return b->path_how == GW_PATH_IDX_DYN && b->path_rewritten;
 }
 
 /* What to write so the server refuses the block's RPC while both HPACK

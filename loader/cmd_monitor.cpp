@@ -36,6 +36,7 @@ const char* kReasons[GW_REASON_MAX] = {
     "TCP to a service from a raw socket",
     "method table written by another grpcwall version (apply the policy again with this one)",
     "every walk scratch slot of the CPU held by a send preempted mid-walk (64)",
+    "granted after it was denied on this connection: the server's table holds the rewritten :path (the connection is closed; the client reconnects)",
 };
 
 struct Ctx {

@@ -130,6 +130,7 @@ bool FbStream::Feed(const uint8_t* p, size_t n, std::vector<uint8_t>* out) {
     if (f.is_request && decide) {
       FbBlock fb{f.stream, true, big, &blk_};
       FbVerdict v = decide(fb);
+      if (v.verdict != GW_VERDICT_DENY && gw_hp_path_regranted(&blk_)) return Fail(GW_REASON_REGRANT);
       if (v.verdict == GW_VERDICT_ALLOW) {
         allowed++;
       } else if (v.verdict == GW_VERDICT_AUDIT) {
@@ -151,6 +152,7 @@ bool FbStream::Feed(const uint8_t* p, size_t n, std::vector<uint8_t>* out) {
             }
             at -= fr.second;
           }
+          gw_hp_mark_rewritten(&blk_, &h_.table, &spill_);
         }
       }
     }

@@ -112,7 +112,14 @@ class Parser {
     std::vector<Entry> out;
     out.reserve(n.items().size());
     for (const auto& e : n.items()) {
-      Entry en{Scalar(e, what + " entry"), e.line};
+      Entry en{Scalar(e, what + " entry"), e.line, ""};
+      bool preset = false;
+      for (const auto& [word, patterns] : Presets()) {
+        if (en.pattern != word) continue;
+        for (const auto& p : patterns) out.push_back(Entry{p, e.line, word});
+        preset = true;
+      }
+      if (preset) continue;
       std::string err = CheckEntry(en.pattern);
       if (!err.empty()) Fail(e, "bad " + what + " entry '" + en.pattern + "': " + err);
       out.push_back(std::move(en));
@@ -310,9 +317,18 @@ const std::vector<Entry>& EntryList::all() const {
   return list_ ? *list_ : kNone;
 }
 
+const std::vector<std::pair<std::string, std::vector<std::string>>>& Presets() {
+  static const std::vector<std::pair<std::string, std::vector<std::string>>> kPresets = {
+      {"health", {"/grpc.health.v1.Health/*"}},
+      {"reflection", {"/grpc.reflection.v1alpha.ServerReflection/*", "/grpc.reflection.v1.ServerReflection/*"}},
+  };
+  return kPresets;
+}
+
 std::string CheckEntry(const std::string& s) {
   if (s == "*") return "";
-  if (s.empty() || s[0] != '/') return "must start with '/' (/package.Service/Method, /package.Service/* or *)";
+  if (s.empty() || s[0] != '/')
+    return "must start with '/' (/package.Service/Method, /package.Service/* or *), or be a preset: health, reflection";
   auto second = s.find('/', 1);
   if (second == std::string::npos) return "expected /package.Service/Method";
   std::string svc = s.substr(1, second - 1), method = s.substr(second + 1);

@@ -44,7 +44,12 @@ struct Service {
 struct Entry {
   std::string pattern;  // "/pkg.Svc/Method", "/pkg.Svc/*" or "*"
   int line = 0;
+  std::string preset;   // the word it was written as (kPresets), or empty
 };
+
+// One word in an allow/deny list for the services any gRPC server may
+// expose: `health` and `reflection` (both reflection versions).
+const std::vector<std::pair<std::string, std::vector<std::string>>>& Presets();
 
 // A rule's allow or deny entries: immutable, and shared by the rules that
 // one YAML alias gives the same list (`allow: *methods`), so 10,000 rules

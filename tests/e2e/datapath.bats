@@ -163,6 +163,44 @@ PY
   [ "$repeats" -ge 1 ]
 }
 
+@test "a grant after a deny on a live channel: one call fails UNAVAILABLE, the channel reconnects by itself and succeeds" {
+  # grpcio enters SetAccessCode's :path in the table; denied, it went to the
+  # server rewritten, and the client refers to it by index from then on
+  write_policy "$WORK/grant.yaml" \
+    "  - from: public-terminal" "    to: door-manager" \
+    "    allow: [/cloudcity.DoorManager/GetName, /cloudcity.DoorManager/SetAccessCode]"
+  py_client "$CG/terminal" 50051 SetAccessCode SetAccessCode "WAIT:$WORK/go" SetAccessCode SetAccessCode GetName \
+    > "$WORK/client.out" 2>&1 &
+  PIDS+=($!)
+  for i in $(seq 1 100); do [ "$(wc -l < "$WORK/client.out")" -ge 2 ] && break; sleep 0.1; done
+  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/grant.yaml"
+  touch "$WORK/go"
+  wait "${PIDS[-1]}"
+  cat "$WORK/client.out"
+  [[ "$(sed -n 1p "$WORK/client.out")" == "SetAccessCode UNIMPLEMENTED"* ]]
+  [[ "$(sed -n 2p "$WORK/client.out")" == "SetAccessCode UNIMPLEMENTED"* ]]
+  [[ "$(sed -n 3p "$WORK/client.out")" == "SetAccessCode UNAVAILABLE"* ]]   # never a stale deny
+  [ "$(sed -n 4,5p "$WORK/client.out")" = "$(printf 'SetAccessCode OK\nGetName OK')" ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 1 ]
+  [ "$(counter conns_opened)" -eq 2 ]   # the channel reconnected by itself
+  [ "$(events 3 | tail -1 | json "d['reason']")" = \
+    "granted after it was denied on this connection: the server's table holds the rewritten :path (the connection is closed; the client reconnects)" ]
+  # the raw client (python-hpack, indexes :path too) on its one connection: closed
+  rm -f "$WORK/go2"
+  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/p.yaml"
+  in_cgroup "$CG/terminal" "$CLIENT_NS" $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 \
+    SetAccessCode "WAIT:$WORK/go2" SetAccessCode > "$WORK/raw.out" 2>&1 &
+  PIDS+=($!)
+  for i in $(seq 1 100); do [ "$(wc -l < "$WORK/raw.out")" -ge 1 ] && break; sleep 0.1; done
+  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/grant.yaml"
+  touch "$WORK/go2"
+  wait "${PIDS[-1]}"
+  cat "$WORK/raw.out"
+  [ "$(sed -n 1p "$WORK/raw.out")" = "SetAccessCode 12" ]
+  [[ "$(sed -n 2p "$WORK/raw.out")" == "error"* ]]
+  [ "$(handlers 50051 SetAccessCode)" -eq 1 ]
+}
+
 @test "processes without an identity, and other ports, are untouched" {
   start_grpc_server 50052
   run py_client "$CG/nobody" 50051 SetAccessCode GetName

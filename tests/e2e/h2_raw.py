@@ -3,7 +3,7 @@ pieces: `--split 1` sends every byte in its own send() (TCP_NODELAY), so the
 connection preface, frame headers and HEADERS frames reach the kernel in
 fragments. Prints "<Method> <grpc-status>" per call, one stream each, on ONE
 connection; "<Method> reset" if the stream was reset, "error ..." if the
-connection failed."""
+connection failed. A call WAIT:FILE waits until FILE exists."""
 import argparse
 import os
 import socket
@@ -48,6 +48,12 @@ def main():
         marked = any(c.endswith("^") for c in a.calls)
         for n, spec in enumerate(a.calls):
             last = n == len(a.calls) - 1
+            if spec.startswith("WAIT:"):  # wait until the file exists
+                for _ in range(600):
+                    if os.path.exists(spec[5:]):
+                        break
+                    time.sleep(0.05)
+                continue
             method = spec.rstrip("^")
             big = spec.endswith("^") or not marked
             sid = conn.get_next_available_stream_id()

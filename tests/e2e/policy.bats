@@ -49,6 +49,28 @@ for i in range(1, 30): print("a%d: &a%d [%s]" % (i, i, ", ".join(["*a%d" % (i - 
   [ "$(echo "$output" | json "len(d['identities'])")" -eq 2 ]
 }
 
+@test "presets: health and reflection expand to their services; check and show print what they became" {
+  write_policy "$WORK/p.yaml" \
+    "  - from: door-sensor" "    to: door-manager" "    allow: [health, reflection]"
+  run "$GRPCWALL" policy check --json "$WORK/p.yaml"
+  [ "$status" -eq 0 ]
+  echo "$output" > "$WORK/check.json"
+  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
+  run "$GRPCWALL" policy show --pin-dir "$PIN"
+  echo "$output"
+  for m in /grpc.health.v1.Health/'*' /grpc.reflection.v1alpha.ServerReflection/'*' \
+           /grpc.reflection.v1.ServerReflection/'*'; do
+    [[ "$output" == *"allow  $m"* ]]
+    grep -qF "\"$m\"" "$WORK/check.json"
+  done
+  # a word that is no preset is an error with its line
+  write_policy "$WORK/bad.yaml" \
+    "  - from: door-sensor" "    to: door-manager" "    allow: [healthz]"
+  run "$GRPCWALL" policy check "$WORK/bad.yaml"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"bad.yaml:"*"bad allow entry 'healthz'"*"preset: health, reflection"* ]]
+}
+
 @test "an identity outside the attach cgroup is refused at apply and attach, and nothing live changes" {
   mkdir -p "$CG/inner"
   EXTRA_DIRS+=("$CG/inner")

@@ -218,6 +218,37 @@ TEST(HpackModel, EntryNumbersWrapWithoutTakingAnOldRecord) {
   EXPECT_EQ(gw_hp_path_reason(&m.b), GW_REASON_BAD_PATH);
 }
 
+// A denied literal :path that went into the table was rewritten in place: the
+// server's entry holds the rewritten path. A later reference to it is known
+// for that (an allow there must not pass: the server would not see the
+// method), also once its record moved to the spill; other entries are not.
+TEST(HpackModel, RewrittenEntriesAreKnownWhenReferredTo) {
+  Model m;
+  auto lit = [](const std::string& p) {
+    char h[8];
+    std::snprintf(h, sizeof(h), "44%02x", static_cast<unsigned>(p.size()));
+    std::string out = h;
+    for (unsigned char c : p) {
+      std::snprintf(h, sizeof(h), "%02x", c);
+      out += h;
+    }
+    return out;
+  };
+  ASSERT_EQ(m.Parse(lit("/pkg.Svc/Denied")), 0);
+  gw_hp_mark_rewritten(&m.b, &m.t, &m.sp);
+  ASSERT_EQ(m.Parse(lit("/pkg.Svc/Other")), 0);
+  ASSERT_EQ(m.Parse("bf"), 0);  // dynamic 63: the denied one
+  EXPECT_TRUE(gw_hp_path_regranted(&m.b));
+  ASSERT_EQ(m.Parse("be"), 0);  // 62: the other
+  EXPECT_FALSE(gw_hp_path_regranted(&m.b));
+  for (int i = 0; i < GW_HP_PATHS; i++) ASSERT_EQ(m.Parse(lit("/pkg.Svc/M" + std::to_string(i))), 0);
+  ASSERT_TRUE(gw_hp_spill_used(&m.t, &m.sp));  // the first records moved to the spill
+  char idx[8];
+  std::snprintf(idx, sizeof(idx), "%02x", 0x80 | (62 + GW_HP_PATHS + 1));
+  ASSERT_EQ(m.Parse(idx), 0);
+  EXPECT_TRUE(gw_hp_path_regranted(&m.b));
+}
+
 // A HEADERS frame with PADDED and PRIORITY flags: the walker finds the block
 // between the priority fields and the padding, and the model decides it.
 TEST(H2Walker, PaddedAndPriorityHeaders) {

@@ -84,7 +84,8 @@ TEST(PolicyParse, GoodPolicy) {
 TEST(PolicyParse, ErrorsCarryFileAndLine) {
   EXPECT_EQ(ErrorOf("identities:\n  a: { cgroup: x }\nservices:\n  s: { port: 1 }\nrules:\n"
                     "  - from: a\n    to: s\n    allow: [GetName]\n"),
-            "p.yaml:8: bad allow entry 'GetName': must start with '/' (/package.Service/Method, /package.Service/* or *)");
+            "p.yaml:8: bad allow entry 'GetName': must start with '/' (/package.Service/Method, /package.Service/* or *), "
+            "or be a preset: health, reflection");
   EXPECT_EQ(ErrorOf("identities:\n  a: { cgroup: x }\nservices:\n  s: { port: 1 }\nrules:\n"
                     "  - from: a\n    to: s\n    allow:\n      - /a.B/C\n      - /a.B/C*\n"),
             "p.yaml:10: bad allow entry '/a.B/C*': '*' only stands alone: /package.Service/* or *");
@@ -130,6 +131,33 @@ TEST(PolicyEntries, Forms) {
   EXPECT_EQ(KeyOf("/a.B/*").hashed, "/a.B/");
   EXPECT_EQ(KeyOf("*").kind, GW_MATCH_ANY);
   EXPECT_EQ(KeyOf("/a.B/C").kind, GW_MATCH_EXACT);
+}
+
+// `health` and `reflection` stand for the services any gRPC server may
+// expose, at the line they were written on; the compiled pair has them.
+TEST(PolicyEntries, PresetsExpand) {
+  Policy p = ParsePolicy("identities:\n  a: { cgroup: x }\nservices:\n  s: { port: 1 }\nrules:\n"
+                         "  - from: a\n    to: s\n    allow: [health, /a.B/C, reflection]\n",
+                         "p.yaml");
+  ASSERT_EQ(p.rules.size(), 1u);
+  std::vector<std::string> got;
+  for (const auto& e : p.rules[0].allow) {
+    got.push_back(e.pattern + (e.preset.empty() ? "" : " <" + e.preset + ">"));
+    EXPECT_EQ(e.line, 8);
+  }
+  EXPECT_EQ(got, (std::vector<std::string>{"/grpc.health.v1.Health/* <health>", "/a.B/C",
+                                           "/grpc.reflection.v1alpha.ServerReflection/* <reflection>",
+                                           "/grpc.reflection.v1.ServerReflection/* <reflection>"}));
+  CompiledPolicy cp = Compile(p, 1, 2);
+  ASSERT_EQ(cp.pairs.size(), 1u);
+  for (const char* m : {"/grpc.health.v1.Health/*", "/grpc.reflection.v1.ServerReflection/*"}) {
+    auto f = Find(cp, cp.pairs[0], m);
+    ASSERT_TRUE(f.has_value()) << m;
+    EXPECT_EQ(f->val.verdict, GW_VERDICT_ALLOW);
+  }
+  EXPECT_NE(ErrorOf("identities:\n  a: { cgroup: x }\nservices:\n  s: { port: 1 }\nrules:\n"
+                    "  - from: a\n    to: s\n    allow: [healthz]\n"),
+            "no error");
 }
 
 TEST(PolicyHash, KeyedAndKindSeparated) {
