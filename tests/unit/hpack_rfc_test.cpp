@@ -17,6 +17,19 @@ std::vector<unsigned char> Hex(const std::string& h) {
   return out;
 }
 
+// Hex of a literal :path with incremental indexing, name static 4, raw value
+// (shorter than 127 bytes).
+std::string LitPath(const std::string& p) {
+  char h[8];
+  std::snprintf(h, sizeof(h), "44%02x", static_cast<unsigned>(p.size()));
+  std::string out = h;
+  for (unsigned char c : p) {
+    std::snprintf(h, sizeof(h), "%02x", c);
+    out += h;
+  }
+  return out;
+}
+
 struct Model {
   gw_hp_table t{};
   gw_hp_spill sp{};
@@ -192,24 +205,14 @@ TEST(HpackModel, SizeUpdatesAndBounds) {
 TEST(HpackModel, EntryNumbersWrapWithoutTakingAnOldRecord) {
   Model m;
   const std::string allowed = "/pkg.Allowed/Get", denied = "/pkg.Denied/Drop";
-  auto lit = [](const std::string& p) {
-    char h[8];
-    std::snprintf(h, sizeof(h), "44%02x", static_cast<unsigned>(p.size()));
-    std::string out = h;
-    for (unsigned char c : p) {
-      std::snprintf(h, sizeof(h), "%02x", c);
-      out += h;
-    }
-    return out;
-  };
   m.t.ins = 0x12345678u;  // entry X
-  ASSERT_EQ(m.Parse(lit(allowed)), 0);
+  ASSERT_EQ(m.Parse(LitPath(allowed)), 0);
   ASSERT_TRUE(m.b.path_valid);
   const __u64 h_allowed = m.b.h_exact;
   ASSERT_EQ(m.Parse("20"), 0);    // emptied (size 0) ...
   ASSERT_EQ(m.Parse("3fe11f"), 0);  // ... and back to 4096
   m.t.ins = 0x12345678u;           // 2^32 entries later: X again
-  ASSERT_EQ(m.Parse(lit(denied) + "84"), 0);  // the literal goes in at X, unrecorded
+  ASSERT_EQ(m.Parse(LitPath(denied) + "84"), 0);  // the literal goes in at X, unrecorded
   EXPECT_EQ(m.b.npath, 2);
   ASSERT_EQ(m.Parse("be"), 0);    // dynamic 62: entry X, the denied path
   EXPECT_EQ(m.b.path_how, GW_PATH_IDX_DYN);
@@ -224,24 +227,14 @@ TEST(HpackModel, EntryNumbersWrapWithoutTakingAnOldRecord) {
 // method), also once its record moved to the spill; other entries are not.
 TEST(HpackModel, RewrittenEntriesAreKnownWhenReferredTo) {
   Model m;
-  auto lit = [](const std::string& p) {
-    char h[8];
-    std::snprintf(h, sizeof(h), "44%02x", static_cast<unsigned>(p.size()));
-    std::string out = h;
-    for (unsigned char c : p) {
-      std::snprintf(h, sizeof(h), "%02x", c);
-      out += h;
-    }
-    return out;
-  };
-  ASSERT_EQ(m.Parse(lit("/pkg.Svc/Denied")), 0);
+  ASSERT_EQ(m.Parse(LitPath("/pkg.Svc/Denied")), 0);
   gw_hp_mark_rewritten(&m.b, &m.t, &m.sp);
-  ASSERT_EQ(m.Parse(lit("/pkg.Svc/Other")), 0);
+  ASSERT_EQ(m.Parse(LitPath("/pkg.Svc/Other")), 0);
   ASSERT_EQ(m.Parse("bf"), 0);  // dynamic 63: the denied one
   EXPECT_TRUE(gw_hp_path_regranted(&m.b));
   ASSERT_EQ(m.Parse("be"), 0);  // 62: the other
   EXPECT_FALSE(gw_hp_path_regranted(&m.b));
-  for (int i = 0; i < GW_HP_PATHS; i++) ASSERT_EQ(m.Parse(lit("/pkg.Svc/M" + std::to_string(i))), 0);
+  for (int i = 0; i < GW_HP_PATHS; i++) ASSERT_EQ(m.Parse(LitPath("/pkg.Svc/M" + std::to_string(i))), 0);
   ASSERT_TRUE(gw_hp_spill_used(&m.t, &m.sp));  // the first records moved to the spill
   char idx[8];
   std::snprintf(idx, sizeof(idx), "%02x", 0x80 | (62 + GW_HP_PATHS + 1));
