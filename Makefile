@@ -20,7 +20,7 @@ BPF_OBJS   := $(patsubst bpf/%.bpf.c,$(BUILD)/%.bpf.o,$(BPF_SRCS))
 BPF_HDRS   := $(wildcard bpf/*.h) $(wildcard hpack/*.h)
 LOADER_SRCS := $(wildcard loader/*.cpp)
 LOADER_HDRS := $(wildcard loader/*.h)
-CORE_SRCS  := loader/policy.cpp loader/yaml_doc.cpp loader/fb_stream.cpp
+CORE_SRCS  := loader/policy.cpp loader/yaml_doc.cpp loader/fb_stream.cpp loader/descriptors.cpp
 UNIT_SRCS  := $(wildcard tests/unit/*.cpp)
 
 .PHONY: all deps test unit e2e demo clean bench bench-quick fuzz soak

@@ -885,8 +885,13 @@ static __always_inline long gw_walk_decide(struct gw_walk *w)
 
 		bpf_map_update_elem(&gw_paths, &h, w->s->blk.path, BPF_ANY);
 	}
-	if (!ws->policed)
-		return gw_walk_advance(w, n, n, 0); /* identity or service left the policy */
+	if (!ws->policed) {
+		/* identity or service left the policy: everything passes, but an
+		 * entry the server holds rewritten would read as a stale deny */
+		if (gw_hp_path_regranted(&w->s->blk))
+			return gw_walk_stop(w, GW_WALK_FAIL, GW_REASON_REGRANT, ws->f.stream);
+		return gw_walk_advance(w, n, n, 0);
+	}
 	gw_decide(c, &w->s->blk, cfg, &d);
 	if (d.verdict != GW_VERDICT_DENY && gw_hp_path_regranted(&w->s->blk))
 		/* allowed now, denied when it went in: the server would read the

@@ -247,6 +247,8 @@ static __always_inline int gw_hp_insert(struct gw_hp_table *t, __u32 name_len,
 		/* RFC 7541 4.4: larger than the table: the table is emptied */
 		t->n = 0;
 		t->size = 0;
+		if (is_path)
+			b->path_inserted = 0; /* not entered: its number goes to the next entry */
 		return 0;
 	}
 	if (t->n >= GW_HP_ENTRIES)

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "descriptors.h"
 #include "error.h"
 #include "live.h"
 #include "system.h"
@@ -15,6 +16,8 @@ struct PolicyOptions {
   std::string file;
   std::string pin_dir;
   bool json = false;
+  std::string descriptor_set;  // check: protoc -o FILE --include_imports
+  bool strict = false;         // check: a warning is an error
 };
 
 // The compiled form seen the same way as the live one, so that check and
@@ -106,16 +109,34 @@ void PrintText(const LivePolicy& v, bool live) {
 
 void Check(const PolicyOptions& o) {
   Policy p = LoadPolicyFile(o.file);
+  std::vector<DescriptorWarning> dw;
+  if (!o.descriptor_set.empty()) dw = CheckAgainst(p, LoadDescriptorSet(o.descriptor_set), o.descriptor_set);
   for (const auto& w : p.warnings) std::cerr << w << "\n";
+  for (const auto& w : dw) std::cerr << w.message << "\n";
   CompiledPolicy cp = Compile(p, 0, 0);
   LivePolicy v = ViewOf(p, cp);
   if (o.json) {
-    std::cout << ToJson(v, false).dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
-    return;
+    nlohmann::json j = ToJson(v, false);
+    j["warnings"] = p.warnings;
+    if (!o.descriptor_set.empty()) {
+      j["descriptor_warnings"] = nlohmann::json::array();
+      for (const auto& w : dw)
+        j["descriptor_warnings"].push_back({{"file", p.file}, {"line", w.line}, {"entry", w.entry}, {"message", w.message}});
+    }
+    std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+  } else {
+    std::cout << o.file << ": OK: " << p.identities.size() << " identities, " << p.services.size() << " services, "
+              << p.rules.size() << " rules";
+    if (!o.descriptor_set.empty())
+      std::cout << "; " << dw.size() << " entr" << (dw.size() == 1 ? "y names" : "ies name") << " what "
+                << o.descriptor_set << " does not define";
+    std::cout << "\n";
+    PrintText(v, false);
   }
-  std::cout << o.file << ": OK: " << p.identities.size() << " identities, " << p.services.size() << " services, "
-            << p.rules.size() << " rules\n";
-  PrintText(v, false);
+  const size_t warned = p.warnings.size() + dw.size();
+  if (o.strict && warned)
+    throw InputError(o.file + ": " + std::to_string(warned) + " warning" + (warned == 1 ? "" : "s") +
+                     " (above), an error under --strict");
 }
 
 void Apply(const PolicyOptions& o) {
@@ -158,7 +179,13 @@ void RegisterPolicy(CLI::App& app) {
                                     "Validate a policy file and print what it grants. Needs no root and no kernel.\n"
                                     "Bad input: 'FILE:LINE: what is wrong' on stderr, exit 1.");
   check->add_option("FILE", co->file, "policy YAML")->required()->check(CLI::ExistingFile);
-  check->add_flag("--json", co->json, "print the summary as JSON");
+  check->add_flag("--json", co->json, "print the summary as JSON (warnings under \"warnings\" and \"descriptor_warnings\")");
+  check->add_option("--descriptor-set", co->descriptor_set,
+                    "a FileDescriptorSet of the services the policy names (protoc -o FILE --include_imports\n"
+                    "your.proto ...): entries naming a service or method it does not define are reported as\n"
+                    "FILE:LINE: warning (a typo there is a method silently denied)")
+      ->check(CLI::ExistingFile);
+  check->add_flag("--strict", co->strict, "exit 1 when there is any warning");
   check->callback([co] { Check(*co); });
 
   auto ao = std::make_shared<PolicyOptions>();

@@ -394,7 +394,8 @@ class Helper {
       s.stream.decide = [this, &s](const FbBlock& b) {
         bool policed = Refresh(s);
         FbVerdict v = Decide(s, b, policed);
-        if (policed && v.verdict != GW_VERDICT_ALLOW) Emit(s, b, v);
+        // (a regranted block fails the connection: its own event, no audit one)
+        if (policed && v.verdict != GW_VERDICT_ALLOW && !(b.regranted && v.verdict == GW_VERDICT_AUDIT)) Emit(s, b, v);
         return v;
       };
       std::cerr << "grpcwall proxy: slot " << i << " takes connection " << ps.conn_cookie << " ("

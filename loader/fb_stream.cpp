@@ -128,7 +128,7 @@ bool FbStream::Feed(const uint8_t* p, size_t n, std::vector<uint8_t>* out) {
     blocks++;
     if (big) big_blocks++;
     if (f.is_request && decide) {
-      FbBlock fb{f.stream, true, big, &blk_};
+      FbBlock fb{f.stream, true, big, &blk_, gw_hp_path_regranted(&blk_) != 0};
       FbVerdict v = decide(fb);
       if (v.verdict != GW_VERDICT_DENY && gw_hp_path_regranted(&blk_)) return Fail(GW_REASON_REGRANT);
       if (v.verdict == GW_VERDICT_ALLOW) {

@@ -27,6 +27,7 @@ struct FbBlock {
   bool request = false;  // opens a stream (else: trailers)
   bool big = false;      // continued, or over the kernel's bound
   const gw_hp_block* blk = nullptr;
+  bool regranted = false;  // refers to a :path entry the server holds rewritten: an allow fails the connection
 };
 
 class FbStream {

@@ -327,8 +327,11 @@ const std::vector<std::pair<std::string, std::vector<std::string>>>& Presets() {
 
 std::string CheckEntry(const std::string& s) {
   if (s == "*") return "";
-  if (s.empty() || s[0] != '/')
-    return "must start with '/' (/package.Service/Method, /package.Service/* or *), or be a preset: health, reflection";
+  if (s.empty() || s[0] != '/') {
+    std::string presets;
+    for (const auto& p : Presets()) presets += (presets.empty() ? "" : ", ") + p.first;
+    return "must start with '/' (/package.Service/Method, /package.Service/* or *), or be a preset: " + presets;
+  }
   auto second = s.find('/', 1);
   if (second == std::string::npos) return "expected /package.Service/Method";
   std::string svc = s.substr(1, second - 1), method = s.substr(second + 1);

@@ -199,6 +199,22 @@ PY
   [ "$(sed -n 1p "$WORK/raw.out")" = "SetAccessCode 12" ]
   [[ "$(sed -n 2p "$WORK/raw.out")" == "error"* ]]
   [ "$(handlers 50051 SetAccessCode)" -eq 1 ]
+  # a policy without the terminal's identity: its connections are no longer
+  # policed, and the rewritten entry is not passed on as a stale deny either
+  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/p.yaml"
+  write_policy "$WORK/noterm.yaml" "  - from: door-sensor" "    to: door-manager" "    allow: [\"*\"]"
+  sed -i '/public-terminal/d' "$WORK/noterm.yaml"
+  py_client "$CG/terminal" 50051 SetAccessCode "WAIT:$WORK/go3" SetAccessCode SetAccessCode > "$WORK/c3.out" 2>&1 &
+  PIDS+=($!)
+  for i in $(seq 1 100); do [ "$(wc -l < "$WORK/c3.out")" -ge 1 ] && break; sleep 0.1; done
+  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/noterm.yaml"
+  touch "$WORK/go3"
+  wait "${PIDS[-1]}"
+  cat "$WORK/c3.out"
+  [[ "$(sed -n 1p "$WORK/c3.out")" == "SetAccessCode UNIMPLEMENTED"* ]]
+  [[ "$(sed -n 2p "$WORK/c3.out")" == "SetAccessCode UNAVAILABLE"* ]]
+  [ "$(sed -n 3p "$WORK/c3.out")" = "SetAccessCode OK" ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 2 ]
 }
 
 @test "processes without an identity, and other ports, are untouched" {

@@ -71,6 +71,30 @@ for i in range(1, 30): print("a%d: &a%d [%s]" % (i, i, ", ".join(["*a%d" % (i - 
   [[ "$output" == *"bad.yaml:"*"bad allow entry 'healthz'"*"preset: health, reflection"* ]]
 }
 
+@test "check --descriptor-set: entries naming what protoc's descriptors do not define are FILE:LINE warnings; --strict fails" {
+  protoc -o "$WORK/cc.pb" --include_imports -I "$ROOT/tests/grpc" "$ROOT/tests/grpc/cloudcity.proto"
+  write_policy "$WORK/p.yaml" \
+    "  - from: door-sensor" "    to: door-manager" \
+    "    allow: [/cloudcity.DoorManager/GetNmae, /cloudcity.DoorManger/*, health]"
+  run "$GRPCWALL" policy check --descriptor-set "$WORK/cc.pb" "$WORK/p.yaml"
+  echo "$output"
+  [ "$status" -eq 0 ]
+  line=$(grep -n 'GetNmae' "$WORK/p.yaml" | cut -d: -f1)
+  [[ "$output" == *"p.yaml:$line: warning: '/cloudcity.DoorManager/GetNmae': method GetNmae is not a method of cloudcity.DoorManager"*"(it has: GetLocation, GetName, RequestMaintenance, SetAccessCode)"* ]]
+  [[ "$output" == *"p.yaml:$line: warning: '/cloudcity.DoorManger/*': service cloudcity.DoorManger is not defined"* ]]
+  [[ "$output" == *"2 entries name what $WORK/cc.pb does not define"* ]]
+  "$GRPCWALL" policy check --descriptor-set "$WORK/cc.pb" --json "$WORK/p.yaml" 2>/dev/null > "$WORK/check.json"
+  [ "$(json "len(d['descriptor_warnings'])" < "$WORK/check.json")" -eq 2 ]
+  [ "$(json "d['descriptor_warnings'][0]['line']" < "$WORK/check.json")" -eq "$line" ]
+  run "$GRPCWALL" policy check --descriptor-set "$WORK/cc.pb" --strict "$WORK/p.yaml"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"2 warnings (above), an error under --strict"* ]]
+  # the policy is not a descriptor set
+  run "$GRPCWALL" policy check --descriptor-set "$WORK/p.yaml" "$WORK/p.yaml"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"not a protobuf FileDescriptorSet"*"protoc -o FILE --include_imports"* ]]
+}
+
 @test "an identity outside the attach cgroup is refused at apply and attach, and nothing live changes" {
   mkdir -p "$CG/inner"
   EXTRA_DIRS+=("$CG/inner")

@@ -198,6 +198,19 @@ TEST(HpackModel, SizeUpdatesAndBounds) {
   EXPECT_EQ(shrt.t.size, 2u * (GW_HPN_MAXLEN + 1u + 32u));
 }
 
+// A literal :path larger than the table empties it and is not entered: the
+// next entry takes its number and must not be taken for a :path.
+TEST(HpackModel, APathLargerThanTheTableLeavesNoRecordForTheNextEntry) {
+  Model m;
+  // size update to 50; :path of 5 + 17 + 32 = 54 bytes; then x: y (34 bytes)
+  ASSERT_EQ(m.Parse("3f13" + LitPath("/a.B/CCCCCCCCCCCC") + "4001780179"), 0);
+  EXPECT_EQ(m.t.n, 1u);
+  EXPECT_EQ(m.t.size, 34u);
+  ASSERT_EQ(m.Parse("be"), 0);  // dynamic 62: x: y
+  EXPECT_EQ(m.b.npath, 0);
+  EXPECT_FALSE(gw_hp_path_regranted(&m.b));
+}
+
 // Entry numbers are 32 bits and wrap. A :path entry the model did not record
 // (the first of two :path fields in a block, as trailers may carry) whose
 // number equals that of a recorded entry 2^32 entries ago must never be

@@ -3,9 +3,12 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <set>
 #include <optional>
 
+#include "descriptors.h"
 #include "error.h"
 #include "policy.h"
 
@@ -158,6 +161,8 @@ TEST(PolicyEntries, PresetsExpand) {
   EXPECT_NE(ErrorOf("identities:\n  a: { cgroup: x }\nservices:\n  s: { port: 1 }\nrules:\n"
                     "  - from: a\n    to: s\n    allow: [healthz]\n"),
             "no error");
+  for (const auto& [word, patterns] : Presets())
+    for (const auto& pat : patterns) EXPECT_EQ(CheckEntry(pat), "") << word << " " << pat;
 }
 
 TEST(PolicyHash, KeyedAndKindSeparated) {
@@ -271,4 +276,48 @@ TEST(PolicyFile, ExampleCompiles) {
   Policy p = LoadPolicyFile(std::string(GW_SOURCE_DIR) + "/policies/cloudcity.yaml");
   EXPECT_EQ(p.identities.size(), 2u);
   EXPECT_EQ(Compile(p, 0, 0).pairs.size(), 2u);
+}
+
+// `policy check --descriptor-set`: protoc's own FileDescriptorSet of the
+// test service; entries naming what it does not define are warned about at
+// their line, `*` and presets are not; what is not a descriptor set is an
+// error naming the file.
+TEST(PolicyDescriptors, EntriesCheckedAgainstProtoc) {
+  const std::string ds = ::testing::TempDir() + "cloudcity.pb";
+  const std::string cmd = "protoc -o " + ds + " --include_imports -I " GW_SOURCE_DIR "/tests/grpc " GW_SOURCE_DIR
+                          "/tests/grpc/cloudcity.proto";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  Descriptors d = LoadDescriptorSet(ds);
+  ASSERT_EQ(d.services.count("cloudcity.DoorManager"), 1u);
+  EXPECT_EQ(d.services["cloudcity.DoorManager"],
+            (std::set<std::string>{"GetLocation", "GetName", "RequestMaintenance", "SetAccessCode"}));
+  Policy p = ParsePolicy(
+      "identities:\n  a: { cgroup: x }\nservices:\n  s: { port: 1 }\nrules:\n"
+      "  - from: a\n    to: s\n    allow:\n      - /cloudcity.DoorManager/GetName\n      - /cloudcity.DoorManager/GetNmae\n"
+      "      - /cloudcity.DoorManger/*\n      - /cloudcity.DoorManager/*\n      - health\n"
+      "    deny: [\"*\", /cloudcity.DoorManager/SetAccesCode]\n",
+      "p.yaml");
+  auto w = CheckAgainst(p, d, "cc.pb");
+  ASSERT_EQ(w.size(), 3u);
+  EXPECT_EQ(w[0].line, 10);
+  EXPECT_EQ(w[0].entry, "/cloudcity.DoorManager/GetNmae");
+  EXPECT_NE(w[0].message.find("p.yaml:10: warning: '/cloudcity.DoorManager/GetNmae': method GetNmae is not a method "
+                              "of cloudcity.DoorManager in cc.pb (it has: GetLocation, GetName"),
+            std::string::npos)
+      << w[0].message;
+  EXPECT_EQ(w[1].line, 11);
+  EXPECT_NE(w[1].message.find("service cloudcity.DoorManger is not defined in cc.pb"), std::string::npos);
+  EXPECT_EQ(w[2].entry, "/cloudcity.DoorManager/SetAccesCode");
+  EXPECT_EQ(w[2].line, 14);
+  // not a descriptor set: the file is named, and how to make one
+  for (const std::string& bad : {std::string("hello world"), std::string("\x0a\x05\x12", 3), std::string()}) {
+    try {
+      ParseDescriptorSet(bad, "x.pb");
+      ADD_FAILURE() << "no error";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), kBadInput);
+      EXPECT_EQ(std::string(e.what()).rfind("x.pb: ", 0), 0u) << e.what();
+      EXPECT_NE(std::string(e.what()).find("protoc -o FILE --include_imports"), std::string::npos);
+    }
+  }
 }
