@@ -295,3 +295,46 @@ TEST(Fallback, HeaderNameOf64KiBFailsClosed) {
   EXPECT_EQ(fb.reason(), GW_REASON_BOUND);
   EXPECT_TRUE(out.empty());
 }
+
+// Grants reaching live channels, in the helper too: a literal :path it
+// denies goes to the server rewritten; after the model is handed back and
+// taken again (as at the next diversion), a reference to that entry that is
+// now allowed fails the connection (GW_REASON_REGRANT) rather than reach the
+// server as the rewritten path. A reference that stays denied is rewritten
+// to the static ":path /index.html" as before.
+TEST(Fallback, AnEntryDeniedWhenEnteredIsNotPassedAsAStaleDeny) {
+  const std::string path = "/cloudcity.DoorManager/SetAccessCode";
+  Bytes lit = {0x83, 0x86, 0x44, static_cast<uint8_t>(path.size())};  // POST, http, :path literal, indexed
+  lit.insert(lit.end(), path.begin(), path.end());
+  const Bytes ref = {0x83, 0x86, 0xbe};  // :path: dynamic 62
+  for (uint8_t later : {GW_VERDICT_DENY, GW_VERDICT_ALLOW, GW_VERDICT_AUDIT}) {
+    gw::FbStream fb;
+    gw_h2_model m{};
+    gw_hp_table_init(&m.table);
+    fb.Reset(m, gw_hp_keys{1, 2});
+    fb.decide = [](const gw::FbBlock&) { return gw::FbVerdict{GW_VERDICT_DENY, GW_REASON_POLICY, 1}; };
+    Bytes frames, out;
+    Frame(&frames, 0x1, 0x5, 1, lit.data(), lit.size());
+    ASSERT_TRUE(fb.Feed(frames.data(), frames.size(), &out));
+    ASSERT_EQ(out.size(), frames.size());
+    EXPECT_EQ(out[9 + 4], '%');  // the path's first byte, rewritten
+    gw::FbStream again;  // handed back, taken again
+    again.Reset(fb.Model(), gw_hp_keys{1, 2});
+    again.decide = [later](const gw::FbBlock& b) {
+      EXPECT_TRUE(b.regranted);
+      return gw::FbVerdict{later, GW_REASON_POLICY, 1};
+    };
+    frames.clear();
+    out.clear();
+    Frame(&frames, 0x1, 0x5, 3, ref.data(), ref.size());
+    bool ok = again.Feed(frames.data(), frames.size(), &out);
+    if (later == GW_VERDICT_DENY) {
+      ASSERT_TRUE(ok);
+      EXPECT_EQ(out[9 + 2], 0x85);
+    } else {
+      EXPECT_FALSE(ok) << int(later);
+      EXPECT_EQ(again.reason(), GW_REASON_REGRANT);
+      EXPECT_TRUE(out.empty());
+    }
+  }
+}
