@@ -550,8 +550,8 @@ static __always_inline struct gw_hp_spill *gw_spill_of(struct gw_conn *c, struct
 {
 	struct gw_hp_spill *sp;
 
-	if (!sk || (!create && !(c->flags & GW_CONN_SPILL)))
-		return NULL;
+	if ((!create && !(c->flags & GW_CONN_SPILL)) || !sk)
+		return NULL; /* the flag first: every parse step asks */
 	sp = bpf_sk_storage_get(&gw_spill, sk, NULL, create ? BPF_SK_STORAGE_GET_F_CREATE : 0);
 	if (sp)
 		c->flags |= GW_CONN_SPILL;

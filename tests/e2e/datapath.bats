@@ -163,20 +163,29 @@ PY
   [ "$repeats" -ge 1 ]
 }
 
+# across_apply OUT LINES POLICY GATE CMD...: CMD in the background (output
+# to OUT) until it printed LINES lines, then POLICY applied and GATE made
+# (CMD waits for it with a WAIT:GATE call), then CMD to its end
+across_apply() {
+  local out=$1 lines=$2 policy=$3 gate=$4 i
+  shift 4
+  "$@" > "$out" 2>&1 &
+  PIDS+=($!)
+  for i in $(seq 1 100); do [ "$(wc -l < "$out")" -ge "$lines" ] && break; sleep 0.1; done
+  "$GRPCWALL" policy apply --pin-dir "$PIN" "$policy"
+  touch "$gate"
+  wait "${PIDS[-1]}"
+  cat "$out"
+}
+
 @test "a grant after a deny on a live channel: one call fails UNAVAILABLE, the channel reconnects by itself and succeeds" {
   # grpcio enters SetAccessCode's :path in the table; denied, it went to the
   # server rewritten, and the client refers to it by index from then on
   write_policy "$WORK/grant.yaml" \
     "  - from: public-terminal" "    to: door-manager" \
     "    allow: [/cloudcity.DoorManager/GetName, /cloudcity.DoorManager/SetAccessCode]"
-  py_client "$CG/terminal" 50051 SetAccessCode SetAccessCode "WAIT:$WORK/go" SetAccessCode SetAccessCode GetName \
-    > "$WORK/client.out" 2>&1 &
-  PIDS+=($!)
-  for i in $(seq 1 100); do [ "$(wc -l < "$WORK/client.out")" -ge 2 ] && break; sleep 0.1; done
-  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/grant.yaml"
-  touch "$WORK/go"
-  wait "${PIDS[-1]}"
-  cat "$WORK/client.out"
+  across_apply "$WORK/client.out" 2 "$WORK/grant.yaml" "$WORK/go" \
+    py_client "$CG/terminal" 50051 SetAccessCode SetAccessCode "WAIT:$WORK/go" SetAccessCode SetAccessCode GetName
   [[ "$(sed -n 1p "$WORK/client.out")" == "SetAccessCode UNIMPLEMENTED"* ]]
   [[ "$(sed -n 2p "$WORK/client.out")" == "SetAccessCode UNIMPLEMENTED"* ]]
   [[ "$(sed -n 3p "$WORK/client.out")" == "SetAccessCode UNAVAILABLE"* ]]   # never a stale deny
@@ -188,14 +197,9 @@ PY
   # the raw client (python-hpack, indexes :path too) on its one connection: closed
   rm -f "$WORK/go2"
   "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/p.yaml"
-  in_cgroup "$CG/terminal" "$CLIENT_NS" $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 \
-    SetAccessCode "WAIT:$WORK/go2" SetAccessCode > "$WORK/raw.out" 2>&1 &
-  PIDS+=($!)
-  for i in $(seq 1 100); do [ "$(wc -l < "$WORK/raw.out")" -ge 1 ] && break; sleep 0.1; done
-  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/grant.yaml"
-  touch "$WORK/go2"
-  wait "${PIDS[-1]}"
-  cat "$WORK/raw.out"
+  across_apply "$WORK/raw.out" 1 "$WORK/grant.yaml" "$WORK/go2" \
+    in_cgroup "$CG/terminal" "$CLIENT_NS" $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 \
+    SetAccessCode "WAIT:$WORK/go2" SetAccessCode
   [ "$(sed -n 1p "$WORK/raw.out")" = "SetAccessCode 12" ]
   [[ "$(sed -n 2p "$WORK/raw.out")" == "error"* ]]
   [ "$(handlers 50051 SetAccessCode)" -eq 1 ]
@@ -204,13 +208,8 @@ PY
   "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/p.yaml"
   write_policy "$WORK/noterm.yaml" "  - from: door-sensor" "    to: door-manager" "    allow: [\"*\"]"
   sed -i '/public-terminal/d' "$WORK/noterm.yaml"
-  py_client "$CG/terminal" 50051 SetAccessCode "WAIT:$WORK/go3" SetAccessCode SetAccessCode > "$WORK/c3.out" 2>&1 &
-  PIDS+=($!)
-  for i in $(seq 1 100); do [ "$(wc -l < "$WORK/c3.out")" -ge 1 ] && break; sleep 0.1; done
-  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/noterm.yaml"
-  touch "$WORK/go3"
-  wait "${PIDS[-1]}"
-  cat "$WORK/c3.out"
+  across_apply "$WORK/c3.out" 1 "$WORK/noterm.yaml" "$WORK/go3" \
+    py_client "$CG/terminal" 50051 SetAccessCode "WAIT:$WORK/go3" SetAccessCode SetAccessCode
   [[ "$(sed -n 1p "$WORK/c3.out")" == "SetAccessCode UNIMPLEMENTED"* ]]
   [[ "$(sed -n 2p "$WORK/c3.out")" == "SetAccessCode UNAVAILABLE"* ]]
   [ "$(sed -n 3p "$WORK/c3.out")" = "SetAccessCode OK" ]
