@@ -39,15 +39,17 @@ enum gw_fb_cell {
 #define GW_FB_BYTES_MASK ((1ULL << 40) - 1)
 #define GW_FB_PACK(epoch, bytes) (((__u64)(epoch) << 40) | ((bytes) & GW_FB_BYTES_MASK))
 
-/* A slot's life: FREE -> BUSY (the kernel claims it, compare-and-swap) ->
- * FREE (handed back whole) or RECYCLE (its connection closed or failed
- * while diverted: the kernel sets it) -> FREE (the helper, after it opened
- * new pool sockets for the slot, so no byte of the old connection can
- * reach the next one). */
+/* A slot's life: FREE -> CLAIMING (the kernel claims it, compare-and-swap)
+ * -> BUSY (once it wrote the connection's cookie, epoch and model) -> FREE
+ * (handed back whole) or RECYCLE (its connection failed while diverted:
+ * the kernel sets it; or closed: the helper sees its cookie gone from
+ * gw_sockhash) -> FREE (the helper, after it opened new pool sockets for
+ * the slot, so no byte of the old connection can reach the next one). */
 enum gw_pool_state {
 	GW_POOL_FREE = 0,
 	GW_POOL_BUSY = 1,
 	GW_POOL_RECYCLE = 2,
+	GW_POOL_CLAIMING = 3,
 };
 
 struct gw_pool_slot {

@@ -269,9 +269,12 @@ int gw_sockops(struct bpf_sock_ops *skops)
 		c->corked_for = 0;
 		c->rp.len = 0;
 		gw_h2_init(&c->h2);
-		/* STATE: count the close; RTO: end a failed connection quickly */
-		bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG |
-					  BPF_SOCK_OPS_RTO_CB_FLAG);
+		/* RTO: end a failed connection quickly. No STATE_CB: it would
+		 * run the program twice more per connection (issue 10); the
+		 * loader counts tracked connections in gw_sockhash, which drops
+		 * a socket at close, and the helper recycles a slot whose
+		 * connection left it. */
+		bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_RTO_CB_FLAG);
 		break;
 	}
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB: {
@@ -336,25 +339,6 @@ int gw_sockops(struct bpf_sock_ops *skops)
 			break;
 		ms = GW_FAILED_TIMEOUT_MS;
 		bpf_setsockopt(skops, GW_SOL_TCP, GW_TCP_USER_TIMEOUT, &ms, sizeof(ms));
-		break;
-	case BPF_SOCK_OPS_STATE_CB:
-		if (skops->args[1] != BPF_TCP_CLOSE)
-			break;
-		c = bpf_sk_storage_get(&gw_conns, sk, NULL, 0);
-		if (c && (c->flags & GW_CONN_IN_MAP)) {
-			c->flags &= ~GW_CONN_IN_MAP;
-			gw_count(GW_CNT_CONNS_CLOSED, 1);
-		}
-		if (c && (c->flags & GW_CONN_DIVERTED)) {
-			/* closed while the helper had it: the helper recycles the
-			 * slot (new pool sockets, so nothing of this one is left) */
-			__u32 slot = c->pool_slot;
-			struct gw_pool_slot *p = bpf_map_lookup_elem(&gw_pool, &slot);
-
-			c->flags &= ~GW_CONN_DIVERTED;
-			if (p && p->busy == GW_POOL_BUSY && p->conn_cookie == c->cookie)
-				p->busy = GW_POOL_RECYCLE;
-		}
 		break;
 	}
 	return 1;
@@ -663,7 +647,7 @@ static long gw_claim_cb(__u32 i, void *ctx)
 	p = bpf_map_lookup_elem(&gw_pool, &i);
 	if (!p)
 		return 0;
-	if (__sync_val_compare_and_swap(&p->busy, GW_POOL_FREE, GW_POOL_BUSY) != GW_POOL_FREE)
+	if (__sync_val_compare_and_swap(&p->busy, GW_POOL_FREE, GW_POOL_CLAIMING) != GW_POOL_FREE)
 		return 0;
 	cl->found = i;
 	return 1;
@@ -689,8 +673,11 @@ static __always_inline int gw_divert(struct gw_conn *c, struct sk_msg_md *msg,
 	k = found * GW_FB_RET_CELLS + GW_FB_COOKIE;
 	ck = bpf_map_lookup_elem(&gw_fb_ret, &k);
 	p = bpf_map_lookup_elem(&gw_pool, &found);
-	if (!ck || !p)
+	if (!ck || !p) {
+		if (p)
+			p->busy = GW_POOL_FREE;
 		return gw_fail_walk(c, cfg, reason, stream, sslot);
+	}
 	p->epoch += 1;
 	p->conn_cookie = c->cookie;
 	p->pool_cookie = *ck;
@@ -714,6 +701,10 @@ static __always_inline int gw_divert(struct gw_conn *c, struct sk_msg_md *msg,
 		gw_spill_copy(&p->model.spill, sp);
 	c->pool_slot = found;
 	c->flags |= GW_CONN_DIVERTED;
+	/* BUSY only now: the helper reads a BUSY slot's cookie and epoch as
+	 * this connection's (it recycles the slot once the cookie left
+	 * gw_sockhash) */
+	__sync_lock_test_and_set(&p->busy, GW_POOL_BUSY);
 	c->rs.n = 0; /* positions from before the helper: never picked up again */
 	c->rp.len = 0;
 	c->corked_for = 0;

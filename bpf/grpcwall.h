@@ -97,7 +97,8 @@ enum gw_counter {
 	GW_CNT_FALLBACK_BYTES,
 	GW_CNT_PARSE_ERRORS,
 	GW_CNT_CONNS_OPENED,   /* policed connections put in the sockhash */
-	GW_CNT_CONNS_CLOSED,   /* ... and closed again                    */
+	GW_CNT_CONNS_CLOSED,   /* unused: status derives closes from what
+				* gw_sockhash still holds (no STATE_CB) */
 	GW_CNT_HEADER_BLOCKS,
 	GW_CNT_DROPPED_CONNS,  /* connections failed closed (SK_DROP)     */
 	GW_CNT_EVENTS_LOST,    /* ring buffer full                        */

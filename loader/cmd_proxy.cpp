@@ -19,6 +19,7 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <set>
 
 #include "commands.h"
 #include "error.h"
@@ -233,14 +234,22 @@ class Helper {
     SetCell(m_, i, GW_FB_COOKIE, cookie);
   }
 
-  // Slots whose connection closed or failed while diverted (the kernel set
-  // them to RECYCLE): new pool sockets, so nothing left in the old ones can
-  // reach the next connection, then free for the kernel to claim.
+  // Slots whose connection failed while diverted (the kernel set them to
+  // RECYCLE) or closed (its cookie left gw_sockhash, which drops a socket
+  // at close; the kernel sets BUSY only after the cookie is written, and a
+  // BUSY slot is not claimed again, so the cookie read is the slot's): new
+  // pool sockets, so nothing left in the old ones can reach the next
+  // connection, then free for the kernel to claim.
   void Recycle() {
     for (uint32_t i = 0; i < GW_POOL_SLOTS; i++) {
       gw_pool_slot ps{};
-      if (bpf_map_lookup_elem(m_.pool.get(), &i, &ps) != 0 || ps.busy != GW_POOL_RECYCLE) continue;
-      std::cerr << "grpcwall proxy: slot " << i << " recycled (connection " << ps.conn_cookie << " closed or failed)\n";
+      if (bpf_map_lookup_elem(m_.pool.get(), &i, &ps) != 0) continue;
+      uint64_t in_map = 0;
+      bool closed = ps.busy == GW_POOL_BUSY &&
+                    bpf_map_lookup_elem(m_.sockhash.get(), &ps.conn_cookie, &in_map) != 0 && errno == ENOENT;
+      if (ps.busy != GW_POOL_RECYCLE && !closed) continue;
+      std::cerr << "grpcwall proxy: slot " << i << " recycled (connection " << ps.conn_cookie
+                << (closed ? " closed" : " failed") << ")\n";
       OpenPair(i);
       SetFree(i);  // RECYCLE: no claim can land in between (claims take FREE only)
     }
@@ -540,6 +549,27 @@ uint32_t BusyPoolSlots(const std::string& pin_dir) {
     if (bpf_map_lookup_elem(pool.get(), &i, &ps) == 0 && ps.busy != GW_POOL_FREE) busy++;
   }
   return busy;
+}
+
+uint64_t TrackedConns(const std::string& pin_dir) {
+  Fd sockhash(bpf_obj_get(MapPin(pin_dir, "gw_sockhash").c_str()));
+  Fd ret(bpf_obj_get(MapPin(pin_dir, "gw_fb_ret").c_str()));
+  std::set<uint64_t> pool;  // the helper's own sockets are in gw_sockhash too
+  for (uint32_t i = 0; ret && i < GW_POOL_SLOTS; i++) {
+    uint32_t k = i * GW_FB_RET_CELLS + GW_FB_COOKIE;
+    uint64_t v = 0;
+    if (bpf_map_lookup_elem(ret.get(), &k, &v) == 0 && v) pool.insert(v);
+  }
+  uint64_t n = 0, key = 0;
+  bool first = true;
+  while (sockhash) {
+    uint64_t next = 0;
+    if (bpf_map_get_next_key(sockhash.get(), first ? nullptr : &key, &next) != 0) break;
+    first = false;
+    key = next;
+    if (!pool.count(key)) n++;
+  }
+  return n;
 }
 
 gw_fb_stats ReadFallbackStats(const std::string& pin_dir) {

@@ -66,6 +66,10 @@ void Status(const StatusOptions& o) {
     if (sh && bpf_obj_get_info_by_fd(sh.get(), &info, &len) == 0) max_conns = info.max_entries;
   }
   auto c = ReadCounters(live);
+  // closes are not counted in the datapath (a STATE_CB would run sockops
+  // twice more per connection): every opened one no longer in the sockhash
+  const uint64_t tracked = TrackedConns(o.pin_dir);
+  c[GW_CNT_CONNS_CLOSED] = c[GW_CNT_CONNS_OPENED] > tracked ? c[GW_CNT_CONNS_OPENED] - tracked : 0;
 
   j["attached"] = link && sockops_id && skmsg_id && guard_id;
   j["cgroup"] = cgroup;
@@ -74,7 +78,7 @@ void Status(const StatusOptions& o) {
   j["policy"] = {{"generation", cfg.generation}, {"slot", GW_SLOT_OF(cfg.generation)}, {"file", file}};
   nlohmann::json counters;
   for (int i = 0; i < GW_CNT_MAX; i++) counters[kCounterNames[i]] = c[i];
-  counters["conns_tracked"] = c[GW_CNT_CONNS_OPENED] - c[GW_CNT_CONNS_CLOSED];
+  counters["conns_tracked"] = tracked;
   j["counters"] = counters;
   gw_fb_stats fb = ReadFallbackStats(o.pin_dir);
   pid_t helper = RunningProxy(o.pin_dir);
@@ -103,7 +107,7 @@ void Status(const StatusOptions& o) {
             << "  header blocks " << c[GW_CNT_HEADER_BLOCKS] << " (" << c[GW_CNT_REPEATS]
             << " allowed as a repeat of the last, unparsed), parse errors " << c[GW_CNT_PARSE_ERRORS]
             << ", fallback " << c[GW_CNT_FALLBACK_BLOCKS] << " blocks / " << c[GW_CNT_FALLBACK_BYTES] << " bytes\n"
-            << "  connections:  tracked " << (c[GW_CNT_CONNS_OPENED] - c[GW_CNT_CONNS_CLOSED]) << " (opened "
+            << "  connections:  tracked " << tracked << " (opened "
             << c[GW_CNT_CONNS_OPENED] << ", closed " << c[GW_CNT_CONNS_CLOSED] << ", failed closed "
             << c[GW_CNT_DROPPED_CONNS] << ", reset as predating " << c[GW_CNT_CONNS_RESET] << "; at most "
             << max_conns << ")\n"

@@ -18,6 +18,9 @@ gw_fb_stats ReadFallbackStats(const std::string& pin_dir);
 pid_t RunningProxy(const std::string& pin_dir);  // 0: none
 // Pool slots not free (claimed by a diverted connection, or to recycle).
 uint32_t BusyPoolSlots(const std::string& pin_dir);
+// Policed connections in gw_sockhash now (a socket leaves it at close),
+// the helper's pool sockets not counted.
+uint64_t TrackedConns(const std::string& pin_dir);
 void StartProxy(const std::string& pin_dir);     // returns once it serves
 bool StopProxy(const std::string& pin_dir);      // false: none was running
 
