@@ -69,11 +69,11 @@ fuzz: $(BUILD)/h2_fuzz
 unit: $(BUILD)/unit_tests
 	$(BUILD)/unit_tests
 
-e2e: all
+e2e: all $(BUILD)/proginfo
 	GRPCWALL=$(CURDIR)/$(BUILD)/grpcwall GW_PYGEN=$(CURDIR)/$(BUILD)/py bats tests/e2e
 
 test: deps
-	$(MAKE) all $(BUILD)/unit_tests $(BUILD)/bench_server $(BUILD)/connload
+	$(MAKE) all $(BUILD)/unit_tests $(BUILD)/bench_server $(BUILD)/connload $(BUILD)/proginfo
 	$(BUILD)/unit_tests
 	$(MAKE) fuzz FUZZ_SECONDS=20
 	GW_STRICT=1 GRPCWALL=$(CURDIR)/$(BUILD)/grpcwall GW_PYGEN=$(CURDIR)/$(BUILD)/py bats tests/e2e
@@ -105,6 +105,11 @@ $(BUILD)/bench_server: tests/bench/server.cpp $(BENCH_GEN)/cloudcity.grpc.pb.cc
 $(BUILD)/connload: tests/bench/connload.c
 	@mkdir -p $(BUILD)
 	$(CC) $(CFLAGS) $< -o $@
+
+# what the verifier processed per program (skeleton.bats keeps it in bounds)
+$(BUILD)/proginfo: tests/tools/proginfo.c
+	@mkdir -p $(BUILD)
+	$(CC) $(CFLAGS) $< -o $@ -lbpf
 
 BENCH_ARGS = --grpcwall $(BUILD)/grpcwall --server $(BUILD)/bench_server --connload $(BUILD)/connload
 

@@ -13,6 +13,8 @@
 #define GW_CONN_CHECKED 0x20  /* not policed: the egress guard looked (generation) */
 #define GW_CONN_PASSIVE 0x40  /* accepted, its peer is a service address and port */
 #define GW_CONN_SPILL   0x80  /* has a gw_spill (more live :path entries than the ring) */
+#define GW_CONN_SERVER  0x100 /* server side: an accepted connection walked on receive
+			       * (gw_srv_conns, gw_sk_skb) */
 
 /* The sk_msg program's walk over one message (grpcwall.bpf.c), in map
  * memory so that the verifier tracks no value of it across bpf_loop steps
@@ -105,7 +107,10 @@ struct gw_conn {
 	__u32 read_off;         /* in the message being walked: past the last byte read */
 	__u32 cork_done;        /* in a held message: bytes already walked */
 	__u32 corked_for;       /* the held message is released at this size (0: none held) */
-	__u64 sender;           /* pid_tgid of the task whose send was walked last */
+	union {
+		__u64 sender;   /* pid_tgid of the task whose send was walked last */
+		__u64 srv_key;  /* GW_CONN_SERVER: the cgroup key of its service at accept */
+	};
 	struct gw_repeat rp;
 	struct gw_resync rs;
 	struct gw_conn_ends ends;

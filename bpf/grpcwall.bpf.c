@@ -7,15 +7,21 @@
  * policed under the live policy, put the socket in gw_sockhash once it is
  * established, which binds the sk_msg program to it.
  *
- * sk_msg: runs on every write of a policed connection. It follows the
- * client's HTTP/2 stream one frame per run (hpack/h2.h): frames other
- * than HEADERS are passed with apply_bytes without a look at their payload;
- * a HEADERS frame is corked until whole, pulled, its header block parsed by
- * the shared HPACK model (hpack/hpack.h) from bpf_loop, and its :path
- * decided against the live policy. A denied RPC has the first character of
- * its :path rewritten in place (HPACK-consistently), so the server refuses
- * that RPC alone; anything the parser cannot follow fails the connection
- * (SK_DROP) with an event.
+ * sk_msg: runs on every write of a policed connection. The walker
+ * (gw_walk_step) follows the client's HTTP/2 stream over every frame of
+ * the write in one run (hpack/h2.h): frames other than HEADERS are skipped
+ * by length without a look at their payload; a HEADERS frame cut at the
+ * end of the write is corked until whole; every whole header block is
+ * parsed by the shared HPACK model (hpack/hpack.h) and its :path decided
+ * against the live policy; the write then goes with one verdict. A denied
+ * RPC has the first character of its :path rewritten in place
+ * (HPACK-consistently), so the server refuses that RPC alone; anything the
+ * parser cannot follow fails the connection (SK_DROP) with an event.
+ *
+ * The walker reads and writes its bytes through struct gw_src (conn.h) and
+ * keeps its state in a struct gw_conn and a scratch slot: nothing in it is
+ * particular to sk_msg, so an sk_skb program walks received bytes with the
+ * same code (gw_sk_skb below, not attached by this version).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -101,6 +107,54 @@ static __always_inline void gw_origin_cgroups(struct cgroup *cg, struct gw_confi
 		o->cgroups[i - 1] = h;
 		o->ncgroups = i;
 	}
+}
+
+/* Is cg the cgroup whose path key at depth `levels` is `key`, or below it? */
+static __always_inline int gw_cgroup_under(struct cgroup *cg, struct gw_config *cfg, __u32 levels,
+					   __u64 key)
+{
+	__u64 h = 0;
+	__u32 i;
+
+	if (!cg || !levels || levels > GW_CGROUP_DEPTH || (int)levels > BPF_CORE_READ(cg, level))
+		return 0;
+	for (i = 1; i <= GW_CGROUP_DEPTH; i++) {
+		if (i > levels)
+			break;
+		if (!gw_cgroup_step(cg, i, cfg, &h))
+			return 0;
+	}
+	return h == key;
+}
+
+/* The caller identity of a peer address under the slot's policy (gw_peers,
+ * longest prefix); 0: no identity, every RPC of it is denied. */
+static __always_inline __u16 gw_peer_ident(const __u32 *addr, __u32 slot)
+{
+	struct gw_peer_key k = {
+		.prefixlen = GW_PEER_PREFIX_FIXED + 128,
+		.slot = slot,
+		.addr = { addr[0], addr[1], addr[2], addr[3] },
+	};
+	struct gw_peer_val *v = bpf_map_lookup_elem(&gw_peers, &k);
+
+	return v ? v->ident : 0;
+}
+
+/* The protected service a connection accepted on local port `port` (host
+ * order) by a socket of cgroup cg belongs to under the slot's policy: 0 if
+ * none. *key: the service's cgroup key, kept to tell a later generation's
+ * service on that port apart. */
+static __always_inline __u16 gw_srv_service(struct cgroup *cg, struct gw_config *cfg, __u32 port,
+					    __u32 slot, __u64 *key)
+{
+	struct gw_srv_key k = { .slot = slot, .port = port };
+	struct gw_srv_val *v = bpf_map_lookup_elem(&gw_srv_ports, &k);
+
+	if (!v || !gw_cgroup_under(cg, cfg, v->levels, v->cgroup_key))
+		return 0;
+	*key = v->cgroup_key;
+	return v->service;
 }
 
 /* The identity a socket's cgroup path resolves to under the slot's policy
@@ -210,6 +264,74 @@ static __always_inline void gw_mark_failed(struct gw_conn *c, struct gw_config *
 #define GW_TCP_USER_TIMEOUT 18
 #define GW_FAILED_TIMEOUT_MS 1
 
+/*
+ * Server side: a connection accepted on the port of a protected service by
+ * a socket of its server's cgroup gets receive-side state (gw_srv_conns:
+ * caller identity from the peer address, the service) and goes into
+ * gw_srv_sockhash, whose sk_skb verdict (gw_sk_skb) walks every byte the
+ * server will read. This runs while the child is still in SYN_RECV, before
+ * any payload is queued on it (TFO data and data in the last handshake ACK
+ * included): the server reads nothing the walker did not pass.
+ */
+static __always_inline void gw_srv_accepted(struct bpf_sock_ops *skops, struct bpf_sock *sk,
+					    struct gw_config *cfg, __u64 gen)
+{
+	struct gw_conn_ends o = {};
+	struct tcp_sock *tp;
+	struct gw_conn *c;
+	__u64 cookie, key = 0;
+	__u16 service;
+	int ms;
+
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return;
+	service = gw_srv_service(BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup), cfg,
+				 skops->local_port, GW_SLOT_OF(gen), &key);
+	if (!service)
+		return;
+	/* the caller is the source: saddr/sport the peer's, as events show a
+	 * connection from its caller */
+	GW_CTX_IP6(skops, remote, o.saddr);
+	GW_CTX_IP6(skops, local, o.daddr);
+	o.sport = bpf_ntohl(skops->remote_port) & 0xffff; /* host order, as the client side's */
+	o.dport = bpf_htons((__u16)skops->local_port);   /* network order */
+	cookie = bpf_get_socket_cookie(skops);
+	{
+		struct gw_conn *nc = gw_srv_blank();
+
+		if (nc)
+			bpf_map_update_elem(&gw_srv_conns, &cookie, nc, BPF_ANY);
+	}
+	c = bpf_map_lookup_elem(&gw_srv_conns, &cookie);
+	if (!c) {
+		/* no state (gw_srv_conns full): in the map all the same, where
+		 * the verdict drops every byte of a connection it has no state
+		 * for. Out of it, the server would read them unwalked */
+		gw_count(GW_CNT_DROPPED_CONNS, 1);
+		bpf_sock_hash_update(skops, &gw_srv_sockhash, &cookie, BPF_NOEXIST);
+		return;
+	}
+	__builtin_memcpy(&c->ends, &o, sizeof(o));
+	c->flags = GW_CONN_POLICED | GW_CONN_SERVER;
+	c->cookie = cookie;
+	c->generation = 0; /* the caller is resolved at the first buffer (gw_srv_refresh) */
+	c->service = service;
+	c->srv_key = key;
+	gw_h2_init(&c->h2);
+	bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG);
+	if (bpf_sock_hash_update(skops, &gw_srv_sockhash, &cookie, BPF_NOEXIST)) {
+		/* not in the map: the server would read its bytes unwalked.
+		 * Nothing in sockops can stop that; the event says so */
+		gw_mark_failed(c, cfg, GW_REASON_NOT_IN_MAP);
+		ms = GW_FAILED_TIMEOUT_MS;
+		bpf_setsockopt(skops, GW_SOL_TCP, GW_TCP_USER_TIMEOUT, &ms, sizeof(ms));
+		return;
+	}
+	c->flags |= GW_CONN_IN_MAP;
+	gw_count(GW_CNT_SRV_CONNS, 1);
+}
+
 SEC("sockops")
 int gw_sockops(struct bpf_sock_ops *skops)
 {
@@ -290,6 +412,7 @@ int gw_sockops(struct bpf_sock_ops *skops)
 		if (!gen)
 			break;
 		slot = GW_SLOT_OF(gen);
+		gw_srv_accepted(skops, sk, cfg, gen);
 		if (!gw_service_port(dport, slot))
 			break;
 		GW_CTX_IP6(skops, remote, daddr);
@@ -330,6 +453,13 @@ int gw_sockops(struct bpf_sock_ops *skops)
 		}
 		c->flags |= GW_CONN_IN_MAP;
 		gw_count(GW_CNT_CONNS_OPENED, 1);
+		break;
+	case BPF_SOCK_OPS_STATE_CB:
+		/* only server-side sockets ask for it (gw_srv_accepted) */
+		if (skops->args[1] == BPF_TCP_CLOSE) {
+			cookie = bpf_get_socket_cookie(skops);
+			bpf_map_delete_elem(&gw_srv_conns, &cookie);
+		}
 		break;
 	case BPF_SOCK_OPS_RTO_CB:
 		/* a failed connection whose bytes the guard holds back would
@@ -461,7 +591,7 @@ __attribute__((noinline)) int gw_emit(struct gw_conn *c, struct gw_config *cfg, 
 	e->conn_pid = c->ends.pid;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	e->stream_id = stream;
-	e->pad0 = 0;
+	e->side = (c->flags & GW_CONN_SERVER) ? 1 : 0;
 	e->path_len = 0;
 	e->path[0] = 0;
 	if (!stream || !sslot) {
@@ -755,7 +885,7 @@ enum gw_walk_mode {
 
 /* on the program's stack: pointers only, never written by the steps */
 struct gw_walk {
-	struct gw_msg_src src;
+	struct gw_src src;    /* its kind is fixed again by each step (gw_walk_step) */
 	struct gw_conn *c;
 	struct gw_config *cfg;
 	struct gw_scratch *s; /* this run's (gw_scratch_claim) */
@@ -812,21 +942,19 @@ static __always_inline long gw_walk_advance(struct gw_walk *w, __u32 n, __u32 re
 /* The repeat check (store 0: are the len bytes at off of the message's
  * data the block c->rp holds?) or its fill (store 1: hold them). A global
  * function, verified once: 8-byte loads, no byte loop. */
-__attribute__((noinline)) int gw_repeat(struct sk_msg_md *msg, struct gw_repeat *r, __u32 off,
+static __always_inline int gw_repeat_at(__u8 *data, __u8 *end, struct gw_repeat *r, __u32 off,
 					__u32 len, __u32 store)
 {
-	__u8 *data, *end, *q;
+	__u8 *q;
 	__u32 k, nw, o;
 	__u64 v;
 
-	if (!msg || !r)
+	if (!r)
 		return 0;
 	if (store)
 		r->len = 0; /* nothing held until every word is */
 	if (len < 8 || len > GW_REPEAT_MAX || off + len >= 0x7fff || (!store && r->len != len))
 		return 0;
-	data = (void *)(long)msg->data;
-	end = (void *)(long)msg->data_end;
 	nw = (len + 7) / 8;
 	for (k = 0; k < GW_REPEAT_MAX / 8; k++) {
 		if (k >= nw)
@@ -847,6 +975,42 @@ __attribute__((noinline)) int gw_repeat(struct sk_msg_md *msg, struct gw_repeat 
 	return 1;
 }
 
+__attribute__((noinline)) int gw_repeat(struct sk_msg_md *msg, struct gw_repeat *r, __u32 off,
+					__u32 len, __u32 store)
+{
+	if (!msg)
+		return 0;
+	return gw_repeat_at((void *)(long)msg->data, (void *)(long)msg->data_end, r, off, len, store);
+}
+
+__attribute__((noinline)) int gw_repeat_skb(struct __sk_buff *skb, struct gw_repeat *r, __u32 off,
+					    __u32 len, __u32 store)
+{
+	if (!skb)
+		return 0;
+	return gw_repeat_at((void *)(long)skb->data, (void *)(long)skb->data_end, r, off, len, store);
+}
+
+static __always_inline int gw_src_repeat(struct gw_src *s, struct gw_repeat *r, __u32 off,
+					 __u32 len, __u32 store)
+{
+	if (s->kind == GW_SRC_SKB)
+		return gw_repeat_skb(s->ctx, r, off, len, store);
+	return gw_repeat(s->ctx, r, off, len, store);
+}
+
+/* The connection's :path spill (gw_spill_of). The receive side has no
+ * sk_storage (refused in sk_skb programs): no spill there, so a record
+ * pushed out of the ring is lost and a later reference to it is denied
+ * (GW_REASON_TABLE), never decided on another hash. */
+static __always_inline struct gw_hp_spill *gw_src_spill(struct gw_src *s, struct gw_conn *c,
+							int create)
+{
+	if (s->kind == GW_SRC_SKB)
+		return NULL;
+	return gw_spill_of(c, ((struct sk_msg_md *)s->ctx)->sk, create);
+}
+
 /* Did the block just parsed leave the HPACK table as it found it? */
 static __always_inline int gw_walk_table_kept(struct gw_walk *w)
 {
@@ -858,13 +1022,13 @@ static __always_inline int gw_walk_table_kept(struct gw_walk *w)
 
 /* The header block of the HEADERS frame at off is parsed and its :path
  * checked: decide, and rewrite a denied :path in place. */
-static __always_inline long gw_walk_decide(struct gw_walk *w)
+static __always_inline long gw_walk_decide(struct gw_walk *w, struct gw_src *src)
 {
 	struct gw_decision d = {};
 	struct gw_conn *c = w->c;
 	struct gw_walk_state *ws = &w->s->w;
 	struct gw_config *cfg = w->cfg;
-	__u8 val = 0, *data, *end;
+	__u8 val = 0;
 	__u32 off = 0, o, n = ws->n;
 	int r;
 
@@ -894,7 +1058,7 @@ static __always_inline long gw_walk_decide(struct gw_walk *w)
 		if (gw_walk_table_kept(w)) {
 			/* the same bytes on this table decide the same: held for next time */
 			c->rp.rule = d.rule;
-			gw_repeat(w->src.msg, &c->rp, ws->fo + ws->f.blk_off, ws->f.blk_len, 1);
+			gw_src_repeat(src, &c->rp, ws->fo + ws->f.blk_off, ws->f.blk_len, 1);
 		}
 		return gw_walk_advance(w, n, n, 0);
 	}
@@ -907,37 +1071,34 @@ static __always_inline long gw_walk_decide(struct gw_walk *w)
 	gw_count(GW_CNT_DENIED, 1);
 	if (w->s->blk.npath > 1)
 		return gw_walk_stop(w, GW_WALK_FAIL, GW_REASON_BAD_PATH, ws->f.stream);
-	r = gw_hp_deny_rewrite(&w->s->blk, &w->src, &off, &val);
+	r = gw_hp_deny_rewrite(&w->s->blk, src, &off, &val);
 	if (r < 0)
 		return gw_walk_stop(w, GW_WALK_FAIL,
 				    d.reason == GW_REASON_POLICY ? GW_REASON_BAD_PATH : d.reason,
 				    ws->f.stream);
 	if (r == 0) {
 		o = ws->fo + ws->f.blk_off + off;
-		data = (void *)(long)w->src.msg->data;
-		end = (void *)(long)w->src.msg->data_end;
-		if (o >= 0x7fff || data + o + 1 > end)
+		if (gw_src_write(src, o, val))
 			return gw_walk_stop(w, GW_WALK_FAIL, GW_REASON_NOMEM, ws->f.stream);
-		data[o] = val;
-		gw_hp_mark_rewritten(&w->s->blk, &c->h2.table, gw_spill_of(c, w->src.msg->sk, 0));
+		gw_hp_mark_rewritten(&w->s->blk, &c->h2.table, gw_src_spill(src, c, 0));
 	}
 	gw_emit_conn(c, cfg, GW_VERDICT_DENY, d.reason, d.rule, ws->f.stream, w->sslot);
 	return gw_walk_advance(w, n, n, 0);
 }
 
-static long gw_walk_cb(__u32 i, void *ctx)
+/* One step of the walk. `kind` is a constant in each copy (gw_walk_cb_msg,
+ * gw_walk_cb_skb): the source accessors keep only their branch for it. */
+static __always_inline long gw_walk_step(struct gw_walk *w, const __u32 kind)
 {
-	struct gw_walk *w = ctx;
+	struct gw_src src = { .ctx = w->src.ctx, .base = w->src.base, .kind = kind };
 	struct gw_conn *c = w->c;
 	struct gw_walk_state *ws = &w->s->w;
-	struct sk_msg_md *msg = w->src.msg;
 	__u32 avail, want, n = 0, len, off;
 	__u8 *data, *end;
-	int act;
+	int act, fo;
 
 	if (ws->mode == GW_W_BLOCK) {
-		if (!gw_hp_step(&w->s->blk, &c->h2.table,
-				gw_spill_of(c, w->src.msg->sk, 0), &w->src))
+		if (!gw_hp_step(&w->s->blk, &c->h2.table, gw_src_spill(&src, c, 0), &src))
 			return 0;
 		if (w->s->blk.st != GW_HP_DONE)
 			return gw_walk_stop(w, GW_WALK_FAIL,
@@ -951,10 +1112,10 @@ static long gw_walk_cb(__u32 i, void *ctx)
 			/* a :path record pushed out of the ring while its entry
 			 * is live goes to the spill, made for it now */
 			gw_hp_path_finish(&w->s->blk, &c->h2.table, &k,
-					  gw_spill_of(c, w->src.msg->sk,
-						      gw_hp_path_spills(&w->s->blk, &c->h2.table)));
+					  gw_src_spill(&src, c,
+						       gw_hp_path_spills(&w->s->blk, &c->h2.table)));
 		}
-		return gw_walk_decide(w);
+		return gw_walk_decide(w, &src);
 	}
 
 	off = ws->off;
@@ -971,33 +1132,42 @@ static long gw_walk_cb(__u32 i, void *ctx)
 		return 0;
 	}
 	want = c->h2.stage == GW_H2_PREFACE ? H2_PREFACE_LEN : H2_FRAME_HEADER_LEN;
-	if (ws->lin && off + H2_FRAME_HEADER_LEN + GW_H2_MAX_BLOCK < GW_LIN_MAX) {
-		/* a message in one piece: the frame is read where it is */
+	if (kind == GW_SRC_SKB) {
+		/* a buffer is read by copy (gw_src_byte), at any offset */
 		ws->fo = off;
 		goto read;
 	}
-	/* make the preface or the frame header readable at msg->data */
-	ws->fo = 0;
-	ws->lin = 0; /* a pull moves msg->data: offsets from the start are gone */
+	if (ws->lin && off + H2_FRAME_HEADER_LEN + GW_H2_MAX_BLOCK < GW_LIN_MAX) {
+		/* data in one piece: the frame is read where it is */
+		ws->fo = off;
+		goto read;
+	}
+	/* make the preface or the frame header readable */
+	ws->lin = 0; /* a message pull moves the data start: offsets from it are gone */
 	if (want > avail)
 		want = avail;
-	if (bpf_msg_pull_data(msg, off, off + want, 0))
+	fo = gw_src_pull(&src, off, want);
+	if (fo < 0 || fo >= GW_LIN_MAX)
 		return gw_walk_stop(w, GW_WALK_FAIL, GW_REASON_NOMEM, 0);
+	ws->fo = fo;
 	if (c->h2.stage == GW_H2_FRAMES && avail >= H2_FRAME_HEADER_LEN) {
-		data = (void *)(long)msg->data;
-		end = (void *)(long)msg->data_end;
+		data = (__u8 *)gw_src_data(&src) + (fo & GW_LIN_MAX);
+		end = gw_src_end(&src);
 		if (data + H2_FRAME_HEADER_LEN > end)
 			return gw_walk_stop(w, GW_WALK_FAIL, GW_REASON_NOMEM, 0);
 		len = ((__u32)data[0] << 16) | ((__u32)data[1] << 8) | data[2];
-		/* a whole HEADERS frame: all of it readable from msg->data */
+		/* a whole HEADERS frame: all of it readable */
 		if (data[3] == H2_FRAME_HEADERS && len <= GW_H2_MAX_BLOCK &&
-		    avail >= H2_FRAME_HEADER_LEN + len &&
-		    bpf_msg_pull_data(msg, off, off + H2_FRAME_HEADER_LEN + len, 0))
-			return gw_walk_stop(w, GW_WALK_FAIL, GW_REASON_NOMEM, 0);
+		    avail >= H2_FRAME_HEADER_LEN + len) {
+			fo = gw_src_pull(&src, off, H2_FRAME_HEADER_LEN + len);
+			if (fo < 0 || fo >= GW_LIN_MAX)
+				return gw_walk_stop(w, GW_WALK_FAIL, GW_REASON_NOMEM, 0);
+			ws->fo = fo;
+		}
 	}
 read:
 	ws->base = ws->fo;
-	act = gw_h2_next(&c->h2, &w->src, avail, &ws->f, &n);
+	act = gw_h2_next(&c->h2, &src, avail, &ws->f, &n);
 	switch (act) {
 	case GW_ACT_NEED:
 		ws->need = off + n;
@@ -1009,7 +1179,7 @@ read:
 	case GW_ACT_BLOCK:
 		gw_count(GW_CNT_HEADER_BLOCKS, 1);
 		if (ws->f.is_request && ws->policed && c->rp.len &&
-		    gw_repeat(msg, &c->rp, ws->fo + ws->f.blk_off, ws->f.blk_len, 0)) {
+		    gw_src_repeat(&src, &c->rp, ws->fo + ws->f.blk_off, ws->f.blk_len, 0)) {
 			/* the allowed block again, on the same table: no parse
 			 * (and the parser's last block is no longer this
 			 * stream's: events name no path from it) */
@@ -1031,6 +1201,16 @@ read:
 	}
 	/* PASS: only the preface or the frame header was read */
 	return gw_walk_advance(w, n, want, want == H2_FRAME_HEADER_LEN);
+}
+
+static long gw_walk_cb_msg(__u32 i, void *ctx)
+{
+	return gw_walk_step(ctx, GW_SRC_MSG);
+}
+
+static long gw_walk_cb_skb(__u32 i, void *ctx)
+{
+	return gw_walk_step(ctx, GW_SRC_SKB);
 }
 
 /* Sends the first n bytes of the message (n == msg->size: all of it) out of
@@ -1132,8 +1312,9 @@ static __always_inline int gw_walk_msg(struct gw_conn *c, struct sk_msg_md *msg,
 	ws = &s->w;
 	if (!in_cork)
 		c->rs.n = 0;
-	w.src.msg = msg;
+	w.src.ctx = msg;
 	w.src.base = &ws->base;
+	w.src.kind = GW_SRC_MSG;
 	w.c = c;
 	w.cfg = cfg;
 	w.s = s;
@@ -1148,7 +1329,7 @@ static __always_inline int gw_walk_msg(struct gw_conn *c, struct sk_msg_md *msg,
 	 * the kernel marks shared, spliced pages that a pull would copy, has
 	 * no data pointers at all: data == data_end == NULL, never linear.) */
 	ws->lin = (__u64)((long)msg->data_end - (long)msg->data) == size;
-	bpf_loop(GW_WALK_STEPS, gw_walk_cb, &w, 0);
+	bpf_loop(GW_WALK_STEPS, gw_walk_cb_msg, &w, 0);
 
 	off = ws->off;
 	switch (ws->res) {
@@ -1248,6 +1429,144 @@ int gw_sk_msg(struct sk_msg_md *msg)
 	r = gw_walk_msg(c, msg, cfg, tp, s, sslot, size, in_cork, policed);
 	gw_scratch_release(s);
 	return r;
+}
+
+/*
+ * Server side (issue 11): the same walker over the bytes a protected local
+ * server receives, as the stream verdict of gw_srv_sockhash. Every frame
+ * of the buffer is walked, every whole header block decided against the
+ * caller's identity (from its address, gw_peers; none: every RPC denied)
+ * and a denied :path rewritten in place; the buffer passes with one
+ * verdict. What it cannot follow yet fails the connection closed (this
+ * buffer and every later one are dropped, so the server reads nothing
+ * more; an event says why): a frame the walker must read (the preface,
+ * a frame header, a HEADERS frame) cut at the end of a buffer (the receive
+ * side has no cork: a hold-back is to be built), a block for the fallback
+ * helper. Bytes are read by copy (bpf_skb_load_bytes) at any offset, so
+ * buffers of any size are walked; DATA is skipped by length, unread.
+ */
+#define GW_TCP_LISTEN 10
+
+/* Who is calling: a caller on this host, in the server's network namespace
+ * (its socket found by the reversed 4-tuple), is known by its cgroup path,
+ * never by the address it connects from (any local process could choose
+ * one a policy trusts); any other caller by its source address (gw_peers). */
+static __always_inline __u16 gw_srv_caller(struct __sk_buff *skb, struct gw_conn *c,
+					   struct gw_config *cfg, __u64 gen)
+{
+	struct bpf_sock_tuple t = {};
+	struct tcp_sock *ptp;
+	struct bpf_sock *p;
+	__u32 size;
+	__u16 ident = 0;
+
+	if (c->ends.saddr[0] == 0 && c->ends.saddr[1] == 0 && c->ends.saddr[2] == bpf_htonl(0xffff)) {
+		t.ipv4.saddr = c->ends.daddr[3];
+		t.ipv4.daddr = c->ends.saddr[3];
+		t.ipv4.sport = c->ends.dport;
+		t.ipv4.dport = bpf_htons(c->ends.sport);
+		size = sizeof(t.ipv4);
+	} else {
+		__builtin_memcpy(t.ipv6.saddr, c->ends.daddr, 16);
+		__builtin_memcpy(t.ipv6.daddr, c->ends.saddr, 16);
+		t.ipv6.sport = c->ends.dport;
+		t.ipv6.dport = bpf_htons(c->ends.sport);
+		size = sizeof(t.ipv6);
+	}
+	p = bpf_sk_lookup_tcp(skb, &t, size, BPF_F_CURRENT_NETNS, 0);
+	if (!p)
+		return gw_peer_ident(c->ends.saddr, GW_SLOT_OF(gen));
+	/* a listener there is no caller: no identity */
+	if (p->state != GW_TCP_LISTEN) {
+		ptp = bpf_skc_to_tcp_sock(p);
+		if (ptp)
+			ident = gw_ident_of(BPF_CORE_READ(ptp, inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup), cfg,
+					    gen);
+	}
+	bpf_sk_release(p);
+	return ident;
+}
+
+/* The caller's identity and the service under the live policy (at the
+ * first buffer, and again at every new generation): the service from the
+ * local port and the server socket's cgroup as they are now. 0, or -1
+ * when the connection cannot be looked at. */
+static __noinline int gw_srv_refresh(struct __sk_buff *skb, struct gw_conn *c,
+				     struct gw_config *cfg, __u64 gen) /* own frame: not on the walk's stack */
+{
+	struct bpf_sock *ssk = skb->sk;
+	struct tcp_sock *tp = NULL;
+	__u64 key = 0;
+
+	if (ssk)
+		tp = bpf_skc_to_tcp_sock(ssk);
+	if (!tp)
+		return -1;
+	c->service = gen ? gw_srv_service(BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup),
+					  cfg, skb->local_port, GW_SLOT_OF(gen), &key)
+			 : 0;
+	c->srv_key = key;
+	c->ident = gen ? gw_srv_caller(skb, c, cfg, gen) : 0;
+	c->generation = gen;
+	c->rp.len = 0;
+	return 0;
+}
+
+SEC("sk_skb/stream_verdict")
+int gw_sk_skb(struct __sk_buff *skb)
+{
+	__u64 cookie = bpf_get_socket_cookie(skb);
+	struct gw_walk_state *ws;
+	struct gw_walk w = {};
+	struct gw_config *cfg;
+	struct gw_scratch *s;
+	struct gw_conn *c;
+	__u32 size = skb->len, sslot = 0;
+	int res, reason, stream;
+
+	__u64 gen;
+
+	c = bpf_map_lookup_elem(&gw_srv_conns, &cookie);
+	if (!c)
+		return SK_DROP; /* no state: nothing can follow its bytes */
+	cfg = gw_get_config();
+	if (!cfg || (c->flags & GW_CONN_FAILED))
+		return SK_DROP;
+	if (!size)
+		return SK_PASS; /* the FIN */
+	gen = gw_live_gen(cfg);
+	if (c->generation != gen && gw_srv_refresh(skb, c, cfg, gen))
+		return gw_fail_walk(c, cfg, GW_REASON_UNWALKED, 0, 0);
+	s = gw_scratch_claim(&sslot);
+	if (!s)
+		return gw_fail_walk(c, cfg, GW_REASON_BUSY, 0, 0);
+	ws = &s->w;
+	w.src.ctx = skb;
+	w.src.base = &ws->base;
+	w.src.kind = GW_SRC_SKB;
+	w.c = c;
+	w.cfg = cfg;
+	w.s = s;
+	w.sslot = sslot;
+	c->rs.n = 0;
+	ws->size = size;
+	ws->off = 0;
+	ws->mode = GW_W_FRAME;
+	ws->res = GW_WALK_MORE;
+	ws->policed = c->service != 0; /* a caller of no identity: denied (no rule) */
+	ws->lin = 0; /* read by copy: no data pointers */
+	bpf_loop(GW_WALK_STEPS, gw_walk_cb_skb, &w, 0);
+	res = ws->res;
+	reason = ws->reason;
+	stream = ws->stream;
+	gw_scratch_release(s);
+	if (res == GW_WALK_DONE) {
+		c->approved += size;
+		return SK_PASS;
+	}
+	if (res == GW_WALK_FAIL || res == GW_WALK_DIVERT)
+		return gw_fail_walk(c, cfg, reason, stream, 0);
+	return gw_fail_walk(c, cfg, GW_REASON_BOUND, 0, 0);
 }
 
 #define GW_IPPROTO_TCP 6
@@ -1524,6 +1843,27 @@ int gw_reset_predating(struct bpf_iter__tcp *ctx)
 		daddr[3] = skc->skc_v6_daddr.in6_u.u6_addr32[3];
 	} else {
 		return 0;
+	}
+	/* server side: a connection a protected server accepted that is not
+	 * walked on receive (accepted before attach, or before the apply that
+	 * made its service protected; or its sockhash insert failed) */
+	if (skc->skc_state == GW_TCP_ESTABLISHED) {
+		struct gw_conn *sc;
+		__u64 key = 0, cookie;
+
+		tp = bpf_skc_to_tcp_sock(skc);
+		if (tp && gw_srv_service(BPF_CORE_READ(&tp->inet_conn.icsk_inet.sk, sk_cgrp_data.cgroup), cfg,
+					 skc->skc_num, GW_SLOT_OF(gen), &key)) {
+			cookie = bpf_get_socket_cookie(tp);
+			sc = bpf_map_lookup_elem(&gw_srv_conns, &cookie);
+			if (sc && (sc->flags & GW_CONN_IN_MAP))
+				return 0;
+			if (bpf_sock_destroy(skc))
+				return 0;
+			gw_count(GW_CNT_CONNS_RESET, 1);
+			BPF_SEQ_PRINTF(ctx->meta->seq, "[%pI6]:%u\n", daddr, bpf_ntohs(skc->skc_dport));
+			return 0;
+		}
 	}
 	if (!gw_resolve_service(daddr, skc->skc_dport, GW_SLOT_OF(gen)))
 		return 0;

@@ -33,6 +33,7 @@
 #define GW_MAX_RULES       32768 /* rule ids per generation, 1-based */
 #define GW_MAX_NAMES       262144
 #define GW_MAX_CONNS       65536
+#define GW_MAX_PEER_CIDRS  4096  /* identity cidrs per generation (gw_peers) */
 
 /* Two policy slots: `policy apply` fills the inactive one, then flips
  * gw_config.generation in one write, so no reader sees half a policy.
@@ -109,6 +110,7 @@ enum gw_counter {
 	GW_CNT_REPEATS,        /* allowed blocks: the held repeat, unparsed */
 	GW_CNT_SCRATCH_NEXT,   /* walks in a scratch slot past the first: a
 				* run preempted mid-walk held it */
+	GW_CNT_SRV_CONNS,      /* server side: accepted connections walked on receive */
 	GW_CNT_MAX
 };
 
@@ -158,6 +160,35 @@ struct gw_svc_val {
 	__u16 service;      /* 1-based, within its generation */
 	__u16 pad0;
 	__u32 pad1;
+};
+
+/* Server side (issue 11). gw_peers: the identities of callers by source
+ * address, an LPM trie over slot|pad|addr (longest prefix wins). */
+struct gw_peer_key {
+	__u32 prefixlen;    /* 32 + prefix length over addr (IPv4 /n: 96 + n) */
+	__u8  slot;
+	__u8  pad0[3];
+	__u32 addr[4];      /* IPv6 or v4-mapped, network byte order */
+};
+#define GW_PEER_PREFIX_FIXED 32
+struct gw_peer_val {
+	__u16 ident;        /* 1-based, within its generation */
+	__u16 pad0;
+	__u32 pad1;
+};
+
+/* gw_srv_ports: the services whose local server this host protects, by
+ * (slot, local port): a connection accepted on that port by a socket of
+ * the service's cgroup (or one below it) is walked on receive. */
+struct gw_srv_key {
+	__u32 slot;
+	__u32 port;         /* host byte order */
+};
+struct gw_srv_val {
+	__u16 service;      /* 1-based, within its generation */
+	__u16 levels;       /* how deep the service's cgroup is (1..GW_CGROUP_DEPTH) */
+	__u32 pad0;
+	__u64 cgroup_key;   /* path key (gw_cgroup_hash) of the service's cgroup */
 };
 
 /* gw_svc_ports: the ports of a slot's services, one bit each (bit p of
@@ -269,7 +300,7 @@ struct gw_event {
 	char  comm[16];
 	__u32 stream_id;
 	__u16 path_len;     /* bytes in path[] (may be truncated) */
-	__u16 pad0;
+	__u16 side;         /* 0: client side (sk_msg), 1: server side (sk_skb) */
 	char  path[GW_PATH_MAX];
 };
 
@@ -278,6 +309,10 @@ GW_ABI_ASSERT(gw_ident_key, 16);
 GW_ABI_ASSERT(gw_ident_val, 8);
 GW_ABI_ASSERT(gw_svc_key, 24);
 GW_ABI_ASSERT(gw_svc_val, 8);
+GW_ABI_ASSERT(gw_peer_key, 24);
+GW_ABI_ASSERT(gw_peer_val, 8);
+GW_ABI_ASSERT(gw_srv_key, 8);
+GW_ABI_ASSERT(gw_srv_val, 16);
 GW_ABI_ASSERT(gw_port_bits, 8192);
 GW_ABI_ASSERT(gw_pair_key, 8);
 GW_ABI_ASSERT(gw_method_val, 8);

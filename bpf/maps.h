@@ -111,6 +111,58 @@ struct {
 	__type(value, struct gw_path_text);
 } gw_paths SEC(".maps");
 
+/* Server side: callers by source address, protected local servers by
+ * port (grpcwall.h), and their accepted connections, walked on receive
+ * by gw_sk_skb (attached as the stream verdict of gw_srv_sockhash). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, GW_SLOTS * GW_MAX_PEER_CIDRS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct gw_peer_key);
+	__type(value, struct gw_peer_val);
+} gw_peers SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, GW_SLOTS * GW_MAX_SERVICES);
+	__type(key, struct gw_srv_key);
+	__type(value, struct gw_srv_val);
+} gw_srv_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, GW_MAX_CONNS);
+	__type(key, __u64);
+	__type(value, __u64);
+} gw_srv_sockhash SEC(".maps");
+
+/* The receive side's state of an accepted connection, keyed by socket
+ * cookie (sk_skb programs may not use sk_storage): made by sockops at
+ * PASSIVE_ESTABLISHED, deleted at close (STATE_CB). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, GW_MAX_CONNS);
+	__type(key, __u64);
+	__type(value, struct gw_conn);
+} gw_srv_conns SEC(".maps");
+
+/* one gw_conn of zeros, never written: what a gw_srv_conns entry starts
+ * from (too large for the stack) */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gw_conn);
+} gw_conn_blank SEC(".maps");
+
+static __always_inline struct gw_conn *gw_srv_blank(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&gw_conn_blank, &zero);
+}
+
 /* per-connection state: origin (identity at connect) and parser */
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
@@ -190,10 +242,14 @@ struct {
 static __always_inline struct gw_scratch *gw_scratch_claim(__u32 *sslot)
 {
 	struct gw_scratch *s;
-	__u32 i;
+	__u32 i, k;
 
 	for (i = 0; i < GW_SCRATCH_SLOTS; i++) {
-		s = bpf_map_lookup_elem(&gw_scratch, &i);
+		/* the key a copy: the counter stays in a register the verifier
+		 * tracks (a counter whose address the lookup takes can sit in
+		 * an untracked stack slot, and the loop reads as infinite) */
+		k = i;
+		s = bpf_map_lookup_elem(&gw_scratch, &k);
 		if (s && __sync_val_compare_and_swap(&s->busy, 0, 1) == 0) {
 			*sslot = i + 1;
 			/* nothing of the last run (another connection's) is named */

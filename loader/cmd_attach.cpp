@@ -131,13 +131,14 @@ void AttachCgroupLink(const std::string& link_pin, bpf_program* prog, const std:
 // The programs a second attach replaces, to put back if it fails half way:
 // then the live state is what it was.
 struct Previous {
-  Fd sk_msg, sockops, guard, reset;
+  Fd sk_msg, sk_skb, sockops, guard, reset;
   bool had_meta = false;
   gw_name_val meta{};
 
   static Previous Of(const std::string& pin_dir, const LiveMaps& live) {
     Previous p;
     p.sk_msg = Fd(bpf_obj_get(MapPin(pin_dir, kProgSkMsg).c_str()));
+    p.sk_skb = Fd(bpf_obj_get(MapPin(pin_dir, kProgSkSkb).c_str()));
     p.sockops = Fd(bpf_obj_get(MapPin(pin_dir, kProgSockops).c_str()));
     p.guard = Fd(bpf_obj_get(MapPin(pin_dir, kProgGuard).c_str()));
     p.reset = Fd(bpf_obj_get(MapPin(pin_dir, kProgReset).c_str()));
@@ -148,13 +149,16 @@ struct Previous {
   // Best effort: the error that made us restore is the one reported.
   void Restore(const std::string& pin_dir, const LiveMaps& live, int sockhash_fd) const {
     if (sk_msg) bpf_prog_attach(sk_msg.get(), sockhash_fd, BPF_SK_MSG_VERDICT, 0);
+    Fd srv(bpf_obj_get(MapPin(pin_dir, "gw_srv_sockhash").c_str()));
+    if (sk_skb && srv) bpf_prog_attach(sk_skb.get(), srv.get(), BPF_SK_SKB_STREAM_VERDICT, 0);
     const std::pair<const char*, const Fd*> links[] = {{kLinkGuard, &guard}, {kLinkSockops, &sockops}};
     for (const auto& [link, prog] : links) {
       Fd l(bpf_obj_get(MapPin(pin_dir, link).c_str()));
       if (l && *prog) bpf_link_update(l.get(), prog->get(), nullptr);
     }
     const std::pair<const char*, const Fd*> progs[] = {
-        {kProgSkMsg, &sk_msg}, {kProgSockops, &sockops}, {kProgGuard, &guard}, {kProgReset, &reset}};
+        {kProgSkMsg, &sk_msg}, {kProgSkSkb, &sk_skb}, {kProgSockops, &sockops}, {kProgGuard, &guard},
+        {kProgReset, &reset}};
     for (const auto& [name, prog] : progs) {
       if (!*prog) continue;
       try {
@@ -197,8 +201,9 @@ uint64_t AttachLocked(const AttachOptions& o, const std::string& cgroup, const P
 
   // 2. Load: a first attach pins the maps, a second one reuses them.
   Skel skel = OpenSkel();
-  if (bpf_map__set_max_entries(skel->maps.gw_sockhash, max_conns) != 0)
-    throw SysError("sizing the sockhash", errno);
+  // the server side's maps take as many connections as the client side's
+  for (bpf_map* m : {skel->maps.gw_sockhash, skel->maps.gw_srv_sockhash, skel->maps.gw_srv_conns})
+    if (bpf_map__set_max_entries(m, max_conns) != 0) throw SysError("sizing the sockhash", errno);
   bpf_map* map;
   bpf_object__for_each_map(map, skel->obj) {
     const char* name = bpf_map__name(map);
@@ -229,6 +234,11 @@ uint64_t AttachLocked(const AttachOptions& o, const std::string& cgroup, const P
     if (bpf_prog_attach(bpf_program__fd(skel->progs.gw_sk_msg), sockhash, BPF_SK_MSG_VERDICT, 0) != 0)
       throw SysError("attaching sk_msg to the sockhash", errno);
     PinProgram(bpf_program__fd(skel->progs.gw_sk_msg), MapPin(o.pin_dir, kProgSkMsg));
+    // the server side: accepted connections of protected servers are walked on receive
+    if (bpf_prog_attach(bpf_program__fd(skel->progs.gw_sk_skb), bpf_map__fd(skel->maps.gw_srv_sockhash),
+                        BPF_SK_SKB_STREAM_VERDICT, 0) != 0)
+      throw SysError("attaching sk_skb to the server sockhash", errno);
+    PinProgram(bpf_program__fd(skel->progs.gw_sk_skb), MapPin(o.pin_dir, kProgSkSkb));
     AttachCgroupLink(MapPin(o.pin_dir, kLinkGuard), skel->progs.gw_guard, cgroup, "the egress guard");
     AttachCgroupLink(MapPin(o.pin_dir, kLinkSockops), skel->progs.gw_sockops, cgroup, "sockops");
     PinProgram(bpf_program__fd(skel->progs.gw_sockops), MapPin(o.pin_dir, kProgSockops));

@@ -95,13 +95,14 @@ int OnEvent(void* p, void* data, size_t size) {
                      {"dst", Endpoint(e.daddr, e.dport)},
                      {"pid", e.pid},          {"conn_pid", e.conn_pid},
                      {"comm", comm},          {"stream", e.stream_id},
-                     {"generation", e.generation}, {"cookie", e.cookie}};
+                     {"generation", e.generation}, {"cookie", e.cookie},
+                     {"side", e.side ? "server" : "client"}};
     std::cout << j.dump() << std::endl;
   } else {
     std::string v = VerdictName(e.verdict);
     for (auto& ch : v) ch = static_cast<char>(toupper(ch));
     std::cout << tsf << " " << v << " " << ident << " -> " << svc << " " << (path.empty() ? "-" : path) << " rule "
-              << e.rule << " (" << reason << ") " << Endpoint(e.saddr, e.sport) << " -> " << Endpoint(e.daddr, e.dport) << " pid " << e.pid << " (" << comm << ") stream " << e.stream_id << std::endl;
+              << e.rule << " (" << reason << ") " << Endpoint(e.saddr, e.sport) << " -> " << Endpoint(e.daddr, e.dport) << " pid " << e.pid << " (" << comm << ") stream " << e.stream_id << (e.side ? " [server side]" : "") << std::endl;
   }
   ctx->seen++;
   // stop consuming once --count is reached: later events stay in the ring

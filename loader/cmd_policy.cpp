@@ -20,23 +20,47 @@ struct PolicyOptions {
   bool strict = false;         // check: a warning is an error
 };
 
+std::string IdentityCidrs(const Identity& id) {
+  std::string out;
+  for (const auto& c : id.cidrs) out += (out.empty() ? "" : ",") + c.text;
+  return out;
+}
+
+std::string ServiceDest(const Service& s) {
+  std::string out;
+  for (const auto& c : s.cidrs) out += (out.empty() ? "" : ",") + c.text;
+  return out.empty() ? "any" : out;
+}
+
 // The compiled form seen the same way as the live one, so that check and
 // show print through one function.
 LivePolicy ViewOf(const Policy& p, const CompiledPolicy& cp) {
   LivePolicy v;
   v.file = p.file;
   for (size_t i = 0; i < cp.identities.size(); i++)
-    v.identities.push_back({static_cast<uint16_t>(i + 1), cp.identities[i].name, cp.identities[i].cgroup, 0});
-  for (size_t i = 0; i < cp.services.size(); i++) {
-    std::string dest;
-    for (const auto& c : cp.services[i].cidrs) dest += (dest.empty() ? "" : ",") + c.text;
-    v.services.push_back({static_cast<uint16_t>(i + 1), cp.services[i].name, dest.empty() ? "any" : dest,
-                          cp.services[i].port});
-  }
+    v.identities.push_back({static_cast<uint16_t>(i + 1), cp.identities[i].name, cp.identities[i].cgroup, 0,
+                            IdentityCidrs(cp.identities[i])});
+  for (size_t i = 0; i < cp.services.size(); i++)
+    v.services.push_back({static_cast<uint16_t>(i + 1), cp.services[i].name, ServiceDest(cp.services[i]),
+                          cp.services[i].port, cp.services[i].cgroup});
   for (const auto& r : cp.rules)
     v.rules.push_back({r.id, r.from + " -> " + r.to, p.file + ":" + std::to_string(r.line), r.audit, {}});
   for (const auto& pair : cp.pairs) {
-    LivePair lp{cp.identities[pair.ident - 1].name, cp.services[pair.service - 1].name, {}};
+    const Identity& id = cp.identities[pair.ident - 1];
+    const Service& sv = cp.services[pair.service - 1];
+    LivePair lp{id.name, sv.name, {}, {}};
+    // client side: the workload's own connections (sk_msg); server side:
+    // what the service's local server accepts (sk_skb), callers by address
+    if (!id.cgroup.empty())
+      lp.sides.push_back("client side: connections of cgroup " + id.cgroup + " to port " + std::to_string(sv.port) +
+                         (sv.cidrs.empty() ? "" : " at " + ServiceDest(sv)));
+    if (!sv.cgroup.empty())
+      lp.sides.push_back(id.cidrs.empty() ? "server side: the server in cgroup " + sv.cgroup +
+                                                " knows callers by address and '" + id.name +
+                                                "' names none: its calls there are decided as those of the "
+                                                "identity their source address matches (none: denied)"
+                                          : "server side: connections the server in cgroup " + sv.cgroup +
+                                                " accepts from " + IdentityCidrs(id));
     for (const auto& m : PairMethods(cp, pair)) lp.methods.push_back({std::string(m.pattern), m.hash, m.val});
     std::sort(lp.methods.begin(), lp.methods.end(), [](const LiveMethod& a, const LiveMethod& b) {
       return std::make_pair(a.val.kind, a.pattern) < std::make_pair(b.val.kind, b.pattern);
@@ -56,12 +80,16 @@ nlohmann::json ToJson(const LivePolicy& v, bool live) {
   j["identities"] = nlohmann::json::array();
   for (const auto& i : v.identities) {
     nlohmann::json e{{"id", i.id}, {"name", i.name}, {"cgroup", i.cgroup}};
+    if (!i.cidrs.empty()) e["cidrs"] = i.cidrs;
     if (live) e["path_key"] = i.path_key;
     j["identities"].push_back(e);
   }
   j["services"] = nlohmann::json::array();
-  for (const auto& s : v.services)
-    j["services"].push_back({{"id", s.id}, {"name", s.name}, {"port", s.port}, {"cidrs", s.dest}});
+  for (const auto& s : v.services) {
+    nlohmann::json e{{"id", s.id}, {"name", s.name}, {"port", s.port}, {"cidrs", s.dest}};
+    if (!s.server_cgroup.empty()) e["server_cgroup"] = s.server_cgroup;
+    j["services"].push_back(e);
+  }
   j["rules"] = nlohmann::json::array();
   for (const auto& r : v.rules) {
     nlohmann::json e{{"id", r.id}, {"rule", r.what}, {"source", r.where}, {"audit", r.audit}};
@@ -73,7 +101,9 @@ nlohmann::json ToJson(const LivePolicy& v, bool live) {
     nlohmann::json methods = nlohmann::json::array();
     for (const auto& m : p.methods)
       methods.push_back({{"match", m.pattern}, {"verdict", VerdictName(m.val.verdict)}, {"rule", m.val.rule}});
-    j["grants"].push_back({{"from", p.ident}, {"to", p.service}, {"methods", methods}});
+    nlohmann::json g{{"from", p.ident}, {"to", p.service}, {"methods", methods}};
+    if (!live) g["enforced"] = p.sides;
+    j["grants"].push_back(g);
   }
   return j;
 }
@@ -82,14 +112,20 @@ void PrintText(const LivePolicy& v, bool live) {
   if (live) std::cout << "generation " << v.config.generation << " (slot " << GW_SLOT_OF(v.config.generation) << ") from " << v.file << "\n";
   std::cout << "identities:\n";
   for (const auto& i : v.identities) {
-    std::cout << "  " << std::left << std::setw(20) << i.name << " cgroup " << i.cgroup << "\n";
+    std::cout << "  " << std::left << std::setw(20) << i.name;
+    if (!i.cgroup.empty()) std::cout << " cgroup " << i.cgroup;
+    if (!i.cidrs.empty()) std::cout << " cidrs " << i.cidrs;
+    std::cout << "\n";
   }
   std::cout << "services:\n";
   for (const auto& s : v.services)
-    std::cout << "  " << std::left << std::setw(20) << s.name << " port " << s.port << " to " << s.dest << "\n";
+    std::cout << "  " << std::left << std::setw(20) << s.name << " port " << s.port << " to " << s.dest
+              << (s.server_cgroup.empty() ? "" : "; its server here: cgroup " + s.server_cgroup + " (server side)")
+              << "\n";
   std::cout << "grants:\n";
   for (const auto& p : v.pairs) {
     std::cout << "  " << p.ident << " -> " << p.service << ":\n";
+    for (const auto& side : p.sides) std::cout << "    (" << side << ")\n";
     for (const auto& m : p.methods) {
       std::string what = m.val.kind == GW_MATCH_DEFAULT ? "(anything else)" : m.pattern;
       std::cout << "    " << std::left << std::setw(6) << VerdictName(m.val.verdict) << " " << std::setw(44) << what;

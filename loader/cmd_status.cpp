@@ -33,7 +33,7 @@ const char* kCounterNames[GW_CNT_MAX] = {
     "allowed",         "denied",          "audited",      "fallback_blocks", "fallback_bytes", "parse_errors",
     "conns_opened",    "conns_closed",    "header_blocks", "conns_failed",   "events_lost",
     "conns_reset",     "fallback_resumed", "guard_drops", "short_writes",
-    "repeat_blocks",   "scratch_next",
+    "repeat_blocks",   "scratch_next",     "server_conns",
 };
 
 void Status(const StatusOptions& o) {
@@ -55,6 +55,7 @@ void Status(const StatusOptions& o) {
   std::string file = ReadName(live, 0, GW_NAMEKIND_META, 1 + GW_SLOT_OF(cfg.generation), &meta) ? meta.text : "";
   uint32_t sockops_id = PinnedProgId(o.pin_dir + "/prog_sockops");
   uint32_t skmsg_id = PinnedProgId(o.pin_dir + "/prog_sk_msg");
+  uint32_t skskb_id = PinnedProgId(o.pin_dir + "/prog_sk_skb");
   uint32_t guard_id = PinnedProgId(o.pin_dir + "/prog_guard");
   bool link = access((o.pin_dir + "/link_sockops").c_str(), F_OK) == 0 &&
               access((o.pin_dir + "/link_guard").c_str(), F_OK) == 0;
@@ -73,7 +74,7 @@ void Status(const StatusOptions& o) {
 
   j["attached"] = link && sockops_id && skmsg_id && guard_id;
   j["cgroup"] = cgroup;
-  j["programs"] = {{"sockops", sockops_id}, {"sk_msg", skmsg_id}, {"guard", guard_id}};
+  j["programs"] = {{"sockops", sockops_id}, {"sk_msg", skmsg_id}, {"guard", guard_id}, {"sk_skb", skskb_id}};
   j["max_connections"] = max_conns;
   j["policy"] = {{"generation", cfg.generation}, {"slot", GW_SLOT_OF(cfg.generation)}, {"file", file}};
   nlohmann::json counters;
@@ -96,7 +97,7 @@ void Status(const StatusOptions& o) {
             << "  pin dir:      " << o.pin_dir << "\n"
             << "  cgroup:       " << cgroup << "\n"
             << "  programs:     sockops id " << sockops_id << ", sk_msg id " << skmsg_id << ", egress guard id "
-            << guard_id << "\n"
+            << guard_id << ", server-side sk_skb id " << skskb_id << "\n"
             << "  policy:       ";
   if (cfg.generation)
     std::cout << "generation " << cfg.generation << " from " << file << "\n";
@@ -111,6 +112,7 @@ void Status(const StatusOptions& o) {
             << c[GW_CNT_CONNS_OPENED] << ", closed " << c[GW_CNT_CONNS_CLOSED] << ", failed closed "
             << c[GW_CNT_DROPPED_CONNS] << ", reset as predating " << c[GW_CNT_CONNS_RESET] << "; at most "
             << max_conns << ")\n"
+            << "  server side:  accepted connections walked on receive " << c[GW_CNT_SRV_CONNS] << "\n"
             << "  send path:    segments held back by the egress guard " << c[GW_CNT_GUARD_DROPS]
             << ", short writes followed " << c[GW_CNT_SHORT_WRITES] << "\n"
             << "  events lost:  " << c[GW_CNT_EVENTS_LOST] << "\n"

@@ -118,6 +118,8 @@ LiveMaps LiveMaps::Open(const std::string& pin_dir) {
   m.rule_counters = OpenPinned(MapPin(pin_dir, "gw_rule_counters"));
   m.svc_ports = Fd(bpf_obj_get(MapPin(pin_dir, "gw_svc_ports").c_str()));
   m.pair_rules = Fd(bpf_obj_get(MapPin(pin_dir, "gw_pair_rules").c_str()));
+  m.peers = Fd(bpf_obj_get(MapPin(pin_dir, "gw_peers").c_str()));
+  m.srv_ports = Fd(bpf_obj_get(MapPin(pin_dir, "gw_srv_ports").c_str()));
   return m;
 }
 
@@ -216,8 +218,20 @@ IdentityPaths ResolveIdentities(const Policy& p, const std::string& attach_cgrou
   Fd root_fd(open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
   struct stat root_st {};
   const bool have_root = root_fd && IsCgroupV2Dir(root) && fstat(root_fd.get(), &root_st) == 0;
+  for (const auto& s : p.services) {
+    if (s.cgroup.empty()) continue;
+    if (s.components.size() < attach.size() || !std::equal(attach.begin(), attach.end(), s.components.begin()))
+      throw InputError(p.file + ":" + std::to_string(s.cgroup_line) + ": service '" + s.name + "': cgroup " +
+                       s.cgroup + " is outside the cgroup grpcwall is attached at (" + attach_cgroup +
+                       "), so the connections its server accepts would never be walked; attach at a cgroup that "
+                       "holds it (grpcwall attach --cgroup DIR) or name a cgroup below " + attach_cgroup);
+  }
   for (const auto& id : p.identities) {
     const std::string where = p.file + ":" + std::to_string(id.line) + ": identity '" + id.name + "': ";
+    if (id.cgroup.empty()) {  // callers by address only: nothing local to check
+      out.push_back({});
+      continue;
+    }
     if (id.components.size() < attach.size() ||
         !std::equal(attach.begin(), attach.end(), id.components.begin()))
       throw InputError(where + "cgroup " + id.cgroup + " is outside the cgroup grpcwall is attached at (" +
@@ -272,6 +286,12 @@ uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const IdentityPaths& pa
   }
   for (auto& k : Keys<gw_svc_key>(m.services.get()))
     if (k.slot == slot) bpf_map_delete_elem(m.services.get(), &k);
+  if (m.peers)
+    for (auto& k : Keys<gw_peer_key>(m.peers.get()))
+      if (k.slot == slot) bpf_map_delete_elem(m.peers.get(), &k);
+  if (m.srv_ports)
+    for (auto& k : Keys<gw_srv_key>(m.srv_ports.get()))
+      if (k.slot == slot) bpf_map_delete_elem(m.srv_ports.get(), &k);
   {
     // outer map-of-maps: every single update or delete waits for an RCU
     // grace period (~10-30 ms here); a batch waits once
@@ -314,12 +334,42 @@ uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const IdentityPaths& pa
     std::vector<gw_ident_key> keys;
     std::vector<gw_ident_val> vals;
     for (size_t i = 0; i < cp.identities.size(); i++) {
+      const Identity& id = cp.identities[i];
+      if (id.cgroup.empty()) {  // callers by address only (gw_peers, below)
+        name(GW_NAMEKIND_IDENT, i + 1, id.name, "", 0);
+        continue;
+      }
       const uint64_t key = CgroupPathKey(paths[i], cfg.key0, cfg.key1);
       keys.push_back(gw_ident_key{slot, 0, key});
       vals.push_back(gw_ident_val{static_cast<uint16_t>(i + 1), 0, 0});
-      name(GW_NAMEKIND_IDENT, i + 1, cp.identities[i].name, cp.identities[i].cgroup, key);
+      name(GW_NAMEKIND_IDENT, i + 1, id.name, id.cgroup, key);
     }
     BatchUpdate(m.idents.get(), keys, vals, "gw_idents");
+  }
+  // the server side: callers by address, protected servers by port
+  if (m.peers && m.srv_ports) {
+    for (size_t i = 0; i < cp.identities.size(); i++)
+      for (const auto& c : cp.identities[i].cidrs) {
+        gw_peer_key k{};
+        k.prefixlen = GW_PEER_PREFIX_FIXED + c.len;
+        k.slot = static_cast<uint8_t>(slot);
+        std::memcpy(k.addr, c.addr, sizeof(k.addr));
+        gw_peer_val v{static_cast<uint16_t>(i + 1), 0, 0};
+        Update(m.peers.get(), &k, &v, "gw_peers");
+      }
+    for (size_t i = 0; i < cp.services.size(); i++) {
+      const Service& s = cp.services[i];
+      if (s.cgroup.empty()) continue;
+      gw_srv_key k{slot, s.port};
+      gw_srv_val v{};
+      v.service = static_cast<uint16_t>(i + 1);
+      v.levels = static_cast<uint16_t>(s.components.size());
+      v.cgroup_key = CgroupPathKey(s.components, cfg.key0, cfg.key1);
+      Update(m.srv_ports.get(), &k, &v, "gw_srv_ports");
+    }
+  } else if (std::any_of(cp.services.begin(), cp.services.end(), [](const Service& s) { return !s.cgroup.empty(); })) {
+    throw InputError(p.file + ": the programs attached at " + m.pin_dir + " predate server-side enforcement: run "
+                     "'grpcwall attach --pin-dir " + m.pin_dir + "' again with this grpcwall, then apply");
   }
   for (size_t i = 0; i < cp.services.size(); i++) {
     const Service& s = cp.services[i];
@@ -634,11 +684,11 @@ LivePolicy ReadLivePolicy(const LiveMaps& m) {
   if (ReadName(m, 0, GW_NAMEKIND_META, 1 + slot, &nv)) lp.file = nv.text;
   std::map<uint16_t, std::string> ident_names, svc_names;
   for (uint16_t id = 1; ReadName(m, slot, GW_NAMEKIND_IDENT, id, &nv); id++) {
-    lp.identities.push_back({id, nv.text, nv.detail, nv.aux});
+    lp.identities.push_back({id, nv.text, nv.detail, nv.aux, ""});
     ident_names[id] = nv.text;
   }
   for (uint16_t id = 1; ReadName(m, slot, GW_NAMEKIND_SERVICE, id, &nv); id++) {
-    lp.services.push_back({id, nv.text, nv.detail, static_cast<uint16_t>(nv.aux)});
+    lp.services.push_back({id, nv.text, nv.detail, static_cast<uint16_t>(nv.aux), ""});
     svc_names[id] = nv.text;
   }
   for (uint16_t id = 1; ReadName(m, slot, GW_NAMEKIND_RULE, id, &nv); id++) {
@@ -655,7 +705,7 @@ LivePolicy ReadLivePolicy(const LiveMaps& m) {
     if (bpf_map_lookup_elem(m.policy.get(), &k, &inner_id) != 0) continue;
     Fd inner(bpf_map_get_fd_by_id(inner_id));
     if (!inner) throw SysError("opening method table id " + std::to_string(inner_id), errno);
-    LivePair lpair{ident_names[k.ident], svc_names[k.service], {}};
+    LivePair lpair{ident_names[k.ident], svc_names[k.service], {}, {}};
     gw_pair_rules pr{};  // a shared table's rule numbers are the pair's
     const bool have_rules = m.pair_rules && bpf_map_lookup_elem(m.pair_rules.get(), &k, &pr) == 0;
     for (auto h : Keys<uint64_t>(inner.get())) {

@@ -22,6 +22,7 @@ struct LiveMaps {
   Fd config, idents, services, policy, names, counters, rule_counters;
   Fd svc_ports;   // absent in a pin dir an older grpcwall attached (its guard reads none)
   Fd pair_rules;  // the same (its programs read rule ids in every table)
+  Fd peers, srv_ports;  // the server side (absent before it)
   static LiveMaps Open(const std::string& pin_dir);
 };
 
@@ -65,16 +66,19 @@ struct LiveMethod {
 struct LivePair {
   std::string ident, service;
   std::vector<LiveMethod> methods;
+  std::vector<std::string> sides;  // check only: where on this host it is enforced
 };
 struct LiveIdentity {
   uint16_t id;
   std::string name, cgroup;
   uint64_t path_key;  // gw_ident_key.path_hash
+  std::string cidrs;  // check only (the server side's callers by address)
 };
 struct LiveService {
   uint16_t id;
   std::string name, dest;
   uint16_t port;
+  std::string server_cgroup;  // check only (the local server the server side protects)
 };
 struct LiveRule {
   uint16_t id;

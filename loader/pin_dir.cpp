@@ -35,7 +35,8 @@ const std::vector<std::string>& OwnPinNames() {
     bpf_object__for_each_map(map, skel->obj) {
       if (!bpf_map__is_internal(map)) n.push_back(bpf_map__name(map));  // .rodata/.data are not pinned
     }
-    for (const char* p : {kProgSkMsg, kProgSockops, kProgGuard, kProgReset, kLinkGuard, kLinkSockops}) n.push_back(p);
+    for (const char* p : {kProgSkMsg, kProgSkSkb, kProgSockops, kProgGuard, kProgReset, kLinkGuard, kLinkSockops})
+      n.push_back(p);
     return n;
   }();
   return names;
@@ -184,6 +185,12 @@ std::vector<std::string> RemoveOwnPins(const std::string& pin_dir) {
     Fd map(bpf_obj_get(MapPin(pin_dir, "gw_sockhash").c_str()));
     if (prog && map && bpf_prog_detach2(prog.get(), map.get(), BPF_SK_MSG_VERDICT) != 0 && errno != ENOENT)
       throw SysError("detaching sk_msg from the sockhash", errno);
+  }
+  {
+    Fd prog(bpf_obj_get(MapPin(pin_dir, kProgSkSkb).c_str()));
+    Fd map(bpf_obj_get(MapPin(pin_dir, "gw_srv_sockhash").c_str()));
+    if (prog && map && bpf_prog_detach2(prog.get(), map.get(), BPF_SK_SKB_STREAM_VERDICT) != 0 && errno != ENOENT)
+      throw SysError("detaching sk_skb from the server sockhash", errno);
   }
   auto unpin = [&](const std::string& n) {
     const std::string p = MapPin(pin_dir, n);

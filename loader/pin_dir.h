@@ -21,6 +21,7 @@ Skel OpenSkel();
 // grpcwall pin dir: pinned first, removed last).
 constexpr const char* kConfigPin = "gw_config";
 constexpr const char* kProgSkMsg = "prog_sk_msg";
+constexpr const char* kProgSkSkb = "prog_sk_skb";  // the server side's walker
 constexpr const char* kProgSockops = "prog_sockops";
 constexpr const char* kProgGuard = "prog_guard";
 constexpr const char* kProgReset = "prog_reset";

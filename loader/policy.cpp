@@ -142,18 +142,56 @@ class Parser {
     OnlyKeys(val, keys, what + " '" + key.text + "'");
   }
 
+  // A cgroup as a policy names one: canonical components, bounded length.
+  std::string CgroupOf(const YamlNode& cg, const std::string& who, std::vector<std::string>* components,
+                       std::string* written) const {
+    *written = Scalar(cg, "cgroup");
+    std::string err = CanonicalCgroup(*written, root_, components);
+    if (!err.empty()) Fail(cg, who + ": " + err);
+    std::string path;
+    for (const auto& c : *components) path += "/" + c;
+    if (path.size() >= GW_CGROUP_PATH_MAX)
+      Fail(cg, who + ": cgroup path " + path + " is longer than " + std::to_string(GW_CGROUP_PATH_MAX - 1) +
+                   " bytes");
+    return path;
+  }
+
   void Identities(const YamlNode& ids, Policy* p) const {
-    if (ids.kind != YamlNode::kMap) Fail(ids, "identities must be a mapping of name: { cgroup: PATH }");
+    if (ids.kind != YamlNode::kMap)
+      Fail(ids, "identities must be a mapping of name: { cgroup: PATH } or { cidrs: [PREFIX, ...] }");
     std::map<std::string, std::pair<std::string, int>> by_cgroup;  // -> (identity, line)
+    std::map<std::pair<std::string, uint8_t>, std::pair<std::string, int>> by_prefix;
     for (const auto& [key, val] : ids.entries()) {
       Identity id;
       id.name = key.text;
       id.line = key.line;
-      static const std::set<std::string> kIdentityKeys{"cgroup"};
-      EntryHead(key, val, "identity", "identities", p->identities.size(), cap_.identities, "{ cgroup: PATH }",
-                kIdentityKeys);
+      static const std::set<std::string> kIdentityKeys{"cgroup", "cidrs"};
+      EntryHead(key, val, "identity", "identities", p->identities.size(), cap_.identities,
+                "{ cgroup: PATH } (a local workload) or { cidrs: [PREFIX, ...] } (callers by address)", kIdentityKeys);
+      if (const YamlNode* cidrs = val.Get("cidrs")) {
+        if (cidrs->kind != YamlNode::kSequence || cidrs->items().empty())
+          Fail(*cidrs, "identity '" + id.name + "': cidrs must be a non-empty list like [10.250.1.0/24, "
+                       "\"fd00:1::/64\"] (0.0.0.0/0 and ::/0 catch every caller)");
+        for (const auto& c : cidrs->items()) {
+          Cidr cidr = ParseCidr(c);
+          std::string bytes(reinterpret_cast<const char*>(cidr.addr), sizeof(cidr.addr));
+          auto [it, fresh] = by_prefix.emplace(std::make_pair(bytes, cidr.len), std::make_pair(id.name, c.line));
+          if (!fresh)
+            Fail(c, "identity '" + id.name + "': " + cidr.text + " is already a prefix of identity '" +
+                        it->second.first + "' (" + At(it->second.second) +
+                        "); a caller's longest matching prefix names one identity");
+          if (by_prefix.size() > cap_.peer_cidrs)
+            Fail(c, "too many identity cidrs: a policy holds at most " + std::to_string(cap_.peer_cidrs));
+          id.cidrs.push_back(std::move(cidr));
+        }
+      }
       const YamlNode* cg = val.Get("cgroup");
-      if (!cg) Fail(val, "identity '" + id.name + "' needs a cgroup");
+      if (!cg && id.cidrs.empty())
+        Fail(val, "identity '" + id.name + "' needs a cgroup (a local workload) or cidrs (callers by address)");
+      if (!cg) {
+        p->identities.push_back(std::move(id));
+        continue;
+      }
       id.written = Scalar(*cg, "cgroup");
       std::string err = CanonicalCgroup(id.written, root_, &id.components);
       if (!err.empty()) Fail(*cg, "identity '" + id.name + "': " + err);
@@ -173,13 +211,14 @@ class Parser {
     if (svcs.kind != YamlNode::kMap) Fail(svcs, "services must be a mapping of name: { port: N, cidrs: [...] }");
     // (port, prefix) -> (service, line): one destination, one service
     std::map<std::tuple<uint16_t, std::string, uint8_t>, std::pair<std::string, int>> dests;
+    std::map<uint16_t, std::pair<std::string, int>> servers;  // port -> (service with a cgroup, line)
     size_t ndest = 0;
     for (const auto& [key, val] : svcs.entries()) {
       Service s;
       s.name = key.text;
       s.line = key.line;
-      EntryHead(key, val, "service", "services", p->services.size(), cap_.services, "{ port: N, cidrs: [...] }",
-                {"port", "cidrs"});
+      EntryHead(key, val, "service", "services", p->services.size(), cap_.services,
+                "{ port: N, cidrs: [...], cgroup: PATH }", {"port", "cidrs", "cgroup"});
       const YamlNode* port = val.Get("port");
       if (!port) Fail(val, "service '" + s.name + "' needs a port");
       std::string ps = Scalar(*port, "port");
@@ -211,6 +250,16 @@ class Parser {
           Fail(line, "too many service destinations: a policy holds at most " + std::to_string(cap_.destinations) +
                          " (port, cidr) pairs, a service without cidrs counting one");
       }
+      if (const YamlNode* cg = val.Get("cgroup")) {
+        std::string written;
+        s.cgroup = CgroupOf(*cg, "service '" + s.name + "'", &s.components, &written);
+        s.cgroup_line = cg->line;
+        auto [it, fresh] = servers.emplace(s.port, std::make_pair(s.name, cg->line));
+        if (!fresh)
+          Fail(*cg, "service '" + s.name + "': port " + std::to_string(s.port) +
+                        " already has a local server to protect, service '" + it->second.first + "' (" +
+                        At(it->second.second) + "); one protected server per port");
+      }
       p->services.push_back(s);
     }
   }
@@ -236,6 +285,21 @@ class Parser {
       rule.to = Scalar(*to, "to");
       if (!ident_ix.count(rule.from)) Fail(*from, "unknown identity '" + rule.from + "' (define it under identities)");
       if (!svc_ix.count(rule.to)) Fail(*to, "unknown service '" + rule.to + "' (define it under services)");
+      {
+        const Identity& id = p->identities[ident_ix[rule.from]];
+        const Service& sv = p->services[svc_ix[rule.to]];
+        if (!id.cgroup.empty() && id.cidrs.empty() && !sv.cgroup.empty())
+          p->warnings.push_back(At(r.line) + ": warning: rule from '" + rule.from + "' to '" + rule.to +
+                                "': the server side knows callers by address, and '" + rule.from +
+                                "' names no cidrs: its calls are decided here on the client side and again at "
+                                "the server as calls of whichever identity their source address matches (none: "
+                                "denied); give '" + rule.from + "' the cidrs its connections come from");
+        if (id.cgroup.empty() && sv.cgroup.empty())
+          Fail(*from, "rule from '" + rule.from + "' to '" + rule.to + "': identity '" + rule.from +
+                          "' names callers by address (cidrs), which only a server on this host can tell, and "
+                          "service '" + rule.to + "' names no local server (cgroup), so nothing here could "
+                          "enforce this rule; give '" + rule.to + "' the cgroup of its server on this host");
+      }
       if (const YamlNode* a = r.Get("allow")) rule.allow = Entries(*a, "allow");
       if (const YamlNode* d = r.Get("deny")) rule.deny = Entries(*d, "deny");
       if (const YamlNode* a = r.Get("audit")) {

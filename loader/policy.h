@@ -14,17 +14,6 @@ extern "C" {
 
 namespace gw {
 
-struct Identity {
-  std::string name;
-  // One spelling per cgroup: "/a/b", the path below the cgroup v2 root
-  // ("cloudcity//terminal", "./cloudcity/terminal", "/cloudcity/terminal"
-  // and "<v2 mount>/cloudcity/terminal" are all "/cloudcity/terminal").
-  std::string cgroup;
-  std::vector<std::string> components;  // {"a", "b"}: what the kernel keys
-  std::string written;                  // as in the file, for messages
-  int line = 0;
-};
-
 // IPv4 or IPv6 prefix, kept as IPv6 (IPv4 as v4-mapped ::ffff:a.b.c.d, the
 // form the datapath sees every address in).
 struct Cidr {
@@ -34,10 +23,31 @@ struct Cidr {
   std::string text;       // canonical: "10.0.0.1/32", "fd00:250::/32"
 };
 
+// An identity is a local workload (its cgroup: its connections are policed
+// on the client side), callers by source address (cidrs: matched on the
+// server side, by a service with a cgroup), or both.
+struct Identity {
+  std::string name;
+  // One spelling per cgroup: "/a/b", the path below the cgroup v2 root
+  // ("cloudcity//terminal", "./cloudcity/terminal", "/cloudcity/terminal"
+  // and "<v2 mount>/cloudcity/terminal" are all "/cloudcity/terminal").
+  // Empty: an identity of cidrs only.
+  std::string cgroup;
+  std::vector<std::string> components;  // {"a", "b"}: what the kernel keys
+  std::string written;                  // as in the file, for messages
+  std::vector<Cidr> cidrs;              // callers' source prefixes
+  int line = 0;
+};
+
 struct Service {
   std::string name;
   uint16_t port = 0;  // host order
   std::vector<Cidr> cidrs;  // empty: any address
+  // The local server (server side): connections its cgroup (or one below
+  // it) accepts on `port` are walked on receive. Empty: none on this host.
+  std::string cgroup;
+  std::vector<std::string> components;
+  int cgroup_line = 0;
   int line = 0;
 };
 
@@ -100,6 +110,7 @@ struct Capacity {
   size_t rules = GW_MAX_RULES - 1;                // ids 1..32767 (counters: 2 x 32768)
   size_t pairs = GW_MAX_PAIRS;                    // gw_policy: 2 x 65536
   size_t names = (GW_MAX_NAMES - 3) / 2;          // gw_names, less 3 meta entries
+  size_t peer_cidrs = GW_MAX_PEER_CIDRS;          // gw_peers LPM trie: 2 x 4096
 };
 
 // Parses YAML text; throws InputError("FILE:LINE: message") on bad input.

@@ -24,7 +24,7 @@ cleanup() {
   "$G" detach --pin-dir "$PIN" >/dev/null 2>&1
   ip netns del cc-client 2>/dev/null
   ip netns del cc-server 2>/dev/null
-  for d in terminal sensor; do [ -d "$CC/$d" ] && { xargs -r kill -9 < "$CC/$d/cgroup.procs"; rmdir "$CC/$d"; }; done
+  for d in terminal sensor door-manager; do [ -d "$CC/$d" ] && { xargs -r kill -9 < "$CC/$d/cgroup.procs"; rmdir "$CC/$d"; }; done
   rmdir "$CC" 2>/dev/null
 }
 
@@ -32,7 +32,7 @@ setup() {
   [ "$(id -u)" -eq 0 ] || { echo "cloudcity.sh: run as root (sudo make demo)" >&2; exit 2; }
   trap cleanup EXIT INT TERM
   cleanup
-  mkdir -p "$CC/terminal" "$CC/sensor"
+  mkdir -p "$CC/terminal" "$CC/sensor" "$CC/door-manager"
   ip netns add cc-client; ip netns add cc-server
   ip link add cc-veth0 netns cc-client type veth peer name cc-veth1 netns cc-server
   ip -n cc-client addr add 10.250.0.1/24 dev cc-veth0
@@ -74,6 +74,26 @@ demo() {
   run bpftool map dump pinned "$PIN/gw_config"
   run "$G" policy show --pin-dir "$PIN"
   say "Detach: nothing is left"
+  run "$G" detach --pin-dir "$PIN"
+
+  say "Server side: protect the door manager at its own endpoint, from every caller"
+  # a second server, in cloudcity/door-manager; callers in a namespace with nothing attached
+  sh -c 'echo $$ > "$0/cgroup.procs" && exec ip netns exec cc-server "$@"' "$CC/door-manager" \
+    $PY "$ROOT/tests/grpc/server.py" --addr 0.0.0.0:50052 > /tmp/cloudcity-server2.log 2>&1 3>&- &
+  PIDS+=($!)
+  for _ in $(seq 1 100); do ip netns exec cc-server ss -ltn 'sport = :50052' | grep -q LISTEN && break; sleep 0.1; done
+  run "$G" policy check "$ROOT/policies/cloudcity-server.yaml"
+  run "$G" attach --cgroup "$CC" --pin-dir "$PIN" "$ROOT/policies/cloudcity-server.yaml"
+  say "The terminal (10.250.0.1, no grpcwall on its side): GetName, SetAccessCode, GetName"
+  run ip netns exec cc-client $PY "$ROOT/tests/grpc/client.py" 10.250.0.2:50052 GetName SetAccessCode GetName
+  say "Another caller (10.250.0.3): only the health service"
+  ip -n cc-client addr add 10.250.0.3/24 dev cc-veth0
+  ip -n cc-client route replace 10.250.0.2/32 dev cc-veth0 src 10.250.0.3
+  run ip netns exec cc-client $PY "$ROOT/tests/grpc/client.py" 10.250.0.2:50052 GetName
+  say "What the protected server's handlers saw"
+  cat /tmp/cloudcity-server2.log
+  run "$G" monitor --pin-dir "$PIN" --count 2 --timeout 5
+  run "$G" status --pin-dir "$PIN"
   run "$G" detach --pin-dir "$PIN"
 }
 

@@ -131,7 +131,8 @@ start_grpc_server() {
 }
 
 # handlers PORT METHOD: how many times the server ran METHOD's handler
-handlers() { grep -c "^handler $2 " "$WORK/server-$1.log" || true; }
+# (counted where they are: concurrent handlers' lines can run together)
+handlers() { grep -o "handler $2 " "$WORK/server-$1.log" | wc -l; }
 
 # away_client CGROUP IP: a workload in CGROUP that connects to IP:50051 from
 # the client namespace (HTTP/2 preface sent), then moves to a network

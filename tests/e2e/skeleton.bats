@@ -192,6 +192,32 @@ YAML
   [ "$(echo "$output" | json "d['type']")" = "sk_storage" ]
 }
 
+@test "the walker verifies as sk_msg and as sk_skb, every program well inside the verifier's limit; attach pins both" {
+  obj="$(dirname "$GRPCWALL")/grpcwall.bpf.o"
+  proginfo="$(dirname "$GRPCWALL")/proginfo"
+  [ -f "$obj" ] && [ -x "$proginfo" ]
+  all="$PIN-loadall"
+  EXTRA_DIRS+=("$all")
+  run bpftool prog loadall "$obj" "$all"
+  [ "$status" -eq 0 ]
+  run "$proginfo" "$all"/*
+  echo "$output"
+  [ "$status" -eq 0 ]
+  # the client side's walker and the receive side's are the same code
+  echo "$output" | grep -q '^gw_sk_msg 16 '   # BPF_PROG_TYPE_SK_MSG
+  echo "$output" | grep -q '^gw_sk_skb 14 '   # BPF_PROG_TYPE_SK_SKB
+  # 1,000,000 is the verifier's limit: a program over 900,000 is one
+  # compiler or kernel change away from not loading at all
+  echo "$output" | awk '{ if ($3 == 0 || $3 > 900000) { print "too close to the limit: " $0; bad = 1 } } END { exit bad }'
+  rm -rf "$all"
+  # attach pins the client side's walker and the server side's
+  write_policy "$WORK/p.yaml"
+  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
+  [ "$(bpftool prog show pinned "$PIN/prog_sk_skb" --json | json "d['name']")" = "gw_sk_skb" ]
+  [ "$(bpftool prog show pinned "$PIN/prog_sk_msg" --json | json "d['name']")" = "gw_sk_msg" ]
+  [ "$("$GRPCWALL" status --pin-dir "$PIN" --json | json "d['programs']['sk_skb']")" -gt 0 ]
+}
+
 @test "attach again replaces the programs and keeps policy and connections" {
   write_policy "$WORK/p.yaml"
   "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml"

@@ -1,0 +1,296 @@
+#!/usr/bin/env bats
+# Server side (issue 11): grpcwall protects a local server. The server runs
+# in a protected cgroup; its callers run in a namespace with nothing
+# attached and are known by their source address only.
+
+load helpers
+
+setup() {
+  gw_setup
+  mkdir -p "$CG/doormgr"
+  # a second address on the client side: a caller no identity names
+  OTHER_IP="10.250.$NET.3"
+  ip -n "$CLIENT_NS" addr add "$OTHER_IP/24" dev "$ID-a"
+}
+teardown() { gw_teardown; }
+
+# server_policy FILE [RULE LINES]: callers by address, the server by cgroup
+server_policy() {
+  local out=$1; shift
+  cat > "$out" <<YAML
+identities:
+  public-terminal: { cidrs: [$CLIENT_IP/32, "$CLIENT_IP6/128"] }
+  door-sensor:     { cgroup: $CG/sensor }
+services:
+  door-manager: { port: 50051, cgroup: $CG/doormgr }
+rules:
+  - from: public-terminal
+    to: door-manager
+    allow: [/cloudcity.DoorManager/GetName, /cloudcity.DoorManager/GetLocation]
+YAML
+  if [ $# -gt 0 ]; then printf '%s\n' "$@" >> "$out"; fi
+}
+
+# the Cloud City server in the protected cgroup
+start_protected_server() {
+  in_cgroup "$CG/doormgr" "$SERVER_NS" $PY "$ROOT/tests/grpc/server.py" --addr "[::]:50051" \
+    > "$WORK/server-50051.log" 2>&1 3>&- &
+  PIDS+=($!)
+  wait_port 50051
+}
+
+# remote_client ADDR CALLS...: python grpcio from the client namespace with
+# source address ADDR (the route to the server says so), in no cgroup of
+# the test (nothing attached there)
+remote_client() {
+  local src=$1; shift
+  ip -n "$CLIENT_NS" route replace "$SERVER_IP/32" dev "$ID-a" src "$src"
+  ip netns exec "$CLIENT_NS" timeout 60 $PY "$ROOT/tests/grpc/client.py" "$SERVER_IP:50051" "$@"
+}
+
+@test "server side: a remote caller known by address: allowed calls repeat on one channel, a denied one fails alone and its handler never runs" {
+  server_policy "$WORK/p.yaml"
+  run "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml"
+  echo "$output"
+  [ "$status" -eq 0 ]
+  start_protected_server
+  run remote_client "$CLIENT_IP" 'GetName*10' SetAccessCode GetLocation SetAccessCode GetName
+  echo "$output"
+  [ "$(echo "$output" | grep -c '^GetName OK$')" -eq 11 ]
+  [ "$(echo "$output" | grep -c '^GetLocation OK$')" -eq 1 ]
+  [ "$(echo "$output" | grep -c "^SetAccessCode UNIMPLEMENTED")" -eq 2 ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  [ "$(handlers 50051 GetName)" -eq 11 ]
+  [ "$(counter server_conns)" -eq 1 ]
+  [ "$(counter denied)" -eq 2 ]
+  [ "$(counter allowed)" -eq 12 ]
+  [ "$(counter conns_failed)" -eq 0 ]
+  run events 1
+  echo "$output"
+  [ "$(echo "$output" | json "d['verdict']")" = "deny" ]
+  [ "$(echo "$output" | json "d['identity']")" = "public-terminal" ]
+  [ "$(echo "$output" | json "d['method']")" = "/cloudcity.DoorManager/SetAccessCode" ]
+}
+
+@test "server side: a caller no identity names is denied every method, and reported" {
+  server_policy "$WORK/p.yaml"
+  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
+  start_protected_server
+  run remote_client "$OTHER_IP" GetName SetAccessCode GetName
+  echo "$output"
+  [ "$(echo "$output" | grep -c ' OK$')" -eq 0 ]
+  [ "$(echo "$output" | grep -c 'UNIMPLEMENTED')" -eq 3 ]
+  [ "$(handlers 50051 GetName)" -eq 0 ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  [ "$(counter denied)" -eq 3 ]
+  run events 1
+  echo "$output"
+  [ "$(echo "$output" | json "d['verdict']")" = "deny" ]
+  [ "$(echo "$output" | json "d['src']")" = "$OTHER_IP:$(echo "$output" | json "d['src'].split(':')[-1]")" ]
+}
+
+@test "server side: a caller on the server's own host is known by its cgroup, never by the address it connects from" {
+  # the policy trusts the server's own address (a LAN prefix often holds it)
+  server_policy "$WORK/p.yaml" "  - from: door-sensor" "    to: door-manager" \
+    "    allow: [/cloudcity.DoorManager/GetName]"
+  sed -i "s#public-terminal: { cidrs: \[#public-terminal: { cidrs: [$SERVER_IP/32, #" "$WORK/p.yaml"
+  grep -q "cidrs: \[$SERVER_IP/32, " "$WORK/p.yaml"
+  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
+  start_protected_server
+  # a process of no identity on the server's host, from the trusted address: denied
+  run in_cgroup "$CG/nobody" "$SERVER_NS" $PY "$ROOT/tests/grpc/client.py" "$SERVER_IP:50051" GetName
+  echo "$output"
+  [[ "$output" == "GetName UNIMPLEMENTED"* ]]
+  [ "$(handlers 50051 GetName)" -eq 0 ]
+  # the door sensor, by its cgroup
+  run in_cgroup "$CG/sensor" "$SERVER_NS" $PY "$ROOT/tests/grpc/client.py" "$SERVER_IP:50051" GetName SetAccessCode
+  echo "$output"
+  [ "$(echo "$output" | sed -n 1p)" = "GetName OK" ]
+  [[ "$(echo "$output" | sed -n 2p)" == "SetAccessCode UNIMPLEMENTED"* ]]
+  [ "$(handlers 50051 GetName)" -eq 1 ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+}
+
+@test "server side: an IPv6 caller is decided the same way" {
+  server_policy "$WORK/p.yaml"
+  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
+  start_protected_server
+  run ip netns exec "$CLIENT_NS" timeout 60 $PY "$ROOT/tests/grpc/client.py" "[$SERVER_IP6]:50051" \
+    GetName SetAccessCode GetName
+  echo "$output"
+  [ "$output" = "$(printf "GetName OK\nSetAccessCode UNIMPLEMENTED 'Method not found!'\nGetName OK")" ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  [ "$(handlers 50051 GetName)" -eq 2 ]
+  run events 1
+  [ "$(echo "$output" | json "d['src'].startswith('[$CLIENT_IP6]:')")" = "True" ]
+  [ "$(echo "$output" | json "d['side']")" = "server" ]
+}
+
+@test "server side: h2load (nghttp2) from a remote host: allowed calls pass, denied ones never reach the handler" {
+  command -v h2load >/dev/null || need_skip "h2load missing"
+  server_policy "$WORK/p.yaml"
+  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
+  start_protected_server
+  printf '\x00\x00\x00\x00\x02\x08\x01' > "$WORK/req.bin"
+  ip -n "$CLIENT_NS" route replace "$SERVER_IP/32" dev "$ID-a" src "$CLIENT_IP"
+  for m in GetName SetAccessCode; do
+    ip netns exec "$CLIENT_NS" h2load -n 20 -c 1 -m 4 -d "$WORK/req.bin" \
+      -H 'content-type: application/grpc' -H 'te: trailers' \
+      "http://$SERVER_IP:50051/cloudcity.DoorManager/$m" > "$WORK/h2load-$m.out" 2>&1
+    cat "$WORK/h2load-$m.out"
+  done
+  grep -q "20 succeeded" "$WORK/h2load-GetName.out"
+  [ "$(handlers 50051 GetName)" -eq 20 ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  [ "$(counter denied)" -eq 20 ]
+  [ "$(counter conns_failed)" -eq 0 ]
+}
+
+@test "server side: requests of 200 KB (DATA frames far into large received buffers) are skipped by length, not failed" {
+  command -v h2load >/dev/null || need_skip "h2load missing"
+  server_policy "$WORK/p.yaml"
+  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
+  start_protected_server
+  # DoorRequest{door_id: 1} and an unknown field of 200,000 bytes, gRPC-framed
+  $PY -c '
+import struct, sys
+body = b"x" * 200000
+v, n = b"", len(body)
+while True:
+    b = n & 0x7f; n >>= 7
+    v += bytes([b | (0x80 if n else 0)])
+    if not n: break
+msg = b"\x08\x01\x7a" + v + body
+sys.stdout.buffer.write(b"\x00" + struct.pack(">I", len(msg)) + msg)' > "$WORK/big.bin"
+  ip -n "$CLIENT_NS" route replace "$SERVER_IP/32" dev "$ID-a" src "$CLIENT_IP"
+  run ip netns exec "$CLIENT_NS" h2load -n 6 -c 1 -m 2 -d "$WORK/big.bin" \
+    -H 'content-type: application/grpc' -H 'te: trailers' \
+    "http://$SERVER_IP:50051/cloudcity.DoorManager/GetName"
+  echo "$output"
+  [[ "$output" == *"6 succeeded"* ]]
+  [ "$(handlers 50051 GetName)" -eq 6 ]
+  [ "$(counter allowed)" -eq 6 ]
+  [ "$(counter conns_failed)" -eq 0 ]
+}
+
+@test "server side: policy apply revokes and grants on a live connection" {
+  server_policy "$WORK/p.yaml"
+  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
+  start_protected_server
+  ip -n "$CLIENT_NS" route replace "$SERVER_IP/32" dev "$ID-a" src "$CLIENT_IP"
+  ip netns exec "$CLIENT_NS" timeout 60 $PY "$ROOT/tests/grpc/client.py" "$SERVER_IP:50051" \
+    GetName GetLocation "WAIT:$WORK/go" GetName SetAccessCode > "$WORK/c.out" 2>&1 &
+  PIDS+=($!)
+  for i in $(seq 1 100); do [ "$(wc -l < "$WORK/c.out")" -ge 2 ] && break; sleep 0.1; done
+  # the new policy: SetAccessCode only
+  server_policy "$WORK/q.yaml"
+  sed -i 's#allow: \[/cloudcity.DoorManager/GetName, /cloudcity.DoorManager/GetLocation\]#allow: [/cloudcity.DoorManager/SetAccessCode]#' "$WORK/q.yaml"
+  grep -q 'allow: \[/cloudcity.DoorManager/SetAccessCode\]' "$WORK/q.yaml"
+  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/q.yaml"
+  touch "$WORK/go"
+  for i in $(seq 1 100); do [ "$(wc -l < "$WORK/c.out")" -ge 4 ] && break; sleep 0.1; done
+  cat "$WORK/c.out"
+  [ "$(sed -n 1p "$WORK/c.out")" = "GetName OK" ]
+  [ "$(sed -n 2p "$WORK/c.out")" = "GetLocation OK" ]
+  [[ "$(sed -n 3p "$WORK/c.out")" == "GetName UNIMPLEMENTED"* ]]
+  [ "$(sed -n 4p "$WORK/c.out")" = "SetAccessCode OK" ]
+  [ "$(handlers 50051 GetName)" -eq 1 ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 1 ]
+  [ "$(counter server_conns)" -eq 1 ]   # one connection throughout
+}
+
+@test "server side: a connection the server accepted before attach is reset; the caller's next call is decided" {
+  server_policy "$WORK/p.yaml"
+  start_protected_server
+  ip -n "$CLIENT_NS" route replace "$SERVER_IP/32" dev "$ID-a" src "$CLIENT_IP"
+  ip netns exec "$CLIENT_NS" timeout 60 $PY "$ROOT/tests/grpc/client.py" "$SERVER_IP:50051" \
+    SetAccessCode "WAIT:$WORK/go" SetAccessCode GetName SetAccessCode > "$WORK/c.out" 2>&1 &
+  PIDS+=($!)
+  for i in $(seq 1 100); do [ "$(wc -l < "$WORK/c.out")" -ge 1 ] && break; sleep 0.1; done
+  [ "$(sed -n 1p "$WORK/c.out")" = "SetAccessCode OK" ]   # before attach: nothing decides
+  run "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml"
+  echo "$output"
+  [[ "$output" == *"reset 1 connection(s) that predate attach"* ]]
+  touch "$WORK/go"
+  for i in $(seq 1 100); do [ "$(wc -l < "$WORK/c.out")" -ge 4 ] && break; sleep 0.1; done
+  cat "$WORK/c.out"
+  # the call that meets the reset fails (grpcio had not seen it yet), the
+  # channel reconnects, and the new connection is walked
+  [[ "$(sed -n 2p "$WORK/c.out")" =~ ^SetAccessCode\ (UNAVAILABLE|UNIMPLEMENTED) ]]
+  [ "$(sed -n 3p "$WORK/c.out")" = "GetName OK" ]
+  [[ "$(sed -n 4p "$WORK/c.out")" == "SetAccessCode UNIMPLEMENTED"* ]]
+  [ "$(handlers 50051 SetAccessCode)" -eq 1 ]   # the call before attach only
+  [ "$(counter conns_reset)" -eq 1 ]
+  [ "$(counter server_conns)" -eq 1 ]
+}
+
+@test "server side: what the receive side cannot follow yet (a client writing one byte per send) fails the connection closed, with an event" {
+  server_policy "$WORK/p.yaml"
+  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
+  start_protected_server
+  ip -n "$CLIENT_NS" route replace "$SERVER_IP/32" dev "$ID-a" src "$CLIENT_IP"
+  run ip netns exec "$CLIENT_NS" timeout 20 $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 --split 1 \
+    SetAccessCode GetName
+  echo "$output"
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  [ "$(handlers 50051 GetName)" -eq 0 ]
+  [ "$(counter conns_failed)" -eq 1 ]
+  [ "$(counter allowed)" -eq 0 ]
+  run events 1
+  echo "$output"
+  [ "$(echo "$output" | json "d['verdict']")" = "deny" ]
+  [ "$(echo "$output" | json "d['side']")" = "server" ]
+}
+
+@test "server side: policy check says which side enforces each rule; a rule nothing here could enforce is an error" {
+  cat > "$WORK/p.yaml" <<YAML
+identities:
+  public-terminal: { cidrs: [10.250.1.0/24, "fd00:1::/64"] }
+  door-sensor:     { cgroup: $CG/sensor }
+services:
+  door-manager: { port: 50051, cgroup: $CG/doormgr }
+rules:
+  - from: public-terminal
+    to: door-manager
+    allow: [/cloudcity.DoorManager/GetName]
+  - from: door-sensor
+    to: door-manager
+    allow: [/cloudcity.DoorManager/GetName]
+YAML
+  run "$GRPCWALL" policy check "$WORK/p.yaml" --json
+  [ "$status" -eq 0 ]
+  j=$("$GRPCWALL" policy check "$WORK/p.yaml" --json 2>/dev/null)
+  [ "$(echo "$j" | json "d['identities'][0]['cidrs']")" = "10.250.1.0/24,fd00:1::/64" ]
+  [ "$(echo "$j" | json "d['services'][0]['server_cgroup']")" = "/${CG#"$CGROOT"/}/doormgr" ]
+  [ "$(echo "$j" | json "[s.split(':')[0] for s in d['grants'][0]['enforced']]")" = "['server side']" ]
+  [ "$(echo "$j" | json "[s.split(':')[0] for s in d['grants'][1]['enforced']]")" = "['client side', 'server side']" ]
+  # the cgroup-only caller of a server-side service: warned (decided twice, the second time by address)
+  [[ "$output" == *"p.yaml:10: warning: rule from 'door-sensor' to 'door-manager'"* ]]
+  # callers by address to a service with no server here: nothing could enforce it
+  cat > "$WORK/bad.yaml" <<YAML
+identities:
+  far: { cidrs: [10.250.9.0/24] }
+services:
+  remote: { port: 443 }
+rules:
+  - from: far
+    to: remote
+    allow: ["*"]
+YAML
+  run "$GRPCWALL" policy check "$WORK/bad.yaml"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"bad.yaml:6: rule from 'far' to 'remote': identity 'far' names callers by address (cidrs)"* ]]
+  # one protected server per port; a prefix names one identity; an identity needs something to match
+  printf 'identities:\n  a: { cidrs: [10.0.0.0/8] }\n  b: { cidrs: [10.0.0.0/8] }\n' > "$WORK/dup.yaml"
+  run "$GRPCWALL" policy check "$WORK/dup.yaml"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"dup.yaml:3: identity 'b': 10.0.0.0/8 is already a prefix of identity 'a'"* ]]
+  printf 'services:\n  a: { port: 1, cidrs: [10.0.0.1/32], cgroup: x }\n  b: { port: 1, cidrs: [10.0.0.2/32], cgroup: y }\n' > "$WORK/two.yaml"
+  run "$GRPCWALL" policy check "$WORK/two.yaml"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"two.yaml:3: service 'b': port 1 already has a local server to protect, service 'a'"* ]]
+  printf 'identities:\n  a: {}\n' > "$WORK/none.yaml"
+  run "$GRPCWALL" policy check "$WORK/none.yaml"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"none.yaml:2: identity 'a' needs a cgroup (a local workload) or cidrs (callers by address)"* ]]
+}
