@@ -4,6 +4,7 @@
 #define GW_CONN_H
 
 #include "grpcwall.h"
+#include "src_pos.h"
 
 /*
  * Where the walker and hpack/ read the bytes they decide: the data of an
@@ -20,8 +21,7 @@ enum gw_src_kind {
 
 struct gw_src {
 	void *ctx;
-	__u32 *base;    /* offset of what is read from the data start (map
-			 * memory: the verifier tracks no value for it) */
+	struct gw_src_pos *pos;
 	__u32 kind;     /* enum gw_src_kind */
 };
 #define GW_SRC_T struct gw_src
@@ -45,13 +45,15 @@ static __always_inline void *gw_src_end(struct gw_src *s)
 static __always_inline int gw_src_byte(struct gw_src *s, __u32 off)
 {
 	void *data, *end;
-	__u32 o = *s->base + off;
+	__u32 o = s->pos->base + off;
 	unsigned char *p, b;
 
 	if (s->kind == GW_SRC_SKB) {
+		if (o < s->pos->pre_len)
+			return o < GW_CARRY_MAX ? s->pos->pre[o & (GW_CARRY_MAX - 1)] : -1;
 		/* received data is mostly in pages (GRO, veth, loopback):
 		 * read by copy, at any offset, nothing linearised */
-		if (bpf_skb_load_bytes(s->ctx, o, &b, 1))
+		if (bpf_skb_load_bytes(s->ctx, o - s->pos->pre_len, &b, 1))
 			return -1;
 		return b;
 	}
@@ -79,8 +81,8 @@ static __always_inline int gw_src_write(struct gw_src *s, __u32 o, __u8 val)
 {
 	__u8 *data, *end;
 
-	if (s->kind == GW_SRC_SKB)
-		return bpf_skb_store_bytes(s->ctx, o, &val, 1, 0) ? -1 : 0;
+	if (s->kind == GW_SRC_SKB) /* (a header block never starts in the carry) */
+		return o < s->pos->pre_len || bpf_skb_store_bytes(s->ctx, o - s->pos->pre_len, &val, 1, 0) ? -1 : 0;
 	data = gw_src_data(s);
 	end = gw_src_end(s);
 	if (o >= GW_SRC_OFF_MAX || data + o + 1 > end)

@@ -5,6 +5,8 @@
 #ifndef GW_CONN_STATE_H
 #define GW_CONN_STATE_H
 
+#include "src_pos.h"
+
 #define GW_CONN_POLICED 0x1  /* identity + service matched at connect */
 #define GW_CONN_IN_MAP  0x2  /* inserted in the sockhash              */
 #define GW_CONN_FAILED  0x4  /* failed closed: every send is dropped  */
@@ -21,7 +23,7 @@
  * (gw_scratch: nothing of it outlives the run). */
 struct gw_walk_state {
 	struct gw_h2_frame f; /* the HEADERS frame at off (BLOCK) */
-	__u32 base;       /* where the walker reads, from msg->data */
+	__u32 pad1;
 	__u32 fo;         /* where the frame at off starts, from msg->data */
 	__u32 size;       /* bytes in the message */
 	__u32 off;        /* next byte to walk */
@@ -35,6 +37,7 @@ struct gw_walk_state {
 	__u8  policed;
 	__u8  lin;        /* msg->data covers the message from its first byte */
 	__u8  pad0[7];
+	struct gw_src_pos pos; /* where the walker reads, from the data start */
 };
 
 /* What one program run works in and nothing after it reads: the walk over
@@ -117,9 +120,21 @@ struct gw_conn {
 	struct gw_h2 h2;        /* frame walker and HPACK model */
 };
 
+/* The server side's state (gw_srv_conns): the walker's gw_conn, and the
+ * bytes of a preface or frame header cut at the end of the last buffer
+ * (passed on: the server can do nothing with part of one), read again
+ * before the next buffer's. */
+struct gw_srv_conn {
+	struct gw_conn c;
+	__u32 carry_len;        /* < H2_PREFACE_LEN */
+	__u32 pad0;
+	__u8 carry[GW_CARRY_MAX];
+};
+
 GW_ABI_ASSERT(gw_h2_model, 3680);
 GW_ABI_ASSERT(gw_hp_spill, 3072);
-GW_ABI_ASSERT(gw_scratch, 424);
+GW_ABI_ASSERT(gw_scratch, 464);
 GW_ABI_ASSERT(gw_conn, 952); /* at most 1 KiB per connection (issue 10) */
+GW_ABI_ASSERT(gw_srv_conn, 992);
 
 #endif

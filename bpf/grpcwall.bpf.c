@@ -298,12 +298,12 @@ static __always_inline void gw_srv_accepted(struct bpf_sock_ops *skops, struct b
 	o.dport = bpf_htons((__u16)skops->local_port);   /* network order */
 	cookie = bpf_get_socket_cookie(skops);
 	{
-		struct gw_conn *nc = gw_srv_blank();
+		struct gw_srv_conn *nc = gw_srv_blank();
 
 		if (nc)
 			bpf_map_update_elem(&gw_srv_conns, &cookie, nc, BPF_ANY);
 	}
-	c = bpf_map_lookup_elem(&gw_srv_conns, &cookie);
+	c = bpf_map_lookup_elem(&gw_srv_conns, &cookie); /* its gw_conn is at offset 0 */
 	if (!c) {
 		/* no state (gw_srv_conns full): in the map all the same, where
 		 * the verdict drops every byte of a connection it has no state
@@ -983,19 +983,14 @@ __attribute__((noinline)) int gw_repeat(struct sk_msg_md *msg, struct gw_repeat 
 	return gw_repeat_at((void *)(long)msg->data, (void *)(long)msg->data_end, r, off, len, store);
 }
 
-__attribute__((noinline)) int gw_repeat_skb(struct __sk_buff *skb, struct gw_repeat *r, __u32 off,
-					    __u32 len, __u32 store)
-{
-	if (!skb)
-		return 0;
-	return gw_repeat_at((void *)(long)skb->data, (void *)(long)skb->data_end, r, off, len, store);
-}
 
+/* (Not on the server side: its bytes are mostly not linear, where the
+ * check reads, and its offsets count the carry first.) */
 static __always_inline int gw_src_repeat(struct gw_src *s, struct gw_repeat *r, __u32 off,
 					 __u32 len, __u32 store)
 {
 	if (s->kind == GW_SRC_SKB)
-		return gw_repeat_skb(s->ctx, r, off, len, store);
+		return 0;
 	return gw_repeat(s->ctx, r, off, len, store);
 }
 
@@ -1090,7 +1085,7 @@ static __always_inline long gw_walk_decide(struct gw_walk *w, struct gw_src *src
  * gw_walk_cb_skb): the source accessors keep only their branch for it. */
 static __always_inline long gw_walk_step(struct gw_walk *w, const __u32 kind)
 {
-	struct gw_src src = { .ctx = w->src.ctx, .base = w->src.base, .kind = kind };
+	struct gw_src src = { .ctx = w->src.ctx, .pos = w->src.pos, .kind = kind };
 	struct gw_conn *c = w->c;
 	struct gw_walk_state *ws = &w->s->w;
 	__u32 avail, want, n = 0, len, off;
@@ -1166,7 +1161,7 @@ static __always_inline long gw_walk_step(struct gw_walk *w, const __u32 kind)
 		}
 	}
 read:
-	ws->base = ws->fo;
+	ws->pos.base = ws->fo;
 	act = gw_h2_next(&c->h2, &src, avail, &ws->f, &n);
 	switch (act) {
 	case GW_ACT_NEED:
@@ -1194,7 +1189,7 @@ read:
 		ws->t_n = c->h2.table.n;
 		ws->t_max = c->h2.table.max_size;
 		gw_hp_block_init(&w->s->blk, ws->f.blk_len);
-		ws->base = ws->fo + ws->f.blk_off;
+		ws->pos.base = ws->fo + ws->f.blk_off;
 		ws->n = n;
 		ws->mode = GW_W_BLOCK;
 		return 0;
@@ -1313,7 +1308,7 @@ static __always_inline int gw_walk_msg(struct gw_conn *c, struct sk_msg_md *msg,
 	if (!in_cork)
 		c->rs.n = 0;
 	w.src.ctx = msg;
-	w.src.base = &ws->base;
+	w.src.pos = &ws->pos;
 	w.src.kind = GW_SRC_MSG;
 	w.c = c;
 	w.cfg = cfg;
@@ -1520,15 +1515,17 @@ int gw_sk_skb(struct __sk_buff *skb)
 	struct gw_walk w = {};
 	struct gw_config *cfg;
 	struct gw_scratch *s;
+	struct gw_srv_conn *sc;
 	struct gw_conn *c;
-	__u32 size = skb->len, sslot = 0;
+	__u32 size = skb->len, sslot = 0, off, pre, i, v;
 	int res, reason, stream;
-
 	__u64 gen;
+	__u8 b;
 
-	c = bpf_map_lookup_elem(&gw_srv_conns, &cookie);
-	if (!c)
+	sc = bpf_map_lookup_elem(&gw_srv_conns, &cookie);
+	if (!sc)
 		return SK_DROP; /* no state: nothing can follow its bytes */
+	c = &sc->c;
 	cfg = gw_get_config();
 	if (!cfg || (c->flags & GW_CONN_FAILED))
 		return SK_DROP;
@@ -1541,15 +1538,18 @@ int gw_sk_skb(struct __sk_buff *skb)
 	if (!s)
 		return gw_fail_walk(c, cfg, GW_REASON_BUSY, 0, 0);
 	ws = &s->w;
+	pre = sc->carry_len < H2_PREFACE_LEN ? sc->carry_len : 0;
 	w.src.ctx = skb;
-	w.src.base = &ws->base;
+	w.src.pos = &ws->pos;
 	w.src.kind = GW_SRC_SKB;
+	ws->pos.pre_len = pre;
+	__builtin_memcpy(ws->pos.pre, sc->carry, GW_CARRY_MAX);
 	w.c = c;
 	w.cfg = cfg;
 	w.s = s;
 	w.sslot = sslot;
 	c->rs.n = 0;
-	ws->size = size;
+	ws->size = size + pre; /* the carry, then the buffer */
 	ws->off = 0;
 	ws->mode = GW_W_FRAME;
 	ws->res = GW_WALK_MORE;
@@ -1559,8 +1559,31 @@ int gw_sk_skb(struct __sk_buff *skb)
 	res = ws->res;
 	reason = ws->reason;
 	stream = ws->stream;
+	off = ws->off;
 	gw_scratch_release(s);
 	if (res == GW_WALK_DONE) {
+		sc->carry_len = 0;
+		c->approved += size;
+		return SK_PASS;
+	}
+	if (res == GW_WALK_NEED && size + pre - off <
+	    (c->h2.stage == GW_H2_PREFACE ? H2_PREFACE_LEN : H2_FRAME_HEADER_LEN)) {
+		/* a preface or frame header cut at the end: its bytes pass (the
+		 * server acts on no part of one) and are read again, carried,
+		 * before the next buffer's. Copied forward in place: the byte
+		 * read (at off + i) is never before the one written (at i). */
+		for (i = 0; i < H2_PREFACE_LEN; i++) {
+			v = off + i;
+			if (v >= size + pre)
+				break;
+			if (v < pre) {
+				b = sc->carry[v & (GW_CARRY_MAX - 1)];
+			} else if (bpf_skb_load_bytes(skb, v - pre, &b, 1)) {
+				return gw_fail_walk(c, cfg, GW_REASON_NOMEM, 0, 0);
+			}
+			sc->carry[i & (GW_CARRY_MAX - 1)] = b;
+		}
+		sc->carry_len = i;
 		c->approved += size;
 		return SK_PASS;
 	}
@@ -1848,7 +1871,7 @@ int gw_reset_predating(struct bpf_iter__tcp *ctx)
 	 * walked on receive (accepted before attach, or before the apply that
 	 * made its service protected; or its sockhash insert failed) */
 	if (skc->skc_state == GW_TCP_ESTABLISHED) {
-		struct gw_conn *sc;
+		struct gw_srv_conn *sc;
 		__u64 key = 0, cookie;
 
 		tp = bpf_skc_to_tcp_sock(skc);
@@ -1856,7 +1879,7 @@ int gw_reset_predating(struct bpf_iter__tcp *ctx)
 					 skc->skc_num, GW_SLOT_OF(gen), &key)) {
 			cookie = bpf_get_socket_cookie(tp);
 			sc = bpf_map_lookup_elem(&gw_srv_conns, &cookie);
-			if (sc && (sc->flags & GW_CONN_IN_MAP))
+			if (sc && (sc->c.flags & GW_CONN_IN_MAP))
 				return 0;
 			if (bpf_sock_destroy(skc))
 				return 0;

@@ -144,7 +144,7 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, GW_MAX_CONNS);
 	__type(key, __u64);
-	__type(value, struct gw_conn);
+	__type(value, struct gw_srv_conn);
 } gw_srv_conns SEC(".maps");
 
 /* one gw_conn of zeros, never written: what a gw_srv_conns entry starts
@@ -153,10 +153,10 @@ struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct gw_conn);
+	__type(value, struct gw_srv_conn);
 } gw_conn_blank SEC(".maps");
 
-static __always_inline struct gw_conn *gw_srv_blank(void)
+static __always_inline struct gw_srv_conn *gw_srv_blank(void)
 {
 	__u32 zero = 0;
 

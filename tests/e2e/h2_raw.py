@@ -28,14 +28,36 @@ def main():
                     " this file to exist before sending the rest")
     ap.add_argument("--abrupt", action="store_true",
                     help="after the last call's request, send nothing more (no acks) and close")
+    ap.add_argument("--cut-headers", action="store_true",
+                    help="send every frame in two pieces, its header cut after 4 bytes (the preface after"
+                    " 10): headers straddle TCP segments, payloads do not")
     a = ap.parse_args()
     s = socket.create_connection((a.host, a.port), timeout=5)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     conn.initiate_connection()
 
+    first_flush = [True]
+
     def flush():
         data = conn.data_to_send()
+        if a.cut_headers:
+            i = 0
+            pieces = []
+            if first_flush[0]:
+                pieces += [data[:10], data[10:24]]
+                i = 24
+            while i + 9 <= len(data):
+                n = int.from_bytes(data[i:i + 3], "big")
+                pieces += [data[i:i + 4], data[i + 4:i + 9 + n]]
+                i += 9 + n
+            if i < len(data):
+                pieces.append(data[i:])
+            first_flush[0] = False
+            for p in pieces:
+                s.sendall(p)
+                time.sleep(0.02)
+            return
         if not a.split:
             s.sendall(data)
             return

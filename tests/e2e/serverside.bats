@@ -224,6 +224,21 @@ sys.stdout.buffer.write(b"\x00" + struct.pack(">I", len(msg)) + msg)' > "$WORK/b
   [ "$(counter server_conns)" -eq 1 ]
 }
 
+@test "server side: a preface and frame headers cut across received buffers are carried, and decided the same way" {
+  server_policy "$WORK/p.yaml"
+  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
+  start_protected_server
+  ip -n "$CLIENT_NS" route replace "$SERVER_IP/32" dev "$ID-a" src "$CLIENT_IP"
+  run ip netns exec "$CLIENT_NS" timeout 30 $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 --cut-headers \
+    GetName SetAccessCode GetName
+  echo "$output"
+  [ "$output" = "$(printf 'GetName 0\nSetAccessCode 12\nGetName 0')" ]   # 12: UNIMPLEMENTED
+  [ "$(handlers 50051 GetName)" -eq 2 ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  [ "$(counter denied)" -eq 1 ]
+  [ "$(counter conns_failed)" -eq 0 ]
+}
+
 @test "server side: what the receive side cannot follow yet (a client writing one byte per send) fails the connection closed, with an event" {
   server_policy "$WORK/p.yaml"
   "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
