@@ -25,7 +25,10 @@ UNIT_SRCS  := $(wildcard tests/unit/*.cpp)
 
 .PHONY: all deps test unit e2e demo clean bench bench-quick fuzz soak
 
-all: $(BUILD)/grpcwall $(BUILD)/py/cloudcity_pb2.py
+all: $(BUILD)/grpcwall $(BUILD)/py/cloudcity_pb2.py $(BPF_OBJS)
+
+# the objects stay (tests load them with bpftool): not intermediates of the skeleton
+.SECONDARY: $(BPF_OBJS)
 
 # python stubs for the Cloud City test server and clients
 $(BUILD)/py/cloudcity_pb2.py: tests/grpc/cloudcity.proto

@@ -218,13 +218,22 @@ IdentityPaths ResolveIdentities(const Policy& p, const std::string& attach_cgrou
   Fd root_fd(open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
   struct stat root_st {};
   const bool have_root = root_fd && IsCgroupV2Dir(root) && fstat(root_fd.get(), &root_st) == 0;
+  auto exists = [&](const std::string& cg) {
+    struct stat st {};
+    return have_root && fstatat(root_fd.get(), cg.c_str() + 1, &st, 0) == 0 && S_ISDIR(st.st_mode) &&
+           st.st_dev == root_st.st_dev;
+  };
   for (const auto& s : p.services) {
     if (s.cgroup.empty()) continue;
+    const std::string where = p.file + ":" + std::to_string(s.cgroup_line) + ": service '" + s.name + "': ";
     if (s.components.size() < attach.size() || !std::equal(attach.begin(), attach.end(), s.components.begin()))
-      throw InputError(p.file + ":" + std::to_string(s.cgroup_line) + ": service '" + s.name + "': cgroup " +
-                       s.cgroup + " is outside the cgroup grpcwall is attached at (" + attach_cgroup +
-                       "), so the connections its server accepts would never be walked; attach at a cgroup that "
-                       "holds it (grpcwall attach --cgroup DIR) or name a cgroup below " + attach_cgroup);
+      throw InputError(where + "cgroup " + s.cgroup + " is outside the cgroup grpcwall is attached at (" +
+                       attach_cgroup + "), so the connections its server accepts would never be walked; attach "
+                       "at a cgroup that holds it (grpcwall attach --cgroup DIR) or name a cgroup below " +
+                       attach_cgroup);
+    if (!exists(s.cgroup))
+      std::cerr << where << "warning: cgroup " << root + s.cgroup
+                << " does not exist yet; its server is protected once it runs there\n";
   }
   for (const auto& id : p.identities) {
     const std::string where = p.file + ":" + std::to_string(id.line) + ": identity '" + id.name + "': ";
@@ -237,11 +246,8 @@ IdentityPaths ResolveIdentities(const Policy& p, const std::string& attach_cgrou
       throw InputError(where + "cgroup " + id.cgroup + " is outside the cgroup grpcwall is attached at (" +
                        attach_cgroup + "), so its connections would never be policed; attach at a cgroup that "
                        "holds it (grpcwall attach --cgroup DIR) or name a cgroup below " + attach_cgroup);
-    const std::string path = root + id.cgroup;
-    struct stat st {};
-    if (!have_root || fstatat(root_fd.get(), id.cgroup.c_str() + 1, &st, 0) != 0 || !S_ISDIR(st.st_mode) ||
-        st.st_dev != root_st.st_dev)
-      std::cerr << where << "warning: cgroup " << path
+    if (!exists(id.cgroup))
+      std::cerr << where << "warning: cgroup " << root + id.cgroup
                 << " does not exist yet; its processes carry the identity once it is made\n";
     out.push_back(id.components);
   }

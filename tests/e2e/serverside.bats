@@ -304,6 +304,12 @@ YAML
   run "$GRPCWALL" policy check "$WORK/two.yaml"
   [ "$status" -eq 1 ]
   [[ "$output" == *"two.yaml:3: service 'b': port 1 already has a local server to protect, service 'a'"* ]]
+  # a server cgroup not made yet: attach says so, and protects it once it runs there
+  sed "s#cgroup: $CG/doormgr#cgroup: $CG/not-yet#" "$WORK/p.yaml" > "$WORK/later.yaml"
+  run "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/later.yaml"
+  echo "$output"
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"later.yaml:5: service 'door-manager': warning: cgroup $CG/not-yet does not exist yet; its server is protected once it runs there"* ]]
   printf 'identities:\n  a: {}\n' > "$WORK/none.yaml"
   run "$GRPCWALL" policy check "$WORK/none.yaml"
   [ "$status" -eq 1 ]

@@ -13,7 +13,8 @@ teardown() { gw_teardown; }
   [[ "$output" == *"policy generation 1"* ]]
   sockops=$("$GRPCWALL" status --pin-dir "$PIN" --json | json "d['programs']['sockops']")
   skmsg=$("$GRPCWALL" status --pin-dir "$PIN" --json | json "d['programs']['sk_msg']")
-  [ "$sockops" -gt 0 ] && [ "$skmsg" -gt 0 ]
+  [ "$sockops" -gt 0 ]
+  [ "$skmsg" -gt 0 ]
   maps=$(bpftool prog show id "$sockops" --json | json "' '.join(map(str, d['map_ids']))")
   bpftool cgroup show "$CG" | grep -q gw_sockops
   # enforcement needs no process: attach has exited (only the fallback
@@ -195,7 +196,8 @@ YAML
 @test "the walker verifies as sk_msg and as sk_skb, every program well inside the verifier's limit; attach pins both" {
   obj="$(dirname "$GRPCWALL")/grpcwall.bpf.o"
   proginfo="$(dirname "$GRPCWALL")/proginfo"
-  [ -f "$obj" ] && [ -x "$proginfo" ]
+  [ -f "$obj" ]
+  [ -x "$proginfo" ]
   all="$PIN-loadall"
   EXTRA_DIRS+=("$all")
   run bpftool prog loadall "$obj" "$all"
