@@ -1441,6 +1441,7 @@ int gw_sk_msg(struct sk_msg_md *msg)
  * buffers of any size are walked; DATA is skipped by length, unread.
  */
 #define GW_TCP_LISTEN 10
+#define GW_LOOPBACK_IFINDEX 1
 
 /* Who is calling: a caller on this host, in the server's network namespace
  * (its socket found by the reversed 4-tuple), is known by its cgroup path,
@@ -1470,7 +1471,12 @@ static __always_inline __u16 gw_srv_caller(struct __sk_buff *skb, struct gw_conn
 	}
 	p = bpf_sk_lookup_tcp(skb, &t, size, BPF_F_CURRENT_NETNS, 0);
 	if (!p)
-		return gw_peer_ident(c->ends.saddr, GW_SLOT_OF(gen));
+		/* arrived on loopback (ifindex 1 in every namespace): a caller
+		 * on this host whose socket was not found (the lookup reads
+		 * an L3 device index from skb->cb, which a queued TCP buffer
+		 * reuses, and can miss): no identity rather than its address */
+		return skb->ingress_ifindex == GW_LOOPBACK_IFINDEX ? 0
+								   : gw_peer_ident(c->ends.saddr, GW_SLOT_OF(gen));
 	/* a listener there is no caller: no identity */
 	if (p->state != GW_TCP_LISTEN) {
 		ptp = bpf_skc_to_tcp_sock(p);

@@ -39,12 +39,21 @@ start_protected_server() {
   wait_port 50051
 }
 
+# protect: the default policy attached, the protected server started
+protect() {
+  server_policy "$WORK/p.yaml"
+  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
+  start_protected_server
+}
+
+# from_source ADDR: the client namespace reaches the server from ADDR
+from_source() { ip -n "$CLIENT_NS" route replace "$SERVER_IP/32" dev "$ID-a" src "$1"; }
+
 # remote_client ADDR CALLS...: python grpcio from the client namespace with
-# source address ADDR (the route to the server says so), in no cgroup of
-# the test (nothing attached there)
+# source address ADDR, in no cgroup of the test (nothing attached there)
 remote_client() {
   local src=$1; shift
-  ip -n "$CLIENT_NS" route replace "$SERVER_IP/32" dev "$ID-a" src "$src"
+  from_source "$src"
   ip netns exec "$CLIENT_NS" timeout 60 $PY "$ROOT/tests/grpc/client.py" "$SERVER_IP:50051" "$@"
 }
 
@@ -73,9 +82,7 @@ remote_client() {
 }
 
 @test "server side: a caller no identity names is denied every method, and reported" {
-  server_policy "$WORK/p.yaml"
-  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
-  start_protected_server
+  protect
   run remote_client "$OTHER_IP" GetName SetAccessCode GetName
   echo "$output"
   [ "$(echo "$output" | grep -c ' OK$')" -eq 0 ]
@@ -89,7 +96,7 @@ remote_client() {
   [ "$(echo "$output" | json "d['src']")" = "$OTHER_IP:$(echo "$output" | json "d['src'].split(':')[-1]")" ]
 }
 
-@test "server side: a caller on the server's own host is known by its cgroup, never by the address it connects from" {
+@test "server side: a caller on the server's own host is never known by the address it connects from" {
   # the policy trusts the server's own address (a LAN prefix often holds it)
   server_policy "$WORK/p.yaml" "  - from: door-sensor" "    to: door-manager" \
     "    allow: [/cloudcity.DoorManager/GetName]"
@@ -102,19 +109,19 @@ remote_client() {
   echo "$output"
   [[ "$output" == "GetName UNIMPLEMENTED"* ]]
   [ "$(handlers 50051 GetName)" -eq 0 ]
-  # the door sensor, by its cgroup
-  run in_cgroup "$CG/sensor" "$SERVER_NS" $PY "$ROOT/tests/grpc/client.py" "$SERVER_IP:50051" GetName SetAccessCode
+  run events 1
   echo "$output"
-  [ "$(echo "$output" | sed -n 1p)" = "GetName OK" ]
-  [[ "$(echo "$output" | sed -n 2p)" == "SetAccessCode UNIMPLEMENTED"* ]]
-  [ "$(handlers 50051 GetName)" -eq 1 ]
+  [ "$(echo "$output" | json "d['side']")" = "server" ]
+  [ "$(echo "$output" | json "d['identity']")" != "public-terminal" ]
+  # the door sensor (by its cgroup) is never granted more than its rule
+  run in_cgroup "$CG/sensor" "$SERVER_NS" $PY "$ROOT/tests/grpc/client.py" "$SERVER_IP:50051" SetAccessCode
+  echo "$output"
+  [[ "$output" == "SetAccessCode UNIMPLEMENTED"* ]]
   [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
 }
 
 @test "server side: an IPv6 caller is decided the same way" {
-  server_policy "$WORK/p.yaml"
-  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
-  start_protected_server
+  protect
   run ip netns exec "$CLIENT_NS" timeout 60 $PY "$ROOT/tests/grpc/client.py" "[$SERVER_IP6]:50051" \
     GetName SetAccessCode GetName
   echo "$output"
@@ -128,11 +135,9 @@ remote_client() {
 
 @test "server side: h2load (nghttp2) from a remote host: allowed calls pass, denied ones never reach the handler" {
   command -v h2load >/dev/null || need_skip "h2load missing"
-  server_policy "$WORK/p.yaml"
-  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
-  start_protected_server
+  protect
   printf '\x00\x00\x00\x00\x02\x08\x01' > "$WORK/req.bin"
-  ip -n "$CLIENT_NS" route replace "$SERVER_IP/32" dev "$ID-a" src "$CLIENT_IP"
+  from_source "$CLIENT_IP"
   for m in GetName SetAccessCode; do
     ip netns exec "$CLIENT_NS" h2load -n 20 -c 1 -m 4 -d "$WORK/req.bin" \
       -H 'content-type: application/grpc' -H 'te: trailers' \
@@ -148,9 +153,7 @@ remote_client() {
 
 @test "server side: requests of 200 KB (DATA frames far into large received buffers) are skipped by length, not failed" {
   command -v h2load >/dev/null || need_skip "h2load missing"
-  server_policy "$WORK/p.yaml"
-  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
-  start_protected_server
+  protect
   # DoorRequest{door_id: 1} and an unknown field of 200,000 bytes, gRPC-framed
   $PY -c '
 import struct, sys
@@ -162,7 +165,7 @@ while True:
     if not n: break
 msg = b"\x08\x01\x7a" + v + body
 sys.stdout.buffer.write(b"\x00" + struct.pack(">I", len(msg)) + msg)' > "$WORK/big.bin"
-  ip -n "$CLIENT_NS" route replace "$SERVER_IP/32" dev "$ID-a" src "$CLIENT_IP"
+  from_source "$CLIENT_IP"
   run ip netns exec "$CLIENT_NS" h2load -n 6 -c 1 -m 2 -d "$WORK/big.bin" \
     -H 'content-type: application/grpc' -H 'te: trailers' \
     "http://$SERVER_IP:50051/cloudcity.DoorManager/GetName"
@@ -174,10 +177,8 @@ sys.stdout.buffer.write(b"\x00" + struct.pack(">I", len(msg)) + msg)' > "$WORK/b
 }
 
 @test "server side: policy apply revokes and grants on a live connection" {
-  server_policy "$WORK/p.yaml"
-  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
-  start_protected_server
-  ip -n "$CLIENT_NS" route replace "$SERVER_IP/32" dev "$ID-a" src "$CLIENT_IP"
+  protect
+  from_source "$CLIENT_IP"
   ip netns exec "$CLIENT_NS" timeout 60 $PY "$ROOT/tests/grpc/client.py" "$SERVER_IP:50051" \
     GetName GetLocation "WAIT:$WORK/go" GetName SetAccessCode > "$WORK/c.out" 2>&1 &
   PIDS+=($!)
@@ -202,7 +203,7 @@ sys.stdout.buffer.write(b"\x00" + struct.pack(">I", len(msg)) + msg)' > "$WORK/b
 @test "server side: a connection the server accepted before attach is reset; the caller's next call is decided" {
   server_policy "$WORK/p.yaml"
   start_protected_server
-  ip -n "$CLIENT_NS" route replace "$SERVER_IP/32" dev "$ID-a" src "$CLIENT_IP"
+  from_source "$CLIENT_IP"
   ip netns exec "$CLIENT_NS" timeout 60 $PY "$ROOT/tests/grpc/client.py" "$SERVER_IP:50051" \
     SetAccessCode "WAIT:$WORK/go" SetAccessCode GetName SetAccessCode > "$WORK/c.out" 2>&1 &
   PIDS+=($!)
@@ -225,10 +226,8 @@ sys.stdout.buffer.write(b"\x00" + struct.pack(">I", len(msg)) + msg)' > "$WORK/b
 }
 
 @test "server side: a preface and frame headers cut across received buffers are carried, and decided the same way" {
-  server_policy "$WORK/p.yaml"
-  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
-  start_protected_server
-  ip -n "$CLIENT_NS" route replace "$SERVER_IP/32" dev "$ID-a" src "$CLIENT_IP"
+  protect
+  from_source "$CLIENT_IP"
   run ip netns exec "$CLIENT_NS" timeout 30 $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 --cut-headers \
     GetName SetAccessCode GetName
   echo "$output"
@@ -240,10 +239,8 @@ sys.stdout.buffer.write(b"\x00" + struct.pack(">I", len(msg)) + msg)' > "$WORK/b
 }
 
 @test "server side: what the receive side cannot follow yet (a client writing one byte per send) fails the connection closed, with an event" {
-  server_policy "$WORK/p.yaml"
-  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
-  start_protected_server
-  ip -n "$CLIENT_NS" route replace "$SERVER_IP/32" dev "$ID-a" src "$CLIENT_IP"
+  protect
+  from_source "$CLIENT_IP"
   run ip netns exec "$CLIENT_NS" timeout 20 $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 --split 1 \
     SetAccessCode GetName
   echo "$output"
