@@ -110,10 +110,7 @@ struct gw_conn {
 	__u32 read_off;         /* in the message being walked: past the last byte read */
 	__u32 cork_done;        /* in a held message: bytes already walked */
 	__u32 corked_for;       /* the held message is released at this size (0: none held) */
-	union {
-		__u64 sender;   /* pid_tgid of the task whose send was walked last */
-		__u64 srv_key;  /* GW_CONN_SERVER: the cgroup key of its service at accept */
-	};
+	__u64 sender;           /* pid_tgid of the task whose send was walked last */
 	struct gw_repeat rp;
 	struct gw_resync rs;
 	struct gw_conn_ends ends;

@@ -143,17 +143,15 @@ static __always_inline __u16 gw_peer_ident(const __u32 *addr, __u32 slot)
 
 /* The protected service a connection accepted on local port `port` (host
  * order) by a socket of cgroup cg belongs to under the slot's policy: 0 if
- * none. *key: the service's cgroup key, kept to tell a later generation's
- * service on that port apart. */
+ * none. */
 static __always_inline __u16 gw_srv_service(struct cgroup *cg, struct gw_config *cfg, __u32 port,
-					    __u32 slot, __u64 *key)
+					    __u32 slot)
 {
 	struct gw_srv_key k = { .slot = slot, .port = port };
 	struct gw_srv_val *v = bpf_map_lookup_elem(&gw_srv_ports, &k);
 
 	if (!v || !gw_cgroup_under(cg, cfg, v->levels, v->cgroup_key))
 		return 0;
-	*key = v->cgroup_key;
 	return v->service;
 }
 
@@ -279,7 +277,7 @@ static __always_inline void gw_srv_accepted(struct bpf_sock_ops *skops, struct b
 	struct gw_conn_ends o = {};
 	struct tcp_sock *tp;
 	struct gw_conn *c;
-	__u64 cookie, key = 0;
+	__u64 cookie;
 	__u16 service;
 	int ms;
 
@@ -287,7 +285,7 @@ static __always_inline void gw_srv_accepted(struct bpf_sock_ops *skops, struct b
 	if (!tp)
 		return;
 	service = gw_srv_service(BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup), cfg,
-				 skops->local_port, GW_SLOT_OF(gen), &key);
+				 skops->local_port, GW_SLOT_OF(gen));
 	if (!service)
 		return;
 	/* the caller is the source: saddr/sport the peer's, as events show a
@@ -317,7 +315,6 @@ static __always_inline void gw_srv_accepted(struct bpf_sock_ops *skops, struct b
 	c->cookie = cookie;
 	c->generation = 0; /* the caller is resolved at the first buffer (gw_srv_refresh) */
 	c->service = service;
-	c->srv_key = key;
 	gw_h2_init(&c->h2);
 	bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG);
 	if (bpf_sock_hash_update(skops, &gw_srv_sockhash, &cookie, BPF_NOEXIST)) {
@@ -1497,16 +1494,14 @@ static __noinline int gw_srv_refresh(struct __sk_buff *skb, struct gw_conn *c,
 {
 	struct bpf_sock *ssk = skb->sk;
 	struct tcp_sock *tp = NULL;
-	__u64 key = 0;
 
 	if (ssk)
 		tp = bpf_skc_to_tcp_sock(ssk);
 	if (!tp)
 		return -1;
 	c->service = gen ? gw_srv_service(BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup),
-					  cfg, skb->local_port, GW_SLOT_OF(gen), &key)
+					  cfg, skb->local_port, GW_SLOT_OF(gen))
 			 : 0;
-	c->srv_key = key;
 	c->ident = gen ? gw_srv_caller(skb, c, cfg, gen) : 0;
 	c->generation = gen;
 	c->rp.len = 0;
@@ -1878,11 +1873,11 @@ int gw_reset_predating(struct bpf_iter__tcp *ctx)
 	 * made its service protected; or its sockhash insert failed) */
 	if (skc->skc_state == GW_TCP_ESTABLISHED) {
 		struct gw_srv_conn *sc;
-		__u64 key = 0, cookie;
+		__u64 cookie;
 
 		tp = bpf_skc_to_tcp_sock(skc);
 		if (tp && gw_srv_service(BPF_CORE_READ(&tp->inet_conn.icsk_inet.sk, sk_cgrp_data.cgroup), cfg,
-					 skc->skc_num, GW_SLOT_OF(gen), &key)) {
+					 skc->skc_num, GW_SLOT_OF(gen))) {
 			cookie = bpf_get_socket_cookie(tp);
 			sc = bpf_map_lookup_elem(&gw_srv_conns, &cookie);
 			if (sc && (sc->c.flags & GW_CONN_IN_MAP))

@@ -39,6 +39,14 @@ start_protected_server() {
   wait_port 50051
 }
 
+# refused FILE MESSAGE: policy check refuses FILE (exit 1), saying MESSAGE
+refused() {
+  run "$GRPCWALL" policy check "$1"
+  echo "$output"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"$2"* ]]
+}
+
 # protect: the default policy attached, the protected server started
 protect() {
   server_policy "$WORK/p.yaml"
@@ -289,18 +297,12 @@ rules:
     to: remote
     allow: ["*"]
 YAML
-  run "$GRPCWALL" policy check "$WORK/bad.yaml"
-  [ "$status" -eq 1 ]
-  [[ "$output" == *"bad.yaml:6: rule from 'far' to 'remote': identity 'far' names callers by address (cidrs)"* ]]
+  refused "$WORK/bad.yaml" "bad.yaml:6: rule from 'far' to 'remote': identity 'far' names callers by address (cidrs)"
   # one protected server per port; a prefix names one identity; an identity needs something to match
   printf 'identities:\n  a: { cidrs: [10.0.0.0/8] }\n  b: { cidrs: [10.0.0.0/8] }\n' > "$WORK/dup.yaml"
-  run "$GRPCWALL" policy check "$WORK/dup.yaml"
-  [ "$status" -eq 1 ]
-  [[ "$output" == *"dup.yaml:3: identity 'b': 10.0.0.0/8 is already a prefix of identity 'a'"* ]]
+  refused "$WORK/dup.yaml" "dup.yaml:3: identity 'b': 10.0.0.0/8 is already a prefix of identity 'a'"
   printf 'services:\n  a: { port: 1, cidrs: [10.0.0.1/32], cgroup: x }\n  b: { port: 1, cidrs: [10.0.0.2/32], cgroup: y }\n' > "$WORK/two.yaml"
-  run "$GRPCWALL" policy check "$WORK/two.yaml"
-  [ "$status" -eq 1 ]
-  [[ "$output" == *"two.yaml:3: service 'b': port 1 already has a local server to protect, service 'a'"* ]]
+  refused "$WORK/two.yaml" "two.yaml:3: service 'b': port 1 already has a local server to protect, service 'a'"
   # a server cgroup not made yet: attach says so, and protects it once it runs there
   sed "s#cgroup: $CG/doormgr#cgroup: $CG/not-yet#" "$WORK/p.yaml" > "$WORK/later.yaml"
   run "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/later.yaml"
@@ -308,7 +310,5 @@ YAML
   [ "$status" -eq 0 ]
   [[ "$output" == *"later.yaml:5: service 'door-manager': warning: cgroup $CG/not-yet does not exist yet; its server is protected once it runs there"* ]]
   printf 'identities:\n  a: {}\n' > "$WORK/none.yaml"
-  run "$GRPCWALL" policy check "$WORK/none.yaml"
-  [ "$status" -eq 1 ]
-  [[ "$output" == *"none.yaml:2: identity 'a' needs a cgroup (a local workload) or cidrs (callers by address)"* ]]
+  refused "$WORK/none.yaml" "none.yaml:2: identity 'a' needs a cgroup (a local workload) or cidrs (callers by address)"
 }
