@@ -124,7 +124,8 @@ struct gw_conn {
 struct gw_srv_conn {
 	struct gw_conn c;
 	__u32 carry_len;        /* < H2_PREFACE_LEN */
-	__u32 pad0;
+	__u32 hold;             /* its gw_srv_holds slot + 1 while a frame is held; 0: none */
+	__u64 held_ns;          /* time its frames were held, summed over released holds */
 	__u8 carry[GW_CARRY_MAX];
 };
 
@@ -132,6 +133,6 @@ GW_ABI_ASSERT(gw_h2_model, 3680);
 GW_ABI_ASSERT(gw_hp_spill, 3072);
 GW_ABI_ASSERT(gw_scratch, 464);
 GW_ABI_ASSERT(gw_conn, 952); /* at most 1 KiB per connection (issue 10) */
-GW_ABI_ASSERT(gw_srv_conn, 992);
+GW_ABI_ASSERT(gw_srv_conn, 1000);
 
 #endif

@@ -246,6 +246,8 @@ static __always_inline void gw_fail_stream(struct gw_conn *c, struct gw_config *
 	c->h2.stage = GW_H2_FAILED;
 	c->h2.reason = reason;
 	gw_count(GW_CNT_DROPPED_CONNS, 1);
+	if (c->flags & GW_CONN_SERVER)
+		gw_count(GW_CNT_SRV_FAILED, 1);
 	if (reason == GW_REASON_PROTOCOL || reason == GW_REASON_NOT_H2 ||
 	    reason == GW_REASON_TABLE)
 		gw_count(GW_CNT_PARSE_ERRORS, 1);
@@ -261,6 +263,38 @@ static __always_inline void gw_mark_failed(struct gw_conn *c, struct gw_config *
 #define GW_SOL_TCP          6
 #define GW_TCP_USER_TIMEOUT 18
 #define GW_FAILED_TIMEOUT_MS 1
+
+/* (server side, gw_srv_holds) */
+/* The connection's slot, or NULL when it has none or the slot is not its own */
+static __always_inline struct gw_srv_hold *gw_hold_of(struct gw_srv_conn *sc, __u64 cookie)
+{
+	struct gw_hold_owner *o;
+	__u32 idx;
+
+	if (!sc->hold)
+		return NULL;
+	idx = sc->hold - 1;
+	o = bpf_map_lookup_elem(&gw_srv_hold_owners, &idx);
+	if (!o || o->owner != cookie)
+		return NULL;
+	return bpf_map_lookup_elem(&gw_srv_holds, &idx);
+}
+
+static __always_inline void gw_hold_free(struct gw_srv_conn *sc, __u64 cookie)
+{
+	struct gw_hold_owner *o;
+	__u32 idx;
+
+	if (sc->hold) {
+		idx = sc->hold - 1;
+		o = bpf_map_lookup_elem(&gw_srv_hold_owners, &idx);
+		if (o && o->owner == cookie) {
+			sc->held_ns += bpf_ktime_get_ns() - o->since;
+			__sync_val_compare_and_swap(&o->owner, cookie, 0);
+		}
+	}
+	sc->hold = 0;
+}
 
 /*
  * Server side: a connection accepted on the port of a protected service by
@@ -454,7 +488,12 @@ int gw_sockops(struct bpf_sock_ops *skops)
 	case BPF_SOCK_OPS_STATE_CB:
 		/* only server-side sockets ask for it (gw_srv_accepted) */
 		if (skops->args[1] == BPF_TCP_CLOSE) {
+			struct gw_srv_conn *sc;
+
 			cookie = bpf_get_socket_cookie(skops);
+			sc = bpf_map_lookup_elem(&gw_srv_conns, &cookie);
+			if (sc)
+				gw_hold_free(sc, cookie); /* a frame held to the end */
 			bpf_map_delete_elem(&gw_srv_conns, &cookie);
 		}
 		break;
@@ -1438,7 +1477,9 @@ int gw_sk_msg(struct sk_msg_md *msg)
  * buffers of any size are walked; DATA is skipped by length, unread.
  */
 #define GW_TCP_LISTEN 10
+#define GW_TCP_CLOSE_WAIT 8
 #define GW_LOOPBACK_IFINDEX 1
+#define GW_ADJ_ROOM_MAX 4095 /* bytes one bpf_skb_adjust_room call adds, at most */
 
 /* Who is calling: a caller on this host, in the server's network namespace
  * (its socket found by the reversed 4-tuple), is known by its cgroup path,
@@ -1508,6 +1549,170 @@ static __noinline int gw_srv_refresh(struct __sk_buff *skb, struct gw_conn *c,
 	return 0;
 }
 
+/* --- holding back a HEADERS frame cut across received buffers --- */
+
+struct gw_hold_claim {
+	__u64 cookie;
+	__u32 slot; /* the slot taken + 1; 0: none */
+};
+
+static long gw_hold_claim_cb(__u32 i, void *ctx)
+{
+	struct gw_hold_claim *k = ctx;
+	struct gw_hold_owner *o;
+	__u32 idx = i;
+
+	o = bpf_map_lookup_elem(&gw_srv_hold_owners, &idx);
+	if (!o)
+		return 1; /* past the last slot */
+	if (o->owner || __sync_val_compare_and_swap(&o->owner, 0, k->cookie) != 0)
+		return 0;
+	o->since = bpf_ktime_get_ns();
+	k->slot = idx + 1;
+	return 1;
+}
+
+/* Gives the held bytes up. The socket counts them as read only when the
+ * server reads them or when a buffer that holds them is dropped
+ * (copied_seq); until then it reports itself readable. So this buffer,
+ * about to be dropped, grows by their number first. */
+static __always_inline void gw_hold_settle(struct __sk_buff *skb, struct gw_srv_conn *sc, __u64 cookie)
+{
+	struct gw_srv_hold *h = gw_hold_of(sc, cookie);
+	__u32 n, k, i;
+
+	if (h) {
+		n = h->len;
+		for (i = 0; i < GW_HOLD_MAX / GW_ADJ_ROOM_MAX + 1; i++) {
+			if (!n)
+				break;
+			k = n < GW_ADJ_ROOM_MAX ? n : GW_ADJ_ROOM_MAX;
+			if (bpf_skb_adjust_room(skb, k, 0, 0))
+				break;
+			n -= k;
+		}
+	}
+	gw_hold_free(sc, cookie);
+}
+
+/* gw_fail_walk on the receive side: a held frame is given up with it */
+static __always_inline int gw_srv_fail(struct __sk_buff *skb, struct gw_srv_conn *sc, __u64 cookie,
+				       struct gw_config *cfg, __u8 reason, __u32 stream)
+{
+	gw_hold_settle(skb, sc, cookie);
+	return gw_fail_walk(&sc->c, cfg, reason, stream, 0);
+}
+
+/*
+ * The walk stopped at a HEADERS frame that starts at walk offset f (the
+ * carry counts first: pre bytes) and ends at walk offset end, past this
+ * buffer. The server must read none of it before it is decided, so:
+ *   - its bytes in the buffer, and any walked bytes after the first
+ *     GW_TRIM_MAX, go to a hold slot;
+ *   - the buffer is trimmed to what is left: passed, or dropped when that
+ *     is nothing (trimmed to 0 first, so that the socket's copied_seq,
+ *     which counts dropped buffers by their length, counts every byte
+ *     once: when it reads them after the release);
+ *   - the bytes go back in front of the buffer that completes the frame
+ *     (gw_sk_skb), and the walk resumes at the frame.
+ * A frame whose header began in the carry (f < pre, its first bytes passed
+ * already) keeps the carry: the next walk reads it again.
+ */
+static __always_inline int gw_hold(struct __sk_buff *skb, struct gw_srv_conn *sc, __u64 cookie,
+				   struct gw_config *cfg, __u32 pre, __u32 f, __u32 end, __u32 grown)
+{
+	struct gw_hold_claim k = { .cookie = cookie };
+	struct gw_srv_hold *h;
+	__u32 size = skb->len, hs = 0, pass, n, idx, trim_max;
+
+	/* what bpf_skb_change_tail keeps at most (SKB_MAX_ALLOC): 4 pages
+	 * less the shared info, cache-line aligned */
+	trim_max = 4 * 4096 - ((bpf_core_type_size(struct skb_shared_info) + 63) & ~63U);
+	if (f < pre) {
+		if (f)
+			return gw_srv_fail(skb, sc, cookie, cfg, GW_REASON_HOLD, 0);
+	} else {
+		hs = f - pre;
+	}
+	pass = hs < trim_max ? hs : trim_max;
+	n = size - pass;
+	/* a caller of no identity gets no slot (every RPC of its is denied);
+	 * nor does a buffer that cannot be trimmed to pass: one grown at its
+	 * head by a release (gw_hold_release) has its header offsets moved
+	 * forward, and change_tail refuses a length below them */
+	if (hs >= size || end - pre - pass > GW_HOLD_MAX || pass < grown ||
+	    (sc->c.service && !sc->c.ident))
+		return gw_srv_fail(skb, sc, cookie, cfg, GW_REASON_HOLD, 0);
+	bpf_loop(GW_HOLD_SLOTS_MAX, gw_hold_claim_cb, &k, 0); /* stops past the last slot */
+	if (!k.slot)
+		return gw_srv_fail(skb, sc, cookie, cfg, GW_REASON_HOLD, 0);
+	sc->hold = k.slot;
+	idx = k.slot - 1;
+	h = bpf_map_lookup_elem(&gw_srv_holds, &idx);
+	if (!h)
+		return gw_srv_fail(skb, sc, cookie, cfg, GW_REASON_HOLD, 0);
+	/* h->len counts only bytes taken off a buffer: what gw_hold_settle
+	 * puts back in the count when the hold is given up */
+	h->len = 0;
+	if (n == 0 || n >= GW_HOLD_MAX || bpf_skb_load_bytes(skb, pass, h->data, n))
+		return gw_srv_fail(skb, sc, cookie, cfg, GW_REASON_HOLD, 0);
+	if (bpf_skb_change_tail(skb, pass, 0))
+		return gw_srv_fail(skb, sc, cookie, cfg, GW_REASON_HOLD, 0);
+	h->len = n;
+	h->need = end - pre - pass;
+	h->resume = f < pre ? 0 : hs - pass;
+	h->gen = sc->c.generation;
+	if (f >= pre)
+		sc->carry_len = 0;
+	sc->c.approved += pass;
+	gw_count(GW_CNT_SRV_HOLDS, 1);
+	if (h->resume)
+		gw_count(GW_CNT_SRV_REPLAYS, 1);
+	return pass ? SK_PASS : SK_DROP;
+}
+
+/* This buffer does not complete the held frame either: it joins the held
+ * bytes, and the server reads nothing of it yet. -1: it cannot. */
+static __always_inline int gw_hold_append(struct __sk_buff *skb, struct gw_srv_hold *h)
+{
+	__u32 size = skb->len, off = h->len;
+
+	if (off >= GW_HOLD_MAX || size == 0 || size >= GW_HOLD_APPEND)
+		return -1;
+	if (bpf_skb_load_bytes(skb, 0, h->data + off, size))
+		return -1;
+	if (bpf_skb_change_tail(skb, 0, 0))
+		return -1;
+	h->len = off + size; /* taken off the buffer: counted when given up */
+	return 0;
+}
+
+/* The held bytes go back in front of this buffer, which completes their
+ * frame: the server reads them with it, as they were sent. -1: they
+ * cannot (the connection then fails closed). */
+static __always_inline int gw_hold_release(struct __sk_buff *skb, struct gw_srv_hold *h)
+{
+	__u32 n = h->len, k, i;
+
+	if (n == 0 || n >= GW_HOLD_MAX)
+		return -1;
+	for (i = 0; i < GW_HOLD_MAX / GW_ADJ_ROOM_MAX + 1; i++) {
+		if (!n)
+			break;
+		k = n < GW_ADJ_ROOM_MAX ? n : GW_ADJ_ROOM_MAX;
+		if (bpf_skb_adjust_room(skb, k, 0, 0)) {
+			h->len = n; /* what gw_hold_settle still has to count */
+			return -1;
+		}
+		n -= k;
+	}
+	n = h->len;
+	h->len = 0; /* in the buffer now: counted with it */
+	if (n == 0 || n >= GW_HOLD_MAX)
+		return -1;
+	return bpf_skb_store_bytes(skb, 0, h->data, n, 0) ? -1 : 0;
+}
+
 SEC("sk_skb/stream_verdict")
 int gw_sk_skb(struct __sk_buff *skb)
 {
@@ -1517,8 +1722,9 @@ int gw_sk_skb(struct __sk_buff *skb)
 	struct gw_config *cfg;
 	struct gw_scratch *s;
 	struct gw_srv_conn *sc;
+	struct gw_srv_hold *h;
 	struct gw_conn *c;
-	__u32 size = skb->len, sslot = 0, off, pre, i, v;
+	__u32 size = skb->len, sslot = 0, off, pre, i, v, start = 0, need, grown = 0;
 	int res, reason, stream;
 	__u64 gen;
 	__u8 b;
@@ -1528,10 +1734,41 @@ int gw_sk_skb(struct __sk_buff *skb)
 		return SK_DROP; /* no state: nothing can follow its bytes */
 	c = &sc->c;
 	cfg = gw_get_config();
-	if (!cfg || (c->flags & GW_CONN_FAILED))
+	if (!cfg || (c->flags & GW_CONN_FAILED)) {
+		gw_hold_settle(skb, sc, cookie);
 		return SK_DROP;
-	if (!size)
-		return SK_PASS; /* the FIN */
+	}
+	if (!size) {
+		/* the FIN: a held frame can never be whole. The server reads
+		 * the stream up to it, and its end (the socket's shutdown
+		 * state, not this buffer: dropped when it counts the held
+		 * bytes, gw_hold_settle) */
+		if (!sc->hold)
+			return SK_PASS;
+		gw_hold_settle(skb, sc, cookie);
+		return SK_DROP;
+	}
+	if (sc->hold) {
+		h = gw_hold_of(sc, cookie);
+		if (!h)
+			return gw_srv_fail(skb, sc, cookie, cfg, GW_REASON_HOLD, 0);
+		if (h->len + size < h->need) {
+			if (gw_hold_append(skb, h))
+				return gw_srv_fail(skb, sc, cookie, cfg, GW_REASON_NOMEM, 0);
+			return SK_DROP; /* of a buffer trimmed to nothing */
+		}
+		start = h->resume;
+		if (start && h->gen != gw_live_gen(cfg))
+			/* bytes decided under a policy no longer live: never
+			 * replayed (a caller could hold allowed RPCs behind a
+			 * cut frame until a revocation) */
+			return gw_srv_fail(skb, sc, cookie, cfg, GW_REASON_HOLD, 0);
+		if (gw_hold_release(skb, h))
+			return gw_srv_fail(skb, sc, cookie, cfg, GW_REASON_NOMEM, 0);
+		gw_hold_free(sc, cookie);
+		grown = skb->len - size;
+		size = skb->len;
+	}
 	gen = gw_live_gen(cfg);
 	if (c->generation != gen && gw_srv_refresh(skb, c, cfg, gen))
 		return gw_fail_walk(c, cfg, GW_REASON_UNWALKED, 0, 0);
@@ -1551,7 +1788,7 @@ int gw_sk_skb(struct __sk_buff *skb)
 	w.sslot = sslot;
 	c->rs.n = 0;
 	ws->size = size + pre; /* the carry, then the buffer */
-	ws->off = 0;
+	ws->off = start; /* (a resumed walk: no carry, gw_hold) */
 	ws->mode = GW_W_FRAME;
 	ws->res = GW_WALK_MORE;
 	ws->policed = c->service != 0; /* a caller of no identity: denied (no rule) */
@@ -1561,6 +1798,7 @@ int gw_sk_skb(struct __sk_buff *skb)
 	reason = ws->reason;
 	stream = ws->stream;
 	off = ws->off;
+	need = ws->need;
 	gw_scratch_release(s);
 	if (res == GW_WALK_DONE) {
 		sc->carry_len = 0;
@@ -1588,6 +1826,9 @@ int gw_sk_skb(struct __sk_buff *skb)
 		c->approved += size;
 		return SK_PASS;
 	}
+	if (res == GW_WALK_NEED)
+		/* a HEADERS frame cut at the end (gw_h2_next needs it whole) */
+		return gw_hold(skb, sc, cookie, cfg, pre, off, need, grown);
 	if (res == GW_WALK_FAIL || res == GW_WALK_DIVERT)
 		return gw_fail_walk(c, cfg, reason, stream, 0);
 	return gw_fail_walk(c, cfg, GW_REASON_BOUND, 0, 0);
@@ -1837,6 +2078,33 @@ extern int bpf_sock_destroy(struct sock_common *sk) __ksym;
  * that is not already policed, is reset (bpf_sock_destroy) so the client
  * reconnects, under policy. One line per reset goes to the loader.
  */
+/* states past ESTABLISHED in which a server connection can still hold a
+ * slot or be failed and waiting: CLOSE_WAIT (the caller sent its FIN),
+ * FIN_WAIT1/2, CLOSING, LAST_ACK (the server closed; a caller that stops
+ * acknowledging keeps it there) */
+static __always_inline int gw_srv_state(__u8 st)
+{
+	return st == 4 || st == 5 || st == GW_TCP_CLOSE_WAIT || st == 9 || st == 11;
+}
+
+/* A walked server connection the iterator ends: failed closed, or held
+ * inside a HEADERS frame for longer than GW_HOLD_TIMEOUT_NS */
+static __always_inline int gw_srv_lingers(struct gw_srv_conn *sc, __u64 cookie)
+{
+	struct gw_hold_owner *o;
+	__u32 idx;
+
+	if (sc->c.flags & GW_CONN_FAILED)
+		return 1;
+	if (!sc->hold)
+		return 0;
+	idx = sc->hold - 1;
+	o = bpf_map_lookup_elem(&gw_srv_hold_owners, &idx);
+	/* summed over its holds: a caller cannot restart the clock by
+	 * completing a frame and cutting the next */
+	return o && o->owner == cookie && sc->held_ns + (bpf_ktime_get_ns() - o->since) > GW_HOLD_TIMEOUT_NS;
+}
+
 SEC("iter/tcp")
 int gw_reset_predating(struct bpf_iter__tcp *ctx)
 {
@@ -1855,7 +2123,8 @@ int gw_reset_predating(struct bpf_iter__tcp *ctx)
 		return 0;
 	/* SYN_SENT too: a connect() whose sockops callback ran under the old
 	 * policy would otherwise become established unpoliced */
-	if (skc->skc_state != GW_TCP_ESTABLISHED && skc->skc_state != GW_TCP_SYN_SENT)
+	if (skc->skc_state != GW_TCP_ESTABLISHED && skc->skc_state != GW_TCP_SYN_SENT &&
+	    !gw_srv_state(skc->skc_state))
 		return 0;
 	if (skc->skc_family == AF_INET) {
 		daddr[2] = bpf_htonl(0x0000ffff);
@@ -1871,15 +2140,25 @@ int gw_reset_predating(struct bpf_iter__tcp *ctx)
 	/* server side: a connection a protected server accepted that is not
 	 * walked on receive (accepted before attach, or before the apply that
 	 * made its service protected; or its sockhash insert failed) */
-	if (skc->skc_state == GW_TCP_ESTABLISHED) {
+	if (skc->skc_state != GW_TCP_SYN_SENT) {
 		struct gw_srv_conn *sc;
 		__u64 cookie;
 
 		tp = bpf_skc_to_tcp_sock(skc);
-		if (tp && gw_srv_service(BPF_CORE_READ(&tp->inet_conn.icsk_inet.sk, sk_cgrp_data.cgroup), cfg,
-					 skc->skc_num, GW_SLOT_OF(gen))) {
-			cookie = bpf_get_socket_cookie(tp);
-			sc = bpf_map_lookup_elem(&gw_srv_conns, &cookie);
+		cookie = tp ? bpf_get_socket_cookie(tp) : 0;
+		sc = cookie ? bpf_map_lookup_elem(&gw_srv_conns, &cookie) : NULL;
+		if (sc && (sc->c.flags & GW_CONN_IN_MAP) && gw_srv_lingers(sc, cookie)) {
+			/* walked on receive, and failed closed (its bytes all
+			 * dropped) or stopped inside a held HEADERS frame: ended */
+			if (bpf_sock_destroy(skc))
+				return 0;
+			gw_count(GW_CNT_CONNS_RESET, 1);
+			BPF_SEQ_PRINTF(ctx->meta->seq, "[%pI6]:%u\n", daddr, bpf_ntohs(skc->skc_dport));
+			return 0;
+		}
+		if (skc->skc_state == GW_TCP_ESTABLISHED && tp &&
+		    gw_srv_service(BPF_CORE_READ(&tp->inet_conn.icsk_inet.sk, sk_cgrp_data.cgroup), cfg,
+				   skc->skc_num, GW_SLOT_OF(gen))) {
 			if (sc && (sc->c.flags & GW_CONN_IN_MAP))
 				return 0;
 			if (bpf_sock_destroy(skc))
@@ -1889,6 +2168,8 @@ int gw_reset_predating(struct bpf_iter__tcp *ctx)
 			return 0;
 		}
 	}
+	if (gw_srv_state(skc->skc_state))
+		return 0; /* (server side only) */
 	if (!gw_resolve_service(daddr, skc->skc_dport, GW_SLOT_OF(gen)))
 		return 0;
 	tp = bpf_skc_to_tcp_sock(skc);

@@ -86,7 +86,22 @@ enum gw_reason {
 				     * held by a run preempted mid-walk */
 	GW_REASON_REGRANT     = 20, /* allowed now, denied (rewritten) when its
 				     * :path went into the table: reconnect */
+	GW_REASON_HOLD        = 21, /* server side: a HEADERS frame cut across
+				     * received buffers could not be held */
 	GW_REASON_MAX
+};
+
+/* server side: slots of gw_srv_holds (HEADERS frames held back until
+ * whole), each ~80 KiB; attach --hold-slots, at most GW_HOLD_SLOTS_MAX */
+#define GW_HOLD_SLOTS     64
+#define GW_HOLD_SLOTS_MAX 1024
+/* a hold this old: its caller stopped inside a HEADERS frame (while held,
+ * the server's socket polls readable with nothing to read): reset */
+#define GW_HOLD_TIMEOUT_NS (10ULL * 1000000000ULL)
+
+struct gw_hold_owner {
+	__u64 owner; /* socket cookie of the connection holding the slot; 0: free */
+	__u64 since; /* bpf_ktime_get_ns() when it took it */
 };
 
 /* counters, per CPU, index into gw_counters[] */
@@ -111,6 +126,9 @@ enum gw_counter {
 	GW_CNT_SCRATCH_NEXT,   /* walks in a scratch slot past the first: a
 				* run preempted mid-walk held it */
 	GW_CNT_SRV_CONNS,      /* server side: accepted connections walked on receive */
+	GW_CNT_SRV_HOLDS,      /* server side: HEADERS frames held until whole */
+	GW_CNT_SRV_REPLAYS,    /* ... of which with decided bytes before them (replayed) */
+	GW_CNT_SRV_FAILED,     /* server side: connections failed closed (the helper resets them) */
 	GW_CNT_MAX
 };
 

@@ -147,6 +147,46 @@ struct {
 	__type(value, struct gw_srv_conn);
 } gw_srv_conns SEC(".maps");
 
+/*
+ * Server side: a HEADERS frame cut at the end of a received buffer. The
+ * server reads none of it until its last byte has arrived and it has been
+ * decided: its bytes wait in a slot here (gw_sk_skb), taken off the buffer
+ * that brought them, and go back in front of the buffer that completes it.
+ * A slot is its connection's alone until freed (the release, a FIN, a
+ * failure, or the close, STATE_CB), so nothing else writes what it holds.
+ */
+#define GW_HOLD_MAX    65536 /* bytes one slot holds, a power of two */
+#define GW_HOLD_APPEND 16400 /* room past them for an append (< 9 + GW_H2_MAX_BLOCK bytes) */
+/* the most a trimmed buffer keeps: bpf_skb_change_tail refuses a length over
+ * SKB_MAX_ALLOC (16064 B on x86-64 with 4 KiB pages) */
+#define GW_TRIM_MAX    15872
+
+struct gw_srv_hold {
+	__u64 gen;     /* the policy generation the bytes before resume were decided under */
+	__u32 len;     /* bytes held, < GW_HOLD_MAX */
+	__u32 need;    /* the frame is whole once len plus the next buffers reach this */
+	__u32 resume;  /* the next walk starts here: held bytes before it are decided */
+	__u32 pad0;
+	__u8 data[GW_HOLD_MAX + GW_HOLD_APPEND];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, GW_HOLD_SLOTS); /* the loader sets it: attach --hold-slots */
+	__type(key, __u32);
+	__type(value, struct gw_srv_hold);
+} gw_srv_holds SEC(".maps");
+
+/* who holds each slot (claimed by compare-and-swap of owner), apart from
+ * the bytes so that the fallback helper reads it cheaply: it has the reset
+ * iterator end a connection whose hold is older than GW_HOLD_TIMEOUT_NS */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, GW_HOLD_SLOTS); /* as many as gw_srv_holds */
+	__type(key, __u32);
+	__type(value, struct gw_hold_owner);
+} gw_srv_hold_owners SEC(".maps");
+
 /* one gw_conn of zeros, never written: what a gw_srv_conns entry starts
  * from (too large for the stack) */
 struct {

@@ -27,6 +27,7 @@ struct AttachOptions {
   std::string policy;
   bool no_fallback = false;
   uint32_t max_connections = 0;  // 0: kDefaultMaxConnections, or what is pinned
+  uint32_t hold_slots = 0;       // 0: GW_HOLD_SLOTS, or what is pinned
 };
 
 constexpr uint32_t kDefaultMaxConnections = 262144;
@@ -76,6 +77,22 @@ uint32_t SockhashSize(const AttachOptions& o) {
                             o.pin_dir + " holds " + std::to_string(info.max_entries) +
                             " connections and cannot be resized; run 'grpcwall detach --pin-dir " + o.pin_dir +
                             "' first to attach with another size");
+  return info.max_entries;
+}
+
+// The server side's hold slots: fixed, like the sockhash, at the first attach.
+uint32_t HoldSlots(const AttachOptions& o) {
+  int fd = bpf_obj_get(MapPin(o.pin_dir, "gw_srv_holds").c_str());
+  if (fd < 0) return o.hold_slots ? o.hold_slots : GW_HOLD_SLOTS;
+  Fd f(fd);
+  bpf_map_info info{};
+  uint32_t len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(f.get(), &info, &len) != 0) throw SysError("reading the pinned hold slots", errno);
+  if (o.hold_slots && o.hold_slots != info.max_entries)
+    throw Error(kBadInput, "--hold-slots " + std::to_string(o.hold_slots) + ": the pin dir " + o.pin_dir + " has " +
+                               std::to_string(info.max_entries) +
+                               " and they cannot be resized; run 'grpcwall detach --pin-dir " + o.pin_dir +
+                               "' first to attach with another number");
   return info.max_entries;
 }
 
@@ -197,6 +214,7 @@ uint64_t AttachLocked(const AttachOptions& o, const std::string& cgroup, const P
   const uint64_t want_cg = CgroupId(cgroup);
   CheckAttachedCgroup(o.pin_dir, want_cg);
   const uint32_t max_conns = SockhashSize(o);
+  const uint32_t hold_slots = HoldSlots(o);
   CheckTableFormat(o.pin_dir);
 
   // 2. Load: a first attach pins the maps, a second one reuses them.
@@ -204,6 +222,8 @@ uint64_t AttachLocked(const AttachOptions& o, const std::string& cgroup, const P
   // the server side's maps take as many connections as the client side's
   for (bpf_map* m : {skel->maps.gw_sockhash, skel->maps.gw_srv_sockhash, skel->maps.gw_srv_conns})
     if (bpf_map__set_max_entries(m, max_conns) != 0) throw SysError("sizing the sockhash", errno);
+  for (bpf_map* m : {skel->maps.gw_srv_holds, skel->maps.gw_srv_hold_owners})
+    if (bpf_map__set_max_entries(m, hold_slots) != 0) throw SysError("sizing the hold slots", errno);
   bpf_map* map;
   bpf_object__for_each_map(map, skel->obj) {
     const char* name = bpf_map__name(map);
@@ -357,6 +377,12 @@ void RegisterAttach(CLI::App& app) {
                       "); fixed at the first attach of a pin dir. When it is full, new policed connections\n"
                       "fail closed: their data never leaves the host, and an event says so")
       ->check(CLI::Range(1u, 1u << 24));
+  sub->add_option("--hold-slots", o->hold_slots,
+                  "server side: HEADERS frames that can be held back at once, each until the rest of it arrives\n"
+                  "(a frame cut across received TCP buffers; ~80 KiB of kernel memory per slot; default " +
+                      std::to_string(GW_HOLD_SLOTS) + "). Fixed at the first attach of a pin dir. When every slot\n"
+                      "is busy, a connection that needs one fails closed with an event (reason: could not be held back)")
+      ->check(CLI::Range(1u, static_cast<uint32_t>(GW_HOLD_SLOTS_MAX)));
   sub->add_flag("--no-fallback", o->no_fallback,
                 "do not start the userspace fallback ('grpcwall proxy'), and stop one that runs: connections\n"
                 "whose header blocks the kernel cannot see whole (CONTINUATION, over 16384 bytes) then fail closed");

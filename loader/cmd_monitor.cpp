@@ -37,6 +37,7 @@ const char* kReasons[GW_REASON_MAX] = {
     "method table written by another grpcwall version (apply the policy again with this one)",
     "every walk scratch slot of the CPU held by a send preempted mid-walk (64)",
     "granted after it was denied on this connection: the server's table holds the rewritten :path (the connection is closed; the client reconnects)",
+    "server side: a HEADERS frame cut across received buffers could not be held back (every hold slot busy, over 64 KiB to hold, a caller of no identity, or decided bytes held across a policy change)",
 };
 
 struct Ctx {

@@ -165,6 +165,45 @@ class Helper {
       if (n < 0 && errno != EINTR) throw SysError("epoll_wait", errno);
       for (int e = 0; e < n; e++) Serve(evs[e].data.u32, &buf, &out);
       Recycle();
+      EndLingering();
+    }
+  }
+
+  // Server side, once a second: a connection failed closed on receive (its
+  // bytes all dropped, the caller left waiting) or holding a HEADERS frame
+  // longer than GW_HOLD_TIMEOUT_NS (its caller stopped inside it; a server
+  // polling level-triggered spins on such a socket) is ended by the reset
+  // iterator, which picks them (gw_srv_lingers).
+  void EndLingering() {
+    const uint64_t now = MonoNs();
+    if (now - last_linger_ < 1000000000ull) return;
+    last_linger_ = now;
+    bool due = false;
+    try {
+      const uint64_t failed = ReadCounters(live_)[GW_CNT_SRV_FAILED];
+      if (failed != last_failed_) due = true, last_failed_ = failed;
+    } catch (const std::exception& e) {
+      std::cerr << "grpcwall proxy: reading counters: " << e.what() << "\n";
+    }
+    Fd owners(bpf_obj_get(MapPin(pin_dir_, "gw_srv_hold_owners").c_str()));
+    bpf_map_info info{};
+    uint32_t len = sizeof(info);
+    if (owners && bpf_obj_get_info_by_fd(owners.get(), &info, &len) == 0)
+      for (uint32_t i = 0; i < info.max_entries && !due; i++) {
+        gw_hold_owner h{};
+        // a tenth of the limit: the iterator sums a connection's holds
+        // (a caller that completes a frame and cuts the next restarts
+        // `since`, not its sum)
+        if (bpf_map_lookup_elem(owners.get(), &i, &h) == 0 && h.owner && now > h.since &&
+            now - h.since > GW_HOLD_TIMEOUT_NS / 10)
+          due = true;
+      }
+    if (!due) return;
+    try {
+      if (int n = ResetPredating(pin_dir_))
+        std::cerr << "grpcwall proxy: reset " << n << " connection(s) failed closed or stalled inside a header frame\n";
+    } catch (const std::exception& e) {
+      std::cerr << "grpcwall proxy: resetting lingering connections: " << e.what() << "\n";
     }
   }
 
@@ -455,6 +494,7 @@ class Helper {
   }
 
   std::string pin_dir_;
+  uint64_t last_linger_ = 0, last_failed_ = 0;
   Fd lock_;  // held for the helper's life: see TakeHelperLock
   LiveMaps live_;
   FbMaps m_;

@@ -1,4 +1,6 @@
 // grpcwall status: attached or not, where, which programs, counters.
+#include <vector>
+#include <cstring>
 #include <bpf/bpf.h>
 #include <unistd.h>
 
@@ -33,8 +35,22 @@ const char* kCounterNames[GW_CNT_MAX] = {
     "allowed",         "denied",          "audited",      "fallback_blocks", "fallback_bytes", "parse_errors",
     "conns_opened",    "conns_closed",    "header_blocks", "conns_failed",   "events_lost",
     "conns_reset",     "fallback_resumed", "guard_drops", "short_writes",
-    "repeat_blocks",   "scratch_next",     "server_conns",
+    "repeat_blocks",   "scratch_next",     "server_conns",    "server_holds",
+    "server_holds_replayed", "server_conns_failed",
 };
+
+// gw_srv_hold_owners: (slots, slots a connection holds)
+std::pair<uint32_t, uint32_t> HoldSlotsBusy(const std::string& pin_dir) {
+  Fd m(bpf_obj_get(MapPin(pin_dir, "gw_srv_hold_owners").c_str()));
+  bpf_map_info info{};
+  uint32_t len = sizeof(info), busy = 0;
+  if (!m || bpf_obj_get_info_by_fd(m.get(), &info, &len) != 0) return {0, 0};
+  for (uint32_t i = 0; i < info.max_entries; i++) {
+    gw_hold_owner h{};
+    if (bpf_map_lookup_elem(m.get(), &i, &h) == 0 && h.owner) busy++;
+  }
+  return {info.max_entries, busy};
+}
 
 void Status(const StatusOptions& o) {
   RequireRoot("status");
@@ -76,6 +92,8 @@ void Status(const StatusOptions& o) {
   j["cgroup"] = cgroup;
   j["programs"] = {{"sockops", sockops_id}, {"sk_msg", skmsg_id}, {"guard", guard_id}, {"sk_skb", skskb_id}};
   j["max_connections"] = max_conns;
+  const auto holds = HoldSlotsBusy(o.pin_dir);
+  j["server_side"] = {{"hold_slots", holds.first}, {"hold_slots_busy", holds.second}};
   j["policy"] = {{"generation", cfg.generation}, {"slot", GW_SLOT_OF(cfg.generation)}, {"file", file}};
   nlohmann::json counters;
   for (int i = 0; i < GW_CNT_MAX; i++) counters[kCounterNames[i]] = c[i];
@@ -112,7 +130,10 @@ void Status(const StatusOptions& o) {
             << c[GW_CNT_CONNS_OPENED] << ", closed " << c[GW_CNT_CONNS_CLOSED] << ", failed closed "
             << c[GW_CNT_DROPPED_CONNS] << ", reset as predating " << c[GW_CNT_CONNS_RESET] << "; at most "
             << max_conns << ")\n"
-            << "  server side:  accepted connections walked on receive " << c[GW_CNT_SRV_CONNS] << "\n"
+            << "  server side:  accepted connections walked on receive " << c[GW_CNT_SRV_CONNS]
+            << " (failed closed " << c[GW_CNT_SRV_FAILED] << "), HEADERS frames held back until whole "
+            << c[GW_CNT_SRV_HOLDS] << " (" << c[GW_CNT_SRV_REPLAYS] << " with decided bytes replayed); hold slots busy "
+            << holds.second << " of " << holds.first << "\n"
             << "  send path:    segments held back by the egress guard " << c[GW_CNT_GUARD_DROPS]
             << ", short writes followed " << c[GW_CNT_SHORT_WRITES] << "\n"
             << "  events lost:  " << c[GW_CNT_EVENTS_LOST] << "\n"
