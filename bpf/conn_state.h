@@ -17,6 +17,7 @@
 #define GW_CONN_SPILL   0x80  /* has a gw_spill (more live :path entries than the ring) */
 #define GW_CONN_SERVER  0x100 /* server side: an accepted connection walked on receive
 			       * (gw_srv_conns, gw_sk_skb) */
+#define GW_CONN_PEER_LOCAL 0x200 /* server side: the caller is a socket of this host, known by its cgroup */
 
 /* The sk_msg program's walk over one message (grpcwall.bpf.c), in map
  * memory so that the verifier tracks no value of it across bpf_loop steps

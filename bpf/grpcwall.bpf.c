@@ -627,7 +627,7 @@ __attribute__((noinline)) int gw_emit(struct gw_conn *c, struct gw_config *cfg, 
 	e->conn_pid = c->ends.pid;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	e->stream_id = stream;
-	e->side = (c->flags & GW_CONN_SERVER) ? 1 : 0;
+	e->side = !(c->flags & GW_CONN_SERVER) ? 0 : (c->flags & GW_CONN_PEER_LOCAL) ? 2 : 1;
 	e->path_len = 0;
 	e->path[0] = 0;
 	if (!stream || !sslot) {
@@ -1507,6 +1507,7 @@ static __always_inline __u16 gw_srv_caller(struct __sk_buff *skb, struct gw_conn
 		t.ipv6.dport = bpf_htons(c->ends.sport);
 		size = sizeof(t.ipv6);
 	}
+	c->flags &= ~GW_CONN_PEER_LOCAL;
 	p = bpf_sk_lookup_tcp(skb, &t, size, BPF_F_CURRENT_NETNS, 0);
 	if (!p)
 		/* arrived on loopback (ifindex 1 in every namespace): a caller
@@ -1517,6 +1518,7 @@ static __always_inline __u16 gw_srv_caller(struct __sk_buff *skb, struct gw_conn
 								   : gw_peer_ident(c->ends.saddr, GW_SLOT_OF(gen));
 	/* a listener there is no caller: no identity */
 	if (p->state != GW_TCP_LISTEN) {
+		c->flags |= GW_CONN_PEER_LOCAL;
 		ptp = bpf_skc_to_tcp_sock(p);
 		if (ptp)
 			ident = gw_ident_of(BPF_CORE_READ(ptp, inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup), cfg,

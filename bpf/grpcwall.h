@@ -318,7 +318,9 @@ struct gw_event {
 	char  comm[16];
 	__u32 stream_id;
 	__u16 path_len;     /* bytes in path[] (may be truncated) */
-	__u16 side;         /* 0: client side (sk_msg), 1: server side (sk_skb) */
+	__u16 side;         /* 0: client side (sk_msg); server side (sk_skb): 1 the
+			     * caller known by its address, 2 by its cgroup (a
+			     * socket of this host) */
 	char  path[GW_PATH_MAX];
 };
 

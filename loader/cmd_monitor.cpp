@@ -98,12 +98,13 @@ int OnEvent(void* p, void* data, size_t size) {
                      {"comm", comm},          {"stream", e.stream_id},
                      {"generation", e.generation}, {"cookie", e.cookie},
                      {"side", e.side ? "server" : "client"}};
+    if (e.side) j["caller_by"] = e.side == 2 ? "cgroup" : "address";
     std::cout << j.dump() << std::endl;
   } else {
     std::string v = VerdictName(e.verdict);
     for (auto& ch : v) ch = static_cast<char>(toupper(ch));
     std::cout << tsf << " " << v << " " << ident << " -> " << svc << " " << (path.empty() ? "-" : path) << " rule "
-              << e.rule << " (" << reason << ") " << Endpoint(e.saddr, e.sport) << " -> " << Endpoint(e.daddr, e.dport) << " pid " << e.pid << " (" << comm << ") stream " << e.stream_id << (e.side ? " [server side]" : "") << std::endl;
+              << e.rule << " (" << reason << ") " << Endpoint(e.saddr, e.sport) << " -> " << Endpoint(e.daddr, e.dport) << " pid " << e.pid << " (" << comm << ") stream " << e.stream_id << (e.side == 2 ? " [server side, caller by cgroup]" : e.side ? " [server side, caller by address]" : "") << std::endl;
   }
   ctx->seen++;
   // stop consuming once --count is reached: later events stay in the ring

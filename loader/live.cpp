@@ -399,6 +399,7 @@ uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const IdentityPaths& pa
       dest += (dest.empty() ? "" : ",") + c.text;
     }
     name(GW_NAMEKIND_SERVICE, i + 1, s.name, dest, s.port);
+    if (!s.cgroup.empty()) name(GW_NAMEKIND_SERVICE, GW_NAME_SRV_CGROUP + i + 1, s.cgroup, "", s.port);
   }
   WriteServicePorts(m, slot);
   for (const auto& r : cp.rules)
@@ -696,6 +697,26 @@ LivePolicy ReadLivePolicy(const LiveMaps& m) {
   for (uint16_t id = 1; ReadName(m, slot, GW_NAMEKIND_SERVICE, id, &nv); id++) {
     lp.services.push_back({id, nv.text, nv.detail, static_cast<uint16_t>(nv.aux), ""});
     svc_names[id] = nv.text;
+  }
+  // the server side: each protected service's server, each identity's callers by address
+  for (auto& s : lp.services)
+    if (ReadName(m, slot, GW_NAMEKIND_SERVICE, GW_NAME_SRV_CGROUP + s.id, &nv)) s.server_cgroup = nv.text;
+  if (m.peers) {
+    std::map<uint16_t, std::vector<std::string>> cidrs;
+    for (const auto& k : Keys<gw_peer_key>(m.peers.get())) {
+      gw_peer_val v{};
+      if (k.slot != slot || bpf_map_lookup_elem(m.peers.get(), &k, &v) != 0) continue;
+      const uint32_t len = k.prefixlen - GW_PEER_PREFIX_FIXED;  // over the 128-bit address
+      const bool v4 = k.addr[0] == 0 && k.addr[1] == 0 && k.addr[2] == htonl(0xffff) && len >= 96;
+      char buf[INET6_ADDRSTRLEN] = {};
+      inet_ntop(v4 ? AF_INET : AF_INET6, v4 ? static_cast<const void*>(&k.addr[3]) : k.addr, buf, sizeof(buf));
+      cidrs[v.ident].push_back(std::string(buf) + "/" + std::to_string(v4 ? len - 96 : len));
+    }
+    for (auto& i : lp.identities) {
+      auto& c = cidrs[i.id];
+      std::sort(c.begin(), c.end());
+      for (const auto& t : c) i.cidrs += (i.cidrs.empty() ? "" : ",") + t;
+    }
   }
   for (uint16_t id = 1; ReadName(m, slot, GW_NAMEKIND_RULE, id, &nv); id++) {
     LiveRule r{id, nv.text, nv.detail, nv.aux != 0, ReadRuleCounters(m, slot, id)};

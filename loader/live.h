@@ -15,7 +15,10 @@ extern "C" {
 
 namespace gw {
 
-#define GW_NAMEKIND_META 4  // slot 0: id 0 attach cgroup, id 1 + slot: policy file
+#define GW_NAMEKIND_META 4
+// GW_NAMEKIND_SERVICE entries from this id on: id - GW_NAME_SRV_CGROUP is a
+// service whose server this host protects; text: that server's cgroup
+#define GW_NAME_SRV_CGROUP 0x10000  // slot 0: id 0 attach cgroup, id 1 + slot: policy file
 
 struct LiveMaps {
   std::string pin_dir;
@@ -72,13 +75,13 @@ struct LiveIdentity {
   uint16_t id;
   std::string name, cgroup;
   uint64_t path_key;  // gw_ident_key.path_hash
-  std::string cidrs;  // check only (the server side's callers by address)
+  std::string cidrs;  // the server side's callers by address, "a/n,b/m"
 };
 struct LiveService {
   uint16_t id;
   std::string name, dest;
   uint16_t port;
-  std::string server_cgroup;  // check only (the local server the server side protects)
+  std::string server_cgroup;  // the local server the server side protects
 };
 struct LiveRule {
   uint16_t id;

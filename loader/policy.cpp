@@ -346,6 +346,7 @@ class Parser {
   // distinct method entry; gw_policy every (identity, service) pair.
   void CheckNames(const Policy& p) const {
     size_t names = p.identities.size() + p.services.size() + p.rules.size() + 1;  // + the default entry
+    for (const auto& s : p.services) names += !s.cgroup.empty();  // + a protected server's cgroup
     std::set<std::pair<std::string, std::string>> pairs;
     std::set<std::string> patterns;
     std::set<const void*> lists;  // a list seen before has no pattern to add

@@ -17,6 +17,9 @@ one unary call, close), where the per-connection programs (sockops) count.
                   program that only returns SK_PASS (tests/bench/floor.bpf.c):
                   the tcp_bpf path plus one empty program run per write
   lean-grpcwall   grpcwall attached, the called method allowed
+  lean-server-side grpcwall attached on the server side only (issue 11): the
+                  service names nghttpd's cgroup, the client is known by its
+                  address; every received buffer is walked by the sk_skb verdict
 HEADERS-block cost per byte: grpcwall attached, one kept connection making
 calls one after another (connload keep), the request's header block made
 longer by PADS literal headers of 27 bytes (not indexed, never a repeat
@@ -59,7 +62,7 @@ import sys
 import tempfile
 import time
 
-LEAN_CONFIGS = ["lean-baseline", "lean-floor", "lean-grpcwall"]
+LEAN_CONFIGS = ["lean-baseline", "lean-floor", "lean-grpcwall", "lean-server-side"]
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NS_C, NS_S = "gwbench-c", "gwbench-s"
 IP_C, IP_S = "10.250.240.1", "10.250.240.2"
@@ -235,6 +238,13 @@ class Bench:
                     "rules:\n  - from: bench-client\n    to: lean-door\n    allow:\n"
                     + "".join(f"      - {m}\n" for m in ALLOWED))
         self.lean_policy = lean
+        srv = os.path.join(self.tmp, "lean-server.yaml")  # the same rule, enforced where nghttpd accepts
+        with open(srv, "w") as f:
+            f.write(f"identities:\n  bench-remote: {{ cidrs: [{IP_C}/32] }}\n"
+                    f"services:\n  lean-door: {{ port: {LEAN_PORT}, cgroup: {self.cg_srv} }}\n"
+                    "rules:\n  - from: bench-remote\n    to: lean-door\n    allow:\n"
+                    + "".join(f"      - {m}\n" for m in ALLOWED))
+        self.lean_server_policy = srv
         n_ids, n_methods = self.a.large_identities, self.a.large_methods
         t0 = time.monotonic()
         for i in range(n_ids):
@@ -275,9 +285,9 @@ backend door
         self.haproxy_cfg = cfg
 
     # ---------------- configurations ----------------
-    def attach(self, policy):
+    def attach(self, policy, cgroup=None):
         t0 = time.monotonic()
-        sh(self.a.grpcwall, "attach", "--cgroup", self.cg, "--pin-dir", PIN, policy)
+        sh(self.a.grpcwall, "attach", "--cgroup", cgroup or self.cg, "--pin-dir", PIN, policy)
         self.attached = True
         return time.monotonic() - t0
 
@@ -426,7 +436,7 @@ backend door
 
     def measure_lean(self, name, conns, streams, pads=None):
         a = self.a
-        if name == "lean-grpcwall":
+        if name in ("lean-grpcwall", "lean-server-side"):
             ids = json.loads(sh(self.a.grpcwall, "status", "--pin-dir", PIN, "--json").stdout)["programs"]
         elif name == "lean-floor":
             ids = self.floor_prog_ids()
@@ -489,6 +499,8 @@ backend door
                         self.attach_floor()
                     elif cfg == "lean-grpcwall":
                         self.attach(self.lean_policy)
+                    elif cfg == "lean-server-side":
+                        self.attach(self.lean_server_policy, cgroup=self.cg_srv)
                     try:
                         samples[(conns, streams)][cfg].append(self.measure_lean(cfg, conns, streams))
                     finally:

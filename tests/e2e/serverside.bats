@@ -70,6 +70,13 @@ remote_client() {
   run "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml"
   echo "$output"
   [ "$status" -eq 0 ]
+  # the live policy reads back the server side's fields
+  j=$("$GRPCWALL" policy show --pin-dir "$PIN" --json)
+  [ "$(echo "$j" | json "d['identities'][0]['cidrs']")" = "$CLIENT_IP/32,$CLIENT_IP6/128" ]
+  [ "$(echo "$j" | json "d['services'][0]['server_cgroup']")" = "/${CG#"$CGROOT"/}/doormgr" ]
+  run "$GRPCWALL" policy show --pin-dir "$PIN"
+  [[ "$output" == *"public-terminal"*"cidrs $CLIENT_IP/32,$CLIENT_IP6/128"* ]]
+  [[ "$output" == *"its server here: cgroup /${CG#"$CGROOT"/}/doormgr (server side)"* ]]
   start_protected_server
   run remote_client "$CLIENT_IP" 'GetName*10' SetAccessCode GetLocation SetAccessCode GetName
   echo "$output"
@@ -101,6 +108,8 @@ remote_client() {
   run events 1
   echo "$output"
   [ "$(echo "$output" | json "d['verdict']")" = "deny" ]
+  [ "$(echo "$output" | json "d['side']")" = "server" ]
+  [ "$(echo "$output" | json "d['caller_by']")" = "address" ]
   [ "$(echo "$output" | json "d['src']")" = "$OTHER_IP:$(echo "$output" | json "d['src'].split(':')[-1]")" ]
 }
 
