@@ -494,6 +494,7 @@ int gw_sockops(struct bpf_sock_ops *skops)
 			sc = bpf_map_lookup_elem(&gw_srv_conns, &cookie);
 			if (sc)
 				gw_hold_free(sc, cookie); /* a frame held to the end */
+			bpf_map_delete_elem(&gw_srv_spills, &cookie);
 			bpf_map_delete_elem(&gw_srv_conns, &cookie);
 		}
 		break;
@@ -1020,6 +1021,27 @@ __attribute__((noinline)) int gw_repeat(struct sk_msg_md *msg, struct gw_repeat 
 }
 
 
+/* The server side's spill (gw_srv_spills), as gw_spill_of */
+static __always_inline struct gw_hp_spill *gw_srv_spill_of(struct gw_conn *c, int create)
+{
+	struct gw_hp_spill *sp, *blank;
+	__u64 k = c->cookie;
+	__u32 zero = 0;
+
+	if (!create && !(c->flags & GW_CONN_SPILL))
+		return NULL; /* the flag first: every parse step asks */
+	sp = bpf_map_lookup_elem(&gw_srv_spills, &k);
+	if (!sp && create) {
+		blank = bpf_map_lookup_elem(&gw_spill_blank, &zero);
+		if (blank)
+			bpf_map_update_elem(&gw_srv_spills, &k, blank, BPF_NOEXIST);
+		sp = bpf_map_lookup_elem(&gw_srv_spills, &k);
+	}
+	if (sp)
+		c->flags |= GW_CONN_SPILL;
+	return sp;
+}
+
 /* (Not on the server side: its bytes are mostly not linear, where the
  * check reads, and its offsets count the carry first.) */
 static __always_inline int gw_src_repeat(struct gw_src *s, struct gw_repeat *r, __u32 off,
@@ -1030,15 +1052,13 @@ static __always_inline int gw_src_repeat(struct gw_src *s, struct gw_repeat *r, 
 	return gw_repeat(s->ctx, r, off, len, store);
 }
 
-/* The connection's :path spill (gw_spill_of). The receive side has no
- * sk_storage (refused in sk_skb programs): no spill there, so a record
- * pushed out of the ring is lost and a later reference to it is denied
- * (GW_REASON_TABLE), never decided on another hash. */
+/* The connection's :path spill: gw_spill_of (sk_storage), or on the
+ * receive side, which may not use sk_storage, gw_srv_spill_of (by cookie) */
 static __always_inline struct gw_hp_spill *gw_src_spill(struct gw_src *s, struct gw_conn *c,
 							int create)
 {
 	if (s->kind == GW_SRC_SKB)
-		return NULL;
+		return gw_srv_spill_of(c, create);
 	return gw_spill_of(c, ((struct sk_msg_md *)s->ctx)->sk, create);
 }
 

@@ -220,6 +220,25 @@ struct {
 	__type(value, struct gw_hp_spill);
 } gw_spill SEC(".maps");
 
+/* the same for the server side, keyed by socket cookie (sk_skb programs
+ * may not use sk_storage): made when first needed, deleted at close
+ * (STATE_CB); sized by the loader like gw_srv_conns */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, GW_MAX_CONNS);
+	__type(key, __u64);
+	__type(value, struct gw_hp_spill);
+} gw_srv_spills SEC(".maps");
+
+/* one spill of zeros, never written: what a gw_srv_spills entry starts from */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gw_hp_spill);
+} gw_spill_blank SEC(".maps");
+
 /* identity by cgroup id, for one generation (grpcwall.bpf.c, gw_ident_of) */
 struct gw_ident_cached {
 	__u64 generation;

@@ -261,6 +261,23 @@ raw_calls() {
   ip netns exec "$CLIENT_NS" timeout 60 $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 "$@"
 }
 
+@test "server side: a caller that keeps more live :path entries than the ring has them spilled, and its oldest one still decides" {
+  protect
+  # GetName's :path goes into the table first, nine other paths (denied)
+  # push its record out of the 8-record ring, then GetName is sent as a
+  # reference to that oldest entry: decided from the spill (gw_srv_spills)
+  run raw_calls GetName Other1 Other2 Other3 Other4 Other5 Other6 Other7 Other8 Other9 GetName GetLocation GetName
+  echo "$output"
+  want="GetName 0"
+  for i in 1 2 3 4 5 6 7 8 9; do want+=$'\n'"Other$i 12"; done
+  want+=$'\nGetName 0\nGetLocation 0\nGetName 0'
+  [ "$output" = "$want" ]
+  [ "$(handlers 50051 GetName)" -eq 3 ]
+  [ "$(counter allowed)" -eq 4 ]
+  [ "$(counter denied)" -eq 9 ]
+  [ "$(counter conns_failed)" -eq 0 ]
+}
+
 @test "server side: a client writing one byte per send: every HEADERS frame is held back until whole, then decided" {
   protect
   run raw_calls --split 1 SetAccessCode GetName SetAccessCode GetName
