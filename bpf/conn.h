@@ -22,6 +22,7 @@ enum gw_src_kind {
 struct gw_src {
 	void *ctx;
 	struct gw_src_pos *pos;
+	__u8 *buf;      /* GW_SRC_SKB: gw_blkbuf of this CPU (pos->buf_off, buf_len), or NULL */
 	__u32 kind;     /* enum gw_src_kind */
 };
 #define GW_SRC_T struct gw_src
@@ -51,6 +52,9 @@ static __always_inline int gw_src_byte(struct gw_src *s, __u32 off)
 	if (s->kind == GW_SRC_SKB) {
 		if (o < s->pos->pre_len)
 			return o < GW_CARRY_MAX ? s->pos->pre[o & (GW_CARRY_MAX - 1)] : -1;
+		/* the header block being parsed: copied once (gw_walk_step) */
+		if (s->buf && o - s->pos->pre_len - s->pos->buf_off < s->pos->buf_len)
+			return s->buf[(o - s->pos->pre_len - s->pos->buf_off) & (GW_BLKBUF_LEN - 1)];
 		/* received data is mostly in pages (GRO, veth, loopback):
 		 * read by copy, at any offset, nothing linearised */
 		if (bpf_skb_load_bytes(s->ctx, o - s->pos->pre_len, &b, 1))

@@ -132,7 +132,7 @@ struct gw_srv_conn {
 
 GW_ABI_ASSERT(gw_h2_model, 3680);
 GW_ABI_ASSERT(gw_hp_spill, 3072);
-GW_ABI_ASSERT(gw_scratch, 464);
+GW_ABI_ASSERT(gw_scratch, 472);
 GW_ABI_ASSERT(gw_conn, 952); /* at most 1 KiB per connection (issue 10) */
 GW_ABI_ASSERT(gw_srv_conn, 1000);
 

@@ -1141,7 +1141,7 @@ static __always_inline long gw_walk_decide(struct gw_walk *w, struct gw_src *src
  * gw_walk_cb_skb): the source accessors keep only their branch for it. */
 static __always_inline long gw_walk_step(struct gw_walk *w, const __u32 kind)
 {
-	struct gw_src src = { .ctx = w->src.ctx, .pos = w->src.pos, .kind = kind };
+	struct gw_src src = { .ctx = w->src.ctx, .pos = w->src.pos, .buf = w->src.buf, .kind = kind };
 	struct gw_conn *c = w->c;
 	struct gw_walk_state *ws = &w->s->w;
 	__u32 avail, want, n = 0, len, off;
@@ -1246,6 +1246,17 @@ read:
 		ws->t_max = c->h2.table.max_size;
 		gw_hp_block_init(&w->s->blk, ws->f.blk_len);
 		ws->pos.base = ws->fo + ws->f.blk_off;
+		if (kind == GW_SRC_SKB && src.buf) {
+			/* the whole block, copied once (never in the carry) */
+			__u32 bo = ws->pos.base - ws->pos.pre_len, bl = ws->f.blk_len;
+
+			ws->pos.buf_len = 0;
+			if (ws->pos.base >= ws->pos.pre_len && bl && bl <= GW_BLKBUF_LEN &&
+			    !bpf_skb_load_bytes(src.ctx, bo, src.buf, bl)) {
+				ws->pos.buf_off = bo;
+				ws->pos.buf_len = bl;
+			}
+		}
 		ws->n = n;
 		ws->mode = GW_W_BLOCK;
 		return 0;
@@ -1802,6 +1813,12 @@ int gw_sk_skb(struct __sk_buff *skb)
 	w.src.ctx = skb;
 	w.src.pos = &ws->pos;
 	w.src.kind = GW_SRC_SKB;
+	ws->pos.buf_len = 0;
+	if (sslot == 1) { /* the CPU's first scratch slot: its block buffer too */
+		__u32 zero = 0;
+
+		w.src.buf = bpf_map_lookup_elem(&gw_blkbuf, &zero);
+	}
 	ws->pos.pre_len = pre;
 	__builtin_memcpy(ws->pos.pre, sc->carry, GW_CARRY_MAX);
 	w.c = c;

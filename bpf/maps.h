@@ -231,6 +231,19 @@ struct {
 	__type(value, struct gw_hp_spill);
 } gw_srv_spills SEC(".maps");
 
+/* The server side's copy of the header block being parsed, per CPU: read
+ * from here, not one bpf_skb_load_bytes per byte. Used by the run that
+ * holds the CPU's first walk scratch slot only (a nested run has another). */
+struct gw_blkbuf {
+	__u8 b[GW_BLKBUF_LEN];
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gw_blkbuf);
+} gw_blkbuf SEC(".maps");
+
 /* one spill of zeros, never written: what a gw_srv_spills entry starts from */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

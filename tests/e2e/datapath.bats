@@ -353,7 +353,7 @@ across_apply() {
 # as runs preempted in the middle of a walk would hold them
 scratch_busy() {
   local busy value i
-  busy="01 00 00 00$(printf ' 00%.0s' $(seq 5 464))"
+  busy="01 00 00 00$(printf ' 00%.0s' $(seq 5 472))"
   for i in $(seq "$1" "$2"); do
     bpftool map update pinned "$PIN/gw_scratch" key $i 0 0 0 value $busy
   done
