@@ -1605,6 +1605,23 @@ static long gw_hold_claim_cb(__u32 i, void *ctx)
 	return 1;
 }
 
+/* Grows the buffer by n zeroed bytes at its head (bpf_skb_adjust_room,
+ * GW_ADJ_ROOM_MAX a call): 0, or the bytes it could not add. */
+static __always_inline __u32 gw_skb_grow(struct __sk_buff *skb, __u32 n)
+{
+	__u32 k, i;
+
+	for (i = 0; i < GW_HOLD_MAX / GW_ADJ_ROOM_MAX + 1; i++) {
+		if (!n)
+			break;
+		k = n < GW_ADJ_ROOM_MAX ? n : GW_ADJ_ROOM_MAX;
+		if (bpf_skb_adjust_room(skb, k, 0, 0))
+			break;
+		n -= k;
+	}
+	return n;
+}
+
 /* Gives the held bytes up. The socket counts them as read only when the
  * server reads them or when a buffer that holds them is dropped
  * (copied_seq); until then it reports itself readable. So this buffer,
@@ -1612,19 +1629,9 @@ static long gw_hold_claim_cb(__u32 i, void *ctx)
 static __always_inline void gw_hold_settle(struct __sk_buff *skb, struct gw_srv_conn *sc, __u64 cookie)
 {
 	struct gw_srv_hold *h = gw_hold_of(sc, cookie);
-	__u32 n, k, i;
 
-	if (h) {
-		n = h->len;
-		for (i = 0; i < GW_HOLD_MAX / GW_ADJ_ROOM_MAX + 1; i++) {
-			if (!n)
-				break;
-			k = n < GW_ADJ_ROOM_MAX ? n : GW_ADJ_ROOM_MAX;
-			if (bpf_skb_adjust_room(skb, k, 0, 0))
-				break;
-			n -= k;
-		}
-	}
+	if (h)
+		gw_skb_grow(skb, h->len);
 	gw_hold_free(sc, cookie);
 }
 
@@ -1725,24 +1732,16 @@ static __always_inline int gw_hold_append(struct __sk_buff *skb, struct gw_srv_h
  * cannot (the connection then fails closed). */
 static __always_inline int gw_hold_release(struct __sk_buff *skb, struct gw_srv_hold *h)
 {
-	__u32 n = h->len, k, i;
+	__u32 n = h->len, left;
 
 	if (n == 0 || n >= GW_HOLD_MAX)
 		return -1;
-	for (i = 0; i < GW_HOLD_MAX / GW_ADJ_ROOM_MAX + 1; i++) {
-		if (!n)
-			break;
-		k = n < GW_ADJ_ROOM_MAX ? n : GW_ADJ_ROOM_MAX;
-		if (bpf_skb_adjust_room(skb, k, 0, 0)) {
-			h->len = n; /* what gw_hold_settle still has to count */
-			return -1;
-		}
-		n -= k;
-	}
-	n = h->len;
-	h->len = 0; /* in the buffer now: counted with it */
-	if (n == 0 || n >= GW_HOLD_MAX)
+	left = gw_skb_grow(skb, n);
+	if (left) {
+		h->len = left; /* what gw_hold_settle still has to count */
 		return -1;
+	}
+	h->len = 0; /* in the buffer now: counted with it */
 	return bpf_skb_store_bytes(skb, 0, h->data, n, 0) ? -1 : 0;
 }
 
