@@ -63,37 +63,33 @@ std::string AttachCgroupPath(const std::string& arg) {
   return path;
 }
 
-// The sockhash size: fixed when its map is first pinned. Returns the size
-// to load with; throws when --max-connections asks for another one.
-uint32_t SockhashSize(const AttachOptions& o) {
-  int fd = bpf_obj_get(MapPin(o.pin_dir, "gw_sockhash").c_str());
-  if (fd < 0) return o.max_connections ? o.max_connections : kDefaultMaxConnections;
+// The size of a map fixed when it is first pinned (MAP, `what` its entries,
+// asked with FLAG): `asked` or `dflt` for a fresh pin dir, else the pinned
+// size; throws when FLAG asks for another one.
+uint32_t PinnedSize(const std::string& pin_dir, const char* map, const char* flag, uint32_t asked, uint32_t dflt,
+                    const std::string& what) {
+  int fd = bpf_obj_get(MapPin(pin_dir, map).c_str());
+  if (fd < 0) return asked ? asked : dflt;
   Fd f(fd);
   bpf_map_info info{};
   uint32_t len = sizeof(info);
-  if (bpf_obj_get_info_by_fd(f.get(), &info, &len) != 0) throw SysError("reading the pinned sockhash", errno);
-  if (o.max_connections && o.max_connections != info.max_entries)
-    throw Error(kBadInput, "--max-connections " + std::to_string(o.max_connections) + ": the sockhash pinned under " +
-                            o.pin_dir + " holds " + std::to_string(info.max_entries) +
-                            " connections and cannot be resized; run 'grpcwall detach --pin-dir " + o.pin_dir +
-                            "' first to attach with another size");
+  if (bpf_obj_get_info_by_fd(f.get(), &info, &len) != 0) throw SysError(std::string("reading the pinned ") + map, errno);
+  if (asked && asked != info.max_entries)
+    throw Error(kBadInput, std::string(flag) + " " + std::to_string(asked) + ": the " + map + " pinned under " +
+                               pin_dir + " holds " + std::to_string(info.max_entries) + " " + what +
+                               " and cannot be resized; run 'grpcwall detach --pin-dir " + pin_dir +
+                               "' first to attach with another size");
   return info.max_entries;
 }
 
-// The server side's hold slots: fixed, like the sockhash, at the first attach.
+// The sockhash size (--max-connections) and the server side's hold slots
+// (--hold-slots): both fixed at the first attach of a pin dir.
+uint32_t SockhashSize(const AttachOptions& o) {
+  return PinnedSize(o.pin_dir, "gw_sockhash", "--max-connections", o.max_connections, kDefaultMaxConnections,
+                    "connections");
+}
 uint32_t HoldSlots(const AttachOptions& o) {
-  int fd = bpf_obj_get(MapPin(o.pin_dir, "gw_srv_holds").c_str());
-  if (fd < 0) return o.hold_slots ? o.hold_slots : GW_HOLD_SLOTS;
-  Fd f(fd);
-  bpf_map_info info{};
-  uint32_t len = sizeof(info);
-  if (bpf_obj_get_info_by_fd(f.get(), &info, &len) != 0) throw SysError("reading the pinned hold slots", errno);
-  if (o.hold_slots && o.hold_slots != info.max_entries)
-    throw Error(kBadInput, "--hold-slots " + std::to_string(o.hold_slots) + ": the pin dir " + o.pin_dir + " has " +
-                               std::to_string(info.max_entries) +
-                               " and they cannot be resized; run 'grpcwall detach --pin-dir " + o.pin_dir +
-                               "' first to attach with another number");
-  return info.max_entries;
+  return PinnedSize(o.pin_dir, "gw_srv_holds", "--hold-slots", o.hold_slots, GW_HOLD_SLOTS, "hold slots");
 }
 
 void PinProgram(int prog_fd, const std::string& path) {

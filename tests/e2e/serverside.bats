@@ -255,6 +255,9 @@ sys.stdout.buffer.write(b"\x00" + struct.pack(">I", len(msg)) + msg)' > "$WORK/b
   [ "$(counter conns_failed)" -eq 0 ]
 }
 
+# hold_slots [busy]: the server side's hold slots (status), or those held now
+hold_slots() { "$GRPCWALL" status --pin-dir "$PIN" --json | json "d['server_side']['hold_slots${1:+_$1}']"; }
+
 # raw_calls ARGS...: tests/e2e/h2_raw.py from the client namespace, by its trusted address
 raw_calls() {
   from_source "$CLIENT_IP"
@@ -334,16 +337,16 @@ raw_calls() {
   server_policy "$WORK/p.yaml"
   "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" --hold-slots 1 "$WORK/p.yaml" >/dev/null
   start_protected_server
-  [ "$("$GRPCWALL" status --pin-dir "$PIN" --json | json "d['server_side']['hold_slots']")" -eq 1 ]
+  [ "$(hold_slots)" -eq 1 ]
   from_source "$CLIENT_IP"
   ip netns exec "$CLIENT_NS" timeout 60 $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 --stall "$WORK/go" \
     GetName GetLocation > "$WORK/a.out" 2>&1 3>&- &
   PIDS+=($!)
   for i in $(seq 1 100); do
-    [ "$("$GRPCWALL" status --pin-dir "$PIN" --json | json "d['server_side']['hold_slots_busy']")" -eq 1 ] && break
+    [ "$(hold_slots busy)" -eq 1 ] && break
     sleep 0.1
   done
-  [ "$("$GRPCWALL" status --pin-dir "$PIN" --json | json "d['server_side']['hold_slots_busy']")" -eq 1 ]
+  [ "$(hold_slots busy)" -eq 1 ]
   # the held bytes are counted unread (the socket's Recv-Q) until released
   recvq() { ip netns exec "$SERVER_NS" ss -Htn state established '( sport = :50051 )' | awk '{s += $1} END {print s + 0}'; }
   [ "$(recvq)" -gt 0 ]
@@ -364,7 +367,7 @@ raw_calls() {
   cat "$WORK/a.out"
   [ "$(cat "$WORK/a.out")" = "$(printf 'GetName 0\nGetLocation 0')" ]
   [ "$(recvq)" -eq 0 ]
-  [ "$("$GRPCWALL" status --pin-dir "$PIN" --json | json "d['server_side']['hold_slots_busy']")" -eq 0 ]
+  [ "$(hold_slots busy)" -eq 0 ]
   # a caller that closes inside a HEADERS frame: its slot is freed, the
   # server reads the end of the stream (no connection left behind)
   run ip netns exec "$CLIENT_NS" timeout 20 $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 --stall close GetName
@@ -375,7 +378,7 @@ raw_calls() {
   done
   ip netns exec "$SERVER_NS" ss -tn
   [ -z "$(ip netns exec "$SERVER_NS" ss -Htn state established '( sport = :50051 )')" ]
-  [ "$("$GRPCWALL" status --pin-dir "$PIN" --json | json "d['server_side']['hold_slots_busy']")" -eq 0 ]
+  [ "$(hold_slots busy)" -eq 0 ]
   [ "$(handlers 50051 GetName)" -eq 1 ]
   [ "$(counter conns_failed)" -eq 1 ]
 }
@@ -391,10 +394,10 @@ raw_calls() {
   [ "$(counter conns_failed)" -eq 0 ]
   [ "$(handlers 50051 GetName)" -eq 0 ]
   for i in $(seq 1 50); do
-    [ "$("$GRPCWALL" status --pin-dir "$PIN" --json | json "d['server_side']['hold_slots_busy']")" -eq 0 ] && break
+    [ "$(hold_slots busy)" -eq 0 ] && break
     sleep 0.1
   done
-  [ "$("$GRPCWALL" status --pin-dir "$PIN" --json | json "d['server_side']['hold_slots_busy']")" -eq 0 ]
+  [ "$(hold_slots busy)" -eq 0 ]
 }
 
 @test "server side: policy check says which side enforces each rule; a rule nothing here could enforce is an error" {
