@@ -296,6 +296,16 @@ static __always_inline void gw_hold_free(struct gw_srv_conn *sc, __u64 cookie)
 	sc->hold = 0;
 }
 
+/* gw_srv_used[0] += n */
+static __always_inline void gw_srv_used_add(__s64 n)
+{
+	__u32 zero = 0;
+	__u64 *u = bpf_map_lookup_elem(&gw_srv_used, &zero);
+
+	if (u)
+		__sync_fetch_and_add(u, n);
+}
+
 /*
  * Server side: a connection accepted on the port of a protected service by
  * a socket of its server's cgroup gets receive-side state (gw_srv_conns:
@@ -336,6 +346,8 @@ static __always_inline void gw_srv_accepted(struct bpf_sock_ops *skops, struct b
 			bpf_map_update_elem(&gw_srv_conns, &cookie, nc, BPF_ANY);
 	}
 	c = bpf_map_lookup_elem(&gw_srv_conns, &cookie); /* its gw_conn is at offset 0 */
+	if (c)
+		gw_srv_used_add(1); /* down when the entry is deleted (STATE_CB) */
 	if (!c) {
 		/* no state (gw_srv_conns full): in the map all the same, where
 		 * the verdict drops every byte of a connection it has no state
@@ -495,7 +507,8 @@ int gw_sockops(struct bpf_sock_ops *skops)
 			if (sc)
 				gw_hold_free(sc, cookie); /* a frame held to the end */
 			bpf_map_delete_elem(&gw_srv_spills, &cookie);
-			bpf_map_delete_elem(&gw_srv_conns, &cookie);
+			if (!bpf_map_delete_elem(&gw_srv_conns, &cookie))
+				gw_srv_used_add(-1); /* once: a second close finds no entry */
 		}
 		break;
 	case BPF_SOCK_OPS_RTO_CB:
@@ -2101,6 +2114,255 @@ int gw_guard(struct __sk_buff *skb)
 	if ((__s32)(start + len - limit) > 0)
 		return gw_guard_drop(c, GW_REASON_UNWALKED); /* a full sockhash: reported at insert */
 	return 1;
+}
+
+/* --- the ingress guard: what reaches a protected server past its walker --- */
+
+#define GW_TCP_FLAG_ACK 0x10
+#define GW_TCPOPT_MPTCP 30
+
+/* set by the loader: accepted connections of protected servers let in at
+ * once, below gw_srv_sockhash's size (attach --max-connections) by a
+ * margin for connections between the ingress guard and sockops */
+const volatile __u64 gw_srv_cap = 0;
+
+/* a received TCP segment's ends (the caller is the source) */
+struct gw_pkt {
+	__u32 saddr[4], daddr[4]; /* IPv6 or v4-mapped, network order */
+	__u16 sport, dport;       /* host order */
+	__u32 off;                /* the TCP header's offset */
+	__u32 hl;                 /* its length, options included */
+	__u8 flags;
+	__u8 th[64];              /* the TCP header, hl bytes of it */
+};
+
+/* Reads the IP and TCP headers. -1: not a TCP segment whose header is
+ * where it is looked for (IPv6 extension headers are not followed). */
+static __always_inline int gw_pkt_parse(struct __sk_buff *skb, struct gw_pkt *p)
+{
+	__u8 ip[40];
+	__u32 hl;
+
+	if (bpf_skb_load_bytes(skb, 0, ip, 20))
+		return -1;
+	if ((ip[0] >> 4) == 4) {
+		if (ip[9] != GW_IPPROTO_TCP)
+			return -1;
+		p->off = (ip[0] & 0xf) * 4;
+		p->saddr[2] = bpf_htonl(0x0000ffff);
+		p->daddr[2] = bpf_htonl(0x0000ffff);
+		__builtin_memcpy(&p->saddr[3], &ip[12], 4);
+		__builtin_memcpy(&p->daddr[3], &ip[16], 4);
+	} else if ((ip[0] >> 4) == 6) {
+		if (bpf_skb_load_bytes(skb, 0, ip, 40) || ip[6] != GW_IPPROTO_TCP)
+			return -1;
+		p->off = 40;
+		__builtin_memcpy(p->saddr, &ip[8], 16);
+		__builtin_memcpy(p->daddr, &ip[24], 16);
+	} else {
+		return -1;
+	}
+	if (p->off < 20 || p->off > 60 || bpf_skb_load_bytes(skb, p->off, p->th, 20))
+		return -1;
+	hl = (p->th[12] >> 4) * 4;
+	if (hl < 20)
+		return -1;
+	hl &= 63;
+	if (hl > 20 && bpf_skb_load_bytes(skb, p->off, p->th, hl))
+		return -1;
+	p->hl = hl;
+	p->sport = (__u16)p->th[0] << 8 | p->th[1];
+	p->dport = (__u16)p->th[2] << 8 | p->th[3];
+	p->flags = p->th[13];
+	return 0;
+}
+
+/* Does the segment carry an MPTCP option (MP_CAPABLE, MP_JOIN, ...)? */
+static __always_inline int gw_pkt_mptcp(struct gw_pkt *p)
+{
+	__u32 i = 20, n;
+	__u8 len;
+
+	for (n = 0; n < 40; n++) {
+		if (i >= p->hl || i >= 60)
+			return 0;
+		if (p->th[i & 63] == 0) /* end of options */
+			return 0;
+		if (p->th[i & 63] == 1) { /* no-op */
+			i++;
+			continue;
+		}
+		if (p->th[i & 63] == GW_TCPOPT_MPTCP)
+			return 1;
+		len = p->th[(i + 1) & 63];
+		if (len < 2)
+			return 0; /* malformed: the kernel reads no further either */
+		i += len;
+	}
+	return 0;
+}
+
+/* An event for a segment the ingress guard dropped (no connection state:
+ * addresses and ports from the segment; the caller by address) */
+static __noinline int gw_emit_pkt(struct gw_pkt *p, struct gw_config *cfg, __u64 cookie, __u32 what)
+{
+	struct gw_event *e;
+
+	if (!p || !cfg)
+		return 0;
+	e = bpf_ringbuf_reserve(&gw_events, sizeof(*e), 0);
+	if (!e) {
+		gw_count(GW_CNT_EVENTS_LOST, 1);
+		return 0;
+	}
+	e->ts_ns = bpf_ktime_get_ns();
+	e->generation = gw_live_gen(cfg);
+	e->cookie = cookie;
+	__builtin_memcpy(e->saddr, p->saddr, sizeof(e->saddr));
+	__builtin_memcpy(e->daddr, p->daddr, sizeof(e->daddr));
+	e->sport = p->sport;
+	e->dport = p->dport;
+	e->ident = gw_peer_ident(p->saddr, GW_SLOT_OF(e->generation));
+	e->service = what >> 16;
+	e->rule = 0;
+	e->verdict = GW_VERDICT_DENY;
+	e->reason = what & 0xff;
+	e->pid = 0;      /* softirq: no task of the server's */
+	e->conn_pid = 0;
+	__builtin_memset(e->comm, 0, sizeof(e->comm));
+	e->stream_id = 0;
+	e->side = 1;
+	e->path_len = 0;
+	e->path[0] = 0;
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+static __always_inline __u16 gw_sk_srv_service(struct bpf_sock *sk, struct gw_config *cfg, __u32 slot)
+{
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+
+	if (!tp)
+		return 0;
+	return gw_srv_service(BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup), cfg,
+			      sk->src_port, slot);
+}
+
+/*
+ * A segment for a protected server's listener (a new connection: the SYN,
+ * the ACK that completes the handshake, perhaps with the caller's first
+ * bytes, which are queued on the new socket as it is made). Dropped:
+ * - every segment, when the protected servers hold gw_srv_cap walked
+ *   connections: a new one could not go into gw_srv_sockhash, and its
+ *   server would read it unwalked (a caller holding --max-connections
+ *   connections open must not get the next one past the walker);
+ * - at a listener with an upper layer protocol (MPTCP: Go 1.24 and later
+ *   listen with it by default), a segment with an MPTCP option: an MPTCP
+ *   subflow cannot go into a sockhash, the server would read it unwalked.
+ *   Its caller falls back to plain TCP (Linux after two SYN retransmits),
+ *   which is walked.
+ */
+static __noinline int gw_guard_listener(struct __sk_buff *skb, struct bpf_sock *sk,
+					struct gw_config *cfg, __u32 slot)
+{
+	struct gw_pkt p = {};
+	struct tcp_sock *tp;
+	__u16 service;
+	__u32 zero = 0;
+	__u64 *used;
+	__u8 reason;
+
+	if (!sk)
+		return 1;
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return 1;
+	used = bpf_map_lookup_elem(&gw_srv_used, &zero);
+	if (used && *used < gw_srv_cap) {
+		if (!BPF_CORE_READ(tp, inet_conn.icsk_ulp_ops))
+			return 1;
+		/* an options list that cannot be read counts as one with MPTCP */
+		if (!gw_pkt_parse(skb, &p) && !gw_pkt_mptcp(&p))
+			return 1;
+		reason = GW_REASON_MPTCP;
+	} else {
+		gw_pkt_parse(skb, &p); /* for the event */
+		reason = GW_REASON_SRV_FULL;
+	}
+	service = gw_sk_srv_service(sk, cfg, slot);
+	if (!service)
+		return 1; /* not a protected server's listener */
+	gw_count(GW_CNT_SRV_REFUSED, 1);
+	gw_emit_pkt(&p, cfg, 0, (__u32)reason | (__u32)service << 16);
+	return 0;
+}
+
+/* A segment for an accepted connection of a protected server that is not
+ * walked (no state, or not in gw_srv_sockhash: accepted before the policy
+ * protected it, or its insert failed): its payload is dropped, so the
+ * server reads nothing of it; what has none (ACK, FIN, RST) goes, so the
+ * connection can end (the reset iterator ends it). */
+static __noinline int gw_guard_unwalked(struct __sk_buff *skb, struct bpf_sock *sk, struct gw_config *cfg,
+					__u32 slot, __u64 cookie)
+{
+	struct gw_pkt p = {};
+	__u16 service;
+	__u8 reason;
+
+	if (!sk)
+		return 1;
+	service = gw_sk_srv_service(sk, cfg, slot);
+	if (!service)
+		return 1;
+	if (!gw_pkt_parse(skb, &p) && skb->len <= p.off + p.hl)
+		return 1;
+	reason = bpf_map_lookup_elem(&gw_srv_conns, &cookie) ? GW_REASON_NOT_IN_MAP : GW_REASON_PREDATES;
+	gw_count(GW_CNT_SRV_UNWALKED, 1);
+	gw_emit_pkt(&p, cfg, cookie, (__u32)reason | (__u32)service << 16);
+	return 0;
+}
+
+/*
+ * The ingress guard (cgroup_skb/ingress at the attach cgroup): the server
+ * side's last word on what a protected server receives. Its walker
+ * (gw_sk_skb) sees only the connections in gw_srv_sockhash; this drops
+ * what would reach a protected server past it (gw_guard_listener,
+ * gw_guard_unwalked). It runs before the segment is queued (tcp_filter).
+ * Cost for every other segment: one array lookup (gw_srv_port_bits) on
+ * its local port; for a walked server connection's, one gw_srv_conns
+ * lookup besides.
+ */
+SEC("cgroup_skb/ingress")
+int gw_guard_in(struct __sk_buff *skb)
+{
+	struct bpf_sock *sk = skb->sk;
+	struct gw_port_bits *bits;
+	struct gw_srv_conn *sc;
+	struct gw_config *cfg;
+	__u32 slot, port;
+	__u64 gen, cookie;
+
+	if (!sk)
+		return 1;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk || sk->protocol != GW_IPPROTO_TCP)
+		return 1;
+	cfg = gw_get_config();
+	gen = cfg ? gw_live_gen(cfg) : 0;
+	if (!gen)
+		return 1;
+	slot = GW_SLOT_OF(gen);
+	port = sk->src_port; /* host order */
+	bits = bpf_map_lookup_elem(&gw_srv_port_bits, &slot);
+	if (!bits || !((bits->w[(port >> 6) & 1023] >> (port & 63)) & 1))
+		return 1;
+	if (sk->state == GW_TCP_LISTEN)
+		return gw_guard_listener(skb, sk, cfg, slot);
+	cookie = bpf_get_socket_cookie(skb);
+	sc = bpf_map_lookup_elem(&gw_srv_conns, &cookie);
+	if (sc && (sc->c.flags & GW_CONN_IN_MAP))
+		return 1;
+	return gw_guard_unwalked(skb, sk, cfg, slot, cookie);
 }
 
 extern int bpf_sock_destroy(struct sock_common *sk) __ksym;

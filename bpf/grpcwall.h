@@ -88,6 +88,10 @@ enum gw_reason {
 				     * :path went into the table: reconnect */
 	GW_REASON_HOLD        = 21, /* server side: a HEADERS frame cut across
 				     * received buffers could not be held */
+	GW_REASON_MPTCP       = 22, /* server side: MPTCP to a protected server
+				     * (a subflow cannot be walked): refused */
+	GW_REASON_SRV_FULL    = 23, /* server side: the protected servers hold
+				     * their most walked connections: refused */
 	GW_REASON_MAX
 };
 
@@ -129,6 +133,10 @@ enum gw_counter {
 	GW_CNT_SRV_HOLDS,      /* server side: HEADERS frames held until whole */
 	GW_CNT_SRV_REPLAYS,    /* ... of which with decided bytes before them (replayed) */
 	GW_CNT_SRV_FAILED,     /* server side: connections failed closed (the helper resets them) */
+	GW_CNT_SRV_REFUSED,    /* server side: segments for protected listeners dropped
+				* (MPTCP, or at their most walked connections) */
+	GW_CNT_SRV_UNWALKED,   /* server side: payload segments of protected servers'
+				* connections that are not walked, dropped */
 	GW_CNT_MAX
 };
 

@@ -136,6 +136,26 @@ struct {
 	__type(value, __u64);
 } gw_srv_sockhash SEC(".maps");
 
+/* the ports of the slot's protected servers (gw_srv_ports), as bits: the
+ * ingress guard's one lookup for a segment that is not theirs */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, GW_SLOTS);
+	__type(key, __u32);
+	__type(value, struct gw_port_bits);
+} gw_srv_port_bits SEC(".maps");
+
+/* [0]: accepted connections of protected servers with state in
+ * gw_srv_conns (counted up when it is made, down when it is deleted). The
+ * ingress guard refuses new ones at gw_srv_cap, below the sockhash's size:
+ * what it lets in always finds room in gw_srv_sockhash */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} gw_srv_used SEC(".maps");
+
 /* The receive side's state of an accepted connection, keyed by socket
  * cookie (sk_skb programs may not use sk_storage): made by sockops at
  * PASSIVE_ESTABLISHED, deleted at close (STATE_CB). */

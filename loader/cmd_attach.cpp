@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <ctime>
 #include <exception>
 #include <iostream>
@@ -82,6 +83,15 @@ uint32_t PinnedSize(const std::string& pin_dir, const char* map, const char* fla
   return info.max_entries;
 }
 
+// Accepted connections of protected servers walked at once: the server
+// sockhash's size less a margin for connections the ingress guard let in
+// that sockops has not counted yet (a handshake on every CPU, a listener's
+// backlog of them), so that each finds room in gw_srv_sockhash.
+uint32_t ServerConnCap(uint32_t max_conns) {
+  const uint32_t margin = std::clamp<uint32_t>(max_conns / 8, 1, 4096);
+  return max_conns - margin;
+}
+
 // The sockhash size (--max-connections) and the server side's hold slots
 // (--hold-slots): both fixed at the first attach of a pin dir.
 uint32_t SockhashSize(const AttachOptions& o) {
@@ -102,7 +112,7 @@ void PinProgram(int prog_fd, const std::string& path) {
 // Refuses (before anything changes) a pin dir whose links are at another
 // cgroup: one pin dir polices one cgroup.
 void CheckAttachedCgroup(const std::string& pin_dir, uint64_t want_cg) {
-  for (const char* link : {kLinkGuard, kLinkSockops}) {
+  for (const char* link : {kLinkGuard, kLinkGuardIn, kLinkSockops}) {
     Fd l(bpf_obj_get(MapPin(pin_dir, link).c_str()));
     if (!l) continue;
     bpf_link_info info{};
@@ -144,7 +154,7 @@ void AttachCgroupLink(const std::string& link_pin, bpf_program* prog, const std:
 // The programs a second attach replaces, to put back if it fails half way:
 // then the live state is what it was.
 struct Previous {
-  Fd sk_msg, sk_skb, sockops, guard, reset;
+  Fd sk_msg, sk_skb, sockops, guard, guard_in, reset;
   bool had_meta = false;
   gw_name_val meta{};
 
@@ -154,6 +164,7 @@ struct Previous {
     p.sk_skb = Fd(bpf_obj_get(MapPin(pin_dir, kProgSkSkb).c_str()));
     p.sockops = Fd(bpf_obj_get(MapPin(pin_dir, kProgSockops).c_str()));
     p.guard = Fd(bpf_obj_get(MapPin(pin_dir, kProgGuard).c_str()));
+    p.guard_in = Fd(bpf_obj_get(MapPin(pin_dir, kProgGuardIn).c_str()));
     p.reset = Fd(bpf_obj_get(MapPin(pin_dir, kProgReset).c_str()));
     p.had_meta = ReadName(live, 0, GW_NAMEKIND_META, 0, &p.meta);
     return p;
@@ -164,14 +175,15 @@ struct Previous {
     if (sk_msg) bpf_prog_attach(sk_msg.get(), sockhash_fd, BPF_SK_MSG_VERDICT, 0);
     Fd srv(bpf_obj_get(MapPin(pin_dir, "gw_srv_sockhash").c_str()));
     if (sk_skb && srv) bpf_prog_attach(sk_skb.get(), srv.get(), BPF_SK_SKB_STREAM_VERDICT, 0);
-    const std::pair<const char*, const Fd*> links[] = {{kLinkGuard, &guard}, {kLinkSockops, &sockops}};
+    const std::pair<const char*, const Fd*> links[] = {
+        {kLinkGuard, &guard}, {kLinkGuardIn, &guard_in}, {kLinkSockops, &sockops}};
     for (const auto& [link, prog] : links) {
       Fd l(bpf_obj_get(MapPin(pin_dir, link).c_str()));
       if (l && *prog) bpf_link_update(l.get(), prog->get(), nullptr);
     }
     const std::pair<const char*, const Fd*> progs[] = {
         {kProgSkMsg, &sk_msg}, {kProgSkSkb, &sk_skb}, {kProgSockops, &sockops}, {kProgGuard, &guard},
-        {kProgReset, &reset}};
+        {kProgGuardIn, &guard_in}, {kProgReset, &reset}};
     for (const auto& [name, prog] : progs) {
       if (!*prog) continue;
       try {
@@ -220,6 +232,7 @@ uint64_t AttachLocked(const AttachOptions& o, const std::string& cgroup, const P
     if (bpf_map__set_max_entries(m, max_conns) != 0) throw SysError("sizing the sockhash", errno);
   for (bpf_map* m : {skel->maps.gw_srv_holds, skel->maps.gw_srv_hold_owners})
     if (bpf_map__set_max_entries(m, hold_slots) != 0) throw SysError("sizing the hold slots", errno);
+  skel->rodata->gw_srv_cap = ServerConnCap(max_conns);
   bpf_map* map;
   bpf_object__for_each_map(map, skel->obj) {
     const char* name = bpf_map__name(map);
@@ -256,9 +269,11 @@ uint64_t AttachLocked(const AttachOptions& o, const std::string& cgroup, const P
       throw SysError("attaching sk_skb to the server sockhash", errno);
     PinProgram(bpf_program__fd(skel->progs.gw_sk_skb), MapPin(o.pin_dir, kProgSkSkb));
     AttachCgroupLink(MapPin(o.pin_dir, kLinkGuard), skel->progs.gw_guard, cgroup, "the egress guard");
+    AttachCgroupLink(MapPin(o.pin_dir, kLinkGuardIn), skel->progs.gw_guard_in, cgroup, "the ingress guard");
     AttachCgroupLink(MapPin(o.pin_dir, kLinkSockops), skel->progs.gw_sockops, cgroup, "sockops");
     PinProgram(bpf_program__fd(skel->progs.gw_sockops), MapPin(o.pin_dir, kProgSockops));
     PinProgram(bpf_program__fd(skel->progs.gw_guard), MapPin(o.pin_dir, kProgGuard));
+    PinProgram(bpf_program__fd(skel->progs.gw_guard_in), MapPin(o.pin_dir, kProgGuardIn));
     PinProgram(bpf_program__fd(skel->progs.gw_reset_predating), MapPin(o.pin_dir, kProgReset));
     WriteName(live, 0, GW_NAMEKIND_META, 0, cgroup, "", static_cast<uint64_t>(time(nullptr)));
     // 4. The policy last: its flip is the one write that cannot be undone.
@@ -355,8 +370,9 @@ void RegisterAttach(CLI::App& app) {
   auto o = std::make_shared<AttachOptions>();
   auto* sub = app.add_subcommand(
       "attach",
-      "Load the programs, pin them and the maps under the pin dir, attach sockops and the egress guard at\n"
-      "the cgroup and sk_msg to the sockhash, apply POLICY if given, start the fallback helper, and exit.\n"
+      "Load the programs, pin them and the maps under the pin dir, attach sockops and the egress and ingress\n"
+      "guards at the cgroup, sk_msg to the sockhash and sk_skb to the server sockhash, apply POLICY if given,\n"
+      "start the fallback helper, and exit.\n"
       "Enforcement needs no running process. Running attach again replaces the programs with no window of\n"
       "no enforcement and keeps the live policy unless POLICY is given. Everything that can refuse is\n"
       "checked first (policy, cgroup, the pin dir's cgroup and size) and the policy is applied last: a\n"
@@ -371,7 +387,10 @@ void RegisterAttach(CLI::App& app) {
   sub->add_option("--max-connections", o->max_connections,
                   "policed connections the sockhash holds at once (default " + std::to_string(kDefaultMaxConnections) +
                       "); fixed at the first attach of a pin dir. When it is full, new policed connections\n"
-                      "fail closed: their data never leaves the host, and an event says so")
+                      "fail closed: their data never leaves the host, and an event says so. The server side takes\n"
+                      "as many accepted connections of protected servers, less 1/8 (at most 4096) kept for those in\n"
+                      "their handshake: past that, new connections to a protected server are refused at its listener\n"
+                      "(an event each, reason: most walked connections)")
       ->check(CLI::Range(1u, 1u << 24));
   sub->add_option("--hold-slots", o->hold_slots,
                   "server side: HEADERS frames that can be held back at once, each until the rest of it arrives\n"

@@ -38,6 +38,8 @@ const char* kReasons[GW_REASON_MAX] = {
     "every walk scratch slot of the CPU held by a send preempted mid-walk (64)",
     "granted after it was denied on this connection: the server's table holds the rewritten :path (the connection is closed; the client reconnects)",
     "server side: a HEADERS frame cut across received buffers could not be held back (every hold slot busy, over 64 KiB to hold, a caller of no identity, or decided bytes held across a policy change)",
+    "server side: MPTCP to a protected server (an MPTCP subflow cannot be walked): refused at its listener; the caller falls back to TCP",
+    "server side: the protected servers hold their most walked connections (attach --max-connections): refused at the listener",
 };
 
 struct Ctx {

@@ -36,7 +36,7 @@ const char* kCounterNames[GW_CNT_MAX] = {
     "conns_opened",    "conns_closed",    "header_blocks", "conns_failed",   "events_lost",
     "conns_reset",     "fallback_resumed", "guard_drops", "short_writes",
     "repeat_blocks",   "scratch_next",     "server_conns",    "server_holds",
-    "server_holds_replayed", "server_conns_failed",
+    "server_holds_replayed", "server_conns_failed", "server_refused", "server_unwalked_drops",
 };
 
 // gw_srv_hold_owners: (slots, slots a connection holds)
@@ -73,6 +73,7 @@ void Status(const StatusOptions& o) {
   uint32_t skmsg_id = PinnedProgId(o.pin_dir + "/prog_sk_msg");
   uint32_t skskb_id = PinnedProgId(o.pin_dir + "/prog_sk_skb");
   uint32_t guard_id = PinnedProgId(o.pin_dir + "/prog_guard");
+  uint32_t guard_in_id = PinnedProgId(o.pin_dir + "/prog_guard_in");
   bool link = access((o.pin_dir + "/link_sockops").c_str(), F_OK) == 0 &&
               access((o.pin_dir + "/link_guard").c_str(), F_OK) == 0;
   uint32_t max_conns = 0;
@@ -90,7 +91,8 @@ void Status(const StatusOptions& o) {
 
   j["attached"] = link && sockops_id && skmsg_id && guard_id;
   j["cgroup"] = cgroup;
-  j["programs"] = {{"sockops", sockops_id}, {"sk_msg", skmsg_id}, {"guard", guard_id}, {"sk_skb", skskb_id}};
+  j["programs"] = {{"sockops", sockops_id}, {"sk_msg", skmsg_id}, {"guard", guard_id}, {"sk_skb", skskb_id},
+                    {"guard_in", guard_in_id}};
   j["max_connections"] = max_conns;
   const auto holds = HoldSlotsBusy(o.pin_dir);
   j["server_side"] = {{"hold_slots", holds.first}, {"hold_slots_busy", holds.second}};
@@ -115,7 +117,7 @@ void Status(const StatusOptions& o) {
             << "  pin dir:      " << o.pin_dir << "\n"
             << "  cgroup:       " << cgroup << "\n"
             << "  programs:     sockops id " << sockops_id << ", sk_msg id " << skmsg_id << ", egress guard id "
-            << guard_id << ", server-side sk_skb id " << skskb_id << "\n"
+            << guard_id << ", server-side sk_skb id " << skskb_id << ", ingress guard id " << guard_in_id << "\n"
             << "  policy:       ";
   if (cfg.generation)
     std::cout << "generation " << cfg.generation << " from " << file << "\n";
@@ -134,6 +136,9 @@ void Status(const StatusOptions& o) {
             << " (failed closed " << c[GW_CNT_SRV_FAILED] << "), HEADERS frames held back until whole "
             << c[GW_CNT_SRV_HOLDS] << " (" << c[GW_CNT_SRV_REPLAYS] << " with decided bytes replayed); hold slots busy "
             << holds.second << " of " << holds.first << "\n"
+            << "                segments dropped by the ingress guard: for protected listeners " << c[GW_CNT_SRV_REFUSED]
+            << " (MPTCP, or at the most walked connections), payload of unwalked connections "
+            << c[GW_CNT_SRV_UNWALKED] << "\n"
             << "  send path:    segments held back by the egress guard " << c[GW_CNT_GUARD_DROPS]
             << ", short writes followed " << c[GW_CNT_SHORT_WRITES] << "\n"
             << "  events lost:  " << c[GW_CNT_EVENTS_LOST] << "\n"

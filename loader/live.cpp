@@ -120,6 +120,7 @@ LiveMaps LiveMaps::Open(const std::string& pin_dir) {
   m.pair_rules = Fd(bpf_obj_get(MapPin(pin_dir, "gw_pair_rules").c_str()));
   m.peers = Fd(bpf_obj_get(MapPin(pin_dir, "gw_peers").c_str()));
   m.srv_ports = Fd(bpf_obj_get(MapPin(pin_dir, "gw_srv_ports").c_str()));
+  m.srv_port_bits = Fd(bpf_obj_get(MapPin(pin_dir, "gw_srv_port_bits").c_str()));
   return m;
 }
 
@@ -132,6 +133,12 @@ void WriteServicePorts(const LiveMaps& m, uint32_t slot) {
       bits.w[port / 64] |= uint64_t{1} << (port % 64);
     }
   Update(m.svc_ports.get(), &slot, &bits, "gw_svc_ports");
+  if (!m.srv_port_bits) return;
+  gw_port_bits srv{};  // the protected servers' ports, for the ingress guard
+  if (m.srv_ports)
+    for (const auto& k : Keys<gw_srv_key>(m.srv_ports.get()))
+      if (k.slot == slot) srv.w[(k.port & 0xffff) / 64] |= uint64_t{1} << (k.port % 64);
+  Update(m.srv_port_bits.get(), &slot, &srv, "gw_srv_port_bits");
 }
 
 gw_config ReadConfig(const LiveMaps& m) {

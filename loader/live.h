@@ -26,6 +26,7 @@ struct LiveMaps {
   Fd svc_ports;   // absent in a pin dir an older grpcwall attached (its guard reads none)
   Fd pair_rules;  // the same (its programs read rule ids in every table)
   Fd peers, srv_ports;  // the server side (absent before it)
+  Fd srv_port_bits;     // ... and before its ingress guard
   static LiveMaps Open(const std::string& pin_dir);
 };
 

@@ -35,7 +35,8 @@ const std::vector<std::string>& OwnPinNames() {
     bpf_object__for_each_map(map, skel->obj) {
       if (!bpf_map__is_internal(map)) n.push_back(bpf_map__name(map));  // .rodata/.data are not pinned
     }
-    for (const char* p : {kProgSkMsg, kProgSkSkb, kProgSockops, kProgGuard, kProgReset, kLinkGuard, kLinkSockops})
+    for (const char* p : {kProgSkMsg, kProgSkSkb, kProgSockops, kProgGuard, kProgGuardIn, kProgReset, kLinkGuard,
+                          kLinkGuardIn, kLinkSockops})
       n.push_back(p);
     return n;
   }();
@@ -175,7 +176,7 @@ Fd PreparePinDir(const std::string& pin_dir, bool* created) {
 
 std::vector<std::string> RemoveOwnPins(const std::string& pin_dir) {
   // sockops first: no new socket becomes policed once the guard is gone
-  for (const char* link : {kLinkSockops, kLinkGuard}) {
+  for (const char* link : {kLinkSockops, kLinkGuard, kLinkGuardIn}) {
     Fd l(bpf_obj_get(MapPin(pin_dir, link).c_str()));
     if (l && bpf_link_detach(l.get()) != 0 && errno != EINVAL)
       throw SysError(std::string("detaching ") + pin_dir + "/" + link, errno);

@@ -26,6 +26,8 @@ constexpr const char* kProgSockops = "prog_sockops";
 constexpr const char* kProgGuard = "prog_guard";
 constexpr const char* kProgReset = "prog_reset";
 constexpr const char* kLinkGuard = "link_guard";
+constexpr const char* kProgGuardIn = "prog_guard_in";  // the server side's ingress guard
+constexpr const char* kLinkGuardIn = "link_guard_in";
 constexpr const char* kLinkSockops = "link_sockops";
 
 // Every name grpcwall pins in a pin dir: the skeleton's maps (so a map added

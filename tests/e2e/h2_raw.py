@@ -44,8 +44,15 @@ def main():
     ap.add_argument("--cut-last-headers", action="store_true",
                     help="send each write in two pieces, cut in the middle of its last HEADERS frame's payload;"
                     " a call A+B+C writes the three requests in one write")
+    ap.add_argument("--mptcp", action="store_true", help="connect with an MPTCP socket (IPPROTO_MPTCP)")
     a = ap.parse_args()
-    s = socket.create_connection((a.host, a.port), timeout=5)
+    if a.mptcp:
+        fam = socket.AF_INET6 if ":" in a.host else socket.AF_INET
+        s = socket.socket(fam, socket.SOCK_STREAM, 262)  # IPPROTO_MPTCP
+        s.settimeout(5)
+        s.connect((a.host, a.port))
+    else:
+        s = socket.create_connection((a.host, a.port), timeout=5)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     conn.initiate_connection()

@@ -400,6 +400,68 @@ raw_calls() {
   [ "$(hold_slots busy)" -eq 0 ]
 }
 
+@test "server side: at their most walked connections the protected servers take no new one (refused at the listener, never read unwalked); a close makes room" {
+  server_policy "$WORK/p.yaml"
+  # 8 connections: 7 walked at once (1/8 kept for handshakes under way)
+  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" --max-connections 8 --no-fallback "$WORK/p.yaml" >/dev/null
+  start_protected_server
+  from_source "$CLIENT_IP"
+  ip netns exec "$CLIENT_NS" timeout 60 $PY "$ROOT/tests/e2e/hold_conns.py" "$SERVER_IP" 50051 9 "$WORK/release" \
+    > "$WORK/held.out" 2>&1 3>&- &
+  PIDS+=($!)
+  for i in $(seq 1 100); do [ -s "$WORK/held.out" ] && break; sleep 0.2; done
+  cat "$WORK/held.out"
+  [ "$(cat "$WORK/held.out")" = "connected 7" ]
+  # the next caller never reaches the server: its denied call runs no handler
+  run ip netns exec "$CLIENT_NS" timeout 20 $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 SetAccessCode
+  echo "$output"
+  [[ "$output" == *"TimeoutError: timed out"* ]]
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  [ "$(counter server_refused)" -gt 0 ]
+  run events 1
+  echo "$output"
+  [[ "$(echo "$output" | json "d['reason']")" == *"most walked connections"* ]]
+  [ "$(echo "$output" | json "d['side']")" = "server" ]
+  # closed connections make room again
+  touch "$WORK/release"
+  for i in $(seq 1 50); do
+    [ -z "$(ip netns exec "$SERVER_NS" ss -Htn state established '( sport = :50051 )')" ] && break
+    sleep 0.1
+  done
+  run raw_calls SetAccessCode GetName
+  echo "$output"
+  [ "$output" = "$(printf 'SetAccessCode 12\nGetName 0')" ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  [ "$(handlers 50051 GetName)" -eq 1 ]
+}
+
+@test "server side: an MPTCP caller to a protected server that listens with MPTCP (Go 1.24's default) is refused at the SYN, falls back to TCP, and is decided" {
+  [ "$(sysctl -n net.mptcp.enabled 2>/dev/null)" = 1 ] || need_skip "MPTCP is not enabled (net.mptcp.enabled)"
+  server_policy "$WORK/p.yaml"
+  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
+  # the server reads through an MPTCP listener of its cgroup on the service
+  # port (a relay to the gRPC server, both in the protected cgroup)
+  in_cgroup "$CG/doormgr" "$SERVER_NS" $PY "$ROOT/tests/grpc/server.py" --addr "127.0.0.1:50052" \
+    > "$WORK/server-50052.log" 2>&1 3>&- &
+  PIDS+=($!)
+  in_cgroup "$CG/doormgr" "$SERVER_NS" $PY "$ROOT/tests/e2e/relay.py" --mptcp 50051 50052 > "$WORK/relay.log" 2>&1 3>&- &
+  PIDS+=($!)
+  wait_port 50051
+  run raw_calls --mptcp GetName SetAccessCode GetName
+  echo "$output"
+  [ "$output" = "$(printf 'GetName 0\nSetAccessCode 12\nGetName 0')" ]
+  [ "$(handlers 50052 SetAccessCode)" -eq 0 ]
+  [ "$(handlers 50052 GetName)" -eq 2 ]
+  [ "$(counter server_refused)" -gt 0 ]
+  [ "$(counter server_conns)" -eq 1 ]
+  run events 2
+  echo "$output"
+  [[ "$(echo "$output" | head -1 | json "d['reason']")" == *"MPTCP"* ]]
+  # a plain TCP caller is not held up by it
+  run raw_calls GetName
+  [ "$output" = "GetName 0" ]
+}
+
 @test "server side: policy check says which side enforces each rule; a rule nothing here could enforce is an error" {
   cat > "$WORK/p.yaml" <<YAML
 identities:
