@@ -1197,8 +1197,18 @@ static __always_inline long gw_walk_step(struct gw_walk *w, const __u32 kind)
 	}
 	want = c->h2.stage == GW_H2_PREFACE ? H2_PREFACE_LEN : H2_FRAME_HEADER_LEN;
 	if (kind == GW_SRC_SKB) {
-		/* a buffer is read by copy (gw_src_byte), at any offset */
+		/* a buffer is read by copy (gw_src_byte), at any offset; a
+		 * frame header in one copy, into the block buffer (free until
+		 * the frame's block is parsed) */
 		ws->fo = off;
+		if (src.buf && c->h2.stage == GW_H2_FRAMES && avail >= H2_FRAME_HEADER_LEN &&
+		    off >= ws->pos.pre_len &&
+		    !bpf_skb_load_bytes(src.ctx, off - ws->pos.pre_len, src.buf, H2_FRAME_HEADER_LEN)) {
+			ws->pos.buf_off = off - ws->pos.pre_len;
+			ws->pos.buf_len = H2_FRAME_HEADER_LEN;
+		} else {
+			ws->pos.buf_len = 0;
+		}
 		goto read;
 	}
 	if (ws->lin && off + H2_FRAME_HEADER_LEN + GW_H2_MAX_BLOCK < GW_LIN_MAX) {
