@@ -2415,6 +2415,14 @@ static __always_inline int gw_srv_lingers(struct gw_srv_conn *sc, __u64 cookie)
 	return o && o->owner == cookie && sc->held_ns + (bpf_ktime_get_ns() - o->since) > GW_HOLD_TIMEOUT_NS;
 }
 
+static __always_inline int gw_is_detaching(void)
+{
+	__u32 zero = 0;
+	__u32 *d = bpf_map_lookup_elem(&gw_detaching, &zero);
+
+	return d && *d;
+}
+
 SEC("iter/tcp")
 int gw_reset_predating(struct bpf_iter__tcp *ctx)
 {
@@ -2457,9 +2465,10 @@ int gw_reset_predating(struct bpf_iter__tcp *ctx)
 		tp = bpf_skc_to_tcp_sock(skc);
 		cookie = tp ? bpf_get_socket_cookie(tp) : 0;
 		sc = cookie ? bpf_map_lookup_elem(&gw_srv_conns, &cookie) : NULL;
-		if (sc && (sc->c.flags & GW_CONN_IN_MAP) && gw_srv_lingers(sc, cookie)) {
+		if (sc && (sc->c.flags & GW_CONN_IN_MAP) && (gw_srv_lingers(sc, cookie) || gw_is_detaching())) {
 			/* walked on receive, and failed closed (its bytes all
-			 * dropped) or stopped inside a held HEADERS frame: ended */
+			 * dropped) or stopped inside a held HEADERS frame, or
+			 * grpcwall is being detached: ended */
 			if (bpf_sock_destroy(skc))
 				return 0;
 			gw_count(GW_CNT_CONNS_RESET, 1);
@@ -2478,7 +2487,7 @@ int gw_reset_predating(struct bpf_iter__tcp *ctx)
 			return 0;
 		}
 	}
-	if (gw_srv_state(skc->skc_state))
+	if (gw_srv_state(skc->skc_state) || gw_is_detaching())
 		return 0; /* (server side only) */
 	if (!gw_resolve_service(daddr, skc->skc_dport, GW_SLOT_OF(gen)))
 		return 0;

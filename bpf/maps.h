@@ -156,6 +156,16 @@ struct {
 	__type(value, __u64);
 } gw_srv_used SEC(".maps");
 
+/* [0] != 0: detach is under way (sockops detached); the reset iterator
+ * ends every walked server connection, whose unread bytes the freed server
+ * sockhash would lose (set by detach, never cleared: the maps go next) */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} gw_detaching SEC(".maps");
+
 /* The receive side's state of an accepted connection, keyed by socket
  * cookie (sk_skb programs may not use sk_storage): made by sockops at
  * PASSIVE_ESTABLISHED, deleted at close (STATE_CB). */

@@ -1,10 +1,12 @@
 // grpcwall detach: remove what attach created, and nothing else.
+#include <bpf/bpf.h>
 #include <unistd.h>
 
 #include <iostream>
 
 #include "commands.h"
 #include "error.h"
+#include "live.h"
 #include "pin_dir.h"
 #include "proxy.h"
 #include "system.h"
@@ -15,6 +17,28 @@ namespace {
 struct DetachOptions {
   std::string pin_dir;
 };
+
+// The server side's walked connections: the freed server sockhash would
+// drop the bytes queued for their servers unread (the kernel warns "TCP
+// recvmsg seq # bug" and the readers stall), so they are reset first, once
+// sockops adds none. Their callers reconnect, to a server no longer
+// protected. Best effort: a failure is said, and detach goes on.
+void EndServerConnections(const std::string& pin_dir) {
+  Fd flag(bpf_obj_get(MapPin(pin_dir, "gw_detaching").c_str()));
+  if (!flag) return;  // attached by a grpcwall without it
+  Fd sockops(bpf_obj_get(MapPin(pin_dir, kLinkSockops).c_str()));
+  if (sockops && bpf_link_detach(sockops.get()) != 0 && errno != EINVAL)
+    throw SysError("detaching " + pin_dir + "/" + kLinkSockops, errno);
+  uint32_t zero = 0, one = 1;
+  if (bpf_map_update_elem(flag.get(), &zero, &one, BPF_ANY) != 0) throw SysError("writing gw_detaching", errno);
+  try {
+    if (int n = ResetPredating(pin_dir))
+      std::cout << "reset " << n << " connection(s) walked on receive (their callers reconnect)\n";
+  } catch (const std::exception& e) {
+    std::cerr << "grpcwall: warning: resetting the connections walked on receive failed: " << e.what()
+              << "; they lose the data queued for their servers when the server sockhash goes\n";
+  }
+}
 
 void Detach(const DetachOptions& o) {
   RequireRoot("detach");
@@ -40,6 +64,7 @@ void Detach(const DetachOptions& o) {
   // the helper goes before the maps it serves, under the lock so no attach
   // starts one in between
   if (StopProxy(o.pin_dir)) std::cout << "fallback helper stopped\n";
+  EndServerConnections(o.pin_dir);
   std::vector<std::string> left = RemoveOwnPins(o.pin_dir);
   if (!left.empty()) {
     std::cout << "grpcwall detached from " << o.pin_dir << "; left " << ListEntries(left, " grpcwall did not create")
@@ -58,7 +83,9 @@ void RegisterDetach(CLI::App& app) {
       "detach",
       "Stop the fallback helper, detach the programs and remove what attach pinned under the pin dir,\n"
       "then the pin dir itself if nothing else is in it. Connections that were policed are no longer\n"
-      "checked once their sockets leave the freed sockhash. Only a grpcwall pin dir is touched (one\n"
+      "checked once their sockets leave the freed sockhash. Connections a protected server accepted are\n"
+      "reset first (their queued bytes would be lost with the server sockhash); their callers reconnect.\n"
+      "Only a grpcwall pin dir is touched (one\n"
       "whose gw_config is grpcwall's), and in it only the names grpcwall pins: anything else stays and\n"
       "is listed. A directory not on bpffs, the root of a bpffs mount, or one that is not grpcwall's\n"
       "is refused (exit 1) with nothing removed.");

@@ -462,6 +462,31 @@ raw_calls() {
   [ "$output" = "GetName 0" ]
 }
 
+@test "server side: detach resets the connections walked on receive first (nothing queued is lost under the freed sockhash); callers reconnect to the server, no longer protected" {
+  protect
+  from_source "$CLIENT_IP"
+  ip netns exec "$CLIENT_NS" timeout 60 $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 GetName "WAIT:$WORK/go" GetName \
+    > "$WORK/a.out" 2>&1 3>&- &
+  PIDS+=($!)
+  for i in $(seq 1 100); do [ -s "$WORK/a.out" ] && break; sleep 0.1; done
+  [ "$(cat "$WORK/a.out")" = "GetName 0" ]
+  warns=$(dmesg | grep -c "recvmsg seq" || true)
+  run "$GRPCWALL" detach --pin-dir "$PIN"
+  echo "$output"
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"reset 1 connection(s) walked on receive"* ]]
+  touch "$WORK/go"
+  for i in $(seq 1 100); do [ "$(wc -l < "$WORK/a.out")" -ge 2 ] && break; sleep 0.1; done
+  cat "$WORK/a.out"
+  [[ "$(sed -n 2p "$WORK/a.out")" == "error "* ]]
+  # the server goes on, no longer protected: every method reaches it
+  run raw_calls SetAccessCode
+  echo "$output"
+  [ "$output" = "SetAccessCode 0" ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 1 ]
+  [ "$(dmesg | grep -c "recvmsg seq" || true)" -eq "$warns" ]
+}
+
 @test "server side: policy check says which side enforces each rule; a rule nothing here could enforce is an error" {
   cat > "$WORK/p.yaml" <<YAML
 identities:
