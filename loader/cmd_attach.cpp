@@ -223,6 +223,10 @@ uint64_t AttachLocked(const AttachOptions& o, const std::string& cgroup, const P
   CheckAttachedCgroup(o.pin_dir, want_cg);
   const uint32_t max_conns = SockhashSize(o);
   const uint32_t hold_slots = HoldSlots(o);
+  if (!o.no_fallback && max_conns < 2 * GW_POOL_SLOTS)
+    throw InputError("--max-connections " + std::to_string(max_conns) + " leaves too little room in the sockhash " +
+                     "for the fallback helper's " + std::to_string(GW_POOL_SLOTS) + " pool sockets, which share it: " +
+                     "give at least " + std::to_string(2 * GW_POOL_SLOTS) + ", or attach with --no-fallback");
   CheckTableFormat(o.pin_dir);
 
   // 2. Load: a first attach pins the maps, a second one reuses them.

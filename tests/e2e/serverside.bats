@@ -402,6 +402,11 @@ raw_calls() {
 
 @test "server side: at their most walked connections the protected servers take no new one (refused at the listener, never read unwalked); a close makes room" {
   server_policy "$WORK/p.yaml"
+  # the fallback helper's pool shares the sockhash: too small for it, said
+  run "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" --max-connections 8 "$WORK/p.yaml"
+  echo "$output"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"--max-connections 8 leaves too little room"*"--no-fallback"* ]]
   # 8 connections: 7 walked at once (1/8 kept for handshakes under way)
   "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" --max-connections 8 --no-fallback "$WORK/p.yaml" >/dev/null
   start_protected_server
