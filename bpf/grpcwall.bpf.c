@@ -296,16 +296,6 @@ static __always_inline void gw_hold_free(struct gw_srv_conn *sc, __u64 cookie)
 	sc->hold = 0;
 }
 
-/* gw_srv_used[0] += n */
-static __always_inline void gw_srv_used_add(__s64 n)
-{
-	__u32 zero = 0;
-	__u64 *u = bpf_map_lookup_elem(&gw_srv_used, &zero);
-
-	if (u)
-		__sync_fetch_and_add(u, n);
-}
-
 /*
  * Server side: a connection accepted on the port of a protected service by
  * a socket of its server's cgroup gets receive-side state (gw_srv_conns:
@@ -346,8 +336,6 @@ static __always_inline void gw_srv_accepted(struct bpf_sock_ops *skops, struct b
 			bpf_map_update_elem(&gw_srv_conns, &cookie, nc, BPF_ANY);
 	}
 	c = bpf_map_lookup_elem(&gw_srv_conns, &cookie); /* its gw_conn is at offset 0 */
-	if (c)
-		gw_srv_used_add(1); /* down when the entry is deleted (STATE_CB) */
 	if (!c) {
 		/* no state (gw_srv_conns full): in the map all the same, where
 		 * the verdict drops every byte of a connection it has no state
@@ -507,8 +495,7 @@ int gw_sockops(struct bpf_sock_ops *skops)
 			if (sc)
 				gw_hold_free(sc, cookie); /* a frame held to the end */
 			bpf_map_delete_elem(&gw_srv_spills, &cookie);
-			if (!bpf_map_delete_elem(&gw_srv_conns, &cookie))
-				gw_srv_used_add(-1); /* once: a second close finds no entry */
+			bpf_map_delete_elem(&gw_srv_conns, &cookie);
 		}
 		break;
 	case BPF_SOCK_OPS_RTO_CB:
@@ -2131,10 +2118,25 @@ int gw_guard(struct __sk_buff *skb)
 #define GW_TCP_FLAG_ACK 0x10
 #define GW_TCPOPT_MPTCP 30
 
-/* set by the loader: accepted connections of protected servers let in at
- * once, below gw_srv_sockhash's size (attach --max-connections) by a
- * margin for connections between the ingress guard and sockops */
+/* set by the loader: sockets gw_srv_sockhash may hold when the ingress
+ * guard lets a new connection in, below its size (attach --max-connections)
+ * by a margin for connections between the guard and sockops' insert (one
+ * per CPU: a listener's segments are not serialised by its lock) */
 const volatile __u64 gw_srv_cap = 0;
+
+/* what gw_srv_sockhash holds now: its own count of elements, read from the
+ * map (a socket leaves it when its server closes it or it is destroyed,
+ * not at TCP_CLOSE: a count kept by sockops ran ahead of it) */
+static __always_inline __u64 gw_srv_held(void)
+{
+	struct bpf_shtab *h = (struct bpf_shtab *)&gw_srv_sockhash;
+
+	return (__u64)(__u32)h->count.counter;
+}
+
+/* one event a GW_GUARD_EVENT_NS per CPU from the ingress guard: what it
+ * drops can be a flood (SYNs at the cap, retransmits); counters count all */
+#define GW_GUARD_EVENT_NS 100000000ULL
 
 /* a received TCP segment's ends (the caller is the source) */
 struct gw_pkt {
@@ -2217,9 +2219,16 @@ static __always_inline int gw_pkt_mptcp(struct gw_pkt *p)
 static __noinline int gw_emit_pkt(struct gw_pkt *p, struct gw_config *cfg, __u64 cookie, __u32 what)
 {
 	struct gw_event *e;
+	__u32 zero = 0;
+	__u64 *last, now;
 
 	if (!p || !cfg)
 		return 0;
+	last = bpf_map_lookup_elem(&gw_guard_in_last, &zero);
+	now = bpf_ktime_get_ns();
+	if (!last || now - *last < GW_GUARD_EVENT_NS)
+		return 0;
+	*last = now;
 	e = bpf_ringbuf_reserve(&gw_events, sizeof(*e), 0);
 	if (!e) {
 		gw_count(GW_CNT_EVENTS_LOST, 1);
@@ -2278,8 +2287,6 @@ static __noinline int gw_guard_listener(struct __sk_buff *skb, struct bpf_sock *
 	struct gw_pkt p = {};
 	struct tcp_sock *tp;
 	__u16 service;
-	__u32 zero = 0;
-	__u64 *used;
 	__u8 reason;
 
 	if (!sk)
@@ -2287,8 +2294,7 @@ static __noinline int gw_guard_listener(struct __sk_buff *skb, struct bpf_sock *
 	tp = bpf_skc_to_tcp_sock(sk);
 	if (!tp)
 		return 1;
-	used = bpf_map_lookup_elem(&gw_srv_used, &zero);
-	if (used && *used < gw_srv_cap) {
+	if (gw_srv_held() < gw_srv_cap) {
 		if (!BPF_CORE_READ(tp, inet_conn.icsk_ulp_ops))
 			return 1;
 		/* an options list that cannot be read counts as one with MPTCP */

@@ -145,16 +145,13 @@ struct {
 	__type(value, struct gw_port_bits);
 } gw_srv_port_bits SEC(".maps");
 
-/* [0]: accepted connections of protected servers with state in
- * gw_srv_conns (counted up when it is made, down when it is deleted). The
- * ingress guard refuses new ones at gw_srv_cap, below the sockhash's size:
- * what it lets in always finds room in gw_srv_sockhash */
+/* [0]: when the ingress guard last sent an event, per CPU */
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, __u64);
-} gw_srv_used SEC(".maps");
+} gw_guard_in_last SEC(".maps");
 
 /* [0] != 0: detach is under way (sockops detached); the reset iterator
  * ends every walked server connection, whose unread bytes the freed server

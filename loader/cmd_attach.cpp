@@ -179,7 +179,12 @@ struct Previous {
         {kLinkGuard, &guard}, {kLinkGuardIn, &guard_in}, {kLinkSockops, &sockops}};
     for (const auto& [link, prog] : links) {
       Fd l(bpf_obj_get(MapPin(pin_dir, link).c_str()));
-      if (l && *prog) bpf_link_update(l.get(), prog->get(), nullptr);
+      if (l && *prog) {
+        bpf_link_update(l.get(), prog->get(), nullptr);
+      } else if (l) {  // made by this attach (a version before it had none): taken away again
+        bpf_link_detach(l.get());
+        unlink(MapPin(pin_dir, link).c_str());
+      }
     }
     const std::pair<const char*, const Fd*> progs[] = {
         {kProgSkMsg, &sk_msg}, {kProgSkSkb, &sk_skb}, {kProgSockops, &sockops}, {kProgGuard, &guard},
@@ -395,7 +400,7 @@ void RegisterAttach(CLI::App& app) {
                       "as many accepted connections of protected servers, less 1/8 (at most 4096) kept for those in\n"
                       "their handshake: past that, new connections to a protected server are refused at its listener\n"
                       "(an event each, reason: most walked connections)")
-      ->check(CLI::Range(1u, 1u << 24));
+      ->check(CLI::Range(2u, 1u << 24));
   sub->add_option("--hold-slots", o->hold_slots,
                   "server side: HEADERS frames that can be held back at once, each until the rest of it arrives\n"
                   "(a frame cut across received TCP buffers; ~80 KiB of kernel memory per slot; default " +

@@ -26,9 +26,13 @@ struct DetachOptions {
 void EndServerConnections(const std::string& pin_dir) {
   Fd flag(bpf_obj_get(MapPin(pin_dir, "gw_detaching").c_str()));
   if (!flag) return;  // attached by a grpcwall without it
-  Fd sockops(bpf_obj_get(MapPin(pin_dir, kLinkSockops).c_str()));
-  if (sockops && bpf_link_detach(sockops.get()) != 0 && errno != EINVAL)
-    throw SysError("detaching " + pin_dir + "/" + kLinkSockops, errno);
+  // sockops adds none from now on; the ingress guard would drop what the
+  // connections accepted meanwhile are sent (walked by nothing any more)
+  for (const char* link : {kLinkSockops, kLinkGuardIn}) {
+    Fd l(bpf_obj_get(MapPin(pin_dir, link).c_str()));
+    if (l && bpf_link_detach(l.get()) != 0 && errno != EINVAL)
+      throw SysError(std::string("detaching ") + pin_dir + "/" + link, errno);
+  }
   uint32_t zero = 0, one = 1;
   if (bpf_map_update_elem(flag.get(), &zero, &one, BPF_ANY) != 0) throw SysError("writing gw_detaching", errno);
   try {

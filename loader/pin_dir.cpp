@@ -176,7 +176,7 @@ Fd PreparePinDir(const std::string& pin_dir, bool* created) {
 
 std::vector<std::string> RemoveOwnPins(const std::string& pin_dir) {
   // sockops first: no new socket becomes policed once the guard is gone
-  for (const char* link : {kLinkSockops, kLinkGuard, kLinkGuardIn}) {
+  for (const char* link : {kLinkSockops, kLinkGuardIn, kLinkGuard}) {
     Fd l(bpf_obj_get(MapPin(pin_dir, link).c_str()));
     if (l && bpf_link_detach(l.get()) != 0 && errno != EINVAL)
       throw SysError(std::string("detaching ") + pin_dir + "/" + link, errno);
