@@ -595,6 +595,27 @@ static __always_inline void gw_decide(struct gw_conn *c, struct gw_hp_block *b,
 
 /* One event for the ring buffer. The block's :path goes with it only for
  * an RPC's stream (stream != 0): a connection-level failure names none. */
+/* A reserved event with its time, generation, socket and ends filled in
+ * (ports: source << 16 | destination, host order), or NULL (counted lost) */
+static __always_inline struct gw_event *gw_event_open(__u64 gen, __u64 cookie, const __u32 *saddr,
+						      const __u32 *daddr, __u32 ports)
+{
+	struct gw_event *e = bpf_ringbuf_reserve(&gw_events, sizeof(*e), 0);
+
+	if (!e) {
+		gw_count(GW_CNT_EVENTS_LOST, 1);
+		return NULL;
+	}
+	e->ts_ns = bpf_ktime_get_ns();
+	e->generation = gen;
+	e->cookie = cookie;
+	__builtin_memcpy(e->saddr, saddr, sizeof(e->saddr));
+	__builtin_memcpy(e->daddr, daddr, sizeof(e->daddr));
+	e->sport = ports >> 16;
+	e->dport = ports & 0xffff;
+	return e;
+}
+
 __attribute__((noinline)) int gw_emit(struct gw_conn *c, struct gw_config *cfg, __u32 what, __u32 stream,
 				      __u32 sslot)
 {
@@ -607,18 +628,10 @@ __attribute__((noinline)) int gw_emit(struct gw_conn *c, struct gw_config *cfg, 
 
 	if (!c || !cfg) /* a global function's pointers may be NULL to the verifier */
 		return 0;
-	e = bpf_ringbuf_reserve(&gw_events, sizeof(*e), 0);
-	if (!e) {
-		gw_count(GW_CNT_EVENTS_LOST, 1);
+	e = gw_event_open(c->generation, c->cookie, c->ends.saddr, c->ends.daddr,
+			  (__u32)c->ends.sport << 16 | bpf_ntohs(c->ends.dport));
+	if (!e)
 		return 0;
-	}
-	e->ts_ns = bpf_ktime_get_ns();
-	e->generation = c->generation;
-	e->cookie = c->cookie;
-	__builtin_memcpy(e->saddr, c->ends.saddr, sizeof(e->saddr));
-	__builtin_memcpy(e->daddr, c->ends.daddr, sizeof(e->daddr));
-	e->sport = c->ends.sport;
-	e->dport = bpf_ntohs(c->ends.dport);
 	e->ident = c->ident;
 	e->service = c->service;
 	e->rule = rule;
@@ -2229,18 +2242,9 @@ static __noinline int gw_emit_pkt(struct gw_pkt *p, struct gw_config *cfg, __u64
 	if (!last || now - *last < GW_GUARD_EVENT_NS)
 		return 0;
 	*last = now;
-	e = bpf_ringbuf_reserve(&gw_events, sizeof(*e), 0);
-	if (!e) {
-		gw_count(GW_CNT_EVENTS_LOST, 1);
+	e = gw_event_open(gw_live_gen(cfg), cookie, p->saddr, p->daddr, (__u32)p->sport << 16 | p->dport);
+	if (!e)
 		return 0;
-	}
-	e->ts_ns = bpf_ktime_get_ns();
-	e->generation = gw_live_gen(cfg);
-	e->cookie = cookie;
-	__builtin_memcpy(e->saddr, p->saddr, sizeof(e->saddr));
-	__builtin_memcpy(e->daddr, p->daddr, sizeof(e->daddr));
-	e->sport = p->sport;
-	e->dport = p->dport;
 	e->ident = gw_peer_ident(p->saddr, GW_SLOT_OF(e->generation));
 	e->service = what >> 16;
 	e->rule = 0;

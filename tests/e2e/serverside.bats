@@ -427,6 +427,9 @@ raw_calls() {
   echo "$output"
   [[ "$(echo "$output" | json "d['reason']")" == *"most walked connections"* ]]
   [ "$(echo "$output" | json "d['side']")" = "server" ]
+  # the event names the caller and the service's address from the segment
+  [[ "$(echo "$output" | json "d['src']")" == *"$CLIENT_IP"* ]]
+  [[ "$(echo "$output" | json "d['dst']")" == *"$SERVER_IP"*":50051" ]]
   # closed connections make room again
   touch "$WORK/release"
   for i in $(seq 1 50); do
