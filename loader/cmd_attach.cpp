@@ -155,6 +155,7 @@ void AttachCgroupLink(const std::string& link_pin, bpf_program* prog, const std:
 // then the live state is what it was.
 struct Previous {
   Fd sk_msg, sk_skb, sockops, guard, guard_in, reset;
+  bool had_guard_in_link = false;  // attached only while the live policy protects a server
   bool had_meta = false;
   gw_name_val meta{};
 
@@ -166,6 +167,7 @@ struct Previous {
     p.guard = Fd(bpf_obj_get(MapPin(pin_dir, kProgGuard).c_str()));
     p.guard_in = Fd(bpf_obj_get(MapPin(pin_dir, kProgGuardIn).c_str()));
     p.reset = Fd(bpf_obj_get(MapPin(pin_dir, kProgReset).c_str()));
+    p.had_guard_in_link = Fd(bpf_obj_get(MapPin(pin_dir, kLinkGuardIn).c_str())).get() >= 0;
     p.had_meta = ReadName(live, 0, GW_NAMEKIND_META, 0, &p.meta);
     return p;
   }
@@ -179,9 +181,10 @@ struct Previous {
         {kLinkGuard, &guard}, {kLinkGuardIn, &guard_in}, {kLinkSockops, &sockops}};
     for (const auto& [link, prog] : links) {
       Fd l(bpf_obj_get(MapPin(pin_dir, link).c_str()));
-      if (l && *prog) {
+      const bool made = prog == &guard_in && !had_guard_in_link;
+      if (l && *prog && !made) {
         bpf_link_update(l.get(), prog->get(), nullptr);
-      } else if (l) {  // made by this attach (a version before it had none): taken away again
+      } else if (l) {  // made by this attach (a version before it had none, or no guard was live): taken away again
         bpf_link_detach(l.get());
         unlink(MapPin(pin_dir, link).c_str());
       }
@@ -278,7 +281,11 @@ uint64_t AttachLocked(const AttachOptions& o, const std::string& cgroup, const P
       throw SysError("attaching sk_skb to the server sockhash", errno);
     PinProgram(bpf_program__fd(skel->progs.gw_sk_skb), MapPin(o.pin_dir, kProgSkSkb));
     AttachCgroupLink(MapPin(o.pin_dir, kLinkGuard), skel->progs.gw_guard, cgroup, "the egress guard");
-    AttachCgroupLink(MapPin(o.pin_dir, kLinkGuardIn), skel->progs.gw_guard_in, cgroup, "the ingress guard");
+    {  // the ingress guard: swapped if attached; attached only while the live policy protects a server
+      Fd gin(bpf_obj_get(MapPin(o.pin_dir, kLinkGuardIn).c_str()));
+      if (gin && bpf_link_update(gin.get(), bpf_program__fd(skel->progs.gw_guard_in), nullptr) != 0)
+        throw SysError("replacing the ingress guard program", errno);
+    }
     AttachCgroupLink(MapPin(o.pin_dir, kLinkSockops), skel->progs.gw_sockops, cgroup, "sockops");
     PinProgram(bpf_program__fd(skel->progs.gw_sockops), MapPin(o.pin_dir, kProgSockops));
     PinProgram(bpf_program__fd(skel->progs.gw_guard), MapPin(o.pin_dir, kProgGuard));
@@ -286,7 +293,12 @@ uint64_t AttachLocked(const AttachOptions& o, const std::string& cgroup, const P
     PinProgram(bpf_program__fd(skel->progs.gw_reset_predating), MapPin(o.pin_dir, kProgReset));
     WriteName(live, 0, GW_NAMEKIND_META, 0, cgroup, "", static_cast<uint64_t>(time(nullptr)));
     // 4. The policy last: its flip is the one write that cannot be undone.
-    if (!o.policy.empty()) generation = ApplyPolicy(live, policy, paths);
+    // (It attaches the ingress guard if it protects a server; the live one
+    // kept gets it here.)
+    if (!o.policy.empty())
+      generation = ApplyPolicy(live, policy, paths);
+    else
+      SyncIngressGuard(live, generation && SlotProtects(live, GW_SLOT_OF(generation)));
   } catch (...) {
     if (!fresh) prev.Restore(o.pin_dir, live, sockhash);  // a fresh dir: the caller removes it all
     throw;

@@ -74,6 +74,8 @@ void Status(const StatusOptions& o) {
   uint32_t skskb_id = PinnedProgId(o.pin_dir + "/prog_sk_skb");
   uint32_t guard_id = PinnedProgId(o.pin_dir + "/prog_guard");
   uint32_t guard_in_id = PinnedProgId(o.pin_dir + "/prog_guard_in");
+  // attached only while the live policy protects a server (SyncIngressGuard)
+  const bool guard_in_on = access((o.pin_dir + "/link_guard_in").c_str(), F_OK) == 0;
   bool link = access((o.pin_dir + "/link_sockops").c_str(), F_OK) == 0 &&
               access((o.pin_dir + "/link_guard").c_str(), F_OK) == 0;
   uint32_t max_conns = 0;
@@ -93,6 +95,7 @@ void Status(const StatusOptions& o) {
   j["cgroup"] = cgroup;
   j["programs"] = {{"sockops", sockops_id}, {"sk_msg", skmsg_id}, {"guard", guard_id}, {"sk_skb", skskb_id},
                     {"guard_in", guard_in_id}};
+  j["ingress_guard_attached"] = guard_in_on;
   j["max_connections"] = max_conns;
   const auto holds = HoldSlotsBusy(o.pin_dir);
   j["server_side"] = {{"hold_slots", holds.first}, {"hold_slots_busy", holds.second}};
@@ -117,7 +120,8 @@ void Status(const StatusOptions& o) {
             << "  pin dir:      " << o.pin_dir << "\n"
             << "  cgroup:       " << cgroup << "\n"
             << "  programs:     sockops id " << sockops_id << ", sk_msg id " << skmsg_id << ", egress guard id "
-            << guard_id << ", server-side sk_skb id " << skskb_id << ", ingress guard id " << guard_in_id << "\n"
+            << guard_id << ", server-side sk_skb id " << skskb_id << ", ingress guard id " << guard_in_id
+            << (guard_in_on ? " (attached)" : " (not attached: the live policy protects no server)") << "\n"
             << "  policy:       ";
   if (cfg.generation)
     std::cout << "generation " << cfg.generation << " from " << file << "\n";

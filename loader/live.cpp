@@ -25,6 +25,7 @@
 #include <unordered_set>
 
 #include "error.h"
+#include "pin_dir.h"
 #include "siphash.h"
 
 namespace gw {
@@ -139,6 +140,34 @@ void WriteServicePorts(const LiveMaps& m, uint32_t slot) {
     for (const auto& k : Keys<gw_srv_key>(m.srv_ports.get()))
       if (k.slot == slot) srv.w[(k.port & 0xffff) / 64] |= uint64_t{1} << (k.port % 64);
   Update(m.srv_port_bits.get(), &slot, &srv, "gw_srv_port_bits");
+}
+
+bool SlotProtects(const LiveMaps& m, uint32_t slot) {
+  gw_port_bits bits{};
+  if (!m.srv_port_bits || bpf_map_lookup_elem(m.srv_port_bits.get(), &slot, &bits) != 0) return false;
+  for (uint64_t w : bits.w)
+    if (w) return true;
+  return false;
+}
+
+bool SyncIngressGuard(const LiveMaps& m, bool want) {
+  const std::string pin = MapPin(m.pin_dir, kLinkGuardIn);
+  Fd link(bpf_obj_get(pin.c_str()));
+  if (!want) {
+    if (!link) return false;
+    if (bpf_link_detach(link.get()) != 0 && errno != EINVAL) throw SysError("detaching the ingress guard", errno);
+    if (unlink(pin.c_str()) != 0 && errno != ENOENT) throw SysError("removing " + pin, errno);
+    return false;
+  }
+  Fd prog(bpf_obj_get(MapPin(m.pin_dir, kProgGuardIn).c_str()));
+  if (link || !prog) return false;
+  const std::string cgroup = AttachCgroup(m);
+  Fd cg(open(cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!cg) throw SysError("opening cgroup " + cgroup, errno);
+  Fd made(bpf_link_create(prog.get(), cg.get(), BPF_CGROUP_INET_INGRESS, nullptr));
+  if (!made) throw SysError("attaching the ingress guard at cgroup " + cgroup, errno);
+  if (bpf_obj_pin(made.get(), pin.c_str()) != 0) throw SysError("pinning " + pin, errno);  // closing it detaches
+  return true;
 }
 
 gw_config ReadConfig(const LiveMaps& m) {
@@ -512,10 +541,27 @@ uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const IdentityPaths& pa
   BatchUpdate(m.names.get(), name_keys, name_vals, "gw_names");
   WriteName(m, 0, GW_NAMEKIND_META, 1 + slot, p.file, "", 0);
 
-  // 3. Flip: one write makes the whole new policy live.
+  // 3. Flip: one write makes the whole new policy live. The ingress guard
+  // is there before a policy that protects a server goes live (it reads
+  // the live slot only, so until the flip it lets everything pass), and
+  // goes after the flip to one that protects none.
+  const bool protects = SlotProtects(m, slot);
+  const bool made_guard = protects && SyncIngressGuard(m, true);
   cfg.generation++;
   cfg.format = GW_TABLE_FORMAT;
-  WriteConfig(m, cfg);
+  try {
+    WriteConfig(m, cfg);
+  } catch (...) {
+    if (made_guard) SyncIngressGuard(m, false);
+    throw;
+  }
+  if (!protects) {
+    try {
+      SyncIngressGuard(m, false);
+    } catch (const std::exception& e) {  // the policy is live: the guard left lets everything pass
+      std::cerr << "grpcwall: warning: " << e.what() << " (it costs a little per received segment, decides nothing)\n";
+    }
+  }
   return cfg.generation;
 }
 

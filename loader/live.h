@@ -58,6 +58,16 @@ uint64_t CgroupPathKey(const std::vector<std::string>& components, uint64_t k0, 
 // Returns the new generation. Throws Error(kSystem) for map failures.
 uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const IdentityPaths& paths);
 
+// The ingress guard (prog_guard_in) is attached at the attach cgroup, by
+// link_guard_in, exactly while the live policy protects a server: it runs
+// for every segment a socket under that cgroup receives, so a policy of
+// the client side only does not pay for it. SlotProtects: the slot names
+// a protected server's port. SyncIngressGuard attaches it (true: it made
+// the link) or takes it away; a pin dir without prog_guard_in (an older
+// grpcwall's programs) is left as it is.
+bool SlotProtects(const LiveMaps& m, uint32_t slot);
+bool SyncIngressGuard(const LiveMaps& m, bool want);
+
 void WriteName(const LiveMaps& m, uint32_t slot, uint32_t kind, uint64_t id, const std::string& text,
                const std::string& detail, uint64_t aux);
 bool ReadName(const LiveMaps& m, uint32_t slot, uint32_t kind, uint64_t id, gw_name_val* out);

@@ -31,6 +31,21 @@ YAML
   if [ $# -gt 0 ]; then printf '%s\n' "$@" >> "$out"; fi
 }
 
+# client_only_policy FILE: a local caller policed on the client side, no server protected
+client_only_policy() {
+  cat > "$1" <<YAML
+identities:
+  door-sensor: { cgroup: $CG/sensor }
+services:
+  door-manager: { cidrs: [$SERVER_IP/32], port: 50051 }
+rules:
+  - { from: door-sensor, to: door-manager, allow: [/cloudcity.DoorManager/GetName] }
+YAML
+}
+
+# ingress_guards: how many programs are attached at the attach cgroup's ingress
+ingress_guards() { bpftool cgroup show "$CG" | grep -c " cgroup_inet_ingress .*gw_guard_in" || true; }
+
 # the Cloud City server in the protected cgroup
 start_protected_server() {
   in_cgroup "$CG/doormgr" "$SERVER_NS" $PY "$ROOT/tests/grpc/server.py" --addr "[::]:50051" \
@@ -445,8 +460,12 @@ raw_calls() {
 
 @test "server side: an MPTCP caller to a protected server that listens with MPTCP (Go 1.24's default) is refused at the SYN, falls back to TCP, and is decided" {
   [ "$(sysctl -n net.mptcp.enabled 2>/dev/null)" = 1 ] || need_skip "MPTCP is not enabled (net.mptcp.enabled)"
+  # attached for the client side only; the apply that protects the server
+  # attaches the ingress guard
+  client_only_policy "$WORK/c.yaml"
+  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/c.yaml" >/dev/null
   server_policy "$WORK/p.yaml"
-  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
+  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
   # the server reads through an MPTCP listener of its cgroup on the service
   # port (a relay to the gRPC server, both in the protected cgroup)
   in_cgroup "$CG/doormgr" "$SERVER_NS" $PY "$ROOT/tests/grpc/server.py" --addr "127.0.0.1:50052" \
@@ -468,6 +487,33 @@ raw_calls() {
   # a plain TCP caller is not held up by it
   run raw_calls GetName
   [ "$output" = "GetName 0" ]
+}
+
+@test "server side: the ingress guard is attached while the live policy protects a server, and only then (the client side does not pay for it)" {
+  client_only_policy "$WORK/c.yaml"
+  server_policy "$WORK/p.yaml"
+  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/c.yaml" >/dev/null
+  bpftool cgroup show "$CG"
+  [ "$(ingress_guards)" -eq 0 ]
+  [ "$("$GRPCWALL" status --pin-dir "$PIN" --json | json "d['ingress_guard_attached']")" = False ]
+  run "$GRPCWALL" status --pin-dir "$PIN"
+  [[ "$output" == *"not attached: the live policy protects no server"* ]]
+  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
+  [ "$(ingress_guards)" -eq 1 ]
+  [ "$("$GRPCWALL" status --pin-dir "$PIN" --json | json "d['ingress_guard_attached']")" = True ]
+  # attach again, keeping the live policy: the guard stays, with the new program
+  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" >/dev/null
+  [ "$(ingress_guards)" -eq 1 ]
+  id=$("$GRPCWALL" status --pin-dir "$PIN" --json | json "d['programs']['guard_in']")
+  bpftool cgroup show "$CG" | grep " cgroup_inet_ingress .*gw_guard_in" | grep -qw "^$id"
+  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/c.yaml" >/dev/null
+  [ "$(ingress_guards)" -eq 0 ]
+  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
+  [ "$(ingress_guards)" -eq 1 ]
+  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/c.yaml" >/dev/null
+  [ "$(ingress_guards)" -eq 0 ]
+  "$GRPCWALL" detach --pin-dir "$PIN" >/dev/null
+  [ -z "$(bpftool cgroup show "$CG")" ]
 }
 
 @test "server side: detach resets the connections walked on receive first (nothing queued is lost under the freed sockhash); callers reconnect to the server, no longer protected" {
