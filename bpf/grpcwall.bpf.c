@@ -363,6 +363,28 @@ static __always_inline void gw_srv_accepted(struct bpf_sock_ops *skops, struct b
 	gw_count(GW_CNT_SRV_CONNS, 1);
 }
 
+/* A policed connection to a protected server's port (of the live policy)
+ * is noted in gw_local_calls: if its server is on this host, the server
+ * side knows the caller as walked by the client side (gw_srv_caller). */
+static __always_inline void gw_note_local_call(struct gw_conn *c, struct tcp_sock *tp, __u64 cookie)
+{
+	struct gw_local_call k = {};
+	struct gw_port_bits *bits;
+	struct gw_config *cfg = gw_get_config();
+	__u64 gen = cfg ? gw_live_gen(cfg) : 0;
+	__u32 slot = GW_SLOT_OF(gen), port = bpf_ntohs(c->ends.dport);
+
+	bits = bpf_map_lookup_elem(&gw_srv_port_bits, &slot);
+	if (!gen || !bits || !((bits->w[(port >> 6) & 1023] >> (port & 63)) & 1))
+		return;
+	k.net = BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.__sk_common.skc_net.net, net_cookie);
+	__builtin_memcpy(k.saddr, c->ends.saddr, sizeof(k.saddr));
+	__builtin_memcpy(k.daddr, c->ends.daddr, sizeof(k.daddr));
+	k.sport = c->ends.sport;
+	k.dport = c->ends.dport;
+	bpf_map_update_elem(&gw_local_calls, &k, &cookie, BPF_ANY);
+}
+
 SEC("sockops")
 int gw_sockops(struct bpf_sock_ops *skops)
 {
@@ -484,6 +506,7 @@ int gw_sockops(struct bpf_sock_ops *skops)
 		}
 		c->flags |= GW_CONN_IN_MAP;
 		gw_count(GW_CNT_CONNS_OPENED, 1);
+		gw_note_local_call(c, tp, cookie);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		/* only server-side sockets ask for it (gw_srv_accepted) */
@@ -1116,6 +1139,13 @@ static __always_inline long gw_walk_decide(struct gw_walk *w, struct gw_src *src
 		/* allowed now, denied when it went in: the server would read the
 		 * rewritten path. The connection ends, the client reconnects */
 		return gw_walk_stop(w, GW_WALK_FAIL, GW_REASON_REGRANT, ws->f.stream);
+	if (src->kind == GW_SRC_SKB && (c->flags & GW_CONN_PEER_WALKED) &&
+	    (d.verdict != GW_VERDICT_DENY || gw_hp_path_unroutable(&w->s->blk, src)))
+		/* the client side walked this RPC first, on this host: it
+		 * counted and reported it, and made a :path it denied
+		 * unroutable. Decided once: this side acts only on what it
+		 * denies of what that side let through. */
+		return gw_walk_advance(w, n, n, 0);
 	gw_rule_count(c->generation, d.rule, d.verdict);
 	if (d.verdict == GW_VERDICT_ALLOW) {
 		gw_count(GW_CNT_ALLOWED, 1);
@@ -1531,6 +1561,7 @@ int gw_sk_msg(struct sk_msg_md *msg)
  * buffers of any size are walked; DATA is skipped by length, unread.
  */
 #define GW_TCP_LISTEN 10
+#define GW_TCP_CLOSE 7
 #define GW_TCP_CLOSE_WAIT 8
 #define GW_LOOPBACK_IFINDEX 1
 #define GW_ADJ_ROOM_MAX 4095 /* bytes one bpf_skb_adjust_room call adds, at most */
@@ -1539,15 +1570,82 @@ int gw_sk_msg(struct sk_msg_md *msg)
  * (its socket found by the reversed 4-tuple), is known by its cgroup path,
  * never by the address it connects from (any local process could choose
  * one a policy trusts); any other caller by its source address (gw_peers). */
+/* Is the socket connected with these ends (addresses IPv4-mapped for
+ * IPv4, as gw_conn_ends keeps them; sport host order, dport network order),
+ * in this network namespace? */
+static __always_inline int gw_sock_ends_are(struct tcp_sock *tp, const struct gw_local_call *k)
+{
+	struct sock_common *sc = &tp->inet_conn.icsk_inet.sk.__sk_common;
+	__u32 i;
+
+	if (sc->skc_state == GW_TCP_LISTEN || sc->skc_state == GW_TCP_CLOSE || sc->skc_num != k->sport ||
+	    sc->skc_dport != k->dport || sc->skc_net.net->net_cookie != k->net)
+		return 0;
+	if (sc->skc_family == AF_INET)
+		return k->saddr[0] == 0 && k->saddr[1] == 0 && k->saddr[2] == bpf_htonl(0xffff) &&
+		       k->daddr[0] == 0 && k->daddr[1] == 0 && k->daddr[2] == bpf_htonl(0xffff) &&
+		       sc->skc_rcv_saddr == k->saddr[3] && sc->skc_daddr == k->daddr[3];
+	for (i = 0; i < 4; i++)
+		if (sc->skc_v6_rcv_saddr.in6_u.u6_addr32[i] != k->saddr[i] ||
+		    sc->skc_v6_daddr.in6_u.u6_addr32[i] != k->daddr[i])
+			return 0;
+	return 1;
+}
+
+/* The caller, if the client side of this pin dir walks its connection:
+ * noted by sockops (gw_local_calls), and its socket still in gw_sockhash
+ * with exactly this connection's ends, in this namespace (a connection
+ * has one socket at each end). Its identity then, or -1. */
+static __always_inline int gw_srv_walked_caller(struct gw_conn *c, struct gw_config *cfg, __u64 gen,
+						__u64 net)
+{
+	struct gw_local_call *k;
+	struct tcp_sock *ptp;
+	struct bpf_sock *p;
+	__u64 *cookie, ck;
+	__u32 zero = 0;
+	int ident = -1;
+
+	k = bpf_map_lookup_elem(&gw_local_key, &zero);
+	if (!k)
+		return -1;
+	__builtin_memset(k, 0, sizeof(*k));
+	k->net = net;
+	/* the server side keeps the ends as the caller sees them, too */
+	__builtin_memcpy(k->saddr, c->ends.saddr, sizeof(k->saddr));
+	__builtin_memcpy(k->daddr, c->ends.daddr, sizeof(k->daddr));
+	k->sport = c->ends.sport;
+	k->dport = c->ends.dport;
+	cookie = bpf_map_lookup_elem(&gw_local_calls, k);
+	if (!cookie)
+		return -1;
+	ck = *cookie;
+	p = bpf_map_lookup_elem(&gw_sockhash, &ck);
+	if (!p)
+		return -1;
+	ptp = bpf_skc_to_tcp_sock(p);
+	if (ptp && gw_sock_ends_are(ptp, k))
+		ident = gw_ident_of(BPF_CORE_READ(ptp, inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup), cfg, gen);
+	bpf_sk_release(p);
+	return ident;
+}
+
 static __always_inline __u16 gw_srv_caller(struct __sk_buff *skb, struct gw_conn *c,
-					   struct gw_config *cfg, __u64 gen)
+					   struct gw_config *cfg, __u64 gen, __u64 net)
 {
 	struct bpf_sock_tuple t = {};
 	struct tcp_sock *ptp;
 	struct bpf_sock *p;
 	__u32 size;
 	__u16 ident = 0;
+	int walked;
 
+	c->flags &= ~(GW_CONN_PEER_LOCAL | GW_CONN_PEER_WALKED);
+	walked = gw_srv_walked_caller(c, cfg, gen, net);
+	if (walked >= 0) {
+		c->flags |= GW_CONN_PEER_LOCAL | GW_CONN_PEER_WALKED;
+		return walked;
+	}
 	if (c->ends.saddr[0] == 0 && c->ends.saddr[1] == 0 && c->ends.saddr[2] == bpf_htonl(0xffff)) {
 		t.ipv4.saddr = c->ends.daddr[3];
 		t.ipv4.daddr = c->ends.saddr[3];
@@ -1561,7 +1659,6 @@ static __always_inline __u16 gw_srv_caller(struct __sk_buff *skb, struct gw_conn
 		t.ipv6.dport = bpf_htons(c->ends.sport);
 		size = sizeof(t.ipv6);
 	}
-	c->flags &= ~GW_CONN_PEER_LOCAL;
 	p = bpf_sk_lookup_tcp(skb, &t, size, BPF_F_CURRENT_NETNS, 0);
 	if (!p)
 		/* arrived on loopback (ifindex 1 in every namespace): a caller
@@ -1599,7 +1696,9 @@ static __noinline int gw_srv_refresh(struct __sk_buff *skb, struct gw_conn *c,
 	c->service = gen ? gw_srv_service(BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup),
 					  cfg, skb->local_port, GW_SLOT_OF(gen))
 			 : 0;
-	c->ident = gen ? gw_srv_caller(skb, c, cfg, gen) : 0;
+	c->ident = gen ? gw_srv_caller(skb, c, cfg, gen,
+				       BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.__sk_common.skc_net.net, net_cookie))
+		       : 0;
 	c->generation = gen;
 	c->rp.len = 0;
 	return 0;

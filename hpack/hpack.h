@@ -776,4 +776,28 @@ static __always_inline int gw_hp_deny_rewrite(const struct gw_hp_block *b, GW_SR
 	}
 }
 
+/* Is the block's one :path what gw_hp_deny_rewrite makes of a denied one,
+ * unroutable on any gRPC server (a literal starting '%', raw or Huffman
+ * 010101, or a static entry: "/" or "/index.html")? A walker behind
+ * another one (the server side of a connection whose client side is
+ * walked on this host) passes such a block as the first one left it. */
+static __always_inline int gw_hp_path_unroutable(const struct gw_hp_block *b, GW_SRC_T *src)
+{
+	int c;
+
+	if (b->npath != 1)
+		return 0;
+	switch (b->path_how) {
+	case GW_PATH_LIT_RAW:
+		return b->path_len && gw_src_byte(src, b->path_val_off) == '%';
+	case GW_PATH_LIT_HUFF:
+		c = gw_src_byte(src, b->path_val_off);
+		return c >= 0 && (c & 0xfc) == 0x54;
+	case GW_PATH_IDX_STATIC:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
 #endif /* GW_HPACK_H */

@@ -240,7 +240,8 @@ uint64_t AttachLocked(const AttachOptions& o, const std::string& cgroup, const P
   // 2. Load: a first attach pins the maps, a second one reuses them.
   Skel skel = OpenSkel();
   // the server side's maps take as many connections as the client side's
-  for (bpf_map* m : {skel->maps.gw_sockhash, skel->maps.gw_srv_sockhash, skel->maps.gw_srv_conns, skel->maps.gw_srv_spills})
+  for (bpf_map* m : {skel->maps.gw_sockhash, skel->maps.gw_srv_sockhash, skel->maps.gw_srv_conns, skel->maps.gw_srv_spills,
+                     skel->maps.gw_local_calls})
     if (bpf_map__set_max_entries(m, max_conns) != 0) throw SysError("sizing the sockhash", errno);
   for (bpf_map* m : {skel->maps.gw_srv_holds, skel->maps.gw_srv_hold_owners})
     if (bpf_map__set_max_entries(m, hold_slots) != 0) throw SysError("sizing the hold slots", errno);

@@ -56,7 +56,9 @@ LivePolicy ViewOf(const Policy& p, const CompiledPolicy& cp) {
                          (sv.cidrs.empty() ? "" : " at " + ServiceDest(sv)));
     if (!sv.cgroup.empty())
       lp.sides.push_back(id.cidrs.empty() ? "server side: the server in cgroup " + sv.cgroup +
-                                                " knows callers by address and '" + id.name +
+                                                " knows '" + id.name + "' by its cgroup in its own network "
+                                                "namespace (each RPC counted once, on the client side); "
+                                                "from elsewhere by address, and '" + id.name +
                                                 "' names none: its calls there are decided as those of the "
                                                 "identity their source address matches (none: denied)"
                                           : "server side: connections the server in cgroup " + sv.cgroup +

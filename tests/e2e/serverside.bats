@@ -152,6 +152,53 @@ remote_client() {
   [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
 }
 
+@test "server side: a caller policed on this host's client side is decided once per RPC (counted and reported once; what its side denied passes this side untouched)" {
+  server_policy "$WORK/p.yaml" "  - from: door-sensor" "    to: door-manager" \
+    "    allow: [/cloudcity.DoorManager/GetName]"
+  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
+  start_protected_server
+  # grpcio on one channel (:path indexed after the first call)
+  run in_cgroup "$CG/sensor" "$SERVER_NS" $PY "$ROOT/tests/grpc/client.py" "$SERVER_IP:50051" \
+    GetName SetAccessCode GetName GetName
+  echo "$output"
+  [ "$output" = "$(printf "GetName OK\nSetAccessCode UNIMPLEMENTED 'Method not found!'\nGetName OK\nGetName OK")" ]
+  # the raw client: Huffman-coded literal paths, one connection
+  run in_cgroup "$CG/sensor" "$SERVER_NS" $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 \
+    SetAccessCode GetName SetAccessCode GetName
+  echo "$output"
+  [ "$output" = "$(printf 'SetAccessCode 12\nGetName 0\nSetAccessCode 12\nGetName 0')" ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  [ "$(handlers 50051 GetName)" -eq 5 ]
+  "$GRPCWALL" status --pin-dir "$PIN" --json > "$WORK/st.json"
+  [ "$(json "d['counters']['allowed']" < "$WORK/st.json")" -eq 5 ]
+  [ "$(json "d['counters']['denied']" < "$WORK/st.json")" -eq 3 ]
+  [ "$(json "d['counters']['server_conns']" < "$WORK/st.json")" -eq 2 ]
+  "$GRPCWALL" policy show --pin-dir "$PIN" --json > "$WORK/show.json"
+  [ "$(json "[r for r in d['rules'] if r['rule'].startswith('door-sensor')][0]['counters']['allowed']" < "$WORK/show.json")" -eq 5 ]
+  # one event per denied RPC, from the client side
+  "$GRPCWALL" monitor --pin-dir "$PIN" --json --count 4 --timeout 3 > "$WORK/ev.json" || true
+  cat "$WORK/ev.json"
+  [ "$(wc -l < "$WORK/ev.json")" -eq 3 ]
+  [ "$(grep -c '"side":"client"' "$WORK/ev.json")" -eq 3 ]
+  # the client side grants more (a service on the same port by the server's
+  # address, a longer prefix): the server side still denies what the
+  # protected service does not allow, and reports it
+  server_policy "$WORK/p2.yaml" "  - from: door-sensor" "    to: door-manager" \
+    "    allow: [/cloudcity.DoorManager/GetName]" "  - from: door-sensor" "    to: door-direct" \
+    "    allow: [/cloudcity.DoorManager/GetName, /cloudcity.DoorManager/SetAccessCode]"
+  sed -i "s#^services:#services:\n  door-direct: { cidrs: [$SERVER_IP/32], port: 50051 }#" "$WORK/p2.yaml"
+  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/p2.yaml" >/dev/null
+  run in_cgroup "$CG/sensor" "$SERVER_NS" $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 SetAccessCode GetName
+  echo "$output"
+  [ "$output" = "$(printf 'SetAccessCode 12\nGetName 0')" ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  run events 1
+  echo "$output"
+  [ "$(echo "$output" | json "d['side']")" = "server" ]
+  [ "$(echo "$output" | json "d['method']")" = "/cloudcity.DoorManager/SetAccessCode" ]
+  [ "$(echo "$output" | json "d['caller_by']")" = "cgroup" ]
+}
+
 @test "server side: an IPv6 caller is decided the same way" {
   protect
   run ip netns exec "$CLIENT_NS" timeout 60 $PY "$ROOT/tests/grpc/client.py" "[$SERVER_IP6]:50051" \
