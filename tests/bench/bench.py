@@ -36,6 +36,8 @@ Heavy server: a multi-threaded C++ gRPC server (tests/bench/server.cpp), 8x8:
   baseline        no grpcwall
   grpcwall        attached, the called method allowed
   grpcwall-large  10,000 identities x 100 methods loaded, same call path
+  server-side     grpcwall attached on the server side only: the service
+                  names the server's cgroup, the client is known by address
   haproxy         HAProxy as an h2c proxy in front of the server, path ACL
 with ns per program run from bpf_stats, the time of `policy apply` for the
 large policy, kernel memory per tracked connection, and throughput at 1, 100
@@ -110,14 +112,16 @@ class Bench:
         for ns, dev in ((NS_C, "gwb0"), (NS_S, "gwb1")):
             sh("ip", "-n", ns, "link", "set", dev, "up")
             sh("ip", "-n", ns, "link", "set", "lo", "up")
+        os.makedirs(self.cg_srv, exist_ok=True)
+        # in the servers' cgroup: the server-side configurations protect it there
         srv = subprocess.Popen(["ip", "netns", "exec", NS_S, self.a.server, f"0.0.0.0:{PORT}"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               preexec_fn=self.into_cgroup(self.cg_srv))
         self.procs.append(srv)
         self.wait_port(PORT)
         with open(os.path.join(self.tmp, "req.bin"), "wb") as f:
             f.write(b"\x00\x00\x00\x00\x02\x08\x01")  # gRPC frame: DoorRequest{door_id: 1}
         self.write_policies()
-        os.makedirs(self.cg_srv, exist_ok=True)
         self.start_lean_server()
         self.load_floor()
 
@@ -245,6 +249,13 @@ class Bench:
                     "rules:\n  - from: bench-remote\n    to: lean-door\n    allow:\n"
                     + "".join(f"      - {m}\n" for m in ALLOWED))
         self.lean_server_policy = srv
+        srv = os.path.join(self.tmp, "server-side.yaml")  # the C++ server protected where it accepts
+        with open(srv, "w") as f:
+            f.write(f"identities:\n  bench-remote: {{ cidrs: [{IP_C}/32] }}\n"
+                    f"services:\n  door-manager: {{ port: {PORT}, cgroup: {self.cg_srv} }}\n"
+                    "rules:\n  - from: bench-remote\n    to: door-manager\n    allow:\n"
+                    + "".join(f"      - {m}\n" for m in ALLOWED))
+        self.server_side_policy = srv
         n_ids, n_methods = self.a.large_identities, self.a.large_methods
         t0 = time.monotonic()
         for i in range(n_ids):
@@ -523,7 +534,7 @@ backend door
         if a.lean_only:
             self.report_lean(lean)
             return None
-        configs = ["baseline", "grpcwall", "grpcwall-large", "haproxy"]
+        configs = ["baseline", "grpcwall", "grpcwall-large", "server-side", "haproxy"]
         samples = {c: [] for c in configs}
         apply_times = []
         for r in range(a.rounds):
@@ -535,6 +546,9 @@ backend door
             apply_times.append(self.apply(self.large))
             print(f"  policy apply {a.large_identities} x {a.large_methods}: {apply_times[-1]:.2f} s", flush=True)
             samples["grpcwall-large"].append(self.measure("grpcwall-large", PORT))
+            self.detach()
+            self.attach(self.server_side_policy, cgroup=self.cg_srv)
+            samples["server-side"].append(self.measure("server-side", PORT))
             self.detach()
             hp = self.start_haproxy()
             samples["haproxy"].append(self.measure("haproxy", HAPROXY_PORT))

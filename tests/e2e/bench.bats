@@ -35,7 +35,7 @@ r = json.load(open(sys.argv[1]))
 for k in ("date", "kernel", "cpus", "rounds", "load", "large_policy", "configurations", "memory_per_connection", "scale"):
     assert k in r, k
 names = [c["config"] for c in r["configurations"]]
-assert names == ["baseline", "grpcwall", "grpcwall-large", "haproxy"], names
+assert names == ["baseline", "grpcwall", "grpcwall-large", "server-side", "haproxy"], names
 for c in r["configurations"]:
     for k in ("rps", "p50_us", "p99_us", "p999_us", "ratio_to_baseline", "bpf_ns_per_run", "rounds"):
         assert k in c, (c["config"], k)
@@ -43,7 +43,10 @@ for c in r["configurations"]:
     assert c["failed"] == 0, c   # the called method is allowed everywhere
 # grpcwall's programs ran (bpf_stats) where it was attached, and only there
 assert set(r["configurations"][1]["bpf_ns_per_run"]) >= {"sk_msg"}, r["configurations"][1]
-assert r["configurations"][0]["bpf_ns_per_run"] == {} and r["configurations"][3]["bpf_ns_per_run"] == {}
+assert r["configurations"][0]["bpf_ns_per_run"] == {} and r["configurations"][4]["bpf_ns_per_run"] == {}
+# the server side walked the C++ server's received calls: sk_skb ran, no sk_msg
+assert "sk_skb" in r["configurations"][3]["bpf_ns_per_run"], r["configurations"][3]
+assert "sk_msg" not in r["configurations"][3]["bpf_ns_per_run"], r["configurations"][3]
 assert 0 < r["memory_per_connection"]["sk_storage_value_bytes"] <= 1024  # issue 10: at most 1 KiB
 assert [s["connections"] for s in r["scale"]] == [1, 10]
 # the lean server: baseline, floor and grpcwall side by side at 4x16, 1x1 and
