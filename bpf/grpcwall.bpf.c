@@ -1570,24 +1570,28 @@ int gw_sk_msg(struct sk_msg_md *msg)
  * (its socket found by the reversed 4-tuple), is known by its cgroup path,
  * never by the address it connects from (any local process could choose
  * one a policy trusts); any other caller by its source address (gw_peers). */
-/* Is the socket connected with these ends (addresses IPv4-mapped for
- * IPv4, as gw_conn_ends keeps them; sport host order, dport network order),
- * in this network namespace? */
-static __always_inline int gw_sock_ends_are(struct tcp_sock *tp, const struct gw_local_call *k)
+/* Is the socket connected with these ends (as gw_conn_ends keeps them:
+ * addresses IPv4-mapped for IPv4, sport host order, dport network order),
+ * in this network namespace, bound to no device? Checked against the
+ * connection's own state, never the shared key it was found by (a run
+ * nested on this CPU could have rewritten that). Bound to no device: two
+ * connections of one namespace can have the same ends only in different
+ * L3 domains (VRFs), each bound to its own. */
+static __always_inline int gw_sock_ends_are(struct tcp_sock *tp, const struct gw_conn_ends *e, __u64 net)
 {
 	struct sock_common *sc = &tp->inet_conn.icsk_inet.sk.__sk_common;
 	__u32 i;
 
-	if (sc->skc_state == GW_TCP_LISTEN || sc->skc_state == GW_TCP_CLOSE || sc->skc_num != k->sport ||
-	    sc->skc_dport != k->dport || sc->skc_net.net->net_cookie != k->net)
+	if (sc->skc_state == GW_TCP_LISTEN || sc->skc_state == GW_TCP_CLOSE || sc->skc_bound_dev_if ||
+	    sc->skc_num != e->sport || sc->skc_dport != e->dport || sc->skc_net.net->net_cookie != net)
 		return 0;
 	if (sc->skc_family == AF_INET)
-		return k->saddr[0] == 0 && k->saddr[1] == 0 && k->saddr[2] == bpf_htonl(0xffff) &&
-		       k->daddr[0] == 0 && k->daddr[1] == 0 && k->daddr[2] == bpf_htonl(0xffff) &&
-		       sc->skc_rcv_saddr == k->saddr[3] && sc->skc_daddr == k->daddr[3];
+		return e->saddr[0] == 0 && e->saddr[1] == 0 && e->saddr[2] == bpf_htonl(0xffff) &&
+		       e->daddr[0] == 0 && e->daddr[1] == 0 && e->daddr[2] == bpf_htonl(0xffff) &&
+		       sc->skc_rcv_saddr == e->saddr[3] && sc->skc_daddr == e->daddr[3];
 	for (i = 0; i < 4; i++)
-		if (sc->skc_v6_rcv_saddr.in6_u.u6_addr32[i] != k->saddr[i] ||
-		    sc->skc_v6_daddr.in6_u.u6_addr32[i] != k->daddr[i])
+		if (sc->skc_v6_rcv_saddr.in6_u.u6_addr32[i] != e->saddr[i] ||
+		    sc->skc_v6_daddr.in6_u.u6_addr32[i] != e->daddr[i])
 			return 0;
 	return 1;
 }
@@ -1624,7 +1628,7 @@ static __always_inline int gw_srv_walked_caller(struct gw_conn *c, struct gw_con
 	if (!p)
 		return -1;
 	ptp = bpf_skc_to_tcp_sock(p);
-	if (ptp && gw_sock_ends_are(ptp, k))
+	if (ptp && gw_sock_ends_are(ptp, &c->ends, net))
 		ident = gw_ident_of(BPF_CORE_READ(ptp, inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup), cfg, gen);
 	bpf_sk_release(p);
 	return ident;
@@ -1641,9 +1645,15 @@ static __always_inline __u16 gw_srv_caller(struct __sk_buff *skb, struct gw_conn
 	int walked;
 
 	c->flags &= ~(GW_CONN_PEER_LOCAL | GW_CONN_PEER_WALKED);
-	walked = gw_srv_walked_caller(c, cfg, gen, net);
+	/* over loopback, in this namespace: a caller the client side walks,
+	 * counted and reported there when that side decides it for the same
+	 * identity and service (the service it resolves by the address it
+	 * connected to, as this side's) */
+	walked = skb->ingress_ifindex == GW_LOOPBACK_IFINDEX ? gw_srv_walked_caller(c, cfg, gen, net) : -1;
 	if (walked >= 0) {
-		c->flags |= GW_CONN_PEER_LOCAL | GW_CONN_PEER_WALKED;
+		c->flags |= GW_CONN_PEER_LOCAL;
+		if (walked && gw_resolve_service(c->ends.daddr, c->ends.dport, GW_SLOT_OF(gen)) == c->service)
+			c->flags |= GW_CONN_PEER_WALKED;
 		return walked;
 	}
 	if (c->ends.saddr[0] == 0 && c->ends.saddr[1] == 0 && c->ends.saddr[2] == bpf_htonl(0xffff)) {

@@ -757,7 +757,11 @@ static __always_inline int gw_hp_deny_rewrite(const struct gw_hp_block *b, GW_SR
 		*val = '%';
 		return 0;
 	case GW_PATH_LIT_HUFF:
+		if (b->path_len == 0) /* no first byte: path_val_off is the next field's */
+			return -1;
 		c = gw_src_byte(src, b->path_val_off);
+		if (c >= 0 && (c & 0xfc) == 0x54) /* starts with '%' (010101) already */
+			return 1;
 		if (c < 0 || (c & 0xfc) != 0x60)  /* must start with '/' (011000) */
 			return -1;
 		*off = b->path_val_off;
@@ -791,7 +795,7 @@ static __always_inline int gw_hp_path_unroutable(const struct gw_hp_block *b, GW
 	case GW_PATH_LIT_RAW:
 		return b->path_len && gw_src_byte(src, b->path_val_off) == '%';
 	case GW_PATH_LIT_HUFF:
-		c = gw_src_byte(src, b->path_val_off);
+		c = b->path_len ? gw_src_byte(src, b->path_val_off) : -1;
 		return c >= 0 && (c & 0xfc) == 0x54;
 	case GW_PATH_IDX_STATIC:
 		return 1;

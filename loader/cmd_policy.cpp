@@ -181,9 +181,12 @@ void Apply(const PolicyOptions& o) {
   Policy p = LoadPolicyFile(o.file);
   for (const auto& w : p.warnings) std::cerr << w << "\n";
   RequireRoot("policy apply");
+  LiveMaps::Open(o.pin_dir);  // nothing attached: said before waiting for the lock
+  Fd lock = LockPinDir(o.pin_dir);
+  // under the lock: the maps (and attach cgroup) of what is attached now,
+  // not of one a detach removed while this apply waited
   LiveMaps live = LiveMaps::Open(o.pin_dir);
   IdentityPaths paths = ResolveIdentities(p, AttachCgroup(live));
-  Fd lock = LockPinDir(o.pin_dir);
   uint64_t gen = ApplyPolicy(live, p, paths);
   std::cout << "policy generation " << gen << " live from " << o.file << "\n";
   int reset = ResetAfterFlip(o.pin_dir, gen, "apply again");

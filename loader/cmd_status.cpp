@@ -75,7 +75,13 @@ void Status(const StatusOptions& o) {
   uint32_t guard_id = PinnedProgId(o.pin_dir + "/prog_guard");
   uint32_t guard_in_id = PinnedProgId(o.pin_dir + "/prog_guard_in");
   // attached only while the live policy protects a server (SyncIngressGuard)
-  const bool guard_in_on = access((o.pin_dir + "/link_guard_in").c_str(), F_OK) == 0;
+  bool guard_in_on = false;
+  {  // pinned and still at a cgroup (a link detached by hand, or whose cgroup went, guards nothing)
+    Fd l(bpf_obj_get((o.pin_dir + "/link_guard_in").c_str()));
+    bpf_link_info info{};
+    uint32_t len = sizeof(info);
+    guard_in_on = l && bpf_obj_get_info_by_fd(l.get(), &info, &len) == 0 && info.cgroup.cgroup_id != 0;
+  }
   bool link = access((o.pin_dir + "/link_sockops").c_str(), F_OK) == 0 &&
               access((o.pin_dir + "/link_guard").c_str(), F_OK) == 0;
   uint32_t max_conns = 0;

@@ -153,6 +153,15 @@ bool SlotProtects(const LiveMaps& m, uint32_t slot) {
 bool SyncIngressGuard(const LiveMaps& m, bool want) {
   const std::string pin = MapPin(m.pin_dir, kLinkGuardIn);
   Fd link(bpf_obj_get(pin.c_str()));
+  if (link) {  // a link whose cgroup went, or detached by hand (bpftool link detach), guards nothing
+    bpf_link_info info{};
+    uint32_t len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(link.get(), &info, &len) != 0) throw SysError("reading " + pin, errno);
+    if (info.cgroup.cgroup_id == 0) {
+      if (unlink(pin.c_str()) != 0 && errno != ENOENT) throw SysError("removing " + pin, errno);
+      link = Fd();
+    }
+  }
   if (!want) {
     if (!link) return false;
     if (bpf_link_detach(link.get()) != 0 && errno != EINVAL) throw SysError("detaching the ingress guard", errno);

@@ -143,6 +143,46 @@ TEST(HpackModel, PathFormsAndIndexedReferences) {
   EXPECT_EQ(m.b.err, GW_REASON_PROTOCOL);
 }
 
+// A Huffman :path that already starts with '%' (what a walker in front made
+// of a denied one): nothing to write, and unroutable; an empty Huffman
+// :path has no first byte to rewrite (its value offset is the next field's).
+TEST(HpackModel, HuffmanPathsAlreadyUnroutableAndEmpty) {
+  __u32 off = 0;
+  __u8 val = 0;
+  {
+    Model m;
+    auto bytes = Hex("449654941ed90864fa5ef9cf6681d4398b63188a9d23a4bf");  // '%cloudcity.DoorManager/GetName'
+    ASSERT_EQ(gw_hp_parse_block(&m.b, &m.t, &m.sp, bytes.data(), static_cast<__u32>(bytes.size()), &m.k), 0);
+    EXPECT_EQ(m.b.path_how, GW_PATH_LIT_HUFF);
+    EXPECT_FALSE(m.b.path_valid);
+    gw_buf src{bytes.data(), static_cast<__u32>(bytes.size())};
+    EXPECT_EQ(gw_hp_deny_rewrite(&m.b, &src, &off, &val), 1);
+    EXPECT_EQ(gw_hp_path_unroutable(&m.b, &src), 1);
+  }
+  {
+    Model m;
+    auto bytes = Hex("449660941ed90864fa5ef9cf6681d4398b63188a9d23a4bf");  // '/cloudcity.DoorManager/GetName'
+    ASSERT_EQ(gw_hp_parse_block(&m.b, &m.t, &m.sp, bytes.data(), static_cast<__u32>(bytes.size()), &m.k), 0);
+    gw_buf src{bytes.data(), static_cast<__u32>(bytes.size())};
+    EXPECT_EQ(gw_hp_path_unroutable(&m.b, &src), 0);
+    ASSERT_EQ(gw_hp_deny_rewrite(&m.b, &src, &off, &val), 0);
+    bytes[off] = val;  // the walker's rewrite: now it reads as '%...'
+    Model again;
+    ASSERT_EQ(gw_hp_parse_block(&again.b, &again.t, &again.sp, bytes.data(), static_cast<__u32>(bytes.size()),
+                                &again.k), 0);
+    EXPECT_EQ(gw_hp_path_unroutable(&again.b, &src), 1);
+  }
+  {
+    Model m;
+    auto bytes = Hex("448082");  // :path "" (Huffman, no bytes), then :method GET
+    ASSERT_EQ(gw_hp_parse_block(&m.b, &m.t, &m.sp, bytes.data(), static_cast<__u32>(bytes.size()), &m.k), 0);
+    EXPECT_EQ(m.b.path_how, GW_PATH_LIT_HUFF);
+    gw_buf src{bytes.data(), static_cast<__u32>(bytes.size())};
+    EXPECT_EQ(gw_hp_deny_rewrite(&m.b, &src, &off, &val), -1);
+    EXPECT_EQ(gw_hp_path_unroutable(&m.b, &src), 0);
+  }
+}
+
 TEST(HpackModel, NonCanonicalPathsAreNotValid) {
   for (std::string p : {"cloudcity.DoorManager/GetName", "//GetName", "/a.B/", "/a.B/C/D", "/a.B/C?x=1",
                         "/a B/C", "/a.B/C%2f"}) {
