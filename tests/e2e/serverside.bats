@@ -230,6 +230,29 @@ remote_client() {
   [ "$(counter conns_failed)" -eq 0 ]
 }
 
+@test "server side: @grpc/grpc-js from a remote host (a Huffman literal :path every call): allowed calls pass, a denied one fails alone" {
+  [ -d "$ROOT/tests/grpc/node/node_modules/@grpc/grpc-js" ] || need_skip "npm dependencies missing: run scripts/install-deps.sh"
+  protect
+  from_source "$CLIENT_IP"
+  run ip netns exec "$CLIENT_NS" timeout 60 node "$ROOT/tests/grpc/node/client.js" "$SERVER_IP:50051" \
+    'GetName*5' SetAccessCode GetLocation SetAccessCode GetName
+  echo "$output"
+  [ "$status" -eq 0 ]
+  [ "$(echo "$output" | grep -c '^GetName OK$')" -eq 6 ]
+  [ "$(echo "$output" | grep -c '^GetLocation OK$')" -eq 1 ]
+  [ "$(echo "$output" | grep -c "^SetAccessCode UNIMPLEMENTED")" -eq 2 ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  [ "$(handlers 50051 GetName)" -eq 6 ]
+  [ "$(counter allowed)" -eq 7 ]
+  [ "$(counter denied)" -eq 2 ]
+  [ "$(counter server_conns)" -eq 1 ]
+  run events 1
+  echo "$output"
+  [ "$(echo "$output" | json "d['side']")" = "server" ]
+  [ "$(echo "$output" | json "d['method']")" = "/cloudcity.DoorManager/SetAccessCode" ]
+  [ "$(echo "$output" | json "d['identity']")" = "public-terminal" ]
+}
+
 @test "server side: requests of 200 KB (DATA frames far into large received buffers) are skipped by length, not failed" {
   command -v h2load >/dev/null || need_skip "h2load missing"
   protect
