@@ -2558,6 +2558,23 @@ int gw_reset_predating(struct bpf_iter__tcp *ctx)
 	gen = cfg ? gw_live_gen(cfg) : 0;
 	if (!gen)
 		return 0;
+	/* a listener on a protected port made outside the service's cgroup
+	 * (socket activation: the maker's cgroup is the socket's): what it
+	 * accepts is not protected. Named for the loader to warn ("L port
+	 * cgroup-id"); nothing here can protect it */
+	if (skc->skc_state == GW_TCP_LISTEN && !gw_is_detaching()) {
+		__u32 slot = GW_SLOT_OF(gen), port = skc->skc_num;
+		struct gw_port_bits *bits = bpf_map_lookup_elem(&gw_srv_port_bits, &slot);
+		struct cgroup *cg;
+
+		tp = bpf_skc_to_tcp_sock(skc);
+		if (!tp || !bits || !((bits->w[(port >> 6) & 1023] >> (port & 63)) & 1))
+			return 0;
+		cg = BPF_CORE_READ(&tp->inet_conn.icsk_inet.sk, sk_cgrp_data.cgroup);
+		if (!gw_srv_service(cg, cfg, port, slot))
+			BPF_SEQ_PRINTF(ctx->meta->seq, "L %u %llu\n", port, BPF_CORE_READ(cg, kn, id));
+		return 0;
+	}
 	/* SYN_SENT too: a connect() whose sockops callback ran under the old
 	 * policy would otherwise become established unpoliced */
 	if (skc->skc_state != GW_TCP_ESTABLISHED && skc->skc_state != GW_TCP_SYN_SENT &&

@@ -17,6 +17,7 @@
 
 #include <algorithm>
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <optional>
@@ -577,20 +578,30 @@ uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const IdentityPaths& pa
 namespace {
 
 // Runs the iterator once in the calling thread's network namespace.
-int RunResetIterator(int prog_fd) {
+int RunResetIterator(int prog_fd, std::vector<std::pair<uint32_t, uint64_t>>* outside) {
   int link = bpf_link_create(prog_fd, 0, BPF_TRACE_ITER, nullptr);
   if (link < 0) throw SysError("creating the tcp iterator", errno);
   Fd link_fd(link);
   int it = bpf_iter_create(link_fd.get());
   if (it < 0) throw SysError("starting the tcp iterator", errno);
   Fd iter(it);
-  int lines = 0;
+  int resets = 0;
+  std::string out;
   char buf[4096];
   ssize_t n;
-  while ((n = read(iter.get(), buf, sizeof(buf))) > 0)
-    for (ssize_t i = 0; i < n; i++) lines += buf[i] == '\n';
+  while ((n = read(iter.get(), buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
   if (n < 0) throw SysError("reading the tcp iterator", errno);
-  return lines;
+  std::istringstream lines(out);
+  for (std::string line; std::getline(lines, line);) {
+    unsigned port = 0;
+    unsigned long long cg = 0;
+    if (std::sscanf(line.c_str(), "L %u %llu", &port, &cg) == 2) {  // a listener outside its service's cgroup
+      if (outside) outside->emplace_back(port, cg);
+    } else {
+      resets++;  // "[address]:port" of a connection reset
+    }
+  }
+  return resets;
 }
 
 // The numeric entries of a /proc directory (pids, or tids under task/).
@@ -636,14 +647,14 @@ bool ThreadUnder(const std::string& task_dir, const std::string& below) {
 // namespace is entered as soon as it is found, and the scan repeats until a
 // pass finds none new (processes made during a pass). A namespace no thread
 // is in (kept by a socket alone) is not reached: see README, limitations.
-int ResetPredating(const std::string& pin_dir) {
+int ResetPredating(const std::string& pin_dir, std::vector<std::pair<uint32_t, uint64_t>>* outside) {
   Fd prog = OpenPinned(pin_dir + "/prog_reset");
   Fd self(open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC));
   if (!self) throw SysError("opening /proc/self/ns/net", errno);
   struct stat self_st {};
   if (fstat(self.get(), &self_st) != 0) throw SysError("reading /proc/self/ns/net", errno);
   std::set<std::pair<dev_t, ino_t>> seen{{self_st.st_dev, self_st.st_ino}};
-  int reset = RunResetIterator(prog.get());
+  int reset = RunResetIterator(prog.get(), outside);
   auto gone = [](int err) { return err == ENOENT || err == ESRCH; };
   // threads under the attach cgroup whose namespace this process may not
   // read (a sandbox's init, an LSM): named once on stderr, since connections
@@ -690,7 +701,7 @@ int ResetPredating(const std::string& pin_dir) {
           throw SysError("entering the network namespace of thread " + std::to_string(tid), errno);
         int n = 0;
         try {
-          n = RunResetIterator(prog.get());
+          n = RunResetIterator(prog.get(), outside);
         } catch (...) {
           setns(self.get(), CLONE_NEWNET);
           throw;
@@ -710,9 +721,42 @@ int ResetPredating(const std::string& pin_dir) {
   return reset;
 }
 
+namespace {
+// The cgroup v2 directory whose inode (the cgroup id) is `id`, or "".
+std::string CgroupPathOf(const std::string& dir, uint64_t id, int depth = 0) {
+  struct stat st {};
+  if (stat(dir.c_str(), &st) == 0 && st.st_ino == id) return dir;
+  if (depth > 32) return "";
+  DIR* d = opendir(dir.c_str());
+  if (!d) return "";
+  std::string found;
+  while (dirent* e = readdir(d)) {
+    if (e->d_type != DT_DIR || !std::strcmp(e->d_name, ".") || !std::strcmp(e->d_name, "..")) continue;
+    found = CgroupPathOf(dir + "/" + e->d_name, id, depth + 1);
+    if (!found.empty()) break;
+  }
+  closedir(d);
+  return found;
+}
+}  // namespace
+
 int ResetAfterFlip(const std::string& pin_dir, uint64_t generation, const std::string& retry) {
   try {
-    return ResetPredating(pin_dir);
+    std::vector<std::pair<uint32_t, uint64_t>> outside;
+    int n = ResetPredating(pin_dir, &outside);
+    std::sort(outside.begin(), outside.end());
+    outside.erase(std::unique(outside.begin(), outside.end()), outside.end());
+    const std::string root = CgroupV2Root();
+    for (const auto& [port, cg] : outside) {
+      std::string path = CgroupPathOf(root, cg);
+      path = path.empty() ? "id " + std::to_string(cg) : path.substr(root.size()).empty() ? "/" : path.substr(root.size());
+      std::cerr << "grpcwall: warning: a socket listens on protected port " << port << " from cgroup " << path
+                << ", outside the cgroup its service names: the connections it accepts are NOT protected (a "
+                   "listening socket keeps the cgroup of the process that made it, e.g. systemd socket "
+                   "activation). If it is the protected server, name that cgroup in the service, or make the "
+                   "socket in the server's own cgroup\n";
+    }
+    return n;
   } catch (const std::exception& e) {
     throw Error(kSystem, "policy generation " + std::to_string(generation) +
                              " is live, but resetting connections that predate it failed: " + e.what() +

@@ -113,9 +113,14 @@ LivePolicy ReadLivePolicy(const LiveMaps& m);
 // Resets policed-to-be connections that are not in the sockhash (they
 // predate attach, or the policy that made them policed): runs the pinned
 // iter/tcp program. Returns how many were reset.
-int ResetPredating(const std::string& pin_dir);
+// `outside`, if given, gets the listeners on a protected port made outside
+// the service's cgroup, as (port, cgroup id), one per namespace they are in.
+int ResetPredating(const std::string& pin_dir,
+                   std::vector<std::pair<uint32_t, uint64_t>>* outside = nullptr);
 // ResetPredating right after `generation` went live: a failure says the
-// policy is live and what failed (and to `retry`).
+// policy is live and what failed (and to `retry`). Warns on stderr about
+// listeners on a protected port made outside the service's cgroup (what
+// they accept is not protected).
 int ResetAfterFlip(const std::string& pin_dir, uint64_t generation, const std::string& retry);
 
 std::vector<uint64_t> ReadCounters(const LiveMaps& m);  // summed over CPUs

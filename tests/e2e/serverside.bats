@@ -636,6 +636,36 @@ crafted_calls() {
   [ -z "$(bpftool cgroup show "$CG")" ]
 }
 
+@test "server side: a socket listening on the protected port from outside the service's cgroup is named at attach and apply (what it accepts is not protected)" {
+  mkdir -p "$CG/elsewhere"
+  in_cgroup "$CG/elsewhere" "$SERVER_NS" $PY "$ROOT/tests/grpc/server.py" --addr "[::]:50051" \
+    > "$WORK/server-50051.log" 2>&1 3>&- &
+  PIDS+=($!)
+  wait_port 50051
+  server_policy "$WORK/p.yaml"
+  run "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml"
+  echo "$output"
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"warning: a socket listens on protected port 50051 from cgroup /$ID/elsewhere"*"NOT protected"* ]]
+  # as it says: a denied method reaches its handler
+  run remote_client "$CLIENT_IP" SetAccessCode
+  echo "$output"
+  [ "$output" = "SetAccessCode OK" ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 1 ]
+  run "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/p.yaml"
+  [[ "$output" == *"listens on protected port 50051 from cgroup /$ID/elsewhere"* ]]
+  # the server in the service's cgroup: no warning, and protected
+  kill $(cat "$CG/elsewhere/cgroup.procs")
+  for i in $(seq 1 100); do [ -z "$(cat "$CG/elsewhere/cgroup.procs")" ] && break; sleep 0.1; done
+  [ -z "$(cat "$CG/elsewhere/cgroup.procs")" ]
+  start_protected_server
+  run "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/p.yaml"
+  echo "$output"
+  [[ "$output" != *"warning"* ]]
+  run remote_client "$CLIENT_IP" SetAccessCode
+  [[ "$output" == "SetAccessCode UNIMPLEMENTED"* ]]
+}
+
 @test "server side: detach resets the connections walked on receive first (nothing queued is lost under the freed sockhash); callers reconnect to the server, no longer protected" {
   protect
   from_source "$CLIENT_IP"
