@@ -229,33 +229,26 @@ class Bench:
         sys.exit(f"bench: nothing listens on {port}\n{detail}")
 
     def write_policies(self):
-        small = os.path.join(self.tmp, "small.yaml")
-        with open(small, "w") as f:
-            f.write(f"identities:\n  bench-client: {{ cgroup: {self.cg}/client }}\n"
-                    f"services:\n  door-manager: {{ port: {PORT}, cidrs: [{IP_S}/32] }}\n"
-                    "rules:\n  - from: bench-client\n    to: door-manager\n    allow:\n"
-                    + "".join(f"      - {m}\n" for m in ALLOWED))
-        lean = os.path.join(self.tmp, "lean.yaml")  # the same rule, for the lean server's port
-        with open(lean, "w") as f:
-            f.write(f"identities:\n  bench-client: {{ cgroup: {self.cg}/client }}\n"
-                    f"services:\n  lean-door: {{ port: {LEAN_PORT}, cidrs: [{IP_S}/32] }}\n"
-                    "rules:\n  - from: bench-client\n    to: lean-door\n    allow:\n"
-                    + "".join(f"      - {m}\n" for m in ALLOWED))
-        self.lean_policy = lean
-        srv = os.path.join(self.tmp, "lean-server.yaml")  # the same rule, enforced where nghttpd accepts
-        with open(srv, "w") as f:
-            f.write(f"identities:\n  bench-remote: {{ cidrs: [{IP_C}/32] }}\n"
-                    f"services:\n  lean-door: {{ port: {LEAN_PORT}, cgroup: {self.cg_srv} }}\n"
-                    "rules:\n  - from: bench-remote\n    to: lean-door\n    allow:\n"
-                    + "".join(f"      - {m}\n" for m in ALLOWED))
-        self.lean_server_policy = srv
-        srv = os.path.join(self.tmp, "server-side.yaml")  # the C++ server protected where it accepts
-        with open(srv, "w") as f:
-            f.write(f"identities:\n  bench-remote: {{ cidrs: [{IP_C}/32] }}\n"
-                    f"services:\n  door-manager: {{ port: {PORT}, cgroup: {self.cg_srv} }}\n"
-                    "rules:\n  - from: bench-remote\n    to: door-manager\n    allow:\n"
-                    + "".join(f"      - {m}\n" for m in ALLOWED))
-        self.server_side_policy = srv
+        def one_rule(name, ident, ident_def, service, service_def):
+            """a policy file of one rule: ident may call the ALLOWED methods of service"""
+            path = os.path.join(self.tmp, name)
+            with open(path, "w") as f:
+                f.write(f"identities:\n  {ident}: {{ {ident_def} }}\n"
+                        f"services:\n  {service}: {{ {service_def} }}\n"
+                        f"rules:\n  - from: {ident}\n    to: {service}\n    allow:\n"
+                        + "".join(f"      - {m}\n" for m in ALLOWED))
+            return path
+        client = f"cgroup: {self.cg}/client"
+        small = one_rule("small.yaml", "bench-client", client, "door-manager", f"port: {PORT}, cidrs: [{IP_S}/32]")
+        # the same rule, for the lean server's port
+        self.lean_policy = one_rule("lean.yaml", "bench-client", client, "lean-door",
+                                    f"port: {LEAN_PORT}, cidrs: [{IP_S}/32]")
+        # the same rule, enforced where nghttpd, and where the C++ server, accepts
+        remote = f"cidrs: [{IP_C}/32]"
+        self.lean_server_policy = one_rule("lean-server.yaml", "bench-remote", remote, "lean-door",
+                                           f"port: {LEAN_PORT}, cgroup: {self.cg_srv}")
+        self.server_side_policy = one_rule("server-side.yaml", "bench-remote", remote, "door-manager",
+                                           f"port: {PORT}, cgroup: {self.cg_srv}")
         n_ids, n_methods = self.a.large_identities, self.a.large_methods
         t0 = time.monotonic()
         for i in range(n_ids):
