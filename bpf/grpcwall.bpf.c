@@ -369,13 +369,10 @@ static __always_inline void gw_srv_accepted(struct bpf_sock_ops *skops, struct b
 static __always_inline void gw_note_local_call(struct gw_conn *c, struct tcp_sock *tp, __u64 cookie)
 {
 	struct gw_local_call k = {};
-	struct gw_port_bits *bits;
 	struct gw_config *cfg = gw_get_config();
 	__u64 gen = cfg ? gw_live_gen(cfg) : 0;
-	__u32 slot = GW_SLOT_OF(gen), port = bpf_ntohs(c->ends.dport);
 
-	bits = bpf_map_lookup_elem(&gw_srv_port_bits, &slot);
-	if (!gen || !bits || !((bits->w[(port >> 6) & 1023] >> (port & 63)) & 1))
+	if (!gen || !gw_srv_port(bpf_ntohs(c->ends.dport), GW_SLOT_OF(gen)))
 		return;
 	k.net = BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.__sk_common.skc_net.net, net_cookie);
 	__builtin_memcpy(k.saddr, c->ends.saddr, sizeof(k.saddr));
@@ -1586,9 +1583,7 @@ static __always_inline int gw_sock_ends_are(struct tcp_sock *tp, const struct gw
 	    sc->skc_num != e->sport || sc->skc_dport != e->dport || sc->skc_net.net->net_cookie != net)
 		return 0;
 	if (sc->skc_family == AF_INET)
-		return e->saddr[0] == 0 && e->saddr[1] == 0 && e->saddr[2] == bpf_htonl(0xffff) &&
-		       e->daddr[0] == 0 && e->daddr[1] == 0 && e->daddr[2] == bpf_htonl(0xffff) &&
-		       sc->skc_rcv_saddr == e->saddr[3] && sc->skc_daddr == e->daddr[3];
+		return gw_addr_v4(e->saddr) && gw_addr_v4(e->daddr) && sc->skc_rcv_saddr == e->saddr[3] && sc->skc_daddr == e->daddr[3];
 	for (i = 0; i < 4; i++)
 		if (sc->skc_v6_rcv_saddr.in6_u.u6_addr32[i] != e->saddr[i] ||
 		    sc->skc_v6_daddr.in6_u.u6_addr32[i] != e->daddr[i])
@@ -1656,7 +1651,7 @@ static __always_inline __u16 gw_srv_caller(struct __sk_buff *skb, struct gw_conn
 			c->flags |= GW_CONN_PEER_WALKED;
 		return walked;
 	}
-	if (c->ends.saddr[0] == 0 && c->ends.saddr[1] == 0 && c->ends.saddr[2] == bpf_htonl(0xffff)) {
+	if (gw_addr_v4(c->ends.saddr)) {
 		t.ipv4.saddr = c->ends.daddr[3];
 		t.ipv4.daddr = c->ends.saddr[3];
 		t.ipv4.sport = c->ends.dport;
@@ -2465,7 +2460,6 @@ SEC("cgroup_skb/ingress")
 int gw_guard_in(struct __sk_buff *skb)
 {
 	struct bpf_sock *sk = skb->sk;
-	struct gw_port_bits *bits;
 	struct gw_srv_conn *sc;
 	struct gw_config *cfg;
 	__u32 slot, port;
@@ -2482,8 +2476,7 @@ int gw_guard_in(struct __sk_buff *skb)
 		return 1;
 	slot = GW_SLOT_OF(gen);
 	port = sk->src_port; /* host order */
-	bits = bpf_map_lookup_elem(&gw_srv_port_bits, &slot);
-	if (!bits || !((bits->w[(port >> 6) & 1023] >> (port & 63)) & 1))
+	if (!gw_srv_port(port, slot))
 		return 1;
 	if (sk->state == GW_TCP_LISTEN)
 		return gw_guard_listener(skb, sk, cfg, slot);
@@ -2564,11 +2557,10 @@ int gw_reset_predating(struct bpf_iter__tcp *ctx)
 	 * cgroup-id"); nothing here can protect it */
 	if (skc->skc_state == GW_TCP_LISTEN && !gw_is_detaching()) {
 		__u32 slot = GW_SLOT_OF(gen), port = skc->skc_num;
-		struct gw_port_bits *bits = bpf_map_lookup_elem(&gw_srv_port_bits, &slot);
 		struct cgroup *cg;
 
 		tp = bpf_skc_to_tcp_sock(skc);
-		if (!tp || !bits || !((bits->w[(port >> 6) & 1023] >> (port & 63)) & 1))
+		if (!tp || !gw_srv_port(port, slot))
 			return 0;
 		cg = BPF_CORE_READ(&tp->inet_conn.icsk_inet.sk, sk_cgrp_data.cgroup);
 		if (!gw_srv_service(cg, cfg, port, slot))

@@ -37,6 +37,21 @@ static __always_inline int gw_service_port(__u16 dport, __u32 slot)
 	return bits && ((bits->w[(port >> 6) & 1023] >> (port & 63)) & 1);
 }
 
+/* Is port (host order) a protected server's port in the slot? One array
+ * lookup (gw_srv_port_bits). */
+static __always_inline int gw_srv_port(__u32 port, __u32 slot)
+{
+	struct gw_port_bits *bits = bpf_map_lookup_elem(&gw_srv_port_bits, &slot);
+
+	return bits && ((bits->w[(port >> 6) & 1023] >> (port & 63)) & 1);
+}
+
+/* An address as gw_conn_ends keeps it: is it IPv4 (::ffff:a.b.c.d)? */
+static __always_inline int gw_addr_v4(const __u32 *a)
+{
+	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0x0000ffff);
+}
+
 /* The live generation: one load (see GW_SLOT_OF). */
 static __always_inline __u64 gw_live_gen(struct gw_config *cfg)
 {
