@@ -1075,13 +1075,42 @@ static __always_inline struct gw_hp_spill *gw_srv_spill_of(struct gw_conn *c, in
 	return sp;
 }
 
-/* (Not on the server side: its bytes are mostly not linear, where the
- * check reads, and its offsets count the carry first.) */
+/* The repeat check or fill on the server side: the block is read from
+ * the CPU's block buffer, where gw_walk_step copied it whole (its bytes
+ * are mostly not linear in the buffer). Only for the block the buffer
+ * holds, at offset `off` of the walk (which counts the carry first). */
+static __always_inline int gw_repeat_blkbuf(struct gw_src *s, struct gw_repeat *r, __u32 off,
+					    __u32 len, __u32 store)
+{
+	__u32 k, nw, o;
+	__u64 v;
+
+	if (store)
+		r->len = 0; /* nothing held until every word is */
+	if (!s->buf || len < 8 || len > GW_REPEAT_MAX || (!store && r->len != len) ||
+	    s->pos->buf_len != len || off < s->pos->pre_len || off - s->pos->pre_len != s->pos->buf_off)
+		return 0;
+	nw = (len + 7) / 8;
+	for (k = 0; k < GW_REPEAT_MAX / 8; k++) {
+		if (k >= nw)
+			break;
+		o = ((k + 1) * 8 <= len ? k * 8 : len - 8) & (GW_REPEAT_MAX - 1);
+		v = *(__u64 *)(s->buf + o);
+		if (store)
+			r->w[k] = v;
+		else if (r->w[k] != v)
+			return 0;
+	}
+	if (store)
+		r->len = len;
+	return 1;
+}
+
 static __always_inline int gw_src_repeat(struct gw_src *s, struct gw_repeat *r, __u32 off,
 					 __u32 len, __u32 store)
 {
 	if (s->kind == GW_SRC_SKB)
-		return 0;
+		return gw_repeat_blkbuf(s, r, off, len, store);
 	return gw_repeat(s->ctx, r, off, len, store);
 }
 
@@ -1279,6 +1308,18 @@ read:
 		return gw_walk_stop(w, GW_WALK_DIVERT, c->h2.reason, ws->f.stream);
 	case GW_ACT_BLOCK:
 		gw_count(GW_CNT_HEADER_BLOCKS, 1);
+		if (kind == GW_SRC_SKB && src.buf) {
+			/* the whole block, copied once (never in the carry):
+			 * the repeat check and the parse read it there */
+			__u32 bo = ws->fo + ws->f.blk_off - ws->pos.pre_len, bl = ws->f.blk_len;
+
+			ws->pos.buf_len = 0;
+			if (ws->fo + ws->f.blk_off >= ws->pos.pre_len && bl && bl <= GW_BLKBUF_LEN &&
+			    !bpf_skb_load_bytes(src.ctx, bo, src.buf, bl)) {
+				ws->pos.buf_off = bo;
+				ws->pos.buf_len = bl;
+			}
+		}
 		if (ws->f.is_request && ws->policed && c->rp.len &&
 		    gw_src_repeat(&src, &c->rp, ws->fo + ws->f.blk_off, ws->f.blk_len, 0)) {
 			/* the allowed block again, on the same table: no parse
@@ -1296,17 +1337,6 @@ read:
 		ws->t_max = c->h2.table.max_size;
 		gw_hp_block_init(&w->s->blk, ws->f.blk_len);
 		ws->pos.base = ws->fo + ws->f.blk_off;
-		if (kind == GW_SRC_SKB && src.buf) {
-			/* the whole block, copied once (never in the carry) */
-			__u32 bo = ws->pos.base - ws->pos.pre_len, bl = ws->f.blk_len;
-
-			ws->pos.buf_len = 0;
-			if (ws->pos.base >= ws->pos.pre_len && bl && bl <= GW_BLKBUF_LEN &&
-			    !bpf_skb_load_bytes(src.ctx, bo, src.buf, bl)) {
-				ws->pos.buf_off = bo;
-				ws->pos.buf_len = bl;
-			}
-		}
 		ws->n = n;
 		ws->mode = GW_W_BLOCK;
 		return 0;

@@ -111,6 +111,31 @@ remote_client() {
   [ "$(echo "$output" | json "d['method']")" = "/cloudcity.DoorManager/SetAccessCode" ]
 }
 
+@test "server side: an allowed block repeated byte for byte is allowed unparsed; the same bytes after the table changed under them are decided again" {
+  protect
+  # grpcio's GetName blocks settle into one that repeats byte for byte
+  run remote_client "$CLIENT_IP" 'GetName*8'
+  [ "$(echo "$output" | grep -c '^GetName OK$')" -eq 8 ]
+  repeats=$(counter repeat_blocks)
+  echo "grpcio: repeat blocks $repeats"
+  [ "$repeats" -ge 4 ]
+  [ "$(counter allowed)" -eq 8 ]
+  # stream 3 repeats stream 1's block naming dynamic entry 62 (GetName); a
+  # trailers block then puts SetAccessCode at entry 62, and the same bytes
+  # on stream 7 name it: decided again, denied
+  from_source "$CLIENT_IP"
+  run ip netns exec "$CLIENT_NS" timeout 60 $PY "$ROOT/tests/e2e/attack.py" "$SERVER_IP" 50051 repeat GetName SetAccessCode
+  echo "$output"
+  [ "$(echo "$output" | sed -n 1p)" = "GetName 0" ]
+  [ "$(echo "$output" | sed -n 2p)" = "GetName 0" ]
+  [ "$(echo "$output" | sed -n 4p)" = "SetAccessCode 12" ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  echo "repeat blocks: $(counter repeat_blocks), denied: $(counter denied)"
+  [ "$(counter repeat_blocks)" -ge $((repeats + 1)) ]
+  [ "$(counter denied)" -eq 1 ]
+  [ "$(counter conns_failed)" -eq 0 ]
+}
+
 @test "server side: a caller no identity names is denied every method, and reported" {
   protect
   run remote_client "$OTHER_IP" GetName SetAccessCode GetName
