@@ -418,7 +418,8 @@ int gw_sockops(struct bpf_sock_ops *skops)
 		/* where to first: the cgroup path is hashed only for a service */
 		GW_CTX_IP6(skops, remote, o.daddr);
 		o.dport = (__u16)(skops->remote_port >> 16); /* network order */
-		if (!gw_resolve_service(o.daddr, o.dport, GW_SLOT_OF(gen)))
+		if (!gw_service_port(o.dport, GW_SLOT_OF(gen)) ||
+		    !gw_resolve_service(o.daddr, o.dport, GW_SLOT_OF(gen)))
 			break; /* other destinations are not tracked at all */
 		ident = gw_ident_of(BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup),
 				    cfg, gen);
@@ -1151,7 +1152,10 @@ static __always_inline long gw_walk_decide(struct gw_walk *w, struct gw_src *src
 	if (w->s->blk.path_inserted && w->s->blk.path_how != GW_PATH_NONE) {
 		__u64 h = w->s->blk.h_exact;
 
-		bpf_map_update_elem(&gw_paths, &h, w->s->blk.path, BPF_ANY);
+		/* a keyed hash names one text: written when missing only (an
+		 * update allocates, every new connection would pay it) */
+		if (!bpf_map_lookup_elem(&gw_paths, &h))
+			bpf_map_update_elem(&gw_paths, &h, w->s->blk.path, BPF_ANY);
 	}
 	if (!ws->policed) {
 		/* identity or service left the policy: everything passes, but an

@@ -17,6 +17,10 @@ one unary call, close), where the per-connection programs (sockops) count.
                   program that only returns SK_PASS (tests/bench/floor.bpf.c):
                   the tcp_bpf path plus one empty program run per write
   lean-grpcwall   grpcwall attached, the called method allowed
+  lean-floor-server the server side's floor: nghttpd's accepted sockets in a
+                  sockhash whose sk_skb stream verdict only returns SK_PASS
+                  (floor.bpf.c): the sk_psock receive path plus one empty
+                  program run per received buffer
   lean-server-side grpcwall attached on the server side only (issue 11): the
                   service names nghttpd's cgroup, the client is known by its
                   address; every received buffer is walked by the sk_skb verdict
@@ -64,7 +68,7 @@ import sys
 import tempfile
 import time
 
-LEAN_CONFIGS = ["lean-baseline", "lean-floor", "lean-grpcwall", "lean-server-side"]
+LEAN_CONFIGS = ["lean-baseline", "lean-floor", "lean-grpcwall", "lean-floor-server", "lean-server-side"]
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NS_C, NS_S = "gwbench-c", "gwbench-s"
 IP_C, IP_S = "10.250.240.1", "10.250.240.2"
@@ -154,19 +158,29 @@ class Bench:
         sh("bpftool", "prog", "loadall", obj, FLOOR_PIN, "pinmaps", FLOOR_PIN + "/maps")
         sh("bpftool", "prog", "attach", "pinned", FLOOR_PIN + "/floor_sk_msg", "msg_verdict",
            "pinned", FLOOR_PIN + "/maps/floor_sockhash")
+        sh("bpftool", "prog", "attach", "pinned", FLOOR_PIN + "/floor_sk_skb", "stream_verdict",
+           "pinned", FLOOR_PIN + "/maps/floor_srv_sockhash")
 
-    def attach_floor(self):
-        sh("bpftool", "cgroup", "attach", self.cg + "/client", "sock_ops", "pinned", FLOOR_PIN + "/floor_sockops")
-        self.floor_attached = True
+    # (cgroup, sockops program) of each floor: the client's, the server's
+    def floor_at(self, server):
+        return (self.cg_srv, "floor_sockops_srv") if server else (self.cg + "/client", "floor_sockops")
+
+    def attach_floor(self, server=False):
+        cg, prog = self.floor_at(server)
+        sh("bpftool", "cgroup", "attach", cg, "sock_ops", "pinned", f"{FLOOR_PIN}/{prog}")
+        self.floor_attached = server + 1
 
     def detach_floor(self):
         if self.floor_attached:
-            sh("bpftool", "cgroup", "detach", self.cg + "/client", "sock_ops", "pinned", FLOOR_PIN + "/floor_sockops")
+            cg, prog = self.floor_at(self.floor_attached == 2)
+            sh("bpftool", "cgroup", "detach", cg, "sock_ops", "pinned", f"{FLOOR_PIN}/{prog}")
             self.floor_attached = False
 
-    def floor_prog_ids(self):
-        return {name: json.loads(sh("bpftool", "prog", "show", "pinned", f"{FLOOR_PIN}/floor_{name}", "--json").stdout)["id"]
-                for name in ("sockops", "sk_msg")}
+    def floor_prog_ids(self, server=False):
+        names = {"sockops": "floor_sockops_srv", "sk_skb": "floor_sk_skb"} if server else \
+            {"sockops": "floor_sockops", "sk_msg": "floor_sk_msg"}
+        return {k: json.loads(sh("bpftool", "prog", "show", "pinned", f"{FLOOR_PIN}/{v}", "--json").stdout)["id"]
+                for k, v in names.items()}
 
     @staticmethod
     def into_cgroup(cg):
@@ -186,10 +200,14 @@ class Bench:
         self.procs = []
         subprocess.run([self.a.grpcwall, "detach", "--pin-dir", PIN], capture_output=True)
         if os.path.exists(FLOOR_PIN):  # the floor: bpftool pins only, none of grpcwall's
-            subprocess.run(["bpftool", "cgroup", "detach", self.cg + "/client", "sock_ops", "pinned",
-                            FLOOR_PIN + "/floor_sockops"], capture_output=True)
+            for server in (False, True):
+                cg, prog = self.floor_at(server)
+                subprocess.run(["bpftool", "cgroup", "detach", cg, "sock_ops", "pinned", f"{FLOOR_PIN}/{prog}"],
+                               capture_output=True)
             subprocess.run(["bpftool", "prog", "detach", "pinned", FLOOR_PIN + "/floor_sk_msg", "msg_verdict",
                             "pinned", FLOOR_PIN + "/maps/floor_sockhash"], capture_output=True)
+            subprocess.run(["bpftool", "prog", "detach", "pinned", FLOOR_PIN + "/floor_sk_skb", "stream_verdict",
+                            "pinned", FLOOR_PIN + "/maps/floor_srv_sockhash"], capture_output=True)
             shutil.rmtree(FLOOR_PIN, ignore_errors=True)
         self.floor_attached = False
         try:  # the fallback helper's log (attach starts the helper; it idles here)
@@ -442,8 +460,8 @@ backend door
         a = self.a
         if name in ("lean-grpcwall", "lean-server-side"):
             ids = json.loads(sh(self.a.grpcwall, "status", "--pin-dir", PIN, "--json").stdout)["programs"]
-        elif name == "lean-floor":
-            ids = self.floor_prog_ids()
+        elif name in ("lean-floor", "lean-floor-server"):
+            ids = self.floor_prog_ids(server=name == "lean-floor-server")
         else:
             ids = {}
         fds = {name: prog_fd_by_id(pid) for name, pid in ids.items()}
@@ -485,7 +503,7 @@ backend door
             res["bpf_ns_per_req"] = round(ns / reqs, 1) if reqs else None
         bpf = f"{res['bpf_ns_per_req']:7.1f}" if res["bpf_ns_per_req"] is not None else "      -"
         label = f"keep+{pads}" if pads is not None else load_label(conns, streams)
-        print(f"  {label:5s} {name:14s} {res['rps']:10.0f} req/s  cpu {res['cpu_us_per_req']:6.2f} us/req"
+        print(f"  {label:5s} {name:17s} {res['rps']:10.0f} req/s  cpu {res['cpu_us_per_req']:6.2f} us/req"
               f" (machine {res['machine_cpu_us_per_req']:6.2f})  bpf {bpf} ns/req  runs/req {res['bpf_runs_per_req']}"
               f"  ns/run {res['bpf_ns_per_run']}",
               flush=True)
@@ -501,6 +519,8 @@ backend door
                 for cfg in LEAN_CONFIGS:
                     if cfg == "lean-floor":
                         self.attach_floor()
+                    elif cfg == "lean-floor-server":
+                        self.attach_floor(server=True)
                     elif cfg == "lean-grpcwall":
                         self.attach(self.lean_policy)
                     elif cfg == "lean-server-side":
@@ -644,14 +664,14 @@ backend door
         print()
         print(f"lean server ({self.lean_server}), medians of {a.lean_rounds} round(s), {a.lean_duration} s each;"
               " CPU = client+server cgroups (machine-wide in brackets)")
-        print(f"{'load':5s} {'config':14s} {'req/s':>9s} {'x base':>7s} {'CPU us/req':>18s} {'x base':>7s}"
+        print(f"{'load':5s} {'config':17s} {'req/s':>9s} {'x base':>7s} {'CPU us/req':>18s} {'x base':>7s}"
               f" {'BPF ns/req':>10s}  BPF runs/req")
         for l in loads:
             for r in l["configurations"]:
                 cpu = f"{r['cpu_us_per_req']:.2f} ({r['machine_cpu_us_per_req']:.2f})"
                 bpf = f"{r['bpf_ns_per_req']:10.1f}" if r["bpf_ns_per_req"] is not None else f"{'-':>10s}"
                 runs = ", ".join(f"{k} {v}" for k, v in r["bpf_runs_per_req"].items()) or "-"
-                print(f"{load_label(l['connections'], l['streams_per_connection']):5s} {r['config']:14s} {r['rps']:9.0f}"
+                print(f"{load_label(l['connections'], l['streams_per_connection']):5s} {r['config']:17s} {r['rps']:9.0f}"
                       f" {r['ratio_to_baseline']:7.3f} {cpu:>18s} {r['cpu_ratio_to_baseline']:7.3f} {bpf}  {runs}")
         header_cost = self.report_headers(headers) if headers else None
         return {"server": self.lean_server, "port": LEAN_PORT, "method": METHOD, "rounds": a.lean_rounds,

@@ -57,7 +57,8 @@ assert [(l["connections"], l["streams_per_connection"]) for l in lean["loads"]] 
 assert [l["one_connection_per_request"] for l in lean["loads"]] == [False, False, True]
 for l in lean["loads"]:
     rows = {c["config"]: c for c in l["configurations"]}
-    assert list(rows) == ["lean-baseline", "lean-floor", "lean-grpcwall", "lean-server-side"], list(rows)
+    assert list(rows) == ["lean-baseline", "lean-floor", "lean-grpcwall", "lean-floor-server",
+                          "lean-server-side"], list(rows)
     for c in rows.values():
         assert c["rps"] > 0 and c["ratio_to_baseline"] > 0, c
         assert c["cpu_us_per_req"] > 0 and c["machine_cpu_us_per_req"] > 0 and c["cpu_ratio_to_baseline"] > 0, c
@@ -68,9 +69,10 @@ for l in lean["loads"]:
     for cfg in ("lean-floor", "lean-grpcwall"):
         assert rows[cfg]["bpf_ns_per_req"] > 0, rows[cfg]
         assert rows[cfg]["bpf_runs_per_req"]["sk_msg"] > 0, rows[cfg]
-    # on the server side the sk_skb verdict walked the calls, no sk_msg ran
-    assert rows["lean-server-side"]["bpf_runs_per_req"]["sk_skb"] > 0, rows["lean-server-side"]
-    assert not rows["lean-server-side"]["bpf_runs_per_req"].get("sk_msg"), rows["lean-server-side"]
+    # on the server side (and its floor) the sk_skb verdict ran on the calls, no sk_msg
+    for cfg in ("lean-floor-server", "lean-server-side"):
+        assert rows[cfg]["bpf_runs_per_req"]["sk_skb"] > 0, rows[cfg]
+        assert not rows[cfg]["bpf_runs_per_req"].get("sk_msg"), rows[cfg]
     if l["one_connection_per_request"]:  # sockops ran for every new connection
         for cfg in ("lean-floor", "lean-grpcwall"):
             assert rows[cfg]["bpf_runs_per_req"]["sockops"] >= 1, rows[cfg]
