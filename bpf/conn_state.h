@@ -18,8 +18,7 @@
 #define GW_CONN_SERVER  0x100 /* server side: an accepted connection walked on receive
 			       * (gw_srv_conns, gw_sk_skb) */
 #define GW_CONN_PEER_LOCAL 0x200 /* server side: the caller is a socket of this host, known by its cgroup */
-#define GW_CONN_PEER_WALKED 0x400 /* server side: ... and the client side walks it (gw_local_calls,
-				   * by the connection's sequence origins, in any namespace):
+#define GW_CONN_PEER_WALKED 0x400 /* server side: ... and the client side walks it (gw_local_calls):
 				   * that side counts and reports its RPCs */
 
 /* The sk_msg program's walk over one message (grpcwall.bpf.c), in map

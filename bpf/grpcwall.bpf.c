@@ -363,19 +363,9 @@ static __always_inline void gw_srv_accepted(struct bpf_sock_ops *skops, struct b
 	gw_count(GW_CNT_SRV_CONNS, 1);
 }
 
-/* The first sequence number of what a socket received (its peer's ISN +
- * 1), from its state at any time: rcv_nxt moves with bytes_received
- * (a FIN's unit included), from the peer's ISN + 1 at the handshake. */
-static __always_inline __u32 gw_rcv_seq0(struct tcp_sock *tp)
-{
-	return tp->rcv_nxt - (__u32)tp->bytes_received;
-}
-
 /* A policed connection to a protected server's port (of the live policy)
- * is noted in gw_local_calls by its two sequence origins: if its server is
- * on this host, the server side knows the caller as walked by the client
- * side (gw_srv_walked_caller). At ACTIVE_ESTABLISHED nothing is received
- * yet: rcv_nxt is the server's ISN + 1. */
+ * is noted in gw_local_calls: if its server is on this host, the server
+ * side knows the caller as walked by the client side (gw_srv_caller). */
 static __always_inline void gw_note_local_call(struct gw_conn *c, struct tcp_sock *tp, __u64 cookie)
 {
 	struct gw_local_call k = {};
@@ -384,8 +374,11 @@ static __always_inline void gw_note_local_call(struct gw_conn *c, struct tcp_soc
 
 	if (!gen || !gw_srv_port(bpf_ntohs(c->ends.dport), GW_SLOT_OF(gen)))
 		return;
-	k.client_seq0 = c->seq0;
-	k.server_seq0 = gw_rcv_seq0(tp);
+	k.net = BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.__sk_common.skc_net.net, net_cookie);
+	__builtin_memcpy(k.saddr, c->ends.saddr, sizeof(k.saddr));
+	__builtin_memcpy(k.daddr, c->ends.daddr, sizeof(k.daddr));
+	k.sport = c->ends.sport;
+	k.dport = c->ends.dport;
 	bpf_map_update_elem(&gw_local_calls, &k, &cookie, BPF_ANY);
 }
 
@@ -1608,32 +1601,55 @@ int gw_sk_msg(struct sk_msg_md *msg)
  * (its socket found by the reversed 4-tuple), is known by its cgroup path,
  * never by the address it connects from (any local process could choose
  * one a policy trusts); any other caller by its source address (gw_peers). */
-/* The caller, if the client side of this pin dir walks its connection:
- * its client socket, on this host in any network namespace, noted by
- * sockops under the connection's two sequence origins (gw_local_calls)
- * and still in gw_sockhash with the same ones now (a connection has one
- * socket at each end; a socket connected again has new ones). Its
- * identity then (0: none under this policy), or -1. The service the
- * client side resolves for it, by the address and port it connected to
- * (its own view, before any translation), goes to *svc. */
-static __always_inline int gw_srv_walked_caller(struct tcp_sock *tp, struct gw_config *cfg, __u64 gen,
-						__u16 *svc)
+/* Is the socket connected with these ends (as gw_conn_ends keeps them:
+ * addresses IPv4-mapped for IPv4, sport host order, dport network order),
+ * in this network namespace, bound to no device? Checked against the
+ * connection's own state, never the shared key it was found by (a run
+ * nested on this CPU could have rewritten that). Bound to no device: two
+ * connections of one namespace can have the same ends only in different
+ * L3 domains (VRFs), each bound to its own. */
+static __always_inline int gw_sock_ends_are(struct tcp_sock *tp, const struct gw_conn_ends *e, __u64 net)
 {
-	struct gw_local_call k = {
-		.client_seq0 = gw_rcv_seq0(tp),
-		.server_seq0 = tp->snd_una - (__u32)tp->bytes_acked, /* the SYN's unit is not in it */
-	};
-	struct gw_caller_keys *ks;
-	struct gw_svc_key *sk;
-	struct gw_svc_val *sv;
-	struct sock_common *pc;
+	struct sock_common *sc = &tp->inet_conn.icsk_inet.sk.__sk_common;
+	__u32 i;
+
+	if (sc->skc_state == GW_TCP_LISTEN || sc->skc_state == GW_TCP_CLOSE || sc->skc_bound_dev_if ||
+	    sc->skc_num != e->sport || sc->skc_dport != e->dport || sc->skc_net.net->net_cookie != net)
+		return 0;
+	if (sc->skc_family == AF_INET)
+		return gw_addr_v4(e->saddr) && gw_addr_v4(e->daddr) && sc->skc_rcv_saddr == e->saddr[3] && sc->skc_daddr == e->daddr[3];
+	for (i = 0; i < 4; i++)
+		if (sc->skc_v6_rcv_saddr.in6_u.u6_addr32[i] != e->saddr[i] ||
+		    sc->skc_v6_daddr.in6_u.u6_addr32[i] != e->daddr[i])
+			return 0;
+	return 1;
+}
+
+/* The caller, if the client side of this pin dir walks its connection:
+ * noted by sockops (gw_local_calls), and its socket still in gw_sockhash
+ * with exactly this connection's ends, in this namespace (a connection
+ * has one socket at each end). Its identity then, or -1. */
+static __always_inline int gw_srv_walked_caller(struct gw_conn *c, struct gw_config *cfg, __u64 gen,
+						__u64 net)
+{
+	struct gw_local_call *k;
 	struct tcp_sock *ptp;
 	struct bpf_sock *p;
-	__u32 snd0, zero = 0;
 	__u64 *cookie, ck;
+	__u32 zero = 0;
 	int ident = -1;
 
-	cookie = bpf_map_lookup_elem(&gw_local_calls, &k);
+	k = bpf_map_lookup_elem(&gw_local_key, &zero);
+	if (!k)
+		return -1;
+	__builtin_memset(k, 0, sizeof(*k));
+	k->net = net;
+	/* the server side keeps the ends as the caller sees them, too */
+	__builtin_memcpy(k->saddr, c->ends.saddr, sizeof(k->saddr));
+	__builtin_memcpy(k->daddr, c->ends.daddr, sizeof(k->daddr));
+	k->sport = c->ends.sport;
+	k->dport = c->ends.dport;
+	cookie = bpf_map_lookup_elem(&gw_local_calls, k);
 	if (!cookie)
 		return -1;
 	ck = *cookie;
@@ -1641,84 +1657,48 @@ static __always_inline int gw_srv_walked_caller(struct tcp_sock *tp, struct gw_c
 	if (!p)
 		return -1;
 	ptp = bpf_skc_to_tcp_sock(p);
-	if (!ptp)
-		goto out;
-	pc = &ptp->inet_conn.icsk_inet.sk.__sk_common;
-	/* an active open counts its SYN's unit in bytes_acked, or not */
-	snd0 = ptp->snd_una - (__u32)ptp->bytes_acked;
-	if (pc->skc_state == GW_TCP_LISTEN || pc->skc_state == GW_TCP_CLOSE || gw_rcv_seq0(ptp) != k.server_seq0 ||
-	    (snd0 != k.client_seq0 && snd0 + 1 != k.client_seq0))
-		goto out;
-	ks = bpf_map_lookup_elem(&gw_caller_keys, &zero);
-	if (ks) {
-		sk = &ks->svc; /* gw_resolve_service of the address and port it connected to */
-		sk->prefixlen = GW_SVC_PREFIX_FIXED + 128;
-		sk->slot = GW_SLOT_OF(gen);
-		sk->pad0 = 0;
-		sk->port = pc->skc_dport;
-		if (pc->skc_family == AF_INET) {
-			sk->addr[0] = 0;
-			sk->addr[1] = 0;
-			sk->addr[2] = bpf_htonl(0x0000ffff);
-			sk->addr[3] = pc->skc_daddr;
-		} else {
-			sk->addr[0] = pc->skc_v6_daddr.in6_u.u6_addr32[0];
-			sk->addr[1] = pc->skc_v6_daddr.in6_u.u6_addr32[1];
-			sk->addr[2] = pc->skc_v6_daddr.in6_u.u6_addr32[2];
-			sk->addr[3] = pc->skc_v6_daddr.in6_u.u6_addr32[3];
-		}
-		sv = bpf_map_lookup_elem(&gw_services, sk);
-		*svc = sv ? sv->service : 0;
-	}
-	ident = gw_ident_of(BPF_CORE_READ(ptp, inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup), cfg, gen);
-out:
+	if (ptp && gw_sock_ends_are(ptp, &c->ends, net))
+		ident = gw_ident_of(BPF_CORE_READ(ptp, inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup), cfg, gen);
 	bpf_sk_release(p);
 	return ident;
 }
 
 static __always_inline __u16 gw_srv_caller(struct __sk_buff *skb, struct gw_conn *c,
-					   struct gw_config *cfg, __u64 gen, struct tcp_sock *tp)
+					   struct gw_config *cfg, __u64 gen, __u64 net)
 {
-	struct gw_caller_keys *ks;
-	struct bpf_sock_tuple *t;
+	struct bpf_sock_tuple t = {};
 	struct tcp_sock *ptp;
 	struct bpf_sock *p;
-	__u32 size, zero = 0;
-	__u16 ident = 0, svc = 0;
+	__u32 size;
+	__u16 ident = 0;
 	int walked;
 
 	c->flags &= ~(GW_CONN_PEER_LOCAL | GW_CONN_PEER_WALKED);
-	/* a caller on this host (any namespace) the client side walks: known
-	 * by its cgroup, as that side knows it, and counted and reported
-	 * there when that side decides it for the same identity and service */
-	walked = gw_srv_walked_caller(tp, cfg, gen, &svc);
-	if (walked > 0 || (walked == 0 && skb->ingress_ifindex == GW_LOOPBACK_IFINDEX)) {
+	/* over loopback, in this namespace: a caller the client side walks,
+	 * counted and reported there when that side decides it for the same
+	 * identity and service (the service it resolves by the address it
+	 * connected to, as this side's) */
+	walked = skb->ingress_ifindex == GW_LOOPBACK_IFINDEX ? gw_srv_walked_caller(c, cfg, gen, net) : -1;
+	if (walked >= 0) {
 		c->flags |= GW_CONN_PEER_LOCAL;
-		if (walked && svc == c->service)
+		if (walked && gw_resolve_service(c->ends.daddr, c->ends.dport, GW_SLOT_OF(gen)) == c->service)
 			c->flags |= GW_CONN_PEER_WALKED;
 		return walked;
 	}
-	/* (its cgroup no identity now, from another namespace: by its
-	 * address, as any caller from there) */
-	ks = bpf_map_lookup_elem(&gw_caller_keys, &zero);
-	if (!ks)
-		return 0;
-	t = &ks->tuple;
-	__builtin_memset(t, 0, sizeof(*t));
 	if (gw_addr_v4(c->ends.saddr)) {
-		t->ipv4.saddr = c->ends.daddr[3];
-		t->ipv4.daddr = c->ends.saddr[3];
-		t->ipv4.sport = c->ends.dport;
-		t->ipv4.dport = bpf_htons(c->ends.sport);
-		size = sizeof(t->ipv4);
+		t.ipv4.saddr = c->ends.daddr[3];
+		t.ipv4.daddr = c->ends.saddr[3];
+		t.ipv4.sport = c->ends.dport;
+		t.ipv4.dport = bpf_htons(c->ends.sport);
+		size = sizeof(t.ipv4);
 	} else {
-		__builtin_memcpy(t->ipv6.saddr, c->ends.daddr, 16);
-		__builtin_memcpy(t->ipv6.daddr, c->ends.saddr, 16);
-		t->ipv6.sport = c->ends.dport;
-		t->ipv6.dport = bpf_htons(c->ends.sport);
-		size = sizeof(t->ipv6);
+		__builtin_memcpy(t.ipv6.saddr, c->ends.daddr, 16);
+		__builtin_memcpy(t.ipv6.daddr, c->ends.saddr, 16);
+		t.ipv6.sport = c->ends.dport;
+		t.ipv6.dport = bpf_htons(c->ends.sport);
+		size = sizeof(t.ipv6);
 	}
-	p = bpf_sk_lookup_tcp(skb, t, size, BPF_F_CURRENT_NETNS, 0);
+	p = bpf_sk_lookup_tcp(skb, &t, size, BPF_F_CURRENT_NETNS, 0);
 	if (!p)
 		/* arrived on loopback (ifindex 1 in every namespace): a caller
 		 * on this host whose socket was not found (the lookup reads
@@ -1755,7 +1735,9 @@ static __noinline int gw_srv_refresh(struct __sk_buff *skb, struct gw_conn *c,
 	c->service = gen ? gw_srv_service(BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup),
 					  cfg, skb->local_port, GW_SLOT_OF(gen))
 			 : 0;
-	c->ident = gen ? gw_srv_caller(skb, c, cfg, gen, tp) : 0;
+	c->ident = gen ? gw_srv_caller(skb, c, cfg, gen,
+				       BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.__sk_common.skc_net.net, net_cookie))
+		       : 0;
 	c->generation = gen;
 	c->rp.len = 0;
 	return 0;

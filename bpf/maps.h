@@ -145,21 +145,21 @@ struct {
 	__type(value, struct gw_port_bits);
 } gw_srv_port_bits SEC(".maps");
 
-/* Policed client connections to a protected server's port, by the
- * initial sequence numbers of their two directions (each + 1, as the
- * first byte's): written by sockops when the connection enters
- * gw_sockhash, read by the server side to know a caller on this host the
- * client side walks, in any network namespace and through address or
- * port translation (neither changes sequence numbers). The pair is 64
- * random bits that only the two ends of one connection share, and the
- * server side checks them again on the client's socket itself, found in
- * gw_sockhash by the cookie noted here (so an entry left by a closed or
- * reconnected socket proves nothing). LRU: an entry pushed out only costs
- * that the caller's RPCs are counted on both sides. Sized by the loader
- * (--max-connections). */
+/* Policed client connections to a protected server's port, by their
+ * ends as the client sees them and their network namespace: written by
+ * sockops when the connection enters gw_sockhash, read by the server side
+ * to know a caller the client side walks (its socket then checked in
+ * gw_sockhash, so an entry left by a closed connection proves nothing).
+ * LRU: an entry pushed out only costs that the caller is looked up by
+ * bpf_sk_lookup_tcp and its RPCs are counted on both sides. Sized by the
+ * loader (--max-connections). */
 struct gw_local_call {
-	__u32 client_seq0; /* the client's ISN + 1 */
-	__u32 server_seq0; /* the server's ISN + 1 */
+	__u64 net;        /* net_cookie of the namespace */
+	__u32 saddr[4];   /* the client's address (IPv4-mapped for IPv4) */
+	__u32 daddr[4];   /* the server's */
+	__u16 sport;      /* host order */
+	__u16 dport;      /* network order */
+	__u32 pad;
 };
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -168,18 +168,14 @@ struct {
 	__type(value, __u64); /* the client socket's cookie (gw_sockhash key) */
 } gw_local_calls SEC(".maps");
 
-/* [0]: the keys the server side looks its caller up by (gw_srv_caller),
- * built here: the receive path's stack is full (the walk's frames) */
-struct gw_caller_keys {
-	struct gw_svc_key svc;       /* a local caller's own view of the service */
-	struct bpf_sock_tuple tuple; /* a caller in this namespace, by its ends */
-};
+/* [0]: the server side's gw_local_calls key, built here: the receive
+ * path's stack is full (the walk's frames) */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct gw_caller_keys);
-} gw_caller_keys SEC(".maps");
+	__type(value, struct gw_local_call);
+} gw_local_key SEC(".maps");
 
 /* [0]: when the ingress guard last sent an event, per CPU */
 struct {

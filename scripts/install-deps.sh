@@ -12,7 +12,7 @@ PKGS=(
   libgtest-dev libnghttp2-dev libclang-rt-14-dev
   # end-to-end tests and demo
   bats iproute2 procps util-linux python3 python3-grpcio python3-grpc-tools python3-h2
-  python3-hpack nghttp2-client nftables
+  python3-hpack nghttp2-client
   # benchmarks
   libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev haproxy gnuplot-nox
   nghttp2-server
