@@ -32,6 +32,10 @@
 namespace gw {
 namespace {
 
+// Every key of a map, or an error: a walk that stopped early (an LPM trie's
+// get_next_key allocates, and can fail with ENOMEM) would leave out keys that
+// what is built from them must cover (the service port bits: a connection to
+// a port left out is not policed at all).
 template <typename K>
 std::vector<K> Keys(int fd) {
   std::vector<K> keys;
@@ -42,6 +46,7 @@ std::vector<K> Keys(int fd) {
     cur = next;
     prev = &cur;
   }
+  if (errno != ENOENT) throw SysError("reading the keys of a policy map", errno);
   return keys;
 }
 
