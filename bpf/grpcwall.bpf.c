@@ -458,6 +458,18 @@ int gw_sockops(struct bpf_sock_ops *skops)
 		__u16 dport = (__u16)(skops->remote_port >> 16); /* network order */
 		__u32 daddr[4], slot;
 
+		/* a policed client socket that met its peer's SYN while in
+		 * SYN_SENT (simultaneous open) becomes established here, never
+		 * at ACTIVE_ESTABLISHED: not in gw_sockhash, no walker runs on
+		 * it. Failed, never relabelled: the guard drops its payload */
+		c = bpf_sk_storage_get(&gw_conns, sk, NULL, 0);
+		if (c && (c->flags & GW_CONN_POLICED)) {
+			if (!(c->flags & GW_CONN_FAILED))
+				gw_mark_failed(c, gw_get_config(), GW_REASON_UNWALKED);
+			ms = GW_FAILED_TIMEOUT_MS;
+			bpf_setsockopt(skops, GW_SOL_TCP, GW_TCP_USER_TIMEOUT, &ms, sizeof(ms));
+			break;
+		}
 		cfg = gw_get_config();
 		gen = cfg ? gw_live_gen(cfg) : 0;
 		if (!gen)

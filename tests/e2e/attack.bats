@@ -58,6 +58,35 @@ has_event() {
   [ "$(echo "$output" | sed -n 1p)" = "GetName 0" ]
 }
 
+@test "a simultaneous open with a service's address (established without ACTIVE_ESTABLISHED, never walked) gets no payload byte to the peer" {
+  # the SYNs are held (neighbours at a MAC nobody has) until both ends are
+  # in SYN_SENT; the peer's SYN reaches the client first, so the client
+  # goes SYN_RECV and becomes established as a passive open would
+  local cmac smac
+  cmac=$(ip -n "$CLIENT_NS" -j link show "$ID-a" | json "d[0]['address']")
+  smac=$(ip -n "$SERVER_NS" -j link show "$ID-b" | json "d[0]['address']")
+  ip -n "$CLIENT_NS" neigh replace "$SERVER_IP" lladdr 02:00:00:00:00:99 dev "$ID-a" nud permanent
+  ip -n "$SERVER_NS" neigh replace "$CLIENT_IP" lladdr 02:00:00:00:00:99 dev "$ID-b" nud permanent
+  attack "$CG/terminal" simopen 40123 > "$WORK/c.out" 2>&1 &
+  PIDS+=($!)
+  ip netns exec "$SERVER_NS" timeout 60 $PY "$ROOT/tests/e2e/attack.py" "$SERVER_IP" 50051 simopen-peer 40123 \
+    "$CLIENT_IP" > "$WORK/s.out" 2>&1 &
+  PIDS+=($!)
+  for i in $(seq 1 50); do grep -q connecting "$WORK/c.out" && grep -q connecting "$WORK/s.out" && break; sleep 0.1; done
+  ip -n "$SERVER_NS" neigh replace "$CLIENT_IP" lladdr "$cmac" dev "$ID-b" nud permanent
+  sleep 1.5   # the peer's SYN retransmitted (1 s): the client goes SYN_RECV
+  ip -n "$CLIENT_NS" neigh replace "$SERVER_IP" lladdr "$smac" dev "$ID-a" nud permanent
+  wait "${PIDS[-1]}" || true
+  wait "${PIDS[-2]}" || true
+  cat "$WORK/c.out" "$WORK/s.out"
+  grep -q established "$WORK/c.out"
+  grep -q established "$WORK/s.out"
+  [ "$(grep received "$WORK/s.out")" = "received 0" ]
+  [ "$(counter conns_opened)" -eq 0 ]   # never in the sockhash
+  [ "$(counter guard_drops)" -ge 1 ]
+  has_event "past the walker"
+}
+
 @test "TCP fast open: data in the SYN (MSG_FASTOPEN, TCP_FASTOPEN_CONNECT) never reaches the server" {
   ip netns exec "$SERVER_NS" sysctl -qw net.ipv4.tcp_fastopen=0x603
   ip netns exec "$CLIENT_NS" sysctl -qw net.ipv4.tcp_fastopen=0x5

@@ -187,6 +187,48 @@ def run(a, auth):
         s.settimeout(10)
         report(Reader(s), 1, a.args[0])
         return
+    if a.mode in ("simopen", "simopen-peer"):
+        # simultaneous open: this end and its peer each connect() to the
+        # other from a fixed port (the test delays the SYNs so they cross).
+        # simopen: from local port ARGS[0], then a denied call once
+        # established; simopen-peer (the server's end, port `port`):
+        # connects to ARGS[1]:ARGS[0], prints the bytes it reads in 5 s
+        lport = int(a.args[0])
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if a.mode == "simopen":
+            s.bind(("", lport))
+            dst = (host, port)
+        else:
+            s.bind((host, port))
+            dst = (a.args[1], lport)
+        s.setblocking(False)
+        s.connect_ex(dst)
+        print("connecting", flush=True)
+        _, w, _ = select.select([], [s], [], 20)
+        err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if not w or err:
+            print(f"error {errno.errorcode.get(err, err) if err else 'timeout'}", flush=True)
+            return
+        print("established", flush=True)
+        s.setblocking(True)
+        if a.mode == "simopen":
+            s.sendall(PREFACE + SETTINGS + call(1, "SetAccessCode", auth))
+            time.sleep(5)
+            return
+        s.settimeout(5)
+        got = 0
+        try:
+            while True:
+                b = s.recv(65536)
+                if not b:
+                    break
+                got += len(b)
+        except (socket.timeout, OSError):
+            pass
+        print(f"received {got}", flush=True)
+        return
     if a.mode in ("fastopen", "fastopen-connect"):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.settimeout(10)
