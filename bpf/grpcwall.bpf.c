@@ -1095,28 +1095,11 @@ static __always_inline struct gw_hp_spill *gw_srv_spill_of(struct gw_conn *c, in
 static __always_inline int gw_repeat_blkbuf(struct gw_src *s, struct gw_repeat *r, __u32 off,
 					    __u32 len, __u32 store)
 {
-	__u32 k, nw, o;
-	__u64 v;
-
 	if (store)
 		r->len = 0; /* nothing held until every word is */
-	if (!s->buf || len < 8 || len > GW_REPEAT_MAX || (!store && r->len != len) ||
-	    s->pos->buf_len != len || off < s->pos->pre_len || off - s->pos->pre_len != s->pos->buf_off)
+	if (!s->buf || s->pos->buf_len != len || off < s->pos->pre_len || off - s->pos->pre_len != s->pos->buf_off)
 		return 0;
-	nw = (len + 7) / 8;
-	for (k = 0; k < GW_REPEAT_MAX / 8; k++) {
-		if (k >= nw)
-			break;
-		o = ((k + 1) * 8 <= len ? k * 8 : len - 8) & (GW_REPEAT_MAX - 1);
-		v = *(__u64 *)(s->buf + o);
-		if (store)
-			r->w[k] = v;
-		else if (r->w[k] != v)
-			return 0;
-	}
-	if (store)
-		r->len = len;
-	return 1;
+	return gw_repeat_at(s->buf, s->buf + GW_BLKBUF_LEN, r, 0, len, store);
 }
 
 static __always_inline int gw_src_repeat(struct gw_src *s, struct gw_repeat *r, __u32 off,

@@ -176,6 +176,17 @@ crafted() {
 # events N: the next N monitor events as JSON lines (they wait in the ring buffer)
 events() { "$GRPCWALL" monitor --pin-dir "$PIN" --json --count "$1" --timeout 10; }
 
+# repeat_decided: $output of tests/e2e/attack.py's `repeat GetName SetAccessCode`
+# shows the allowed block's repeat allowed, and the same bytes denied after a
+# trailers block moved entry 62 to SetAccessCode (its handler never ran)
+repeat_decided() {
+  echo "$output"
+  [ "$(echo "$output" | sed -n 1p)" = "GetName 0" ] &&
+    [ "$(echo "$output" | sed -n 2p)" = "GetName 0" ] &&
+    [ "$(echo "$output" | sed -n 4p)" = "SetAccessCode 12" ] &&
+    [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+}
+
 # node_client CGROUP PORT CALLS...: @grpc/grpc-js client on one channel
 node_client() {
   local cg=$1 port=$2; shift 2
