@@ -168,11 +168,11 @@ class Bench:
     def attach_floor(self, server=False):
         cg, prog = self.floor_at(server)
         sh("bpftool", "cgroup", "attach", cg, "sock_ops", "pinned", f"{FLOOR_PIN}/{prog}")
-        self.floor_attached = server + 1
+        self.floor_attached = "server" if server else "client"
 
     def detach_floor(self):
         if self.floor_attached:
-            cg, prog = self.floor_at(self.floor_attached == 2)
+            cg, prog = self.floor_at(self.floor_attached == "server")
             sh("bpftool", "cgroup", "detach", cg, "sock_ops", "pinned", f"{FLOOR_PIN}/{prog}")
             self.floor_attached = False
 
