@@ -35,6 +35,15 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/* Whether this kernel lets socket programs (cgroup_skb, sk_skb, sock_ops,
+ * sk_msg) read the current task: bpf_get_current_pid_tgid from Linux 6.10,
+ * bpf_get_current_comm from 6.16 (before that, only tracing programs). The
+ * loader sets them from its probes; the verifier never sees a call behind
+ * a 0 here (a frozen read-only value), so older kernels load the programs
+ * and events carry no pid or command. Nothing is decided by them. */
+const volatile __u8 gw_have_pid = 1;
+const volatile __u8 gw_have_comm = 1;
+
 #define AF_INET 2
 #define AF_INET6 10
 
@@ -425,8 +434,10 @@ int gw_sockops(struct bpf_sock_ops *skops)
 				    cfg, gen);
 		if (!ident)
 			break; /* nor processes without an identity */
-		o.pid = bpf_get_current_pid_tgid() >> 32;
-		bpf_get_current_comm(o.comm, sizeof(o.comm));
+		if (gw_have_pid)
+			o.pid = bpf_get_current_pid_tgid() >> 32;
+		if (gw_have_comm)
+			bpf_get_current_comm(o.comm, sizeof(o.comm));
 		c = bpf_sk_storage_get(&gw_conns, sk, NULL,
 				       BPF_SK_STORAGE_GET_F_CREATE);
 		if (!c)
@@ -670,9 +681,12 @@ __attribute__((noinline)) int gw_emit(struct gw_conn *c, struct gw_config *cfg, 
 	e->rule = rule;
 	e->verdict = verdict;
 	e->reason = reason;
-	e->pid = bpf_get_current_pid_tgid() >> 32;
+	e->pid = gw_have_pid ? bpf_get_current_pid_tgid() >> 32 : 0;
 	e->conn_pid = c->ends.pid;
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	if (gw_have_comm)
+		bpf_get_current_comm(e->comm, sizeof(e->comm));
+	else
+		e->comm[0] = 0;
 	e->stream_id = stream;
 	e->side = !(c->flags & GW_CONN_SERVER) ? 0 : (c->flags & GW_CONN_PEER_LOCAL) ? 2 : 1;
 	e->path_len = 0;
@@ -2516,7 +2530,7 @@ int gw_guard_in(struct __sk_buff *skb)
 	return gw_guard_unwalked(skb, sk, cfg, slot, cookie);
 }
 
-extern int bpf_sock_destroy(struct sock_common *sk) __ksym;
+extern int bpf_sock_destroy(struct sock_common *sk) __ksym __weak; /* 6.5: absent, gw_reset_predating is not loaded */
 
 #define GW_TCP_ESTABLISHED 1
 #define GW_TCP_SYN_SENT    2

@@ -14,6 +14,7 @@
 
 #include "commands.h"
 #include "error.h"
+#include "kernel.h"
 #include "live.h"
 #include "pin_dir.h"
 #include "proxy.h"
@@ -27,6 +28,7 @@ struct AttachOptions {
   std::string pin_dir;
   std::string policy;
   bool no_fallback = false;
+  bool fallback_managed = false;  // a service manager runs the helper (grpcwall-proxy.service)
   uint32_t max_connections = 0;  // 0: kDefaultMaxConnections, or what is pinned
   uint32_t hold_slots = 0;       // 0: GW_HOLD_SLOTS, or what is pinned
 };
@@ -225,7 +227,7 @@ void CheckTableFormat(const std::string& pin_dir) {
 
 // Under the pin dir lock. Returns the live policy generation.
 uint64_t AttachLocked(const AttachOptions& o, const std::string& cgroup, const Policy& policy,
-                      const IdentityPaths& paths, bool fresh) {
+                      const IdentityPaths& paths, bool fresh, const KernelProbe& kernel) {
   // 1. Everything that can refuse, before anything changes.
   const uint64_t want_cg = CgroupId(cgroup);
   CheckAttachedCgroup(o.pin_dir, want_cg);
@@ -246,6 +248,14 @@ uint64_t AttachLocked(const AttachOptions& o, const std::string& cgroup, const P
   for (bpf_map* m : {skel->maps.gw_srv_holds, skel->maps.gw_srv_hold_owners})
     if (bpf_map__set_max_entries(m, hold_slots) != 0) throw SysError("sizing the hold slots", errno);
   skel->rodata->gw_srv_cap = ServerConnCap(max_conns);
+  // the verifier never checks a helper call behind a 0 here (Attach warns)
+  skel->rodata->gw_have_pid = kernel.Has("bpf_get_current_pid_tgid");
+  skel->rodata->gw_have_comm = kernel.Has("bpf_get_current_comm");
+  // a kernel without what the reset of predating connections needs gets
+  // everything else (Attach warns what that costs)
+  const bool reset = kernel.CanResetPredating();
+  if (!reset && bpf_program__set_autoload(skel->progs.gw_reset_predating, false) != 0)
+    throw SysError("leaving out the reset program", errno);
   bpf_map* map;
   bpf_object__for_each_map(map, skel->obj) {
     const char* name = bpf_map__name(map);
@@ -257,6 +267,8 @@ uint64_t AttachLocked(const AttachOptions& o, const std::string& cgroup, const P
   if (err)
     throw Error(kSystem, std::string("loading the BPF programs: ") + Errno(-err) +
                              (-err == EPERM ? " (run as root)" :
+                              fresh ? " (this kernel, " + kernel.release + ", refused them: GRPCWALL_DEBUG=1 shows "
+                                      "libbpf's and the verifier's log)" :
                               " (if maps pinned by another grpcwall version are in " + o.pin_dir +
                                   ", run 'grpcwall detach --pin-dir " + o.pin_dir + "' first; GRPCWALL_DEBUG=1 shows the verifier log)"));
 
@@ -291,7 +303,10 @@ uint64_t AttachLocked(const AttachOptions& o, const std::string& cgroup, const P
     PinProgram(bpf_program__fd(skel->progs.gw_sockops), MapPin(o.pin_dir, kProgSockops));
     PinProgram(bpf_program__fd(skel->progs.gw_guard), MapPin(o.pin_dir, kProgGuard));
     PinProgram(bpf_program__fd(skel->progs.gw_guard_in), MapPin(o.pin_dir, kProgGuardIn));
-    PinProgram(bpf_program__fd(skel->progs.gw_reset_predating), MapPin(o.pin_dir, kProgReset));
+    if (reset)
+      PinProgram(bpf_program__fd(skel->progs.gw_reset_predating), MapPin(o.pin_dir, kProgReset));
+    else if (unlink(MapPin(o.pin_dir, kProgReset).c_str()) != 0 && errno != ENOENT)  // (prev puts it back on failure)
+      throw SysError("removing " + MapPin(o.pin_dir, kProgReset), errno);
     WriteName(live, 0, GW_NAMEKIND_META, 0, cgroup, "", static_cast<uint64_t>(time(nullptr)));
     // 4. The policy last: its flip is the one write that cannot be undone.
     // (It attaches the ingress guard if it protects a server; the live one
@@ -309,6 +324,10 @@ uint64_t AttachLocked(const AttachOptions& o, const std::string& cgroup, const P
 
 void Attach(const AttachOptions& o) {
   RequireRoot("attach");
+  // what this kernel lacks: refused before anything is made (the pin dir
+  // too), or attached without it and said
+  const KernelProbe kernel = ProbeKernel();
+  if (!kernel.MissingRequired().empty()) throw Error(kSystem, RefusalMessage(kernel.release, kernel.MissingRequired()));
   const std::string cgroup = AttachCgroupPath(o.cgroup);
   // Check the policy before touching anything: bad input changes nothing.
   Policy policy;
@@ -331,7 +350,7 @@ void Attach(const AttachOptions& o) {
     const bool fresh = !st.grpcwall;
     uint64_t generation = 0;
     try {
-      generation = AttachLocked(o, cgroup, policy, paths, fresh);
+      generation = AttachLocked(o, cgroup, policy, paths, fresh, kernel);
     } catch (...) {
       if (fresh) {  // a failed first attach removes what it pinned, and the dir if it made it
         try {
@@ -347,9 +366,13 @@ void Attach(const AttachOptions& o) {
       std::cout << "policy generation " << generation << (o.policy.empty() ? " (kept)" : " from " + o.policy) << "\n";
     else
       std::cout << "no policy yet: nothing is policed until 'grpcwall policy apply FILE'\n";
+    if (!kernel.CanResetPredating())
+      std::cerr << "grpcwall: warning: " << NoResetMessage(kernel.release, kernel.MissingOptional(kReset)) << "\n";
+    if (!kernel.MissingOptional(kTask).empty())
+      std::cerr << "grpcwall: warning: " << NoTaskMessage(kernel.release, kernel.MissingOptional(kTask)) << "\n";
     // connections made before sockops saw them carry RPCs unchecked: reset
     // them so their clients reconnect under policy
-    if (generation) {
+    if (generation && kernel.CanResetPredating()) {
       try {
         int reset = ResetAfterFlip(o.pin_dir, generation, "attach again");
         if (reset)
@@ -365,6 +388,10 @@ void Attach(const AttachOptions& o) {
     std::cout << "no fallback helper: header blocks the kernel cannot see whole fail their connection\n";
   } else if (pid_t pid = RunningProxy(o.pin_dir)) {
     std::cout << "fallback helper already running (pid " << pid << ")\n";
+  } else if (o.fallback_managed) {
+    std::cout << "fallback helper not running yet: it is left to its service (--fallback-managed: "
+                 "systemctl start grpcwall-proxy); until it runs, header blocks the kernel cannot see whole "
+                 "fail their connection\n";
   } else {
     try {
       StartProxy(o.pin_dir);
@@ -400,6 +427,13 @@ void RegisterAttach(CLI::App& app) {
       "checked first (policy, cgroup, the pin dir's cgroup and size) and the policy is applied last: a\n"
       "failed attach leaves what was live as it was, and a failed first attach removes what it pinned.\n"
       "The pin dir must be a directory of grpcwall's own on bpffs (new, empty, or attached before).");
+  sub->footer(
+      "Kernel: attach first probes the running kernel for what grpcwall's programs use (README, Kernels).\n"
+      "Without a required facility it exits 2 naming the Linux version that has it, with nothing attached.\n"
+      "Without bpf_sock_destroy (Linux 6.5) or the tcp iterator (5.9) it attaches all the rest and warns:\n"
+      "connections that predate attach or a policy apply cannot be reset; their payload is held back, so\n"
+      "restart them. GRPCWALL_KERNEL_PRETEND=sock_destroy[,FACILITY...] treats those facilities as missing\n"
+      "(for tests; an unknown name lists them all).\n");
   sub->add_option("--cgroup", o->cgroup,
                   "cgroup v2 directory whose processes are policed: absolute, or relative to the cgroup v2 root\n"
                   "(not to the current directory); default the v2 root from /proc/self/mounts. Recorded as\n"
@@ -423,6 +457,10 @@ void RegisterAttach(CLI::App& app) {
   sub->add_flag("--no-fallback", o->no_fallback,
                 "do not start the userspace fallback ('grpcwall proxy'), and stop one that runs: connections\n"
                 "whose header blocks the kernel cannot see whole (CONTINUATION, over 16384 bytes) then fail closed");
+  sub->add_flag("--fallback-managed", o->fallback_managed,
+                "the fallback helper is run by a service manager (grpcwall-proxy.service runs 'grpcwall proxy'\n"
+                "with Restart=always): attach neither starts nor stops one")
+      ->excludes("--no-fallback");
   sub->callback([o] { Attach(*o); });
 }
 

@@ -6,6 +6,7 @@
 
 #include "commands.h"
 #include "error.h"
+#include "kernel.h"
 #include "live.h"
 #include "pin_dir.h"
 #include "proxy.h"
@@ -35,6 +36,12 @@ void EndServerConnections(const std::string& pin_dir) {
   }
   uint32_t zero = 0, one = 1;
   if (bpf_map_update_elem(flag.get(), &zero, &one, BPF_ANY) != 0) throw SysError("writing gw_detaching", errno);
+  if (!ResetUnavailable(pin_dir).empty()) {
+    std::cerr << "grpcwall: warning: this kernel cannot reset connections (no bpf_sock_destroy or tcp iterator: "
+                 "see attach): the connections protected servers accepted are not reset; they lose the data "
+                 "queued for their servers when the server sockhash goes (restart those servers' clients)\n";
+    return;
+  }
   try {
     if (int n = ResetPredating(pin_dir))
       std::cout << "reset " << n << " connection(s) walked on receive (their callers reconnect)\n";

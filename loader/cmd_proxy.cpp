@@ -24,6 +24,7 @@
 #include "commands.h"
 #include "error.h"
 #include "fb_stream.h"
+#include "kernel.h"
 
 extern "C" {
 #include "conn_state.h"
@@ -199,6 +200,8 @@ class Helper {
           due = true;
       }
     if (!due) return;
+    if (no_reset_ < 0) no_reset_ = !ResetUnavailable(pin_dir_).empty();  // asked once: the kernel does not change
+    if (no_reset_) return;  // attach said what that costs
     try {
       if (int n = ResetPredating(pin_dir_))
         std::cerr << "grpcwall proxy: reset " << n << " connection(s) failed closed or stalled inside a header frame\n";
@@ -495,6 +498,7 @@ class Helper {
 
   std::string pin_dir_;
   uint64_t last_linger_ = 0, last_failed_ = 0;
+  int no_reset_ = -1;  // the kernel cannot reset connections (1), can (0), not asked yet (-1)
   Fd lock_;  // held for the helper's life: see TakeHelperLock
   LiveMaps live_;
   FbMaps m_;

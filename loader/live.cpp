@@ -26,6 +26,7 @@
 #include <unordered_set>
 
 #include "error.h"
+#include "kernel.h"
 #include "pin_dir.h"
 #include "siphash.h"
 
@@ -746,6 +747,11 @@ std::string CgroupPathOf(const std::string& dir, uint64_t id, int depth = 0) {
 }  // namespace
 
 int ResetAfterFlip(const std::string& pin_dir, uint64_t generation, const std::string& retry) {
+  const std::string no_reset = ResetUnavailable(pin_dir);
+  if (!no_reset.empty()) {  // attached on a kernel without what the reset needs
+    std::cerr << "grpcwall: warning: " << no_reset << "\n";
+    return 0;
+  }
   try {
     std::vector<std::pair<uint32_t, uint64_t>> outside;
     int n = ResetPredating(pin_dir, &outside);

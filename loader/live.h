@@ -118,7 +118,8 @@ LivePolicy ReadLivePolicy(const LiveMaps& m);
 int ResetPredating(const std::string& pin_dir,
                    std::vector<std::pair<uint32_t, uint64_t>>* outside = nullptr);
 // ResetPredating right after `generation` went live: a failure says the
-// policy is live and what failed (and to `retry`). Warns on stderr about
+// policy is live and what failed (and to `retry`). On a kernel without what
+// the reset needs (ResetUnavailable) it warns what that costs, returns 0. Warns on stderr about
 // listeners on a protected port made outside the service's cgroup (what
 // they accept is not protected).
 int ResetAfterFlip(const std::string& pin_dir, uint64_t generation, const std::string& retry);
