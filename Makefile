@@ -4,7 +4,8 @@
 BUILD   ?= build
 CLANG   ?= clang
 CXX     ?= g++
-BPFTOOL ?= bpftool
+# bpftool lives in /usr/sbin, which a user's PATH may not have
+BPFTOOL ?= $(or $(shell command -v bpftool 2>/dev/null),/usr/sbin/bpftool)
 ARCH    := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 
 CXXFLAGS ?= -O2 -g
@@ -23,7 +24,7 @@ LOADER_HDRS := $(wildcard loader/*.h)
 CORE_SRCS  := loader/policy.cpp loader/yaml_doc.cpp loader/fb_stream.cpp loader/descriptors.cpp
 UNIT_SRCS  := $(wildcard tests/unit/*.cpp)
 
-.PHONY: all deps test unit e2e demo clean bench bench-quick fuzz soak
+.PHONY: all deps test unit e2e demo clean bench bench-quick fuzz soak install uninstall deb
 
 all: $(BUILD)/grpcwall $(BUILD)/py/cloudcity_pb2.py $(BPF_OBJS)
 
@@ -53,7 +54,7 @@ $(BUILD)/%.skel.h: $(BUILD)/%.bpf.o
 	$(BPFTOOL) gen skeleton $< name $(subst -,_,$*)_bpf > $@.tmp && mv $@.tmp $@
 
 $(BUILD)/grpcwall: $(LOADER_SRCS) $(LOADER_HDRS) $(wildcard bpf/*.h) $(wildcard hpack/*.h) $(BUILD)/hpack_tables.h $(BUILD)/grpcwall.skel.h
-	$(CXX) $(CXXFLAGS) $(LOADER_SRCS) -o $@ $(LDLIBS)
+	$(CXX) $(CPPFLAGS) $(CXXFLAGS) $(LDFLAGS) $(LOADER_SRCS) -o $@ $(LDLIBS)
 
 $(BUILD)/unit_tests: $(UNIT_SRCS) $(CORE_SRCS) $(LOADER_HDRS) $(wildcard bpf/*.h) $(wildcard hpack/*) $(BUILD)/hpack_tables.h
 	$(CXX) $(CXXFLAGS) -DGW_SOURCE_DIR='"$(CURDIR)"' $(UNIT_SRCS) $(CORE_SRCS) -o $@ \
@@ -79,6 +80,7 @@ test: deps
 	$(MAKE) all $(BUILD)/unit_tests $(BUILD)/bench_server $(BUILD)/connload $(BUILD)/proginfo
 	$(BUILD)/unit_tests
 	$(MAKE) fuzz FUZZ_SECONDS=20
+	$(MAKE) deb
 	GW_STRICT=1 GRPCWALL=$(CURDIR)/$(BUILD)/grpcwall GW_PYGEN=$(CURDIR)/$(BUILD)/py bats tests/e2e
 
 # the soak of tests/e2e/soak.bats for longer (make test runs it for 20 s)
@@ -126,3 +128,55 @@ bench-quick: deps
 
 clean:
 	rm -rf $(BUILD)
+
+# ---- install (issue 13): sudo make install [PREFIX=/usr/local] [DESTDIR=...] ----
+PREFIX     ?= /usr/local
+SBINDIR    ?= $(PREFIX)/sbin
+MANDIR     ?= $(PREFIX)/share/man
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+SYSCONFDIR ?= /etc
+
+# the configuration (policy.yaml, default/grpcwall) is installed only where
+# there is none: an existing one is never overwritten
+install: $(BUILD)/grpcwall
+	install -D -m 0755 $(BUILD)/grpcwall $(DESTDIR)$(SBINDIR)/grpcwall
+	install -D -m 0644 dist/grpcwall.8 $(DESTDIR)$(MANDIR)/man8/grpcwall.8
+	install -d $(DESTDIR)$(UNITDIR)
+	for u in grpcwall.service grpcwall-proxy.service; do \
+	  sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' dist/$$u > $(DESTDIR)$(UNITDIR)/$$u.tmp && \
+	  chmod 0644 $(DESTDIR)$(UNITDIR)/$$u.tmp && mv $(DESTDIR)$(UNITDIR)/$$u.tmp $(DESTDIR)$(UNITDIR)/$$u; done
+	install -d $(DESTDIR)$(SYSCONFDIR)/grpcwall $(DESTDIR)$(SYSCONFDIR)/default
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/grpcwall/policy.yaml ]; then \
+	  echo "kept $(DESTDIR)$(SYSCONFDIR)/grpcwall/policy.yaml (not overwritten)"; \
+	else install -m 0644 dist/policy.yaml $(DESTDIR)$(SYSCONFDIR)/grpcwall/policy.yaml; fi
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/default/grpcwall ]; then \
+	  echo "kept $(DESTDIR)$(SYSCONFDIR)/default/grpcwall (not overwritten)"; \
+	else sed 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' dist/grpcwall.default > $(DESTDIR)$(SYSCONFDIR)/default/grpcwall && \
+	  chmod 0644 $(DESTDIR)$(SYSCONFDIR)/default/grpcwall; fi
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+	@echo "installed; enable at boot: systemctl enable --now grpcwall (policy: $(SYSCONFDIR)/grpcwall/policy.yaml)"
+
+# refuses while the units' pin dir is attached: without the binary nothing
+# could detach it; the configuration stays (remove it yourself)
+uninstall:
+	@pin=$$( . $(DESTDIR)$(SYSCONFDIR)/default/grpcwall 2>/dev/null; echo $${GRPCWALL_PIN_DIR:-/sys/fs/bpf/grpcwall}); \
+	if [ -z "$(DESTDIR)" ] && [ -e "$$pin/gw_config" ]; then \
+	  echo "uninstall: grpcwall is attached at $$pin: run 'systemctl stop grpcwall' or 'grpcwall detach --pin-dir $$pin' first" >&2; \
+	  exit 1; fi
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
+	  systemctl disable grpcwall.service grpcwall-proxy.service 2>/dev/null || true; fi
+	rm -f $(DESTDIR)$(SBINDIR)/grpcwall $(DESTDIR)$(MANDIR)/man8/grpcwall.8 \
+	  $(DESTDIR)$(UNITDIR)/grpcwall.service $(DESTDIR)$(UNITDIR)/grpcwall-proxy.service
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+	@echo "kept $(DESTDIR)$(SYSCONFDIR)/grpcwall/ and $(DESTDIR)$(SYSCONFDIR)/default/grpcwall (your configuration)"
+
+# ---- Debian package: make deb -> $(BUILD)/deb/grpcwall_<version>_<arch>.deb ----
+# dpkg-buildpackage on a copy of the tracked sources (its output lands
+# beside the tree it builds); debian/rules calls make and make install
+DEB_DIR := $(BUILD)/deb
+deb: deps
+	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/grpcwall
+	git ls-files -z --cached --others --exclude-standard | \
+	  (cd $(CURDIR) && xargs -0 cp -a --parents -t $(DEB_DIR)/grpcwall)
+	cd $(DEB_DIR)/grpcwall && dpkg-buildpackage -b -us -uc
+	@ls $(DEB_DIR)/*.deb

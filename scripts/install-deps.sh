@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# Installs every Debian package grpcwall's build, tests and demo need.
-# Idempotent: does nothing when all are present; runs `apt-get update` at most once.
-# Nothing is downloaded from anywhere but the Debian archive.
+# Installs every Debian package grpcwall's build, tests, packaging and demo need.
+# Idempotent: does nothing when all are present. The package lists are
+# refreshed (`apt-get update`) when they are missing or over a day old, and
+# once more when an install fails (a mirror moved on since the last update).
+# Where things come from: Debian packages from the machine's apt sources;
+# @grpc/grpc-js and its dependencies (33 packages, for the grpc-js client
+# and server tests only) from the npm registry, exactly the versions and
+# hashes in tests/grpc/node/package-lock.json (`npm ci`). Nothing else.
 set -euo pipefail
 
 PKGS=(
@@ -16,6 +21,8 @@ PKGS=(
   # benchmarks
   libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev haproxy gnuplot-nox
   nghttp2-server
+  # packaging and system integration (make deb, make install, tests/e2e/system.bats)
+  debhelper dpkg-dev fakeroot lintian man-db groff-base systemd python3-prometheus-client
 )
 
 # Node.js for the @grpc/grpc-js client: the machine's own if it has one
@@ -51,10 +58,16 @@ fi
 
 echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-stamp=/var/lib/apt/periodic/grpcwall-update-stamp
-if [ ! -e "$stamp" ]; then
+lists_fresh() {
+  # any package index newer than a day
+  [ -n "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -1440 -print -quit 2>/dev/null)" ]
+}
+if ! lists_fresh; then
   apt-get update -q
-  mkdir -p "$(dirname "$stamp")" && touch "$stamp"
 fi
-apt-get install -y -q --no-install-recommends "${missing[@]}"
+if ! apt-get install -y -q --no-install-recommends "${missing[@]}"; then
+  echo "install-deps: install failed; refreshing the package lists and trying once more" >&2
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
 node_deps
