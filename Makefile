@@ -135,6 +135,10 @@ SBINDIR    ?= $(PREFIX)/sbin
 MANDIR     ?= $(PREFIX)/share/man
 UNITDIR    ?= $(PREFIX)/lib/systemd/system
 SYSCONFDIR ?= /etc
+STATEDIR   ?= /var/lib/grpcwall
+# systemctl daemon-reload after (un)installing units where systemd reads them
+RELOAD_SYSTEMD = [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ] && \
+  case "$(UNITDIR)" in /usr/lib/systemd/system|/usr/local/lib/systemd/system|/lib/systemd/system|/etc/systemd/system) true;; *) false;; esac
 
 # the configuration (policy.yaml, default/grpcwall) is installed only where
 # there is none: an existing one is never overwritten
@@ -143,7 +147,7 @@ install: $(BUILD)/grpcwall
 	install -D -m 0644 dist/grpcwall.8 $(DESTDIR)$(MANDIR)/man8/grpcwall.8
 	install -d $(DESTDIR)$(UNITDIR)
 	for u in grpcwall.service grpcwall-proxy.service; do \
-	  sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' dist/$$u > $(DESTDIR)$(UNITDIR)/$$u.tmp && \
+	  sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' -e 's|@STATEDIR@|$(STATEDIR)|g' dist/$$u > $(DESTDIR)$(UNITDIR)/$$u.tmp && \
 	  chmod 0644 $(DESTDIR)$(UNITDIR)/$$u.tmp && mv $(DESTDIR)$(UNITDIR)/$$u.tmp $(DESTDIR)$(UNITDIR)/$$u; done
 	install -d $(DESTDIR)$(SYSCONFDIR)/grpcwall $(DESTDIR)$(SYSCONFDIR)/default
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/grpcwall/policy.yaml ]; then \
@@ -151,32 +155,34 @@ install: $(BUILD)/grpcwall
 	else install -m 0644 dist/policy.yaml $(DESTDIR)$(SYSCONFDIR)/grpcwall/policy.yaml; fi
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/default/grpcwall ]; then \
 	  echo "kept $(DESTDIR)$(SYSCONFDIR)/default/grpcwall (not overwritten)"; \
-	else sed 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' dist/grpcwall.default > $(DESTDIR)$(SYSCONFDIR)/default/grpcwall && \
+	else sed -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' -e 's|@STATEDIR@|$(STATEDIR)|g' dist/grpcwall.default \
+	  > $(DESTDIR)$(SYSCONFDIR)/default/grpcwall && \
 	  chmod 0644 $(DESTDIR)$(SYSCONFDIR)/default/grpcwall; fi
-	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+	@if $(RELOAD_SYSTEMD); then systemctl daemon-reload; fi
 	@echo "installed; enable at boot: systemctl enable --now grpcwall (policy: $(SYSCONFDIR)/grpcwall/policy.yaml)"
 
 # refuses while the units' pin dir is attached: without the binary nothing
 # could detach it; the configuration stays (remove it yourself)
 uninstall:
-	@pin=$$( . $(DESTDIR)$(SYSCONFDIR)/default/grpcwall 2>/dev/null; echo $${GRPCWALL_PIN_DIR:-/sys/fs/bpf/grpcwall}); \
+	@pin=$$(sed -n 's/^GRPCWALL_PIN_DIR=//p' $(DESTDIR)$(SYSCONFDIR)/default/grpcwall 2>/dev/null | tail -1 | tr -d "\"'"); \
+	pin=$${pin:-/sys/fs/bpf/grpcwall}; \
 	if [ -z "$(DESTDIR)" ] && [ -e "$$pin/gw_config" ]; then \
 	  echo "uninstall: grpcwall is attached at $$pin: run 'systemctl stop grpcwall' or 'grpcwall detach --pin-dir $$pin' first" >&2; \
 	  exit 1; fi
-	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
-	  systemctl disable grpcwall.service grpcwall-proxy.service 2>/dev/null || true; fi
+	@if $(RELOAD_SYSTEMD); then systemctl disable grpcwall.service grpcwall-proxy.service 2>/dev/null || true; fi
 	rm -f $(DESTDIR)$(SBINDIR)/grpcwall $(DESTDIR)$(MANDIR)/man8/grpcwall.8 \
 	  $(DESTDIR)$(UNITDIR)/grpcwall.service $(DESTDIR)$(UNITDIR)/grpcwall-proxy.service
-	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
-	@echo "kept $(DESTDIR)$(SYSCONFDIR)/grpcwall/ and $(DESTDIR)$(SYSCONFDIR)/default/grpcwall (your configuration)"
+	@if $(RELOAD_SYSTEMD); then systemctl daemon-reload; fi
+	@echo "kept $(DESTDIR)$(SYSCONFDIR)/grpcwall/, $(DESTDIR)$(SYSCONFDIR)/default/grpcwall and $(STATEDIR) (your configuration)"
 
 # ---- Debian package: make deb -> $(BUILD)/deb/grpcwall_<version>_<arch>.deb ----
 # dpkg-buildpackage on a copy of the tracked sources (its output lands
 # beside the tree it builds); debian/rules calls make and make install
 DEB_DIR := $(BUILD)/deb
 deb: deps
+	@git -C $(CURDIR) diff --quiet HEAD 2>/dev/null || \
+	  echo "deb: the work tree differs from HEAD: the package is built from HEAD (git archive)" >&2
 	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/grpcwall
-	git ls-files -z --cached --others --exclude-standard | \
-	  (cd $(CURDIR) && xargs -0 cp -a --parents -t $(DEB_DIR)/grpcwall)
+	git -C $(CURDIR) archive --format=tar HEAD | tar -x -C $(DEB_DIR)/grpcwall
 	cd $(DEB_DIR)/grpcwall && dpkg-buildpackage -b -us -uc
 	@ls $(DEB_DIR)/*.deb

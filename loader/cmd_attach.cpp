@@ -3,11 +3,13 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <ctime>
 #include <exception>
+#include <fstream>
 #include <iostream>
 #include <memory>
 #include <sstream>
@@ -29,6 +31,7 @@ struct AttachOptions {
   std::string policy;
   bool no_fallback = false;
   bool fallback_managed = false;  // a service manager runs the helper (grpcwall-proxy.service)
+  std::string state_dir;          // keeps the last policy that went live (policy.yaml)
   uint32_t max_connections = 0;  // 0: kDefaultMaxConnections, or what is pinned
   uint32_t hold_slots = 0;       // 0: GW_HOLD_SLOTS, or what is pinned
 };
@@ -225,6 +228,22 @@ void CheckTableFormat(const std::string& pin_dir) {
                      "fallback helper), then attach with this one");
 }
 
+// A copy of `file` at `kept` in `dir` (made 0755), written whole and renamed
+// over the old one: never half a policy.
+void KeepPolicy(const std::string& file, const std::string& dir, const std::string& kept) {
+  if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) throw SysError("making " + dir, errno);
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw SysError("reading " + file, errno);
+  const std::string tmp = kept + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << in.rdbuf();
+    out.flush();
+    if (!out) throw SysError("writing " + tmp, errno ? errno : EIO);
+  }
+  if (rename(tmp.c_str(), kept.c_str()) != 0) throw SysError("renaming " + tmp + " to " + kept, errno);
+}
+
 // Under the pin dir lock. Returns the live policy generation.
 uint64_t AttachLocked(const AttachOptions& o, const std::string& cgroup, const Policy& policy,
                       const IdentityPaths& paths, bool fresh, const KernelProbe& kernel) {
@@ -332,9 +351,25 @@ void Attach(const AttachOptions& o) {
   // Check the policy before touching anything: bad input changes nothing.
   Policy policy;
   IdentityPaths paths;
+  std::string applied = o.policy;  // the file whose policy goes live
+  const std::string kept = o.state_dir.empty() ? "" : o.state_dir + "/policy.yaml";
   if (!o.policy.empty()) {
-    policy = LoadPolicyFile(o.policy);
-    paths = ResolveIdentities(policy, cgroup);
+    try {
+      policy = LoadPolicyFile(o.policy);
+      paths = ResolveIdentities(policy, cgroup);
+    } catch (const Error& e) {
+      // a refused file changes nothing live; with nothing live yet (a boot)
+      // the last policy that went live stands in rather than none at all
+      if (e.code() != kBadInput || kept.empty() || PinDirAttached(o.pin_dir) || access(kept.c_str(), R_OK) != 0)
+        throw;
+      std::cerr << "grpcwall: " << e.what() << "\n";
+      policy = LoadPolicyFile(kept);
+      paths = ResolveIdentities(policy, cgroup);
+      applied = kept;
+      std::cerr << "grpcwall: warning: " << o.policy << " was refused (above) and nothing was attached yet: "
+                << "attaching with the last policy that went live from --state-dir instead, " << kept
+                << ". Fix " << o.policy << " and attach again (systemctl reload grpcwall)\n";
+    }
   }
   std::exception_ptr reset_error;
   {
@@ -350,7 +385,9 @@ void Attach(const AttachOptions& o) {
     const bool fresh = !st.grpcwall;
     uint64_t generation = 0;
     try {
-      generation = AttachLocked(o, cgroup, policy, paths, fresh, kernel);
+      AttachOptions eff = o;
+      eff.policy = applied;
+      generation = AttachLocked(eff, cgroup, policy, paths, fresh, kernel);
     } catch (...) {
       if (fresh) {  // a failed first attach removes what it pinned, and the dir if it made it
         try {
@@ -363,7 +400,14 @@ void Attach(const AttachOptions& o) {
     }
     std::cout << "grpcwall attached at cgroup " << cgroup << ", pinned under " << o.pin_dir << "\n";
     if (generation)
-      std::cout << "policy generation " << generation << (o.policy.empty() ? " (kept)" : " from " + o.policy) << "\n";
+      std::cout << "policy generation " << generation << (applied.empty() ? " (kept)" : " from " + applied) << "\n";
+    if (!kept.empty() && !o.policy.empty() && applied == o.policy) {
+      try {
+        KeepPolicy(o.policy, o.state_dir, kept);
+      } catch (const std::exception& e) {  // live already: said, not undone
+        std::cerr << "grpcwall: warning: the policy is live, but keeping a copy of it failed: " << e.what() << "\n";
+      }
+    }
     else
       std::cout << "no policy yet: nothing is policed until 'grpcwall policy apply FILE'\n";
     if (!kernel.CanResetPredating())
@@ -386,9 +430,11 @@ void Attach(const AttachOptions& o) {
   if (o.no_fallback) {
     if (StopProxy(o.pin_dir)) std::cout << "fallback helper stopped (--no-fallback)\n";
     std::cout << "no fallback helper: header blocks the kernel cannot see whole fail their connection\n";
+    if (o.fallback_managed)
+      std::cout << "(a helper run by its service comes back: systemctl mask --now grpcwall-proxy)\n";
   } else if (pid_t pid = RunningProxy(o.pin_dir)) {
     std::cout << "fallback helper already running (pid " << pid << ")\n";
-  } else if (o.fallback_managed) {
+  } else if (o.fallback_managed) {  // (--no-fallback above wins over it)
     std::cout << "fallback helper not running yet: it is left to its service (--fallback-managed: "
                  "systemctl start grpcwall-proxy); until it runs, header blocks the kernel cannot see whole "
                  "fail their connection\n";
@@ -459,8 +505,11 @@ void RegisterAttach(CLI::App& app) {
                 "whose header blocks the kernel cannot see whole (CONTINUATION, over 16384 bytes) then fail closed");
   sub->add_flag("--fallback-managed", o->fallback_managed,
                 "the fallback helper is run by a service manager (grpcwall-proxy.service runs 'grpcwall proxy'\n"
-                "with Restart=always): attach neither starts nor stops one")
-      ->excludes("--no-fallback");
+                "with Restart=always): attach neither starts nor stops one (--no-fallback still stops one)");
+  sub->add_option("--state-dir", o->state_dir,
+                  "keep a copy of each POLICY that goes live in DIR/policy.yaml; when POLICY is refused and\n"
+                  "nothing is attached yet (a boot after a bad edit), attach with that copy instead, and warn:\n"
+                  "never a boot with no policy at all (grpcwall.service passes /var/lib/grpcwall)");
   sub->callback([o] { Attach(*o); });
 }
 

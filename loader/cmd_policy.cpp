@@ -6,6 +6,7 @@
 #include "commands.h"
 #include "descriptors.h"
 #include "error.h"
+#include "kernel.h"
 #include "live.h"
 #include "system.h"
 
@@ -181,6 +182,7 @@ void Apply(const PolicyOptions& o) {
   Policy p = LoadPolicyFile(o.file);
   for (const auto& w : p.warnings) std::cerr << w << "\n";
   RequireRoot("policy apply");
+  PretendMissing();           // a bad GRPCWALL_KERNEL_PRETEND refused before the flip, not after
   LiveMaps::Open(o.pin_dir);  // nothing attached: said before waiting for the lock
   Fd lock = LockPinDir(o.pin_dir);
   // under the lock: the maps (and attach cgroup) of what is attached now,

@@ -510,7 +510,7 @@ class Helper {
 void Proxy(const ProxyOptions& o) {
   RequireRoot("proxy");
   if (!PinDirAttached(o.pin_dir))
-    throw Error(kSystem, "nothing attached at " + o.pin_dir + ": run 'grpcwall attach --pin-dir " + o.pin_dir + "' first");
+    throw Error(kNotAttached, "nothing attached at " + o.pin_dir + ": run 'grpcwall attach --pin-dir " + o.pin_dir + "' first");
   int ready[2] = {-1, -1};
   if (o.daemon) {
     if (pipe2(ready, O_CLOEXEC) != 0) throw SysError("pipe", errno);
@@ -548,12 +548,15 @@ void Proxy(const ProxyOptions& o) {
     // no command can find
     Fd pin_lock = TryLockPinDir(o.pin_dir);
     if (!pin_lock || !PinDirAttached(o.pin_dir))
-      throw Error(kSystem, o.pin_dir + " was detached while the helper started");
+      throw Error(kNotAttached, o.pin_dir + " was detached while the helper started");
     helper = std::make_unique<Helper>(o.pin_dir);
     helper->Setup();
   } catch (const std::exception& e) {
     std::cerr << "grpcwall proxy: " << e.what() << std::endl;
-    if (o.daemon) _exit(kSystem);
+    if (o.daemon) {
+      const Error* g = dynamic_cast<const Error*>(&e);
+      _exit(g ? g->code() : kSystem);
+    }
     throw;
   }
   std::cerr << "grpcwall proxy: serving " << GW_POOL_SLOTS << " slots for " << o.pin_dir << " (pid " << getpid()

@@ -170,7 +170,9 @@ void PrintPrometheus(std::ostream& out, const nlohmann::json& j, const LivePolic
   p.One("grpcwall_connections_max", "gauge", "Policed connections that can be tracked at once",
         n(j["max_connections"]));
   p.One("grpcwall_connections_opened_total", "counter", "Policed connections opened", n(c["conns_opened"]));
-  p.One("grpcwall_connections_closed_total", "counter", "Policed connections closed", n(c["conns_closed"]));
+  // no connections_closed: status derives it (opened - tracked, two reads
+  // apart), so it can dip, which a counter must not; rate(opened) and
+  // connections_tracked say the same
   p.One("grpcwall_connections_failed_total", "counter", "Policed connections failed closed", n(c["conns_failed"]));
   p.One("grpcwall_connections_reset_total", "counter",
         "Connections reset because they predated attach or the policy that polices them (their clients reconnect)",

@@ -110,8 +110,12 @@ const std::vector<Probe>& Probes() {
     v.push_back(Helper("bpf_sk_lookup_tcp", BPF_FUNC_sk_lookup_tcp, "4.20", {kSkSkb}));
     v.push_back(Helper("bpf_sk_release", BPF_FUNC_sk_release, "4.20", {kSkSkb}));
     v.push_back(Helper("bpf_sk_fullsock", BPF_FUNC_sk_fullsock, "5.1", {kSkb}));
-    v.push_back(Helper("bpf_sk_storage_get", BPF_FUNC_sk_storage_get, "5.2", {kSkb, kMsg, kOps}));
-    v.push_back(Helper("bpf_sk_storage_delete", BPF_FUNC_sk_storage_delete, "5.2", {kMsg, kOps}));
+    v.push_back(Helper("bpf_sk_storage_get", BPF_FUNC_sk_storage_get, "5.2", {kSkb, kOps}));
+    v.push_back(Helper("bpf_sk_storage_delete", BPF_FUNC_sk_storage_delete, "5.2", {kOps}));
+    // in sk_msg programs from 5.8 (the review; with abe3cac8706b's generic helpers)
+    v.push_back(Helper("bpf_sk_storage_get", BPF_FUNC_sk_storage_get, "5.8", {kMsg}, "", "sk_msg_sk_storage_get"));
+    v.push_back(Helper("bpf_sk_storage_delete", BPF_FUNC_sk_storage_delete, "5.8", {kMsg}, "",
+                       "sk_msg_sk_storage_delete"));
     v.push_back(Helper("bpf_skb_adjust_room", BPF_FUNC_skb_adjust_room, "4.13", {kSkSkb}));
     v.push_back(Helper("bpf_probe_read_kernel", BPF_FUNC_probe_read_kernel, "5.8", {kSkb, kMsg, kSkSkb, kOps}));
     v.push_back(Helper("bpf_probe_read_kernel_str", BPF_FUNC_probe_read_kernel_str, "5.8", {kSkb, kMsg, kSkSkb, kOps}));

@@ -35,7 +35,7 @@ int main(int argc, char** argv) {
       "  sudo grpcwall monitor                         one line per deny/audit verdict\n"
       "  sudo grpcwall detach                          remove everything attach created\n\n"
       "Exit codes: 0 ok, 1 bad input (policy, arguments, a pin dir that is not grpcwall's), 2 system error;\n"
-      "130/143: monitor stopped by SIGINT/SIGTERM before its --count.",
+      "3: proxy found nothing attached at its pin dir; 130/143: monitor stopped by SIGINT/SIGTERM before its --count.",
       "grpcwall"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Show help for every subcommand");

@@ -99,7 +99,6 @@ counters = {
     "fallback_bytes": ("grpcwall_fallback_diverted_bytes_total", {}),
     "parse_errors": ("grpcwall_parse_errors_total", {}),
     "conns_opened": ("grpcwall_connections_opened_total", {}),
-    "conns_closed": ("grpcwall_connections_closed_total", {}),
     "header_blocks": ("grpcwall_header_blocks_total", {}),
     "conns_failed": ("grpcwall_connections_failed_total", {}),
     "events_lost": ("grpcwall_events_lost_total", {}),
@@ -117,7 +116,10 @@ counters = {
     "server_unwalked_drops": ("grpcwall_server_unwalked_dropped_segments_total", {}),
     "conns_tracked": ("grpcwall_connections_tracked", {}),
 }
-assert set(counters) == set(status["counters"]), \
+# conns_closed is opened - tracked, read at two moments: it can dip, so it is
+# no counter (Prometheus would take a dip for a reset); there is no metric
+assert "grpcwall_connections_closed_total" not in {n for n, _ in samples}
+assert set(counters) | {"conns_closed"} == set(status["counters"]), \
     f"status --json counters without a metric: {set(status['counters']) - set(counters)}"
 for k, (name, labels) in counters.items():
     same(name, status["counters"][k], **labels)

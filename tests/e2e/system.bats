@@ -43,8 +43,9 @@ teardown() {
   [ -f "$root/etc/grpcwall/policy.yaml" ]
   [ -f "$root/etc/default/grpcwall" ]
   # the units name the installed paths, not DESTDIR's
-  grep -qx 'ExecStart=/usr/sbin/grpcwall attach --fallback-managed --pin-dir ${GRPCWALL_PIN_DIR} $GRPCWALL_ATTACH_OPTS ${GRPCWALL_POLICY}' \
+  grep -qx 'ExecStart=/usr/sbin/grpcwall attach --fallback-managed --state-dir ${GRPCWALL_STATE_DIR} --pin-dir ${GRPCWALL_PIN_DIR} $GRPCWALL_ATTACH_OPTS ${GRPCWALL_POLICY}' \
     "$root/lib/systemd/system/grpcwall.service"
+  grep -q ' GRPCWALL_STATE_DIR=/var/lib/grpcwall$' "$root/lib/systemd/system/grpcwall.service"
   grep -qx 'EnvironmentFile=-/etc/default/grpcwall' "$root/lib/systemd/system/grpcwall-proxy.service"
   grep -qx 'GRPCWALL_POLICY=/etc/grpcwall/policy.yaml' "$root/etc/default/grpcwall"
   # the example policy is valid and polices nothing
@@ -106,7 +107,10 @@ teardown() {
   [ -z "$output" ]
   grep -qx 'Restart=always' "$p/lib/systemd/system/grpcwall-proxy.service"
   grep -qx 'BindsTo=grpcwall.service' "$p/lib/systemd/system/grpcwall-proxy.service"
-  grep -qx 'Before=network-pre.target shutdown.target' "$p/lib/systemd/system/grpcwall.service"
+  grep -qx 'RestartPreventExitStatus=3' "$p/lib/systemd/system/grpcwall-proxy.service"
+  grep -qx 'Before=sysinit.target network-pre.target shutdown.target' "$p/lib/systemd/system/grpcwall.service"
+  grep -qx 'Wants=network-pre.target grpcwall-proxy.service' "$p/lib/systemd/system/grpcwall.service"
+  grep -qx 'WantedBy=sysinit.target' "$p/lib/systemd/system/grpcwall.service"
 }
 
 @test "the units' Exec lines, run as systemd runs them: start attaches and enforces, the proxy unit runs the helper attach left alone, reload applies the file (a bad one changes nothing), stop detaches" {
@@ -117,7 +121,8 @@ teardown() {
   write_policy "$p/etc/grpcwall/policy.yaml"
   cat > "$p/etc/default/grpcwall" <<EOF
 GRPCWALL_PIN_DIR=$PIN
-GRPCWALL_ATTACH_OPTS="--cgroup $CG --max-connections 1024"
+GRPCWALL_STATE_DIR=$WORK/state
+GRPCWALL_ATTACH_OPTS="--cgroup '$CG' --max-connections 1024"
 EOF
   run $PY "$ROOT/tests/tools/unit_exec.py" "$unit/grpcwall.service" start
   echo "$output"
@@ -130,6 +135,8 @@ EOF
   [ "$(echo "$output" | json "d['policy']['file']")" = "$p/etc/grpcwall/policy.yaml" ]
   # --fallback-managed: attach started no helper of its own
   [ "$(echo "$output" | json "d['fallback']['running']")" = False ]
+  # the policy that went live is kept for the next boot
+  cmp "$p/etc/grpcwall/policy.yaml" "$WORK/state/policy.yaml"
 
   # what a user checks: the policy is enforced
   start_grpc_server 50051
@@ -154,6 +161,7 @@ EOF
 
   # reload: the edited file goes live, the unit's helper is left alone
   write_policy "$p/etc/grpcwall/policy.yaml" "  - { from: public-terminal, to: door-manager, allow: [/cloudcity.DoorManager/SetAccessCode] }"
+  cp "$p/etc/grpcwall/policy.yaml" "$WORK/p2.yaml"
   run $PY "$ROOT/tests/tools/unit_exec.py" "$unit/grpcwall.service" reload
   echo "$output"
   [ "$status" -eq 0 ]
@@ -175,7 +183,8 @@ EOF
   run py_client "$CG/terminal" 50051 SetAccessCode
   [ "$output" = "SetAccessCode OK" ]
 
-  # stop: detached, the pin dir gone, the helper stopped
+  # stop: detached, the pin dir gone, the helper stopped (and a helper
+  # started now finds nothing attached: exit 3, which the unit does not restart)
   run $PY "$ROOT/tests/tools/unit_exec.py" "$unit/grpcwall.service" stop
   echo "$output"
   [ "$status" -eq 0 ]
@@ -183,12 +192,39 @@ EOF
   [ "$("$GRPCWALL" status --pin-dir "$PIN" --json | json "d['attached']")" = False ]
   for i in $(seq 1 50); do [ -d "/proc/$helper" ] || break; sleep 0.1; done
   [ ! -d "/proc/$helper" ]
+  run $PY "$ROOT/tests/tools/unit_exec.py" "$unit/grpcwall-proxy.service" start
+  echo "$output"
+  [ "$status" -eq 3 ]
+
+  # a boot with the bad file still in place: the last policy that went
+  # live is attached instead (SetAccessCode allowed, GetName denied), loudly
+  run $PY "$ROOT/tests/tools/unit_exec.py" "$unit/grpcwall.service" start
+  echo "$output"
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"$p/etc/grpcwall/policy.yaml:3: "* ]]
+  [[ "$output" == *"warning: $p/etc/grpcwall/policy.yaml was refused (above) and nothing was attached yet: attaching with the last policy that went live from --state-dir instead, $WORK/state/policy.yaml"* ]]
+  [ "$("$GRPCWALL" policy show --pin-dir "$PIN" --json | json "d['file']")" = "$WORK/state/policy.yaml" ]
+  run py_client "$CG/terminal" 50051 SetAccessCode GetName
+  echo "$output"
+  [ "$(echo "$output" | sed -n 1p)" = "SetAccessCode OK" ]
+  [[ "$(echo "$output" | sed -n 2p)" == "GetName UNIMPLEMENTED"* ]]
+  # the refused file was not kept over the good copy
+  cmp "$WORK/p2.yaml" "$WORK/state/policy.yaml"
+  run $PY "$ROOT/tests/tools/unit_exec.py" "$unit/grpcwall.service" stop
+  [ "$status" -eq 0 ]
+  [ ! -e "$PIN" ]
 }
 
 @test "make deb: lintian finds no errors; the package installs, upgrades keeping an edited policy, and purges clean" {
   local deb
   deb=$(ls "$(dirname "$GRPCWALL")"/deb/grpcwall_*_*.deb 2>/dev/null | grep -v dbgsym | head -1)
   [ -n "$deb" ] || need_skip "no package: run make deb (make test does)"
+  # never over an operator's grpcwall: a package, or make install's files
+  local f
+  for f in /usr/sbin/grpcwall /etc/grpcwall /etc/default/grpcwall /var/lib/grpcwall /lib/systemd/system/grpcwall.service \
+           /etc/systemd/system/sysinit.target.wants/grpcwall.service /etc/systemd/system/multi-user.target.wants/grpcwall.service; do
+    [ ! -e "$f" ] || need_skip "$f exists: grpcwall is installed on this machine, not touching it"
+  done
   if dpkg-query -W -f='${Status}' grpcwall 2>/dev/null | grep -q 'install ok'; then
     need_skip "a grpcwall package is installed on this machine: not touching it"
   fi
@@ -210,9 +246,13 @@ EOF
   run systemd-analyze verify /lib/systemd/system/grpcwall.service /lib/systemd/system/grpcwall-proxy.service
   echo "$output"
   [ "$status" -eq 0 ]
-  # enabled for boot (attaches before the network), not started by the install
-  [ -L /etc/systemd/system/multi-user.target.wants/grpcwall.service ]
+  # enabled for boot (attaches before sysinit.target), not started by the install
+  [ -L /etc/systemd/system/sysinit.target.wants/grpcwall.service ]
   [ -L /etc/systemd/system/multi-user.target.wants/grpcwall-proxy.service ]
+  # the maintainer scripts: removal stops (detaches), an upgrade reloads
+  dpkg-deb -e "$deb" "$WORK/ctl"
+  grep -q 'deb-systemd-invoke stop grpcwall-proxy.service grpcwall.service' "$WORK/ctl/prerm"
+  grep -q 'deb-systemd-invoke reload grpcwall.service' "$WORK/ctl/postinst"
   [ ! -e /sys/fs/bpf/grpcwall/gw_config ]
   dpkg-query -W -f='${Conffiles}\n' grpcwall | grep -q ' /etc/grpcwall/policy.yaml '
   dpkg-query -W -f='${Conffiles}\n' grpcwall | grep -q ' /etc/default/grpcwall '
@@ -239,7 +279,8 @@ EOF
   [ ! -e /etc/grpcwall ]
   [ ! -e /etc/default/grpcwall ]
   [ ! -e /lib/systemd/system/grpcwall.service ]
-  [ ! -e /etc/systemd/system/multi-user.target.wants/grpcwall.service ]
+  [ ! -e /var/lib/grpcwall ]
+  [ ! -e /etc/systemd/system/sysinit.target.wants/grpcwall.service ]
   [ ! -e /etc/systemd/system/multi-user.target.wants/grpcwall-proxy.service ]
   ! dpkg-query -W -f='${Status}' grpcwall 2>/dev/null | grep -q 'install ok'
 }

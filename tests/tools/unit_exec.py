@@ -2,9 +2,11 @@
 """Runs a systemd unit's Exec lines the way systemd would, for tests on a
 machine where systemd is not the init: Environment= then EnvironmentFile=
 (its settings win), the unit's own command lines split into words with
-systemd's quoting, `$VAR` (a word of its own: split at whitespace, nothing
-when empty) and `${VAR}` (kept in one word) expanded, the `-` prefix (a
-failure is ignored) and `:` (no expansion) honoured.
+systemd's quoting, `$VAR` (a word of its own: split into words, quotes
+respected and removed, nothing when empty) and `${VAR}` (kept in one word)
+expanded, the `-` prefix (a failure is ignored) and `:` (no expansion)
+honoured. Not covered (the units do not use them): % specifiers, multi-line
+values in environment files.
 
   unit_exec.py UNIT ACTION     ACTION: start (ExecStartPre/ExecStart/ExecStartPost),
                                reload (ExecReload), stop (ExecStop/ExecStopPost)
@@ -63,8 +65,9 @@ def parse_env_file(path):
             continue
         k, v = s.split("=", 1)
         v = v.strip()
-        if len(v) >= 2 and v[0] == v[-1] and v[0] in "\"'":
-            v = v[1:-1]
+        if v[:1] in ("'", '"'):  # a quoted value: quotes removed, backslash escapes in double quotes
+            words = shlex.split(v)
+            v = words[0] if words else ""
         env[k.strip()] = v
     return env
 
@@ -80,8 +83,8 @@ def expand(cmdline, env):
     out = []
     for w in words:
         m = re.fullmatch(r"\$([A-Za-z_][A-Za-z0-9_]*)", w)
-        if m:
-            out.extend(env.get(m.group(1), "").split())
+        if m:  # split into words, quotes respected and removed (systemd.service(5))
+            out.extend(shlex.split(env.get(m.group(1), "")))
             continue
         out.append(re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", lambda x: env.get(x.group(1), ""), w))
     return prefix, out
