@@ -22,7 +22,8 @@ PKGS=(
   libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev haproxy gnuplot-nox
   nghttp2-server
   # packaging and system integration (make deb, make install, tests/e2e/system.bats)
-  debhelper dpkg-dev fakeroot lintian man-db groff-base systemd python3-prometheus-client
+  # (dpkg-buildpackage also requires build-essential; make deb exports HEAD with git)
+  build-essential git debhelper dpkg-dev fakeroot lintian man-db groff-base systemd python3-prometheus-client
 )
 
 # Node.js for the @grpc/grpc-js client: the machine's own if it has one
