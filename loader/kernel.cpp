@@ -276,11 +276,18 @@ std::string RefusalMessage(const std::string& release, const std::vector<Facilit
          "): nothing was attached";
 }
 
-std::string NoResetMessage(const std::string& release, const std::vector<Facility>& missing) {
+namespace {
+// "A (Linux x) and B (Linux y)"
+std::string WhatAndSince(const std::vector<Facility>& missing) {
   std::string list;
   for (size_t i = 0; i < missing.size(); i++)
     list += (i == 0 ? "" : " and ") + missing[i].what + " (Linux " + missing[i].since + ")";
-  return "this kernel (" + release + ") has no " + list +
+  return list;
+}
+}  // namespace
+
+std::string NoResetMessage(const std::string& release, const std::vector<Facility>& missing) {
+  return "this kernel (" + release + ") has no " + WhatAndSince(missing) +
          ", so grpcwall cannot reset connections that predate attach or the policy apply that polices them. "
          "Such a connection is NOT reset and its RPCs are NOT walked, nor do they pass unchecked: from the first "
          "payload byte it sends after that, the egress guard holds its bytes back (at a protected server, the ingress guard drops what its "
@@ -291,10 +298,7 @@ std::string NoResetMessage(const std::string& release, const std::vector<Facilit
 }
 
 std::string NoTaskMessage(const std::string& release, const std::vector<Facility>& missing) {
-  std::string list;
-  for (size_t i = 0; i < missing.size(); i++)
-    list += (i == 0 ? "" : " and ") + missing[i].what + " (Linux " + missing[i].since + ")";
-  return "this kernel (" + release + ") has no " + list +
+  return "this kernel (" + release + ") has no " + WhatAndSince(missing) +
          ": events (monitor, the fallback's log) carry no pid or command of the process that sent the RPC; "
          "enforcement is the same";
 }
