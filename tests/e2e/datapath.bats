@@ -300,11 +300,7 @@ across_apply() {
 
 @test "connections that predate attach are reset and come back under policy" {
   "$GRPCWALL" detach --pin-dir "$PIN"
-  py_client "$CG/terminal" 50051 GetName "WAIT:$WORK/go" SetAccessCode GetName SetAccessCode \
-    > "$WORK/client.out" 2>&1 &
-  PIDS+=($!)
-  for i in $(seq 1 100); do [ "$(wc -l < "$WORK/client.out")" -ge 1 ] && break; sleep 0.1; done
-  [ "$(sed -n 1p "$WORK/client.out")" = "GetName OK" ]   # unpoliced: grpcwall is not there yet
+  predating_client "$WORK/client.out" SetAccessCode GetName SetAccessCode   # unpoliced: grpcwall is not there yet
   run "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml"
   echo "$output"
   [[ "$output" == *"reset 1 connection(s) that predate attach"* ]]

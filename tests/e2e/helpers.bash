@@ -167,6 +167,18 @@ py_client() {
   in_cgroup "$cg" "$CLIENT_NS" $PY "$ROOT/tests/grpc/client.py" "$SERVER_IP:$port" "$@"
 }
 
+# predating_client OUT CALLS...: a grpcio client from the terminal cgroup on
+# one channel, in the background (PIDS), writing to OUT; its first call,
+# GetName, is answered before this returns (made before whatever comes
+# next), the CALLS wait for $WORK/go
+predating_client() {
+  local out=$1 i; shift
+  py_client "$CG/terminal" 50051 GetName "WAIT:$WORK/go" "$@" > "$out" 2>&1 &
+  PIDS+=($!)
+  for i in $(seq 1 100); do [ "$(wc -l < "$out")" -ge 1 ] && break; sleep 0.1; done
+  [ "$(sed -n 1p "$out")" = "GetName OK" ]
+}
+
 # crafted HOST PORT CGROUP MODE ARGS...: tests/e2e/attack.py from that cgroup
 crafted() {
   local host=$1 port=$2 cg=$3; shift 3

@@ -18,11 +18,7 @@ waiting_events() { "$GRPCWALL" monitor --pin-dir "$PIN" --json --count 20 --time
 @test "without bpf_sock_destroy: attach warns, status says so, new connections are policed, a predating one is not reset and none of its RPCs get through" {
   export GRPCWALL_KERNEL_PRETEND=sock_destroy   # (teardown's detach sees it too)
   # a connection made before grpcwall is there: its first call is not policed
-  py_client "$CG/terminal" 50051 GetName "WAIT:$WORK/go" SetAccessCode GetName --timeout 3 \
-    > "$WORK/old.out" 2>&1 &
-  PIDS+=($!)
-  for i in $(seq 1 100); do [ "$(wc -l < "$WORK/old.out")" -ge 1 ] && break; sleep 0.1; done
-  [ "$(sed -n 1p "$WORK/old.out")" = "GetName OK" ]
+  predating_client "$WORK/old.out" SetAccessCode GetName --timeout 3
 
   run "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml"
   echo "$output"
