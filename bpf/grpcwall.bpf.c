@@ -1915,6 +1915,103 @@ static __always_inline int gw_hold_release(struct __sk_buff *skb, struct gw_srv_
 	return bpf_skb_store_bytes(skb, 0, h->data, n, 0) ? -1 : 0;
 }
 
+/* --- a buffer whose bytes a local sender can still change --- */
+
+#define GW_SKBFL_SHARED_FRAG 2 /* skb_shared_info.flags: frags may be shared (enum, no name) */
+#define GW_FRAGS_MAX 48        /* CONFIG_MAX_SKB_FRAGS is 17 by default, at most 45 */
+#define GW_FRAG_LIST_MAX 64    /* a GRO buffer's chained segments (64 KB of them) */
+
+/* May a byte of one sk_buff's pages change after the walker read it?
+ * Bytes are read from the pages when the server reads, not when the
+ * verdict runs; a sender on this host (over loopback or a veth pair, which
+ * pass its buffers on as they are) can send pages it can still write:
+ * sendfile()/splice() send a file's page cache pages (the sender marks
+ * them SKBFL_SHARED_FRAG, which TCP's coalescing of received buffers did
+ * not carry over to the buffer it merges into before fixes of 2026),
+ * vmsplice() its own memory.
+ * Such a page belongs to a mapping (a file or anonymous memory); the
+ * network stack's own pages (a sender's copy, a driver's receive pages)
+ * belong to none. `sh`: the buffer's skb_shared_info (an address read from
+ * the kernel). 0: private; 2: private, with chained segments (frag_list)
+ * to look at too; 1: a page may be shared, or that cannot be told. A
+ * global function: verified once. */
+__attribute__((noinline)) int gw_shinfo_shared(__u64 sh)
+{
+	struct skb_shared_info *si = (struct skb_shared_info *)(long)sh;
+	struct page *pg;
+	__u64 netmem;
+	__u32 i, nr;
+
+	if (!sh || !bpf_core_field_exists(struct skb_frag, netmem) ||
+	    !bpf_core_field_exists(struct skb_shared_info, flags))
+		return 1; /* a kernel whose layout is not known here: copy */
+	if (BPF_CORE_READ(si, flags) & GW_SKBFL_SHARED_FRAG)
+		return 1;
+	nr = BPF_CORE_READ(si, nr_frags);
+	if (nr > GW_FRAGS_MAX)
+		return 1;
+	for (i = 0; i < GW_FRAGS_MAX; i++) {
+		if (i >= nr)
+			break;
+		netmem = BPF_CORE_READ(si, frags[i].netmem);
+		if (netmem & 1)
+			return 1; /* a net_iov (device memory), no page */
+		pg = (struct page *)(long)netmem;
+		if (BPF_CORE_READ(pg, mapping))
+			return 1;
+	}
+	return BPF_CORE_READ(si, frag_list) ? 2 : 0;
+}
+
+/* an sk_buff's skb_shared_info (end is an offset from head: 64-bit kernels) */
+static __always_inline __u64 gw_kskb_shinfo(struct sk_buff *k)
+{
+	return (__u64)(long)BPF_CORE_READ(k, head) + BPF_CORE_READ(k, end);
+}
+
+struct gw_shared_walk {
+	__u64 k; /* the chained segment to look at next */
+	int shared;
+};
+
+static long gw_frag_list_cb(__u32 i, void *ctx)
+{
+	struct gw_shared_walk *w = ctx;
+	struct sk_buff *k = (struct sk_buff *)(long)w->k;
+
+	if (!k)
+		return 1;
+	/* a chained segment with a chain of its own: not expected, copied */
+	if (gw_shinfo_shared(gw_kskb_shinfo(k))) {
+		w->shared = 1;
+		return 1;
+	}
+	w->k = (__u64)(long)BPF_CORE_READ(k, next);
+	return 0;
+}
+
+/* Is every byte of the buffer in memory only the network stack can
+ * write? The context of an sk_skb program is the kernel's sk_buff (the
+ * verifier maps __sk_buff's fields onto it): read as such. */
+static __noinline int gw_skb_private(struct __sk_buff *skb)
+{
+	struct sk_buff *k = (struct sk_buff *)(void *)skb;
+	struct gw_shared_walk w = {};
+	struct skb_shared_info *sh;
+	int r;
+
+	if (!skb || !BPF_CORE_READ(k, data_len))
+		return 1; /* linear: the head is the kernel's */
+	sh = (struct skb_shared_info *)(long)gw_kskb_shinfo(k);
+	r = gw_shinfo_shared((__u64)(long)sh);
+	if (r != 2)
+		return r == 0;
+	w.k = (__u64)(long)BPF_CORE_READ(sh, frag_list);
+	if (bpf_loop(GW_FRAG_LIST_MAX, gw_frag_list_cb, &w, 0) < 0 || w.shared || w.k)
+		return 0; /* more chained segments than looked at count as shared */
+	return 1;
+}
+
 SEC("sk_skb/stream_verdict")
 int gw_sk_skb(struct __sk_buff *skb)
 {
@@ -1970,6 +2067,14 @@ int gw_sk_skb(struct __sk_buff *skb)
 		gw_hold_free(sc, cookie);
 		grown = skb->len - size;
 		size = skb->len;
+	}
+	/* the walker decides on what it reads, the server must read the
+	 * same: a buffer whose pages its sender can still write (sendfile,
+	 * splice from this host) is copied into the buffer's own memory
+	 * first, and walked there */
+	if (!gw_skb_private(skb)) {
+		if (bpf_skb_pull_data(skb, skb->len))
+			return gw_srv_fail(skb, sc, cookie, cfg, GW_REASON_NOMEM, 0);
 	}
 	gen = gw_live_gen(cfg);
 	if (c->generation != gen && gw_srv_refresh(skb, c, cfg, gen))

@@ -372,3 +372,37 @@ YAML
   [ "$(counter conns_failed)" -ge 1 ]
   has_event "predates"
 }
+
+@test "a call sent from the page cache (sendfile) and rewritten in the file after the send reaches the server as it was decided" {
+  cat > "$WORK/race.yaml" <<YAML
+identities:
+  public-terminal: { cgroup: $CG/terminal }
+services:
+  door-race: { port: 50052, cidrs: [$SERVER_IP/32] }
+rules:
+  - { from: public-terminal, to: door-race, allow: [/cloudcity.DoorManager/GetName] }
+YAML
+  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/race.yaml" >/dev/null
+  # a server that reads late (tests/e2e/sendfile_race.py): the caller
+  # rewrites its file after the send, before the server reads. From a
+  # cgroup no identity names (not policed) the server reads the rewrite:
+  # the race is real here
+  start_bg "$WORK/race-server.log" $PY "$ROOT/tests/e2e/sendfile_race.py" server 50052 0.5
+  wait_port 50052
+  in_cgroup "$CG/nobody" "$CLIENT_NS" $PY "$ROOT/tests/e2e/sendfile_race.py" client "$SERVER_IP" 50052 \
+    /cloudcity.DoorManager/GetName /cloudcity.DoorManager/SetAccessCode
+  wait "${PIDS[-1]}"
+  cat "$WORK/race-server.log"
+  grep -qx "path /cloudcity.DoorManager/SetAccessCode" "$WORK/race-server.log"
+  # the policed caller: the server reads the call as the walker decided it
+  start_bg "$WORK/race-server.log" $PY "$ROOT/tests/e2e/sendfile_race.py" server 50052 0.5
+  wait_port 50052
+  in_cgroup "$CG/terminal" "$CLIENT_NS" $PY "$ROOT/tests/e2e/sendfile_race.py" client "$SERVER_IP" 50052 \
+    /cloudcity.DoorManager/GetName /cloudcity.DoorManager/SetAccessCode
+  wait "${PIDS[-1]}"
+  cat "$WORK/race-server.log"
+  grep -qx "path /cloudcity.DoorManager/GetName" "$WORK/race-server.log"
+  ! grep -q "SetAccessCode" "$WORK/race-server.log"
+  [ "$(counter allowed)" -eq 1 ]
+  [ "$(counter conns_failed)" -eq 0 ]
+}

@@ -762,3 +762,34 @@ YAML
   printf 'identities:\n  a: {}\n' > "$WORK/none.yaml"
   refused "$WORK/none.yaml" "none.yaml:2: identity 'a' needs a cgroup (a local workload) or cidrs (callers by address)"
 }
+
+# race_server DELAY: tests/e2e/sendfile_race.py's server on the protected
+# port, in the protected cgroup: it reads DELAY seconds after the accept
+race_server() {
+  in_cgroup "$CG/doormgr" "$SERVER_NS" $PY "$ROOT/tests/e2e/sendfile_race.py" server 50051 "$1" \
+    > "$WORK/race-server.log" 2>&1 3>&- &
+  PIDS+=($!)
+  wait_port 50051
+}
+
+@test "server side: a call sent from the caller's page cache (sendfile) and rewritten in the file after the send reaches the server as it was decided" {
+  # without grpcwall the server reads what the file holds when it reads
+  race_server 0.5
+  from_source "$CLIENT_IP"
+  ip netns exec "$CLIENT_NS" timeout 30 $PY "$ROOT/tests/e2e/sendfile_race.py" client "$SERVER_IP" 50051 \
+    /cloudcity.DoorManager/GetName /cloudcity.DoorManager/SetAccessCode
+  wait "${PIDS[-1]}"
+  cat "$WORK/race-server.log"
+  grep -qx "path /cloudcity.DoorManager/SetAccessCode" "$WORK/race-server.log"   # the race is real
+  server_policy "$WORK/p.yaml"
+  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
+  race_server 0.5
+  ip netns exec "$CLIENT_NS" timeout 30 $PY "$ROOT/tests/e2e/sendfile_race.py" client "$SERVER_IP" 50051 \
+    /cloudcity.DoorManager/GetName /cloudcity.DoorManager/SetAccessCode
+  wait "${PIDS[-1]}"
+  cat "$WORK/race-server.log"
+  grep -qx "path /cloudcity.DoorManager/GetName" "$WORK/race-server.log"
+  ! grep -q "SetAccessCode" "$WORK/race-server.log"
+  [ "$(counter allowed)" -eq 1 ]
+  [ "$(counter conns_failed)" -eq 0 ]
+}

