@@ -646,8 +646,10 @@ backend door
                     "config": cfg, "rounds": len(s),
                     "rps": round(rps, 1),
                     "ratio_to_baseline": rnd(rps / base_rps, 4) if base_rps else None,
-                    # the same ratio round by round (interleaved rounds pair up)
+                    # the same ratio round by round (interleaved rounds pair up), and its median:
+                    # what the configuration costs when the machine's own speed drifts between rounds
                     "ratio_per_round": [rnd(x["rps"] / b["rps"], 4) for x, b in zip(s, base) if b["rps"]],
+                    "ratio_round_median": rnd(med([x["rps"] / b["rps"] for x, b in zip(s, base) if b["rps"]]), 4),
                     "cpu_us_per_req": rnd(cpu, 3),
                     "cpu_ratio_to_baseline": rnd(cpu / base_cpu, 4) if cpu and base_cpu else None,
                     "machine_cpu_us_per_req": rnd(med([x["machine_cpu_us_per_req"] for x in s]), 3),
@@ -664,7 +666,8 @@ backend door
         print()
         print(f"lean server ({self.lean_server}), medians of {a.lean_rounds} round(s), {a.lean_duration} s each;"
               " CPU = client+server cgroups (machine-wide in brackets)")
-        print(f"{'load':5s} {'config':17s} {'req/s':>9s} {'x base':>7s} {'CPU us/req':>18s} {'x base':>7s}"
+        print("x base: median req/s over the baseline's; rounds: the median of each round's own ratio")
+        print(f"{'load':5s} {'config':17s} {'req/s':>9s} {'x base':>7s} {'rounds':>7s} {'CPU us/req':>18s} {'x base':>7s}"
               f" {'BPF ns/req':>10s}  BPF runs/req")
         for l in loads:
             for r in l["configurations"]:
@@ -672,7 +675,7 @@ backend door
                 bpf = f"{r['bpf_ns_per_req']:10.1f}" if r["bpf_ns_per_req"] is not None else f"{'-':>10s}"
                 runs = ", ".join(f"{k} {v}" for k, v in r["bpf_runs_per_req"].items()) or "-"
                 print(f"{load_label(l['connections'], l['streams_per_connection']):5s} {r['config']:17s} {r['rps']:9.0f}"
-                      f" {r['ratio_to_baseline']:7.3f} {cpu:>18s} {r['cpu_ratio_to_baseline']:7.3f} {bpf}  {runs}")
+                      f" {r['ratio_to_baseline']:7.3f} {r['ratio_round_median']:7.3f} {cpu:>18s} {r['cpu_ratio_to_baseline']:7.3f} {bpf}  {runs}")
         header_cost = self.report_headers(headers) if headers else None
         return {"server": self.lean_server, "port": LEAN_PORT, "method": METHOD, "rounds": a.lean_rounds,
                 "header_block_cost": header_cost,

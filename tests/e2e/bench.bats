@@ -64,6 +64,10 @@ for l in lean["loads"]:
         assert c["cpu_us_per_req"] > 0 and c["machine_cpu_us_per_req"] > 0 and c["cpu_ratio_to_baseline"] > 0, c
         assert c["failed"] == 0, c   # nghttpd answered every call (the method is allowed)
     assert rows["lean-baseline"]["ratio_to_baseline"] == 1.0
+    assert rows["lean-baseline"]["ratio_round_median"] == 1.0
+    for c in l["configurations"]:
+        rr = sorted(c["ratio_per_round"])
+        assert rr[0] <= c["ratio_round_median"] <= rr[-1], c
     # BPF time only where programs are attached, and the sk_msg program ran on the calls
     assert rows["lean-baseline"]["bpf_ns_per_req"] is None and rows["lean-baseline"]["bpf_runs_per_req"] == {}
     for cfg in ("lean-floor", "lean-grpcwall"):
