@@ -1481,8 +1481,11 @@ static __always_inline int gw_walk_msg(struct gw_conn *c, struct sk_msg_md *msg,
 	ws->policed = policed;
 	/* msg->data covers the first piece of the message: all of it when the
 	 * message is in one piece, and then no frame needs a pull. (A piece
-	 * the kernel marks shared, spliced pages that a pull would copy, has
-	 * no data pointers at all: data == data_end == NULL, never linear.) */
+	 * the kernel marks shared has no data pointers at all: data ==
+	 * data_end == NULL, never linear. Since 6.5 tcp_bpf_sendmsg copies
+	 * every byte of a write, sendfile and splice too, into its own pages
+	 * before the program runs, so no piece is: the walker reads, and the
+	 * socket sends, that copy.) */
 	ws->lin = (__u64)((long)msg->data_end - (long)msg->data) == size;
 	bpf_loop(GW_WALK_STEPS, gw_walk_cb_msg, &w, 0);
 
@@ -1921,52 +1924,87 @@ static __always_inline int gw_hold_release(struct __sk_buff *skb, struct gw_srv_
 #define GW_FRAGS_MAX 48        /* CONFIG_MAX_SKB_FRAGS is 17 by default, at most 45 */
 #define GW_FRAG_LIST_MAX 64    /* a GRO buffer's chained segments (64 KB of them) */
 
+/* A checked read of one kernel field (CO-RE): a read that faults is
+ * never taken for a zero (which would read as "no frags", "no mapping") */
+#define GW_KREAD(dst, src) (bpf_core_read(&(dst), sizeof(dst), &(src)) == 0)
+
+/* Can the sender still write this page? A page of a file's page cache or
+ * of anonymous memory (its folio's head has a mapping), or one mapped into
+ * a process now (_mapcount >= 0: a kernel buffer a process mmap()s, an
+ * io_uring or packet ring, then vmsplice()s). 1 also when it cannot be
+ * read. Not covered: such a ring page unmapped at this moment and mapped
+ * again after (only its sender's SKBFL_SHARED_FRAG mark covers it). */
+static __always_inline int gw_page_shared(__u64 netmem)
+{
+	struct page *pg = (struct page *)(long)netmem;
+	struct page *head = pg;
+	void *mapping;
+	__u64 ch;
+	int mapcount;
+
+	if (netmem & 1)
+		return 1; /* a net_iov (device memory), no page */
+	if (!GW_KREAD(ch, pg->compound_head) || !GW_KREAD(mapcount, pg->_mapcount.counter))
+		return 1;
+	if (mapcount >= 0)
+		return 1;
+	if (ch & 1) /* a tail page: the folio's head says whose it is */
+		head = (struct page *)(long)(ch - 1);
+	if (!GW_KREAD(mapping, head->mapping))
+		return 1;
+	return mapping != NULL;
+}
+
 /* May a byte of one sk_buff's pages change after the walker read it?
  * Bytes are read from the pages when the server reads, not when the
  * verdict runs; a sender on this host (over loopback or a veth pair, which
  * pass its buffers on as they are) can send pages it can still write:
- * sendfile()/splice() send a file's page cache pages (the sender marks
- * them SKBFL_SHARED_FRAG, which TCP's coalescing of received buffers did
- * not carry over to the buffer it merges into before fixes of 2026),
- * vmsplice() its own memory.
- * Such a page belongs to a mapping (a file or anonymous memory); the
- * network stack's own pages (a sender's copy, a driver's receive pages)
- * belong to none. `sh`: the buffer's skb_shared_info (an address read from
- * the kernel). 0: private; 2: private, with chained segments (frag_list)
- * to look at too; 1: a page may be shared, or that cannot be told. A
- * global function: verified once. */
+ * sendfile()/splice() send a file's page cache pages, vmsplice() its own
+ * memory. The sender marks such a buffer SKBFL_SHARED_FRAG; TCP's
+ * coalescing of received buffers did not carry the mark over to the
+ * buffer it merges into before fixes of 2026, so each page is looked at
+ * too (gw_page_shared). The network stack's own pages (a sender's copy, a
+ * driver's receive pages) belong to no mapping and are mapped nowhere.
+ * `sh`: the buffer's skb_shared_info (an address read from the kernel).
+ * 0: private; 2: private, with chained segments (frag_list) to look at
+ * too; 1: a page may be shared, or that cannot be told. A global
+ * function: verified once. */
 __attribute__((noinline)) int gw_shinfo_shared(__u64 sh)
 {
 	struct skb_shared_info *si = (struct skb_shared_info *)(long)sh;
-	struct page *pg;
+	struct sk_buff *list;
 	__u64 netmem;
-	__u32 i, nr;
+	__u8 flags, nr;
+	__u32 i;
 
 	if (!sh || !bpf_core_field_exists(struct skb_frag, netmem) ||
 	    !bpf_core_field_exists(struct skb_shared_info, flags))
 		return 1; /* a kernel whose layout is not known here: copy */
-	if (BPF_CORE_READ(si, flags) & GW_SKBFL_SHARED_FRAG)
-		return 1;
-	nr = BPF_CORE_READ(si, nr_frags);
-	if (nr > GW_FRAGS_MAX)
+	if (!GW_KREAD(flags, si->flags) || (flags & GW_SKBFL_SHARED_FRAG) || !GW_KREAD(nr, si->nr_frags) ||
+	    nr > GW_FRAGS_MAX)
 		return 1;
 	for (i = 0; i < GW_FRAGS_MAX; i++) {
 		if (i >= nr)
 			break;
-		netmem = BPF_CORE_READ(si, frags[i].netmem);
-		if (netmem & 1)
-			return 1; /* a net_iov (device memory), no page */
-		pg = (struct page *)(long)netmem;
-		if (BPF_CORE_READ(pg, mapping))
+		if (!GW_KREAD(netmem, si->frags[i].netmem) || gw_page_shared(netmem))
 			return 1;
 	}
-	return BPF_CORE_READ(si, frag_list) ? 2 : 0;
+	if (!GW_KREAD(list, si->frag_list))
+		return 1;
+	return list ? 2 : 0;
 }
 
-/* an sk_buff's skb_shared_info (end is an offset from head: 64-bit kernels) */
+/* an sk_buff's skb_shared_info (end is an offset from head: 64-bit
+ * kernels), or 0 when it cannot be read */
 static __always_inline __u64 gw_kskb_shinfo(struct sk_buff *k)
 {
-	return (__u64)(long)BPF_CORE_READ(k, head) + BPF_CORE_READ(k, end);
+	unsigned char *head;
+	__u32 end;
+
+	if (bpf_core_field_size(k->end) != sizeof(__u32) || !GW_KREAD(head, k->head) || !GW_KREAD(end, k->end) ||
+	    !head)
+		return 0;
+	return (__u64)(long)head + end;
 }
 
 struct gw_shared_walk {
@@ -1977,16 +2015,16 @@ struct gw_shared_walk {
 static long gw_frag_list_cb(__u32 i, void *ctx)
 {
 	struct gw_shared_walk *w = ctx;
-	struct sk_buff *k = (struct sk_buff *)(long)w->k;
+	struct sk_buff *k = (struct sk_buff *)(long)w->k, *next;
 
 	if (!k)
 		return 1;
 	/* a chained segment with a chain of its own: not expected, copied */
-	if (gw_shinfo_shared(gw_kskb_shinfo(k))) {
+	if (gw_shinfo_shared(gw_kskb_shinfo(k)) || !GW_KREAD(next, k->next)) {
 		w->shared = 1;
 		return 1;
 	}
-	w->k = (__u64)(long)BPF_CORE_READ(k, next);
+	w->k = (__u64)(long)next;
 	return 0;
 }
 
@@ -1995,18 +2033,23 @@ static long gw_frag_list_cb(__u32 i, void *ctx)
  * verifier maps __sk_buff's fields onto it): read as such. */
 static __noinline int gw_skb_private(struct __sk_buff *skb)
 {
-	struct sk_buff *k = (struct sk_buff *)(void *)skb;
+	struct sk_buff *k = (struct sk_buff *)(void *)skb, *list;
 	struct gw_shared_walk w = {};
 	struct skb_shared_info *sh;
+	__u32 data_len;
 	int r;
 
-	if (!skb || !BPF_CORE_READ(k, data_len))
+	if (!skb || !GW_KREAD(data_len, k->data_len))
+		return 0;
+	if (!data_len)
 		return 1; /* linear: the head is the kernel's */
 	sh = (struct skb_shared_info *)(long)gw_kskb_shinfo(k);
 	r = gw_shinfo_shared((__u64)(long)sh);
 	if (r != 2)
 		return r == 0;
-	w.k = (__u64)(long)BPF_CORE_READ(sh, frag_list);
+	if (!GW_KREAD(list, sh->frag_list))
+		return 0;
+	w.k = (__u64)(long)list;
 	if (bpf_loop(GW_FRAG_LIST_MAX, gw_frag_list_cb, &w, 0) < 0 || w.shared || w.k)
 		return 0; /* more chained segments than looked at count as shared */
 	return 1;

@@ -11,8 +11,11 @@ the server reads).
       its length: a padding header gives up what the longer :path takes).
       Prints "sent N" and keeps the connection open for a second.
 
-  sendfile_race.py server PORT DELAY
-      accepts one connection, waits DELAY seconds (a busy server reads late),
+  sendfile_race.py server PORT DELAY [ACCEPT_AFTER]
+      accepts one connection (ACCEPT_AFTER seconds after it listens, default
+      0: a caller's first segments wait in the queue of a socket nobody has
+      accepted, where TCP merges them), reads the preface and SETTINGS, waits
+      DELAY seconds (a busy server reads late),
       then reads until the caller closes and prints the :path of every
       request HEADERS frame it read ("path /pkg.Svc/Method"), decoded with
       python-hpack; "closed" or "reset" at the end. The preface and the
@@ -74,12 +77,14 @@ def client(host, port, allowed, denied, after="0.2"):
         s.close()
 
 
-def server(port, delay):
+def server(port, delay, accept_after="0"):
     import hpack
     ls = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     ls.bind(("::", int(port)))
     ls.listen(1)
+    print("listening", flush=True)
+    time.sleep(float(accept_after))
     c, _ = ls.accept()
     c.settimeout(10)
     data, end = b"", "closed"
@@ -120,7 +125,7 @@ def server(port, delay):
 if __name__ == "__main__":
     if len(sys.argv) in (6, 7) and sys.argv[1] == "client":
         client(*sys.argv[2:])
-    elif len(sys.argv) == 4 and sys.argv[1] == "server":
+    elif len(sys.argv) in (4, 5) and sys.argv[1] == "server":
         server(*sys.argv[2:])
     else:
         sys.exit(__doc__)

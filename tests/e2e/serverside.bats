@@ -763,10 +763,10 @@ YAML
   refused "$WORK/none.yaml" "none.yaml:2: identity 'a' needs a cgroup (a local workload) or cidrs (callers by address)"
 }
 
-# race_server DELAY: tests/e2e/sendfile_race.py's server on the protected
-# port, in the protected cgroup: it reads DELAY seconds after the accept
+# race_server DELAY [ACCEPT_AFTER]: tests/e2e/sendfile_race.py's server on the
+# protected port, in the protected cgroup: it reads DELAY seconds after the accept
 race_server() {
-  in_cgroup "$CG/doormgr" "$SERVER_NS" $PY "$ROOT/tests/e2e/sendfile_race.py" server 50051 "$1" \
+  in_cgroup "$CG/doormgr" "$SERVER_NS" $PY "$ROOT/tests/e2e/sendfile_race.py" server 50051 "$@" \
     > "$WORK/race-server.log" 2>&1 3>&- &
   PIDS+=($!)
   wait_port 50051
@@ -791,5 +791,26 @@ race_server() {
   grep -qx "path /cloudcity.DoorManager/GetName" "$WORK/race-server.log"
   ! grep -q "SetAccessCode" "$WORK/race-server.log"
   [ "$(counter allowed)" -eq 1 ]
+  [ "$(counter conns_failed)" -eq 0 ]
+}
+
+@test "server side: the same race with the caller's segments waiting in the queue of a connection not yet accepted" {
+  server_policy "$WORK/p.yaml"
+  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
+  # the preface and the call wait 0.3 s for the accept (TCP merges what
+  # waits there); the server reads the preface then, the rest 0.5 s later;
+  # the caller rewrites its file 0.5 s after the send
+  race_server 0.5 0.3
+  from_source "$CLIENT_IP"
+  ip netns exec "$CLIENT_NS" timeout 30 $PY "$ROOT/tests/e2e/sendfile_race.py" client "$SERVER_IP" 50051 \
+    /cloudcity.DoorManager/GetName /cloudcity.DoorManager/SetAccessCode 0.4
+  wait "${PIDS[-1]}"
+  cat "$WORK/race-server.log"
+  # the verdict ran before the rewrite (it decided GetName) ...
+  [ "$(counter allowed)" -eq 1 ]
+  [ "$(counter denied)" -eq 0 ]
+  # ... and the server read what it decided
+  grep -qx "path /cloudcity.DoorManager/GetName" "$WORK/race-server.log"
+  ! grep -q "SetAccessCode" "$WORK/race-server.log"
   [ "$(counter conns_failed)" -eq 0 ]
 }
