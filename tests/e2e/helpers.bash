@@ -199,6 +199,17 @@ repeat_decided() {
     [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
 }
 
+# race_read_as_decided: after tests/e2e/sendfile_race.py's client (GetName
+# sent, the file rewritten into SetAccessCode after the send), the verdict
+# decided GetName (allowed, nothing denied) and its server read GetName,
+# never SetAccessCode (its log in $WORK/race-server.log)
+race_read_as_decided() {
+  cat "$WORK/race-server.log"
+  [ "$(counter allowed)" -eq 1 ] && [ "$(counter denied)" -eq 0 ] && [ "$(counter conns_failed)" -eq 0 ] &&
+    grep -qx "path /cloudcity.DoorManager/GetName" "$WORK/race-server.log" &&
+    ! grep -q "SetAccessCode" "$WORK/race-server.log"
+}
+
 # node_client CGROUP PORT CALLS...: @grpc/grpc-js client on one channel
 node_client() {
   local cg=$1 port=$2; shift 2
