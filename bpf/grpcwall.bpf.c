@@ -2114,8 +2114,10 @@ int gw_sk_skb(struct __sk_buff *skb)
 	/* the walker decides on what it reads, the server must read the
 	 * same: a buffer whose pages its sender can still write (sendfile,
 	 * splice from this host) is copied into the buffer's own memory
-	 * first, and walked there */
-	if (!gw_skb_private(skb)) {
+	 * first, and walked there. Not a buffer that is all payload of a
+	 * frame begun before it (DATA of a large request): the walk reads no
+	 * byte of it, and the server takes it as payload whatever it holds */
+	if (!(c->skip >= size && !sc->carry_len && !grown) && !gw_skb_private(skb)) {
 		if (bpf_skb_pull_data(skb, skb->len))
 			return gw_srv_fail(skb, sc, cookie, cfg, GW_REASON_NOMEM, 0);
 	}
