@@ -124,18 +124,48 @@ struct gw_conn {
  * bytes of a preface or frame header cut at the end of the last buffer
  * (passed on: the server can do nothing with part of one), read again
  * before the next buffer's. */
+/*
+ * Server side, what the server writes back (gw_srv_msg): the streams the
+ * receive side denied, and where the walk over the server's frames is.
+ * A denied stream's answer is turned into PERMISSION_DENIED from grpcwall
+ * (its Trailers-Only HEADERS kept as response headers and followed by
+ * trailers of ours, or its RST_STREAM replaced by a Trailers-Only HEADERS
+ * of ours); neither touches either side's HPACK table.
+ */
+#define GW_DENIED_RING 8
+#define GW_RULE_CLIENT_SIDE 0xffff /* gw_denied.rule: denied by this host's client side */
+struct gw_denied {
+	__u32 stream;           /* 0: free */
+	__u16 rule;             /* 0: none (no identity, no rule allows it) */
+	__u8  slot;             /* the policy slot of the rule */
+	__u8  pad0;
+};
+
+struct gw_srv_resp {
+	__u64 passed;           /* bytes the walk passed (with what it added) */
+	__u32 seq0;             /* the server's first sequence number (ISN + 1) */
+	__u32 skip;             /* payload bytes of the frame under way, still to pass */
+	__u32 next;             /* denials recorded: the next goes to next % GW_DENIED_RING */
+	__u8  hlen;             /* bytes of a frame header cut at the end of the last write */
+	__u8  lost;             /* the walk lost the server's frames: nothing more is changed */
+	__u8  pad0[2];
+	__u8  hdr[16];          /* that header's bytes */
+	struct gw_denied d[GW_DENIED_RING];
+};
+
 struct gw_srv_conn {
 	struct gw_conn c;
 	__u32 carry_len;        /* < H2_PREFACE_LEN */
 	__u32 hold;             /* its gw_srv_holds slot + 1 while a frame is held; 0: none */
 	__u64 held_ns;          /* time its frames were held, summed over released holds */
 	__u8 carry[GW_CARRY_MAX];
+	struct gw_srv_resp resp;
 };
 
 GW_ABI_ASSERT(gw_h2_model, 3680);
 GW_ABI_ASSERT(gw_hp_spill, 3072);
 GW_ABI_ASSERT(gw_scratch, 472);
 GW_ABI_ASSERT(gw_conn, 952); /* at most 1 KiB per connection (issue 10) */
-GW_ABI_ASSERT(gw_srv_conn, 1000);
+GW_ABI_ASSERT(gw_srv_conn, 1104);
 
 #endif

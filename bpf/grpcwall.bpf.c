@@ -356,6 +356,7 @@ static __always_inline void gw_srv_accepted(struct bpf_sock_ops *skops, struct b
 	__builtin_memcpy(&c->ends, &o, sizeof(o));
 	c->flags = GW_CONN_POLICED | GW_CONN_SERVER;
 	c->cookie = cookie;
+	((struct gw_srv_conn *)c)->resp.seq0 = tp->write_seq; /* SYN-ACK sent: ISN + 1 */
 	c->generation = 0; /* the caller is resolved at the first buffer (gw_srv_refresh) */
 	c->service = service;
 	gw_h2_init(&c->h2);
@@ -1143,6 +1144,27 @@ static __always_inline int gw_walk_table_kept(struct gw_walk *w)
 	return t->ins == ws->t_ins && t->n == ws->t_n && t->max_size == ws->t_max;
 }
 
+/* Server side: stream `stream` was denied (rule, 0: none): its answer,
+ * when the server writes it, is turned into PERMISSION_DENIED from
+ * grpcwall (gw_srv_msg). The newest GW_DENIED_RING denials are kept: a
+ * denial pushed out before its answer leaves it as the server wrote it. */
+static __noinline int gw_srv_note_denied(struct gw_conn *c, __u32 stream, __u16 rule)
+{
+	struct gw_srv_conn *sc;
+	__u32 i;
+
+	if (!c)
+		return 0;
+	sc = bpf_map_lookup_elem(&gw_srv_conns, &c->cookie);
+	if (!sc)
+		return 0;
+	i = sc->resp.next++ & (GW_DENIED_RING - 1);
+	sc->resp.d[i].rule = rule;
+	sc->resp.d[i].slot = GW_SLOT_OF(c->generation);
+	sc->resp.d[i].stream = stream;
+	return 0;
+}
+
 /* The header block of the HEADERS frame at off is parsed and its :path
  * checked: decide, and rewrite a denied :path in place. */
 static __always_inline long gw_walk_decide(struct gw_walk *w, struct gw_src *src)
@@ -1179,12 +1201,16 @@ static __always_inline long gw_walk_decide(struct gw_walk *w, struct gw_src *src
 		 * rewritten path. The connection ends, the client reconnects */
 		return gw_walk_stop(w, GW_WALK_FAIL, GW_REASON_REGRANT, ws->f.stream);
 	if (src->kind == GW_SRC_SKB && (c->flags & GW_CONN_PEER_WALKED) &&
-	    (d.verdict != GW_VERDICT_DENY || gw_hp_path_unroutable(&w->s->blk, src)))
+	    (d.verdict != GW_VERDICT_DENY || gw_hp_path_unroutable(&w->s->blk, src))) {
 		/* the client side walked this RPC first, on this host: it
 		 * counted and reported it, and made a :path it denied
 		 * unroutable. Decided once: this side acts only on what it
-		 * denies of what that side let through. */
+		 * denies of what that side let through (and answers what
+		 * that side denied as its own denials, rule unknown here) */
+		if (gw_hp_path_unroutable(&w->s->blk, src))
+			gw_srv_note_denied(c, ws->f.stream, GW_RULE_CLIENT_SIDE);
 		return gw_walk_advance(w, n, n, 0);
+	}
 	gw_rule_count(c->generation, d.rule, d.verdict);
 	if (d.verdict == GW_VERDICT_ALLOW) {
 		gw_count(GW_CNT_ALLOWED, 1);
@@ -1215,6 +1241,8 @@ static __always_inline long gw_walk_decide(struct gw_walk *w, struct gw_src *src
 			return gw_walk_stop(w, GW_WALK_FAIL, GW_REASON_NOMEM, ws->f.stream);
 		gw_hp_mark_rewritten(&w->s->blk, &c->h2.table, gw_src_spill(src, c, 0));
 	}
+	if (src->kind == GW_SRC_SKB)
+		gw_srv_note_denied(c, ws->f.stream, d.rule);
 	gw_emit_conn(c, cfg, GW_VERDICT_DENY, d.reason, d.rule, ws->f.stream, w->sslot);
 	return gw_walk_advance(w, n, n, 0);
 }
@@ -2190,6 +2218,376 @@ int gw_sk_skb(struct __sk_buff *skb)
 	if (res == GW_WALK_FAIL || res == GW_WALK_DIVERT)
 		return gw_fail_walk(c, cfg, reason, stream, 0);
 	return gw_fail_walk(c, cfg, GW_REASON_BOUND, 0, 0);
+}
+
+/*
+ * Server side: the answer a denied caller sees. gw_sk_skb makes a denied
+ * RPC's :path unroutable, so the server answers "no such method" its own
+ * way: a C-core or grpc-go server with a Trailers-Only HEADERS frame
+ * (UNIMPLEMENTED), a @grpc/grpc-js server with RST_STREAM (the client
+ * says INTERNAL). This sk_msg program on gw_srv_sockhash walks the frames
+ * the server writes (the frame walk only, no HPACK) and, for a stream the
+ * receive side denied (gw_srv_note_denied):
+ *  - a Trailers-Only HEADERS frame (END_STREAM | END_HEADERS) loses its
+ *    END_STREAM and is followed by trailers of ours: the server's header
+ *    block reaches the client unchanged (both HPACK tables stay in step)
+ *    and becomes the response headers; ours end the stream with
+ *    grpc-status 7 and a grpc-message naming grpcwall and the rule;
+ *  - an RST_STREAM frame is replaced by a Trailers-Only HEADERS frame of
+ *    ours (:status 200, content-type, grpc-status 7, grpc-message).
+ * Our header blocks use the static table and literals without indexing
+ * only: no table changes. Any other answer (headers and a body, frames cut
+ * across writes, a header block over GW_RESP_MAX_BLOCK) is left as it is.
+ * The walk follows every byte the server writes, in order: a write that
+ * did not all go out, or a second writer, shows as the socket's write_seq
+ * differing from what the walk passed, and the walk stops for good (lost:
+ * answers as the server writes them). Never a drop: the server's output
+ * is not policed, only annotated.
+ */
+#define GW_H2_RST_STREAM   0x3
+#define GW_RESP_MAX_BLOCK  1024 /* a Trailers-Only block followed by ours: at most this long */
+#define GW_RESP_BUF        256  /* room for a frame of ours (a power of two) */
+#define GW_RESP_STEPS      8192 /* frames walked in one write, at most: past them the walk is lost */
+#define GW_RESP_RULE_MAX   96   /* characters of the rule's FILE:LINE in the message */
+
+struct gw_resp_buf {
+	__u8 b[GW_RESP_BUF];
+};
+
+struct gw_resp_walk {
+	struct sk_msg_md *msg;
+	struct gw_srv_resp *r;
+	__u32 off, size;
+	struct gw_resp_buf buf; /* the frame being added */
+};
+
+static __always_inline __u32 gw_resp_put(__u8 *b, __u32 o, const char *s, __u32 n)
+{
+	__u32 i;
+
+	for (i = 0; i < n; i++)
+		b[(o + i) & (GW_RESP_BUF - 1)] = s[i];
+	return o + n;
+}
+
+/* Our header blocks' pieces (file scope: libbpf 1.1 cannot place a
+ * function's static arrays in .rodata's BTF) */
+GW_TABLE char gw_resp_status[] = "\x00\x0bgrpc-status\x01" "7";
+GW_TABLE char gw_resp_ctype[] = "\x88\x0f\x10\x10" "application/grpc";
+GW_TABLE char gw_resp_mname[] = "\x00\x0cgrpc-message";
+GW_TABLE char gw_resp_denied[] = "grpcwall: denied";
+GW_TABLE char gw_resp_by[] = " by rule ";
+GW_TABLE char gw_resp_norule[] = " (no rule allows it)";
+GW_TABLE char gw_resp_client[] = " (decided on the client side)";
+
+/* Builds our HEADERS frame (END_STREAM | END_HEADERS) for the denied
+ * stream d into x->b: trailers, or with trailers_only the whole answer.
+ * Returns its length (< GW_RESP_BUF). No PADDED flag: C-core 1.51 reads a
+ * padded HEADERS frame's block from the wrong byte. */
+__noinline __u32 gw_resp_frame(struct gw_resp_buf *rb, const struct gw_denied *d, int trailers_only)
+{
+	struct gw_name_key k = {};
+	struct gw_name_val *v = NULL;
+	__u8 *b;
+
+	if (!rb || !d)
+		return 0;
+	b = rb->b;
+	k.slot = d->slot;
+	k.kind = GW_NAMEKIND_RULE;
+	k.id = d->rule;
+	if (d->rule && d->rule != GW_RULE_CLIENT_SIDE)
+		v = bpf_map_lookup_elem(&gw_names, &k);
+	__u32 o = H2_FRAME_HEADER_LEN, mlen_at, i, blk;
+	char ch;
+
+	__builtin_memset(b, 0, GW_RESP_BUF);
+	if (trailers_only)
+		o = gw_resp_put(b, o, gw_resp_ctype, sizeof(gw_resp_ctype) - 1);
+	o = gw_resp_put(b, o, gw_resp_status, sizeof(gw_resp_status) - 1);
+	o = gw_resp_put(b, o, gw_resp_mname, sizeof(gw_resp_mname) - 1);
+	mlen_at = o++;
+	o = gw_resp_put(b, o, gw_resp_denied, sizeof(gw_resp_denied) - 1);
+	if (v) {
+		o = gw_resp_put(b, o, gw_resp_by, sizeof(gw_resp_by) - 1);
+		for (i = 0; i < GW_RESP_RULE_MAX; i++) {
+			ch = v->detail[i];
+			if (!ch)
+				break;
+			/* grpc-message is percent-encoded: a plain character or '?' */
+			b[(o + i) & (GW_RESP_BUF - 1)] = ch >= 0x20 && ch <= 0x7e && ch != '%' ? ch : '?';
+		}
+		o += i;
+	} else if (d->rule == GW_RULE_CLIENT_SIDE) {
+		o = gw_resp_put(b, o, gw_resp_client, sizeof(gw_resp_client) - 1);
+	} else {
+		o = gw_resp_put(b, o, gw_resp_norule, sizeof(gw_resp_norule) - 1);
+	}
+	b[mlen_at & (GW_RESP_BUF - 1)] = (__u8)(o - mlen_at - 1); /* < 127: one byte */
+	blk = o - H2_FRAME_HEADER_LEN;
+	b[0] = 0;
+	b[1] = (__u8)(blk >> 8);
+	b[2] = (__u8)blk;
+	b[3] = H2_FRAME_HEADERS;
+	b[4] = H2_FLAG_END_STREAM | H2_FLAG_END_HEADERS;
+	b[5] = (__u8)(d->stream >> 24) & 0x7f;
+	b[6] = (__u8)(d->stream >> 16);
+	b[7] = (__u8)(d->stream >> 8);
+	b[8] = (__u8)d->stream;
+	return o; /* <= 180 */
+}
+
+struct gw_resp_copy {
+	__u8 *p, *end;
+	struct gw_resp_buf *b;
+};
+
+static long gw_resp_copy_cb(__u32 i, void *ctx)
+{
+	struct gw_resp_copy *c = ctx;
+	__u8 *q = c->p + (i & (GW_RESP_BUF - 1));
+
+	if (q + 1 > c->end)
+		return 1;
+	*q = c->b->b[i & (GW_RESP_BUF - 1)];
+	return 0;
+}
+
+/* Copies our frame (n bytes) to data + at, inside [data, end): 0 or -1. */
+static __always_inline int gw_resp_write(struct gw_resp_walk *x, __u8 *data, __u8 *end, __u32 at, __u32 n)
+{
+	struct gw_resp_copy c = { .p = data + (at & 0xfff), .end = end, .b = &x->buf };
+
+	if (n > GW_RESP_BUF || (long)(end - data) < (long)(at & 0xfff) + (long)n)
+		return -1;
+	return bpf_loop(n, gw_resp_copy_cb, &c, 0) == (long)n ? 0 : -1;
+}
+
+static __always_inline void gw_resp_lose(struct gw_srv_resp *r)
+{
+	__u32 i;
+
+	r->lost = 1;
+	for (i = 0; i < GW_DENIED_RING; i++)
+		if (r->d[i].stream) {
+			r->d[i].stream = 0;
+			gw_count(GW_CNT_SRV_ANSWERS_KEPT, 1);
+		}
+}
+
+static __always_inline struct gw_denied *gw_denied_of(struct gw_srv_resp *r, __u32 stream)
+{
+	__u32 i;
+
+	if (!stream)
+		return NULL;
+	for (i = 0; i < GW_DENIED_RING; i++)
+		if (r->d[i].stream == stream)
+			return &r->d[i];
+	return NULL;
+}
+
+/* A frame header of a denied stream's answer that is not turned: the
+ * answer reaches the caller as the server wrote it. */
+static __always_inline void gw_resp_kept(struct gw_denied *d, __u8 type, __u8 flags)
+{
+	if (type == H2_FRAME_HEADERS || type == GW_H2_RST_STREAM || (flags & H2_FLAG_END_STREAM)) {
+		d->stream = 0;
+		gw_count(GW_CNT_SRV_ANSWERS_KEPT, 1);
+	}
+}
+
+/* The Trailers-Only HEADERS frame at off (payload len, all of it in this
+ * write) becomes the response headers, followed by our trailers. 1: done,
+ * 0: left as it is. */
+static __always_inline int gw_resp_add_trailers(struct gw_resp_walk *x, struct gw_denied *d,
+						__u32 off, __u32 len)
+{
+	__u32 n, at = off + H2_FRAME_HEADER_LEN + len;
+	__u8 *data, *end;
+
+	n = gw_resp_frame(&x->buf, d, 0);
+	if (n <= H2_FRAME_HEADER_LEN || n > GW_RESP_BUF)
+		return 0;
+	if (bpf_msg_push_data(x->msg, at, n, 0))
+		return 0;
+	if (bpf_msg_pull_data(x->msg, off, at + n, 0))
+		goto undo;
+	data = (__u8 *)(long)x->msg->data;
+	end = (__u8 *)(long)x->msg->data_end;
+	if (data + H2_FRAME_HEADER_LEN > end)
+		goto undo;
+	if (gw_resp_write(x, data, end, H2_FRAME_HEADER_LEN + (len & 0x7ff), n))
+		goto undo;
+	data[4] &= ~H2_FLAG_END_STREAM;
+	x->size += n;
+	x->off = at + n;
+	return 1;
+undo:
+	/* the bytes made room for go again; if even that fails, the walk
+	 * cannot say where the frames are */
+	if (bpf_msg_pop_data(x->msg, at, n, 0))
+		gw_resp_lose(x->r);
+	return 0;
+}
+
+/* The RST_STREAM frame at off (13 bytes, in this write) is replaced by a
+ * Trailers-Only HEADERS frame of ours. 1: done, 0: left as it is. */
+static __always_inline int gw_resp_replace_rst(struct gw_resp_walk *x, struct gw_denied *d, __u32 off)
+{
+	__u32 n, rst = H2_FRAME_HEADER_LEN + 4;
+	__u8 *data, *end;
+
+	n = gw_resp_frame(&x->buf, d, 1);
+	if (n <= rst || n > GW_RESP_BUF)
+		return 0;
+	if (bpf_msg_push_data(x->msg, off + rst, n - rst, 0))
+		return 0;
+	if (bpf_msg_pull_data(x->msg, off, off + n, 0))
+		goto undo;
+	data = (__u8 *)(long)x->msg->data;
+	end = (__u8 *)(long)x->msg->data_end;
+	if (gw_resp_write(x, data, end, 0, n))
+		goto undo;
+	x->size += n - rst;
+	x->off = off + n;
+	return 1;
+undo:
+	if (bpf_msg_pop_data(x->msg, off + rst, n - rst, 0))
+		gw_resp_lose(x->r);
+	return 0;
+}
+
+static long gw_resp_step(__u32 i, void *ctx)
+{
+	struct gw_resp_walk *x = ctx;
+	struct gw_srv_resp *r = x->r;
+	__u32 off = x->off, avail, n, len, stream, k, take;
+	__u8 type, flags, h[H2_FRAME_HEADER_LEN];
+	struct gw_denied *d;
+	__u8 *data, *end;
+
+	if (r->lost || off >= x->size)
+		return 1;
+	avail = x->size - off;
+	if (r->skip) {
+		/* payload: never read */
+		n = r->skip < avail ? r->skip : avail;
+		r->skip -= n;
+		x->off = off + n;
+		return 0;
+	}
+	if (r->hlen || avail < H2_FRAME_HEADER_LEN) {
+		/* a frame header cut at the end of a write: gathered */
+		take = H2_FRAME_HEADER_LEN - (r->hlen < H2_FRAME_HEADER_LEN ? r->hlen : H2_FRAME_HEADER_LEN);
+		if (take > avail)
+			take = avail;
+		if (bpf_msg_pull_data(x->msg, off, off + take, 0)) {
+			gw_resp_lose(r);
+			return 1;
+		}
+		data = (__u8 *)(long)x->msg->data;
+		end = (__u8 *)(long)x->msg->data_end;
+		for (k = 0; k < H2_FRAME_HEADER_LEN; k++) {
+			if (k >= take)
+				break;
+			if (data + k + 1 > end) {
+				gw_resp_lose(r);
+				return 1;
+			}
+			r->hdr[(r->hlen + k) & 15] = data[k];
+		}
+		r->hlen += take;
+		x->off = off + take;
+		if (r->hlen < H2_FRAME_HEADER_LEN)
+			return 1;
+		r->hlen = 0;
+		for (k = 0; k < H2_FRAME_HEADER_LEN; k++)
+			h[k] = r->hdr[k];
+		/* its frame began in an earlier write: nothing to change there */
+		stream = (((__u32)h[5] << 24) | ((__u32)h[6] << 16) | ((__u32)h[7] << 8) | h[8]) & 0x7fffffff;
+		d = gw_denied_of(r, stream);
+		if (d)
+			gw_resp_kept(d, h[3], h[4]);
+		r->skip = ((__u32)h[0] << 16) | ((__u32)h[1] << 8) | h[2];
+		return 0;
+	}
+	if (bpf_msg_pull_data(x->msg, off, off + H2_FRAME_HEADER_LEN, 0)) {
+		gw_resp_lose(r);
+		return 1;
+	}
+	data = (__u8 *)(long)x->msg->data;
+	end = (__u8 *)(long)x->msg->data_end;
+	if (data + H2_FRAME_HEADER_LEN > end) {
+		gw_resp_lose(r);
+		return 1;
+	}
+	len = ((__u32)data[0] << 16) | ((__u32)data[1] << 8) | data[2];
+	type = data[3];
+	flags = data[4];
+	stream = (((__u32)data[5] << 24) | ((__u32)data[6] << 16) | ((__u32)data[7] << 8) | data[8]) & 0x7fffffff;
+	d = gw_denied_of(r, stream);
+	if (d) {
+		if (type == GW_H2_RST_STREAM && len == 4 && avail >= H2_FRAME_HEADER_LEN + 4 &&
+		    gw_resp_replace_rst(x, d, off)) {
+			d->stream = 0;
+			gw_count(GW_CNT_SRV_PERM_DENIED, 1);
+			return 0;
+		}
+		if (type == H2_FRAME_HEADERS &&
+		    (flags & (H2_FLAG_END_STREAM | H2_FLAG_END_HEADERS)) ==
+			    (H2_FLAG_END_STREAM | H2_FLAG_END_HEADERS) &&
+		    len <= GW_RESP_MAX_BLOCK && avail >= H2_FRAME_HEADER_LEN + len &&
+		    gw_resp_add_trailers(x, d, off, len)) {
+			d->stream = 0;
+			gw_count(GW_CNT_SRV_PERM_DENIED, 1);
+			return 0;
+		}
+		if (r->lost)
+			return 1;
+		gw_resp_kept(d, type, flags);
+	}
+	x->off = off + H2_FRAME_HEADER_LEN;
+	r->skip = len;
+	return 0;
+}
+
+SEC("sk_msg")
+int gw_srv_msg(struct sk_msg_md *msg)
+{
+	struct bpf_sock *sk = msg->sk;
+	struct gw_resp_walk x;
+	struct gw_srv_conn *sc;
+	struct gw_srv_resp *r;
+	struct tcp_sock *tp;
+	__u64 cookie;
+
+	if (!sk)
+		return SK_PASS;
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return SK_PASS;
+	cookie = BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.__sk_common.skc_cookie.counter);
+	sc = bpf_map_lookup_elem(&gw_srv_conns, &cookie);
+	if (!sc)
+		return SK_PASS;
+	r = &sc->resp;
+	if (r->lost)
+		return SK_PASS;
+	if ((__u32)(tp->write_seq - r->seq0) != (__u32)r->passed) {
+		/* bytes went out that this walk did not pass in order */
+		gw_resp_lose(r);
+		return SK_PASS;
+	}
+	x.msg = msg;
+	x.r = r;
+	x.off = 0;
+	x.size = msg->size;
+	bpf_loop(GW_RESP_STEPS, gw_resp_step, &x, 0);
+	if (x.off < x.size)
+		gw_resp_lose(r); /* more frames than steps */
+	r->passed += msg->size;
+	return SK_PASS;
 }
 
 #define GW_IPPROTO_TCP 6

@@ -137,6 +137,10 @@ enum gw_counter {
 				* (MPTCP, or at their most walked connections) */
 	GW_CNT_SRV_UNWALKED,   /* server side: payload segments of protected servers'
 				* connections that are not walked, dropped */
+	GW_CNT_SRV_PERM_DENIED, /* server side: answers to denied RPCs turned into
+				 * PERMISSION_DENIED (gw_srv_msg) */
+	GW_CNT_SRV_ANSWERS_KEPT, /* ... left as the server wrote them (not Trailers-Only
+				  * or RST_STREAM, cut across writes, or the walk lost) */
 	GW_CNT_MAX
 };
 

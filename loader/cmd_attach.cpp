@@ -159,7 +159,7 @@ void AttachCgroupLink(const std::string& link_pin, bpf_program* prog, const std:
 // The programs a second attach replaces, to put back if it fails half way:
 // then the live state is what it was.
 struct Previous {
-  Fd sk_msg, sk_skb, sockops, guard, guard_in, reset;
+  Fd sk_msg, sk_skb, srv_msg, sockops, guard, guard_in, reset;
   bool had_guard_in_link = false;  // attached only while the live policy protects a server
   bool had_meta = false;
   gw_name_val meta{};
@@ -168,6 +168,7 @@ struct Previous {
     Previous p;
     p.sk_msg = Fd(bpf_obj_get(MapPin(pin_dir, kProgSkMsg).c_str()));
     p.sk_skb = Fd(bpf_obj_get(MapPin(pin_dir, kProgSkSkb).c_str()));
+    p.srv_msg = Fd(bpf_obj_get(MapPin(pin_dir, kProgSrvMsg).c_str()));
     p.sockops = Fd(bpf_obj_get(MapPin(pin_dir, kProgSockops).c_str()));
     p.guard = Fd(bpf_obj_get(MapPin(pin_dir, kProgGuard).c_str()));
     p.guard_in = Fd(bpf_obj_get(MapPin(pin_dir, kProgGuardIn).c_str()));
@@ -182,6 +183,8 @@ struct Previous {
     if (sk_msg) bpf_prog_attach(sk_msg.get(), sockhash_fd, BPF_SK_MSG_VERDICT, 0);
     Fd srv(bpf_obj_get(MapPin(pin_dir, "gw_srv_sockhash").c_str()));
     if (sk_skb && srv) bpf_prog_attach(sk_skb.get(), srv.get(), BPF_SK_SKB_STREAM_VERDICT, 0);
+    // (none before, a version without it: this one's stays; it reads only maps of this layout)
+    if (srv_msg && srv) bpf_prog_attach(srv_msg.get(), srv.get(), BPF_SK_MSG_VERDICT, 0);
     const std::pair<const char*, const Fd*> links[] = {
         {kLinkGuard, &guard}, {kLinkGuardIn, &guard_in}, {kLinkSockops, &sockops}};
     for (const auto& [link, prog] : links) {
@@ -195,7 +198,8 @@ struct Previous {
       }
     }
     const std::pair<const char*, const Fd*> progs[] = {
-        {kProgSkMsg, &sk_msg}, {kProgSkSkb, &sk_skb}, {kProgSockops, &sockops}, {kProgGuard, &guard},
+        {kProgSkMsg, &sk_msg}, {kProgSkSkb, &sk_skb}, {kProgSrvMsg, &srv_msg}, {kProgSockops, &sockops},
+        {kProgGuard, &guard},
         {kProgGuardIn, &guard_in}, {kProgReset, &reset}};
     for (const auto& [name, prog] : progs) {
       if (!*prog) continue;
@@ -312,6 +316,11 @@ uint64_t AttachLocked(const AttachOptions& o, const std::string& cgroup, const P
                         BPF_SK_SKB_STREAM_VERDICT, 0) != 0)
       throw SysError("attaching sk_skb to the server sockhash", errno);
     PinProgram(bpf_program__fd(skel->progs.gw_sk_skb), MapPin(o.pin_dir, kProgSkSkb));
+    // ... and what their servers write back: a denied RPC's answer becomes PERMISSION_DENIED
+    if (bpf_prog_attach(bpf_program__fd(skel->progs.gw_srv_msg), bpf_map__fd(skel->maps.gw_srv_sockhash),
+                        BPF_SK_MSG_VERDICT, 0) != 0)
+      throw SysError("attaching sk_msg to the server sockhash", errno);
+    PinProgram(bpf_program__fd(skel->progs.gw_srv_msg), MapPin(o.pin_dir, kProgSrvMsg));
     AttachCgroupLink(MapPin(o.pin_dir, kLinkGuard), skel->progs.gw_guard, cgroup, "the egress guard");
     {  // the ingress guard: swapped if attached; attached only while the live policy protects a server
       Fd gin(bpf_obj_get(MapPin(o.pin_dir, kLinkGuardIn).c_str()));

@@ -42,6 +42,7 @@ const char* kCounterNames[GW_CNT_MAX] = {
     "conns_reset",     "fallback_resumed", "guard_drops", "short_writes",
     "repeat_blocks",   "scratch_next",     "server_conns",    "server_holds",
     "server_holds_replayed", "server_conns_failed", "server_refused", "server_unwalked_drops",
+    "server_permission_denied", "server_answers_kept",
 };
 
 // gw_srv_hold_owners: (slots, slots a connection holds)
@@ -195,6 +196,13 @@ void PrintPrometheus(std::ostream& out, const nlohmann::json& j, const LivePolic
   p.One("grpcwall_server_unwalked_dropped_segments_total", "counter",
         "Server side: payload segments of protected servers' connections that are not walked, dropped",
         n(c["server_unwalked_drops"]));
+  p.One("grpcwall_server_permission_denied_total", "counter",
+        "Server side: answers to denied RPCs turned into PERMISSION_DENIED from grpcwall",
+        n(c["server_permission_denied"]));
+  p.One("grpcwall_server_answers_kept_total", "counter",
+        "Server side: answers to denied RPCs left as the server wrote them (the caller sees UNIMPLEMENTED or "
+        "the server's own status)",
+        n(c["server_answers_kept"]));
   p.One("grpcwall_server_hold_slots", "gauge", "Server side: slots for held HEADERS frames",
         n(j["server_side"]["hold_slots"]));
   p.One("grpcwall_server_hold_slots_busy", "gauge", "Server side: hold slots a connection holds now",
@@ -251,6 +259,7 @@ void Status(const StatusOptions& o) {
   uint32_t sockops_id = PinnedProgId(o.pin_dir + "/prog_sockops");
   uint32_t skmsg_id = PinnedProgId(o.pin_dir + "/prog_sk_msg");
   uint32_t skskb_id = PinnedProgId(o.pin_dir + "/prog_sk_skb");
+  uint32_t srvmsg_id = PinnedProgId(o.pin_dir + "/prog_srv_msg");
   uint32_t guard_id = PinnedProgId(o.pin_dir + "/prog_guard");
   uint32_t guard_in_id = PinnedProgId(o.pin_dir + "/prog_guard_in");
   // attached only while the live policy protects a server (SyncIngressGuard)
@@ -279,7 +288,7 @@ void Status(const StatusOptions& o) {
   j["attached"] = link && sockops_id && skmsg_id && guard_id;
   j["cgroup"] = cgroup;
   j["programs"] = {{"sockops", sockops_id}, {"sk_msg", skmsg_id}, {"guard", guard_id}, {"sk_skb", skskb_id},
-                    {"guard_in", guard_in_id}};
+                    {"srv_msg", srvmsg_id}, {"guard_in", guard_in_id}};
   j["ingress_guard_attached"] = guard_in_on;
   j["max_connections"] = max_conns;
   const auto holds = HoldSlotsBusy(o.pin_dir);
@@ -310,7 +319,7 @@ void Status(const StatusOptions& o) {
             << "  pin dir:      " << o.pin_dir << "\n"
             << "  cgroup:       " << cgroup << "\n"
             << "  programs:     sockops id " << sockops_id << ", sk_msg id " << skmsg_id << ", egress guard id "
-            << guard_id << ", server-side sk_skb id " << skskb_id << ", ingress guard id " << guard_in_id
+            << guard_id << ", server-side sk_skb id " << skskb_id << ", sk_msg id " << srvmsg_id << ", ingress guard id " << guard_in_id
             << (guard_in_on ? " (attached)" : " (not attached: the live policy protects no server)") << "\n"
             << "  policy:       ";
   if (cfg.generation)
@@ -333,6 +342,8 @@ void Status(const StatusOptions& o) {
             << "                segments dropped by the ingress guard: for protected listeners " << c[GW_CNT_SRV_REFUSED]
             << " (MPTCP, or at the most walked connections), payload of unwalked connections "
             << c[GW_CNT_SRV_UNWALKED] << "\n"
+            << "                answers to denied RPCs: PERMISSION_DENIED " << c[GW_CNT_SRV_PERM_DENIED]
+            << ", left as the server wrote them " << c[GW_CNT_SRV_ANSWERS_KEPT] << "\n"
             << "  send path:    segments held back by the egress guard " << c[GW_CNT_GUARD_DROPS]
             << ", short writes followed " << c[GW_CNT_SHORT_WRITES] << "\n"
             << "  events lost:  " << c[GW_CNT_EVENTS_LOST] << "\n"

@@ -108,6 +108,9 @@ const std::vector<Probe>& Probes() {
     v.push_back(Helper("bpf_sock_hash_update", BPF_FUNC_sock_hash_update, "4.18", {kOps}));
     v.push_back(Helper("bpf_msg_redirect_hash", BPF_FUNC_msg_redirect_hash, "4.18", {kMsg}));
     v.push_back(Helper("bpf_sk_lookup_tcp", BPF_FUNC_sk_lookup_tcp, "4.20", {kSkSkb}));
+    // the server side's answers to denied RPCs (gw_srv_msg)
+    v.push_back(Helper("bpf_msg_push_data", BPF_FUNC_msg_push_data, "4.20", {kMsg}));
+    v.push_back(Helper("bpf_msg_pop_data", BPF_FUNC_msg_pop_data, "5.0", {kMsg}));
     v.push_back(Helper("bpf_sk_release", BPF_FUNC_sk_release, "4.20", {kSkSkb}));
     v.push_back(Helper("bpf_sk_fullsock", BPF_FUNC_sk_fullsock, "5.1", {kSkb}));
     v.push_back(Helper("bpf_sk_storage_get", BPF_FUNC_sk_storage_get, "5.2", {kSkb, kOps}));

@@ -35,7 +35,7 @@ const std::vector<std::string>& OwnPinNames() {
     bpf_object__for_each_map(map, skel->obj) {
       if (!bpf_map__is_internal(map)) n.push_back(bpf_map__name(map));  // .rodata/.data are not pinned
     }
-    for (const char* p : {kProgSkMsg, kProgSkSkb, kProgSockops, kProgGuard, kProgGuardIn, kProgReset, kLinkGuard,
+    for (const char* p : {kProgSkMsg, kProgSkSkb, kProgSrvMsg, kProgSockops, kProgGuard, kProgGuardIn, kProgReset, kLinkGuard,
                           kLinkGuardIn, kLinkSockops})
       n.push_back(p);
     return n;
@@ -192,6 +192,12 @@ std::vector<std::string> RemoveOwnPins(const std::string& pin_dir) {
     Fd map(bpf_obj_get(MapPin(pin_dir, "gw_srv_sockhash").c_str()));
     if (prog && map && bpf_prog_detach2(prog.get(), map.get(), BPF_SK_SKB_STREAM_VERDICT) != 0 && errno != ENOENT)
       throw SysError("detaching sk_skb from the server sockhash", errno);
+  }
+  {
+    Fd prog(bpf_obj_get(MapPin(pin_dir, kProgSrvMsg).c_str()));
+    Fd map(bpf_obj_get(MapPin(pin_dir, "gw_srv_sockhash").c_str()));
+    if (prog && map && bpf_prog_detach2(prog.get(), map.get(), BPF_SK_MSG_VERDICT) != 0 && errno != ENOENT)
+      throw SysError("detaching sk_msg from the server sockhash", errno);
   }
   auto unpin = [&](const std::string& n) {
     const std::string p = MapPin(pin_dir, n);

@@ -22,6 +22,7 @@ Skel OpenSkel();
 constexpr const char* kConfigPin = "gw_config";
 constexpr const char* kProgSkMsg = "prog_sk_msg";
 constexpr const char* kProgSkSkb = "prog_sk_skb";  // the server side's walker
+constexpr const char* kProgSrvMsg = "prog_srv_msg";  // the server side's answers to denied RPCs
 constexpr const char* kProgSockops = "prog_sockops";
 constexpr const char* kProgGuard = "prog_guard";
 constexpr const char* kProgReset = "prog_reset";

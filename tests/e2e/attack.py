@@ -111,7 +111,9 @@ class Reader:
                     if fl & 0x20:
                         p = p[5:]
                     hs = dec.decode(p)
-                    if sid == stream:
+                    # the status is the trailers' (END_STREAM): a header
+                    # block without it is the response headers
+                    if sid == stream and fl & 0x1:
                         for k, v in hs:
                             if k in ("grpc-status", b"grpc-status"):
                                 return v if isinstance(v, str) else v.decode()

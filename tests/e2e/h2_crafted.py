@@ -107,7 +107,9 @@ def main():
                 block[sid] = (data, es)
                 if flags & END_HEADERS:
                     fields = dict(dec.decode(data))
-                    if "grpc-status" in fields:
+                    # the status is the trailers' (END_STREAM): a block
+                    # without it is the response headers
+                    if es and "grpc-status" in fields:
                         status[sid] = fields["grpc-status"]
                     elif es:
                         status[sid] = "no-status"

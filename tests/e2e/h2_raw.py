@@ -199,6 +199,10 @@ def main():
                     return
                 for ev in conn.receive_data(data):
                     if isinstance(ev, (h2.events.ResponseReceived, h2.events.TrailersReceived)) and ev.stream_id in sids:
+                        # the status is the trailers' (END_STREAM): response
+                        # headers that do not end the stream carry none
+                        if isinstance(ev, h2.events.ResponseReceived) and ev.stream_ended is None:
+                            continue
                         for k, v in ev.headers:
                             if k == b"grpc-status":
                                 status[ev.stream_id] = v.decode()

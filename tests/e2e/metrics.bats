@@ -114,6 +114,8 @@ counters = {
     "server_conns_failed": ("grpcwall_server_connections_failed_total", {}),
     "server_refused": ("grpcwall_server_refused_segments_total", {}),
     "server_unwalked_drops": ("grpcwall_server_unwalked_dropped_segments_total", {}),
+    "server_permission_denied": ("grpcwall_server_permission_denied_total", {}),
+    "server_answers_kept": ("grpcwall_server_answers_kept_total", {}),
     "conns_tracked": ("grpcwall_connections_tracked", {}),
 }
 # conns_closed is opened - tracked, read at two moments: it can dip, so it is

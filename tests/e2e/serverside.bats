@@ -46,9 +46,18 @@ YAML
 # ingress_guards: how many programs are attached at the attach cgroup's ingress
 ingress_guards() { bpftool cgroup show "$CG" | grep -c " cgroup_inet_ingress .*gw_guard_in" || true; }
 
-# the Cloud City server in the protected cgroup
+# the Cloud City server in the protected cgroup [server.py ARGS]
 start_protected_server() {
-  in_cgroup "$CG/doormgr" "$SERVER_NS" $PY "$ROOT/tests/grpc/server.py" --addr "[::]:50051" \
+  in_cgroup "$CG/doormgr" "$SERVER_NS" $PY "$ROOT/tests/grpc/server.py" --addr "[::]:50051" "$@" \
+    > "$WORK/server-50051.log" 2>&1 3>&- &
+  PIDS+=($!)
+  wait_port 50051
+}
+
+# the same on @grpc/grpc-js (Node's nghttp2)
+start_protected_node_server() {
+  [ -d "$ROOT/tests/grpc/node/node_modules/@grpc/grpc-js" ] || need_skip "npm dependencies missing: run scripts/install-deps.sh"
+  in_cgroup "$CG/doormgr" "$SERVER_NS" node "$ROOT/tests/grpc/node/server.js" --addr "0.0.0.0:50051" \
     > "$WORK/server-50051.log" 2>&1 3>&- &
   PIDS+=($!)
   wait_port 50051
@@ -97,7 +106,7 @@ remote_client() {
   echo "$output"
   [ "$(echo "$output" | grep -c '^GetName OK$')" -eq 11 ]
   [ "$(echo "$output" | grep -c '^GetLocation OK$')" -eq 1 ]
-  [ "$(echo "$output" | grep -c "^SetAccessCode UNIMPLEMENTED")" -eq 2 ]
+  [ "$(echo "$output" | grep -c "^SetAccessCode PERMISSION_DENIED 'grpcwall: denied (no rule allows it)'$")" -eq 2 ]
   [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
   [ "$(handlers 50051 GetName)" -eq 11 ]
   [ "$(counter server_conns)" -eq 1 ]
@@ -109,6 +118,74 @@ remote_client() {
   [ "$(echo "$output" | json "d['verdict']")" = "deny" ]
   [ "$(echo "$output" | json "d['identity']")" = "public-terminal" ]
   [ "$(echo "$output" | json "d['method']")" = "/cloudcity.DoorManager/SetAccessCode" ]
+}
+
+@test "server side: a denied caller sees PERMISSION_DENIED naming grpcwall and the rule; the server's own UNIMPLEMENTED on the same channel stays UNIMPLEMENTED" {
+  server_policy "$WORK/p.yaml"
+  sed -i 's#/cloudcity.DoorManager/GetLocation\]#/cloudcity.DoorManager/GetLocation, /cloudcity.DoorManager/RequestMaintenance]#' "$WORK/p.yaml"
+  printf '%s\n' "  - from: public-terminal" "    to: door-manager" "    deny: [/cloudcity.DoorManager/SetAccessCode]" >> "$WORK/p.yaml"
+  line=$(grep -n -- '- from: public-terminal' "$WORK/p.yaml" | tail -1 | cut -d: -f1)   # the deny rule's
+  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
+  # RequestMaintenance: allowed, but the server answers UNIMPLEMENTED itself
+  start_protected_server --unimplemented RequestMaintenance
+  # one channel: C-core's "grpc-status: 12" goes into the HPACK table with the
+  # first answer (a denied call's here) and is referred to by index after
+  run remote_client "$CLIENT_IP" SetAccessCode RequestMaintenance SetAccessCode RequestMaintenance GetName
+  echo "$output"
+  denied="SetAccessCode PERMISSION_DENIED 'grpcwall: denied by rule $WORK/p.yaml:$line'"
+  own="RequestMaintenance UNIMPLEMENTED 'Method not found!'"
+  [ "$output" = "$(printf '%s\n' "$denied" "$own" "$denied" "$own" "GetName OK")" ]
+  # ... and the other way round, the server's own answer first
+  run remote_client "$CLIENT_IP" RequestMaintenance SetAccessCode RequestMaintenance
+  echo "$output"
+  [ "$output" = "$(printf '%s\n' "$own" "$denied" "$own")" ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  [ "$(handlers 50051 RequestMaintenance)" -eq 4 ]
+  [ "$(counter denied)" -eq 3 ]
+  [ "$(counter server_permission_denied)" -eq 3 ]
+  [ "$(counter server_answers_kept)" -eq 0 ]
+  # the raw client (the status is the trailers'), and the status report
+  from_source "$CLIENT_IP"
+  run ip netns exec "$CLIENT_NS" timeout 30 $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 \
+    SetAccessCode RequestMaintenance GetName
+  echo "$output"
+  [ "$output" = "$(printf 'SetAccessCode 7\nRequestMaintenance 12\nGetName 0')" ]
+  run "$GRPCWALL" status --pin-dir "$PIN"
+  echo "$output"
+  [[ "$output" == *"answers to denied RPCs: PERMISSION_DENIED 4, left as the server wrote them 0"* ]]
+}
+
+@test "server side: a @grpc/grpc-js server (nghttp2 resets a denied stream): grpcio, grpc-js and the raw client see PERMISSION_DENIED, not INTERNAL; h2load counts a 200" {
+  server_policy "$WORK/p.yaml"
+  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
+  start_protected_node_server
+  run remote_client "$CLIENT_IP" GetName SetAccessCode GetName SetAccessCode
+  echo "$output"
+  denied="SetAccessCode PERMISSION_DENIED 'grpcwall: denied (no rule allows it)'"
+  [ "$output" = "$(printf '%s\n' "GetName OK" "$denied" "GetName OK" "$denied")" ]
+  run ip netns exec "$CLIENT_NS" timeout 60 node "$ROOT/tests/grpc/node/client.js" "$SERVER_IP:50051" \
+    SetAccessCode GetName SetAccessCode
+  echo "$output"
+  [ "$output" = "$(printf '%s\n' "$denied" "GetName OK" "$denied")" ]
+  run ip netns exec "$CLIENT_NS" timeout 30 $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 \
+    SetAccessCode GetName
+  echo "$output"
+  [ "$output" = "$(printf 'SetAccessCode 7\nGetName 0')" ]
+  if command -v h2load >/dev/null; then
+    printf '\x00\x00\x00\x00\x02\x08\x01' > "$WORK/req.bin"
+    ip netns exec "$CLIENT_NS" h2load -n 8 -c 1 -m 4 -d "$WORK/req.bin" \
+      -H 'content-type: application/grpc' -H 'te: trailers' \
+      "http://$SERVER_IP:50051/cloudcity.DoorManager/SetAccessCode" > "$WORK/h2load.out" 2>&1
+    cat "$WORK/h2load.out"
+    grep -q "8 succeeded, 0 failed, 0 errored" "$WORK/h2load.out"
+    grep -q "status codes: 8 2xx" "$WORK/h2load.out"
+  fi
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  [ "$(handlers 50051 GetName)" -eq 4 ]
+  n=$(counter denied)
+  [ "$(counter server_permission_denied)" -eq "$n" ]
+  [ "$(counter server_answers_kept)" -eq 0 ]
+  [ "$(counter conns_failed)" -eq 0 ]
 }
 
 @test "server side: an allowed block repeated byte for byte is allowed unparsed; the same bytes after the table changed under them are decided again" {
@@ -125,7 +202,7 @@ remote_client() {
   # on stream 7 name it: decided again, denied
   from_source "$CLIENT_IP"
   run ip netns exec "$CLIENT_NS" timeout 60 $PY "$ROOT/tests/e2e/attack.py" "$SERVER_IP" 50051 repeat GetName SetAccessCode
-  repeat_decided
+  repeat_decided 7
   echo "repeat blocks: $(counter repeat_blocks), denied: $(counter denied)"
   [ "$(counter repeat_blocks)" -ge $((repeats + 1)) ]
   [ "$(counter denied)" -eq 1 ]
@@ -137,7 +214,7 @@ remote_client() {
   run remote_client "$OTHER_IP" GetName SetAccessCode GetName
   echo "$output"
   [ "$(echo "$output" | grep -c ' OK$')" -eq 0 ]
-  [ "$(echo "$output" | grep -c 'UNIMPLEMENTED')" -eq 3 ]
+  [ "$(echo "$output" | grep -c "PERMISSION_DENIED 'grpcwall: denied (no rule allows it)'$")" -eq 3 ]
   [ "$(handlers 50051 GetName)" -eq 0 ]
   [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
   [ "$(counter denied)" -eq 3 ]
@@ -160,7 +237,7 @@ remote_client() {
   # a process of no identity on the server's host, from the trusted address: denied
   run in_cgroup "$CG/nobody" "$SERVER_NS" $PY "$ROOT/tests/grpc/client.py" "$SERVER_IP:50051" GetName
   echo "$output"
-  [[ "$output" == "GetName UNIMPLEMENTED"* ]]
+  [[ "$output" == "GetName PERMISSION_DENIED 'grpcwall: denied"* ]]
   [ "$(handlers 50051 GetName)" -eq 0 ]
   run events 1
   echo "$output"
@@ -169,7 +246,7 @@ remote_client() {
   # the door sensor (by its cgroup) is never granted more than its rule
   run in_cgroup "$CG/sensor" "$SERVER_NS" $PY "$ROOT/tests/grpc/client.py" "$SERVER_IP:50051" SetAccessCode
   echo "$output"
-  [[ "$output" == "SetAccessCode UNIMPLEMENTED"* ]]
+  [[ "$output" == "SetAccessCode PERMISSION_DENIED 'grpcwall: denied"* ]]
   [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
 }
 
@@ -182,12 +259,12 @@ remote_client() {
   run in_cgroup "$CG/sensor" "$SERVER_NS" $PY "$ROOT/tests/grpc/client.py" "$SERVER_IP:50051" \
     GetName SetAccessCode GetName GetName
   echo "$output"
-  [ "$output" = "$(printf "GetName OK\nSetAccessCode UNIMPLEMENTED 'Method not found!'\nGetName OK\nGetName OK")" ]
+  [ "$output" = "$(printf "GetName OK\nSetAccessCode PERMISSION_DENIED 'grpcwall: denied (decided on the client side)'\nGetName OK\nGetName OK")" ]
   # the raw client: Huffman-coded literal paths, one connection
   run in_cgroup "$CG/sensor" "$SERVER_NS" $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 \
     SetAccessCode GetName SetAccessCode GetName
   echo "$output"
-  [ "$output" = "$(printf 'SetAccessCode 12\nGetName 0\nSetAccessCode 12\nGetName 0')" ]
+  [ "$output" = "$(printf 'SetAccessCode 7\nGetName 0\nSetAccessCode 7\nGetName 0')" ]
   [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
   [ "$(handlers 50051 GetName)" -eq 5 ]
   "$GRPCWALL" status --pin-dir "$PIN" --json > "$WORK/st.json"
@@ -211,7 +288,7 @@ remote_client() {
   "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/p2.yaml" >/dev/null
   run in_cgroup "$CG/sensor" "$SERVER_NS" $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 SetAccessCode GetName
   echo "$output"
-  [ "$output" = "$(printf 'SetAccessCode 12\nGetName 0')" ]
+  [ "$output" = "$(printf 'SetAccessCode 7\nGetName 0')" ]
   [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
   run events 1
   echo "$output"
@@ -225,7 +302,7 @@ remote_client() {
   run ip netns exec "$CLIENT_NS" timeout 60 $PY "$ROOT/tests/grpc/client.py" "[$SERVER_IP6]:50051" \
     GetName SetAccessCode GetName
   echo "$output"
-  [ "$output" = "$(printf "GetName OK\nSetAccessCode UNIMPLEMENTED 'Method not found!'\nGetName OK")" ]
+  [ "$output" = "$(printf "GetName OK\nSetAccessCode PERMISSION_DENIED 'grpcwall: denied (no rule allows it)'\nGetName OK")" ]
   [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
   [ "$(handlers 50051 GetName)" -eq 2 ]
   run events 1
@@ -261,7 +338,7 @@ remote_client() {
   [ "$status" -eq 0 ]
   [ "$(echo "$output" | grep -c '^GetName OK$')" -eq 6 ]
   [ "$(echo "$output" | grep -c '^GetLocation OK$')" -eq 1 ]
-  [ "$(echo "$output" | grep -c "^SetAccessCode UNIMPLEMENTED")" -eq 2 ]
+  [ "$(echo "$output" | grep -c "^SetAccessCode PERMISSION_DENIED 'grpcwall: denied (no rule allows it)'$")" -eq 2 ]
   [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
   [ "$(handlers 50051 GetName)" -eq 6 ]
   [ "$(counter allowed)" -eq 7 ]
@@ -316,7 +393,7 @@ sys.stdout.buffer.write(b"\x00" + struct.pack(">I", len(msg)) + msg)' > "$WORK/b
   cat "$WORK/c.out"
   [ "$(sed -n 1p "$WORK/c.out")" = "GetName OK" ]
   [ "$(sed -n 2p "$WORK/c.out")" = "GetLocation OK" ]
-  [[ "$(sed -n 3p "$WORK/c.out")" == "GetName UNIMPLEMENTED"* ]]
+  [[ "$(sed -n 3p "$WORK/c.out")" == "GetName PERMISSION_DENIED 'grpcwall: denied"* ]]
   [ "$(sed -n 4p "$WORK/c.out")" = "SetAccessCode OK" ]
   [ "$(handlers 50051 GetName)" -eq 1 ]
   [ "$(handlers 50051 SetAccessCode)" -eq 1 ]
@@ -340,9 +417,9 @@ sys.stdout.buffer.write(b"\x00" + struct.pack(">I", len(msg)) + msg)' > "$WORK/b
   cat "$WORK/c.out"
   # the call that meets the reset fails (grpcio had not seen it yet), the
   # channel reconnects, and the new connection is walked
-  [[ "$(sed -n 2p "$WORK/c.out")" =~ ^SetAccessCode\ (UNAVAILABLE|UNIMPLEMENTED) ]]
+  [[ "$(sed -n 2p "$WORK/c.out")" =~ ^SetAccessCode\ (UNAVAILABLE|PERMISSION_DENIED) ]]
   [ "$(sed -n 3p "$WORK/c.out")" = "GetName OK" ]
-  [[ "$(sed -n 4p "$WORK/c.out")" == "SetAccessCode UNIMPLEMENTED"* ]]
+  [[ "$(sed -n 4p "$WORK/c.out")" == "SetAccessCode PERMISSION_DENIED 'grpcwall: denied"* ]]
   [ "$(handlers 50051 SetAccessCode)" -eq 1 ]   # the call before attach only
   [ "$(counter conns_reset)" -eq 1 ]
   [ "$(counter server_conns)" -eq 1 ]
@@ -354,7 +431,7 @@ sys.stdout.buffer.write(b"\x00" + struct.pack(">I", len(msg)) + msg)' > "$WORK/b
   run ip netns exec "$CLIENT_NS" timeout 30 $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 --cut-headers \
     GetName SetAccessCode GetName
   echo "$output"
-  [ "$output" = "$(printf 'GetName 0\nSetAccessCode 12\nGetName 0')" ]   # 12: UNIMPLEMENTED
+  [ "$output" = "$(printf 'GetName 0\nSetAccessCode 7\nGetName 0')" ]   # 7: PERMISSION_DENIED
   [ "$(handlers 50051 GetName)" -eq 2 ]
   [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
   [ "$(counter denied)" -eq 1 ]
@@ -382,8 +459,8 @@ crafted_calls() {
     resize:SetAccessCode resize:GetName trailers:SetAccessCode trailers:GetLocation \
     batch:GetName+SetAccessCode+GetLocation plain:GetName
   echo "$output"
-  [ "$output" = "$(printf '%s\n' 'GetName 0' 'SetAccessCode 12' 'GetName 0' 'SetAccessCode 12' 'GetName 0' \
-    'SetAccessCode 12' 'GetName 0' 'SetAccessCode 12' 'GetLocation 0' 'GetName 0' 'SetAccessCode 12' \
+  [ "$output" = "$(printf '%s\n' 'GetName 0' 'SetAccessCode 7' 'GetName 0' 'SetAccessCode 7' 'GetName 0' \
+    'SetAccessCode 7' 'GetName 0' 'SetAccessCode 7' 'GetLocation 0' 'GetName 0' 'SetAccessCode 7' \
     'GetLocation 0' 'GetName 0')" ]
   [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
   [ "$(handlers 50051 GetName)" -eq 6 ]
@@ -422,7 +499,7 @@ crafted_calls() {
   run raw_calls GetName Other1 Other2 Other3 Other4 Other5 Other6 Other7 Other8 Other9 GetName GetLocation GetName
   echo "$output"
   want="GetName 0"
-  for i in 1 2 3 4 5 6 7 8 9; do want+=$'\n'"Other$i 12"; done
+  for i in 1 2 3 4 5 6 7 8 9; do want+=$'\n'"Other$i 7"; done
   want+=$'\nGetName 0\nGetLocation 0\nGetName 0'
   [ "$output" = "$want" ]
   [ "$(handlers 50051 GetName)" -eq 3 ]
@@ -435,7 +512,7 @@ crafted_calls() {
   protect
   run raw_calls --split 1 SetAccessCode GetName SetAccessCode GetName
   echo "$output"
-  [ "$output" = "$(printf 'SetAccessCode 12\nGetName 0\nSetAccessCode 12\nGetName 0')" ]
+  [ "$output" = "$(printf 'SetAccessCode 7\nGetName 0\nSetAccessCode 7\nGetName 0')" ]
   [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
   [ "$(handlers 50051 GetName)" -eq 2 ]
   [ "$(counter conns_failed)" -eq 0 ]
@@ -454,7 +531,7 @@ crafted_calls() {
   # the rest, the middle piece is held whole, the last completes it
   run raw_calls --cut-in-headers 3 --metadata-bytes 3000 GetName SetAccessCode GetName GetLocation
   echo "$output"
-  [ "$output" = "$(printf 'GetName 0\nSetAccessCode 12\nGetName 0\nGetLocation 0')" ]
+  [ "$output" = "$(printf 'GetName 0\nSetAccessCode 7\nGetName 0\nGetLocation 0')" ]
   [ "$(handlers 50051 GetName)" -eq 2 ]
   [ "$(handlers 50051 GetLocation)" -eq 1 ]
   [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
@@ -472,9 +549,9 @@ crafted_calls() {
   want="GetName 0"
   for n in 1 2; do
     for i in 1 2 3 4 5 6; do want+=$'\nGetName 0'; done
-    want+=$'\nSetAccessCode 12\nGetName 0\nGetLocation 0'
+    want+=$'\nSetAccessCode 7\nGetName 0\nGetLocation 0'
   done
-  want+=$'\nGetName 0\nSetAccessCode 12'
+  want+=$'\nGetName 0\nSetAccessCode 7'
   [ "$output" = "$want" ]
   [ "$(handlers 50051 GetName)" -eq 18 ]
   [ "$(handlers 50051 GetLocation)" -eq 3 ]
@@ -588,7 +665,7 @@ crafted_calls() {
   done
   run raw_calls SetAccessCode GetName
   echo "$output"
-  [ "$output" = "$(printf 'SetAccessCode 12\nGetName 0')" ]
+  [ "$output" = "$(printf 'SetAccessCode 7\nGetName 0')" ]
   [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
   [ "$(handlers 50051 GetName)" -eq 1 ]
 }
@@ -611,7 +688,7 @@ crafted_calls() {
   wait_port 50051
   run raw_calls --mptcp GetName SetAccessCode GetName
   echo "$output"
-  [ "$output" = "$(printf 'GetName 0\nSetAccessCode 12\nGetName 0')" ]
+  [ "$output" = "$(printf 'GetName 0\nSetAccessCode 7\nGetName 0')" ]
   [ "$(handlers 50052 SetAccessCode)" -eq 0 ]
   [ "$(handlers 50052 GetName)" -eq 2 ]
   [ "$(counter server_refused)" -gt 0 ]
@@ -684,7 +761,7 @@ crafted_calls() {
   echo "$output"
   [[ "$output" != *"warning"* ]]
   run remote_client "$CLIENT_IP" SetAccessCode
-  [[ "$output" == "SetAccessCode UNIMPLEMENTED"* ]]
+  [[ "$output" == "SetAccessCode PERMISSION_DENIED 'grpcwall: denied"* ]]
 }
 
 @test "server side: detach resets the connections walked on receive first (nothing queued is lost under the freed sockhash); callers reconnect to the server, no longer protected" {

@@ -13,33 +13,42 @@ import cloudcity_pb2_grpc  # noqa: E402
 
 
 class DoorManager(cloudcity_pb2_grpc.DoorManagerServicer):
-    def _run(self, method, request):
+    def __init__(self, unimplemented=()):
+        self.unimplemented = set(unimplemented)
+
+    def _run(self, method, request, context):
         print(f"handler {method} {request.door_id}", flush=True)
+        if method in self.unimplemented:
+            # the server's own "no such method" (what C-core answers for an
+            # unknown one): Trailers-Only, grpc-status 12
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
         return cloudcity_pb2.DoorReply(text=f"{method} ok")
 
     def GetName(self, request, context):
-        return self._run("GetName", request)
+        return self._run("GetName", request, context)
 
     def GetLocation(self, request, context):
-        return self._run("GetLocation", request)
+        return self._run("GetLocation", request, context)
 
     def RequestMaintenance(self, request, context):
-        return self._run("RequestMaintenance", request)
+        return self._run("RequestMaintenance", request, context)
 
     def SetAccessCode(self, request, context):
-        return self._run("SetAccessCode", request)
+        return self._run("SetAccessCode", request, context)
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--addr", default="0.0.0.0:50051")
     ap.add_argument("--max-metadata", type=int, default=0, help="grpc.max_metadata_size")
+    ap.add_argument("--unimplemented", action="append", default=[], metavar="METHOD",
+                    help="METHOD's handler answers UNIMPLEMENTED (as for a method the server lacks)")
     a = ap.parse_args()
     opts = []
     if a.max_metadata:
         opts.append(("grpc.max_metadata_size", a.max_metadata))
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=opts)
-    cloudcity_pb2_grpc.add_DoorManagerServicer_to_server(DoorManager(), server)
+    cloudcity_pb2_grpc.add_DoorManagerServicer_to_server(DoorManager(a.unimplemented), server)
     server.add_insecure_port(a.addr)
     server.start()
     print(f"listening {a.addr}", flush=True)
