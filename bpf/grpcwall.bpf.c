@@ -537,8 +537,14 @@ int gw_sockops(struct bpf_sock_ops *skops)
 
 			cookie = bpf_get_socket_cookie(skops);
 			sc = bpf_map_lookup_elem(&gw_srv_conns, &cookie);
-			if (sc)
+			if (sc) {
+				__u32 i;
+
 				gw_hold_free(sc, cookie); /* a frame held to the end */
+				for (i = 0; i < GW_DENIED_RING; i++) /* denials never answered */
+					if (sc->resp.d[i].stream)
+						gw_count(GW_CNT_SRV_ANSWERS_KEPT, 1);
+			}
 			bpf_map_delete_elem(&gw_srv_spills, &cookie);
 			bpf_map_delete_elem(&gw_srv_conns, &cookie);
 		}
@@ -1158,7 +1164,14 @@ static __noinline int gw_srv_note_denied(struct gw_conn *c, __u32 stream, __u16 
 	sc = bpf_map_lookup_elem(&gw_srv_conns, &c->cookie);
 	if (!sc)
 		return 0;
+	if (sc->resp.lost) {
+		/* the walk over the server's frames stopped: its answer stays */
+		gw_count(GW_CNT_SRV_ANSWERS_KEPT, 1);
+		return 0;
+	}
 	i = sc->resp.next++ & (GW_DENIED_RING - 1);
+	if (sc->resp.d[i].stream) /* a denial still unanswered, pushed out */
+		gw_count(GW_CNT_SRV_ANSWERS_KEPT, 1);
 	sc->resp.d[i].rule = rule;
 	sc->resp.d[i].slot = GW_SLOT_OF(c->generation);
 	sc->resp.d[i].stream = stream;
@@ -2247,6 +2260,8 @@ int gw_sk_skb(struct __sk_buff *skb)
 #define GW_H2_RST_STREAM   0x3
 #define GW_RESP_MAX_BLOCK  1024 /* a Trailers-Only block followed by ours: at most this long */
 #define GW_RESP_BUF        256  /* room for a frame of ours (a power of two) */
+#define GW_RESP_LIN_MAX    0x8000 /* offsets read in place are below this (the verifier tracks
+				   * packet ranges to 0xffff) */
 #define GW_RESP_STEPS      8192 /* frames walked in one write, at most: past them the walk is lost */
 #define GW_RESP_RULE_MAX   96   /* characters of the rule's FILE:LINE in the message */
 
@@ -2258,8 +2273,14 @@ struct gw_resp_walk {
 	struct sk_msg_md *msg;
 	struct gw_srv_resp *r;
 	__u32 off, size;
-	struct gw_resp_buf buf; /* the frame being added */
+	__u32 room;             /* may bytes be added (gw_resp_room)? */
+	__u32 lin;              /* msg->data is the message's first byte, data_end its end */
+	__u32 drop;             /* bytes of ours that could be neither written nor taken out */
 };
+
+/* a frame of ours is built in the run's scratch slot (gw_scratch_claim),
+ * in the block parser's part, which this program does not use */
+_Static_assert(sizeof(struct gw_hp_block) >= sizeof(struct gw_resp_buf), "gw_resp_buf fits in gw_scratch.blk");
 
 static __always_inline __u32 gw_resp_put(__u8 *b, __u32 o, const char *s, __u32 n)
 {
@@ -2280,6 +2301,49 @@ GW_TABLE char gw_resp_by[] = " by rule ";
 GW_TABLE char gw_resp_norule[] = " (no rule allows it)";
 GW_TABLE char gw_resp_client[] = " (decided on the client side)";
 
+/* The rule's FILE:LINE (gw_names detail) from its base name on, into a
+ * frame of ours: bpf_loop callbacks, checked once (a loop over each
+ * character, unrolled, makes the verifier follow every '/' found apart) */
+struct gw_rule_text {
+	struct gw_name_val *v;
+	struct gw_resp_buf *rb;
+	__u32 o;        /* where the copy goes */
+	__u32 base;     /* past the last '/' */
+	__u32 n;        /* characters copied */
+};
+
+static long gw_rule_base_cb(__u32 i, void *ctx)
+{
+	struct gw_rule_text *t = ctx;
+	char ch;
+
+	if (i >= GW_CGROUP_PATH_MAX)
+		return 1;
+	ch = t->v->detail[i];
+	if (!ch)
+		return 1;
+	if (ch == '/')
+		t->base = i + 1;
+	return 0;
+}
+
+static long gw_rule_copy_cb(__u32 i, void *ctx)
+{
+	struct gw_rule_text *t = ctx;
+	__u32 k = t->base + i;
+	char ch;
+
+	if (k >= GW_CGROUP_PATH_MAX)
+		return 1;
+	ch = t->v->detail[k];
+	if (!ch)
+		return 1;
+	/* grpc-message is percent-encoded: a plain character or '?' */
+	t->rb->b[(t->o + i) & (GW_RESP_BUF - 1)] = ch >= 0x20 && ch <= 0x7e && ch != '%' ? ch : '?';
+	t->n = i + 1;
+	return 0;
+}
+
 /* Builds our HEADERS frame (END_STREAM | END_HEADERS) for the denied
  * stream d into x->b: trailers, or with trailers_only the whole answer.
  * Returns its length (< GW_RESP_BUF). No PADDED flag: C-core 1.51 reads a
@@ -2298,8 +2362,7 @@ __noinline __u32 gw_resp_frame(struct gw_resp_buf *rb, const struct gw_denied *d
 	k.id = d->rule;
 	if (d->rule && d->rule != GW_RULE_CLIENT_SIDE)
 		v = bpf_map_lookup_elem(&gw_names, &k);
-	__u32 o = H2_FRAME_HEADER_LEN, mlen_at, i, blk;
-	char ch;
+	__u32 o = H2_FRAME_HEADER_LEN, mlen_at, blk;
 
 	__builtin_memset(b, 0, GW_RESP_BUF);
 	if (trailers_only)
@@ -2309,15 +2372,15 @@ __noinline __u32 gw_resp_frame(struct gw_resp_buf *rb, const struct gw_denied *d
 	mlen_at = o++;
 	o = gw_resp_put(b, o, gw_resp_denied, sizeof(gw_resp_denied) - 1);
 	if (v) {
+		/* the policy file's name and the line (a caller elsewhere learns
+		 * no path of this host): what follows the last '/' of FILE:LINE */
+		struct gw_rule_text t = { .v = v, .rb = rb, .o = 0, .base = 0, .n = 0 };
+
 		o = gw_resp_put(b, o, gw_resp_by, sizeof(gw_resp_by) - 1);
-		for (i = 0; i < GW_RESP_RULE_MAX; i++) {
-			ch = v->detail[i];
-			if (!ch)
-				break;
-			/* grpc-message is percent-encoded: a plain character or '?' */
-			b[(o + i) & (GW_RESP_BUF - 1)] = ch >= 0x20 && ch <= 0x7e && ch != '%' ? ch : '?';
-		}
-		o += i;
+		bpf_loop(GW_CGROUP_PATH_MAX, gw_rule_base_cb, &t, 0);
+		t.o = o;
+		bpf_loop(GW_RESP_RULE_MAX, gw_rule_copy_cb, &t, 0);
+		o += t.n < GW_RESP_RULE_MAX ? t.n : GW_RESP_RULE_MAX;
 	} else if (d->rule == GW_RULE_CLIENT_SIDE) {
 		o = gw_resp_put(b, o, gw_resp_client, sizeof(gw_resp_client) - 1);
 	} else {
@@ -2354,9 +2417,9 @@ static long gw_resp_copy_cb(__u32 i, void *ctx)
 }
 
 /* Copies our frame (n bytes) to data + at, inside [data, end): 0 or -1. */
-static __always_inline int gw_resp_write(struct gw_resp_walk *x, __u8 *data, __u8 *end, __u32 at, __u32 n)
+static __always_inline int gw_resp_write(struct gw_resp_buf *rb, __u8 *data, __u8 *end, __u32 at, __u32 n)
 {
-	struct gw_resp_copy c = { .p = data + (at & 0xfff), .end = end, .b = &x->buf };
+	struct gw_resp_copy c = { .p = data + (at & 0xfff), .end = end, .b = rb };
 
 	if (n > GW_RESP_BUF || (long)(end - data) < (long)(at & 0xfff) + (long)n)
 		return -1;
@@ -2397,77 +2460,121 @@ static __always_inline void gw_resp_kept(struct gw_denied *d, __u8 type, __u8 fl
 	}
 }
 
+/*
+ * Adding bytes to a message (bpf_msg_push_data) at `at`: [0, at] is made
+ * one piece first, so that the bytes go into the message's first
+ * scatterlist entry (kernels without upstream f72eed9b84fb place the bytes
+ * after a push inside any later entry wrongly). The added bytes get an
+ * entry of their own: pulled alone, they need no copy, and are written at
+ * once (a push does not zero them: none is sent unwritten; if they cannot
+ * be taken out again, the message is dropped, x->drop).
+ */
+static __always_inline int gw_resp_push(struct gw_resp_walk *x, struct gw_resp_buf *rb, __u32 at, __u32 n)
+{
+	__u8 *data, *end;
+
+	x->lin = 0; /* push, pull and pop move the data start */
+	if (bpf_msg_pull_data(x->msg, 0, at < x->size ? at + 1 : at, 0))
+		return -1;
+	if (bpf_msg_push_data(x->msg, at, n, 0))
+		return -1;
+	if (!bpf_msg_pull_data(x->msg, at, at + n, 0)) {
+		data = (__u8 *)(long)x->msg->data;
+		end = (__u8 *)(long)x->msg->data_end;
+		if (!gw_resp_write(rb, data, end, 0, n))
+			return 0;
+	}
+	if (bpf_msg_pop_data(x->msg, at, n, 0))
+		x->drop = 1;
+	return -1;
+}
+
+/* Sets or clears END_STREAM of the frame header at off (in the first
+ * scatterlist entry, gw_resp_push): 0 or -1. */
+static __always_inline int gw_resp_end_stream(struct gw_resp_walk *x, __u32 off, int set)
+{
+	__u8 *data, *end;
+
+	if (bpf_msg_pull_data(x->msg, off, off + H2_FRAME_HEADER_LEN, 0))
+		return -1;
+	data = (__u8 *)(long)x->msg->data;
+	end = (__u8 *)(long)x->msg->data_end;
+	if (data + H2_FRAME_HEADER_LEN > end)
+		return -1;
+	if (set)
+		data[4] |= H2_FLAG_END_STREAM;
+	else
+		data[4] &= ~H2_FLAG_END_STREAM;
+	return 0;
+}
+
 /* The Trailers-Only HEADERS frame at off (payload len, all of it in this
  * write) becomes the response headers, followed by our trailers. 1: done,
  * 0: left as it is. */
 static __always_inline int gw_resp_add_trailers(struct gw_resp_walk *x, struct gw_denied *d,
 						__u32 off, __u32 len)
 {
-	__u32 n, at = off + H2_FRAME_HEADER_LEN + len;
-	__u8 *data, *end;
+	__u32 n, at = off + H2_FRAME_HEADER_LEN + len, sslot = 0;
+	struct gw_scratch *s = gw_scratch_claim(&sslot);
+	int r;
 
-	n = gw_resp_frame(&x->buf, d, 0);
-	if (n <= H2_FRAME_HEADER_LEN || n > GW_RESP_BUF)
+	if (!s)
 		return 0;
-	if (bpf_msg_push_data(x->msg, at, n, 0))
+	n = gw_resp_frame((struct gw_resp_buf *)&s->blk, d, 0);
+	r = n > H2_FRAME_HEADER_LEN && n <= GW_RESP_BUF ?
+		gw_resp_push(x, (struct gw_resp_buf *)&s->blk, at, n) : -1;
+	gw_scratch_release(s);
+	if (r)
 		return 0;
-	if (bpf_msg_pull_data(x->msg, off, at + n, 0))
-		goto undo;
-	data = (__u8 *)(long)x->msg->data;
-	end = (__u8 *)(long)x->msg->data_end;
-	if (data + H2_FRAME_HEADER_LEN > end)
-		goto undo;
-	if (gw_resp_write(x, data, end, H2_FRAME_HEADER_LEN + (len & 0x7ff), n))
-		goto undo;
-	data[4] &= ~H2_FLAG_END_STREAM;
+	if (gw_resp_end_stream(x, off, 0)) {
+		/* (cannot fail: the frame is in the one piece made before) the
+		 * stream must end once: ours goes again */
+		if (bpf_msg_pop_data(x->msg, at, n, 0))
+			x->drop = 1;
+		return 0;
+	}
 	x->size += n;
 	x->off = at + n;
 	return 1;
-undo:
-	/* the bytes made room for go again; if even that fails, the walk
-	 * cannot say where the frames are */
-	if (bpf_msg_pop_data(x->msg, at, n, 0))
-		gw_resp_lose(x->r);
-	return 0;
 }
 
 /* The RST_STREAM frame at off (13 bytes, in this write) is replaced by a
- * Trailers-Only HEADERS frame of ours. 1: done, 0: left as it is. */
+ * Trailers-Only HEADERS frame of ours: ours goes in before it, then it
+ * comes out (if it cannot, it stays: a reset after the end of a stream is
+ * what grpc-go servers send, and clients ignore). 1: done, 0: left. */
 static __always_inline int gw_resp_replace_rst(struct gw_resp_walk *x, struct gw_denied *d, __u32 off)
 {
-	__u32 n, rst = H2_FRAME_HEADER_LEN + 4;
-	__u8 *data, *end;
+	__u32 n, rst = H2_FRAME_HEADER_LEN + 4, sslot = 0;
+	struct gw_scratch *s = gw_scratch_claim(&sslot);
+	int r;
 
-	n = gw_resp_frame(&x->buf, d, 1);
-	if (n <= rst || n > GW_RESP_BUF)
+	if (!s)
 		return 0;
-	if (bpf_msg_push_data(x->msg, off + rst, n - rst, 0))
+	n = gw_resp_frame((struct gw_resp_buf *)&s->blk, d, 1);
+	r = n > rst && n <= GW_RESP_BUF ? gw_resp_push(x, (struct gw_resp_buf *)&s->blk, off, n) : -1;
+	gw_scratch_release(s);
+	if (r)
 		return 0;
-	if (bpf_msg_pull_data(x->msg, off, off + n, 0))
-		goto undo;
-	data = (__u8 *)(long)x->msg->data;
-	end = (__u8 *)(long)x->msg->data_end;
-	if (gw_resp_write(x, data, end, 0, n))
-		goto undo;
-	x->size += n - rst;
-	x->off = off + n;
+	if (bpf_msg_pop_data(x->msg, off + n, rst, 0)) {
+		x->size += n;
+		x->off = off + n + rst;
+	} else {
+		x->size += n - rst;
+		x->off = off + n;
+	}
 	return 1;
-undo:
-	if (bpf_msg_pop_data(x->msg, off + rst, n - rst, 0))
-		gw_resp_lose(x->r);
-	return 0;
 }
 
 static long gw_resp_step(__u32 i, void *ctx)
 {
 	struct gw_resp_walk *x = ctx;
 	struct gw_srv_resp *r = x->r;
-	__u32 off = x->off, avail, n, len, stream, k, take;
+	__u32 off = x->off, avail, n, len, stream, k, take, rel;
 	__u8 type, flags, h[H2_FRAME_HEADER_LEN];
 	struct gw_denied *d;
 	__u8 *data, *end;
 
-	if (r->lost || off >= x->size)
+	if (r->lost || x->drop || off >= x->size)
 		return 1;
 	avail = x->size - off;
 	if (r->skip) {
@@ -2482,6 +2589,7 @@ static long gw_resp_step(__u32 i, void *ctx)
 		take = H2_FRAME_HEADER_LEN - (r->hlen < H2_FRAME_HEADER_LEN ? r->hlen : H2_FRAME_HEADER_LEN);
 		if (take > avail)
 			take = avail;
+		x->lin = 0;
 		if (bpf_msg_pull_data(x->msg, off, off + take, 0)) {
 			gw_resp_lose(r);
 			return 1;
@@ -2512,12 +2620,19 @@ static long gw_resp_step(__u32 i, void *ctx)
 		r->skip = ((__u32)h[0] << 16) | ((__u32)h[1] << 8) | h[2];
 		return 0;
 	}
-	if (bpf_msg_pull_data(x->msg, off, off + H2_FRAME_HEADER_LEN, 0)) {
-		gw_resp_lose(r);
-		return 1;
+	rel = 0;
+	if (x->lin && off < GW_RESP_LIN_MAX) {
+		rel = off; /* the message in one piece from its first byte: read in place */
+	} else {
+		x->lin = 0; /* a pull moves the data start */
+		if (bpf_msg_pull_data(x->msg, off, off + H2_FRAME_HEADER_LEN, 0)) {
+			gw_resp_lose(r);
+			return 1;
+		}
 	}
 	data = (__u8 *)(long)x->msg->data;
 	end = (__u8 *)(long)x->msg->data_end;
+	data += rel & (GW_RESP_LIN_MAX - 1);
 	if (data + H2_FRAME_HEADER_LEN > end) {
 		gw_resp_lose(r);
 		return 1;
@@ -2528,13 +2643,13 @@ static long gw_resp_step(__u32 i, void *ctx)
 	stream = (((__u32)data[5] << 24) | ((__u32)data[6] << 16) | ((__u32)data[7] << 8) | data[8]) & 0x7fffffff;
 	d = gw_denied_of(r, stream);
 	if (d) {
-		if (type == GW_H2_RST_STREAM && len == 4 && avail >= H2_FRAME_HEADER_LEN + 4 &&
+		if (x->room && type == GW_H2_RST_STREAM && len == 4 && avail >= H2_FRAME_HEADER_LEN + 4 &&
 		    gw_resp_replace_rst(x, d, off)) {
 			d->stream = 0;
 			gw_count(GW_CNT_SRV_PERM_DENIED, 1);
 			return 0;
 		}
-		if (type == H2_FRAME_HEADERS &&
+		if (x->room && type == H2_FRAME_HEADERS &&
 		    (flags & (H2_FLAG_END_STREAM | H2_FLAG_END_HEADERS)) ==
 			    (H2_FLAG_END_STREAM | H2_FLAG_END_HEADERS) &&
 		    len <= GW_RESP_MAX_BLOCK && avail >= H2_FRAME_HEADER_LEN + len &&
@@ -2543,13 +2658,39 @@ static long gw_resp_step(__u32 i, void *ctx)
 			gw_count(GW_CNT_SRV_PERM_DENIED, 1);
 			return 0;
 		}
-		if (r->lost)
+		if (r->lost || x->drop)
 			return 1;
 		gw_resp_kept(d, type, flags);
 	}
 	x->off = off + H2_FRAME_HEADER_LEN;
 	r->skip = len;
 	return 0;
+}
+
+/*
+ * May this write grow? tcp_bpf sends a passed message with the writer's
+ * flags; when the socket takes only part of it (a non-blocking server, its
+ * send buffer full), the rest is freed and the writer told it wrote that
+ * many bytes less, bytes of ours included: it would then write again bytes
+ * that went out, and the stream would be corrupt. So bytes are added only
+ * when the whole message, with them, fits in the send buffer twice over
+ * and under the not-sent low-water mark (TCP_NOTSENT_LOWAT). (What is left:
+ * the host out of TCP memory, tcp_mem, refusing a write of a socket under
+ * its own limits.)
+ */
+static __always_inline int gw_resp_room(struct tcp_sock *tp, __u32 size)
+{
+	__u64 need = 2 * ((__u64)size + GW_RESP_BUF) + 4096;
+	__s64 sndbuf = tp->inet_conn.icsk_inet.sk.sk_sndbuf;
+	__s64 queued = tp->inet_conn.icsk_inet.sk.sk_wmem_queued;
+	__u32 lowat = tp->notsent_lowat;
+
+	if (!lowat)
+		lowat = BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.__sk_common.skc_net.net,
+				      ipv4.sysctl_tcp_notsent_lowat);
+	if (sndbuf - queued < (__s64)need)
+		return 0;
+	return (__u64)(__u32)(tp->write_seq - tp->snd_nxt) + need < lowat;
 }
 
 SEC("sk_msg")
@@ -2583,7 +2724,16 @@ int gw_srv_msg(struct sk_msg_md *msg)
 	x.r = r;
 	x.off = 0;
 	x.size = msg->size;
+	x.room = gw_resp_room(tp, x.size);
+	x.lin = (long)msg->data_end - (long)msg->data == (long)x.size;
+	x.drop = 0;
 	bpf_loop(GW_RESP_STEPS, gw_resp_step, &x, 0);
+	if (x.drop) {
+		/* never send bytes that were not written: the server's write
+		 * fails (EACCES); the walk cannot follow what it does next */
+		gw_resp_lose(r);
+		return SK_DROP;
+	}
 	if (x.off < x.size)
 		gw_resp_lose(r); /* more frames than steps */
 	r->passed += msg->size;
