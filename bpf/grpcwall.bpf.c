@@ -2565,6 +2565,32 @@ static __always_inline int gw_resp_replace_rst(struct gw_resp_walk *x, struct gw
 	return 1;
 }
 
+/*
+ * May this write grow? tcp_bpf sends a passed message with the writer's
+ * flags; when the socket takes only part of it (a non-blocking server, its
+ * send buffer full), the rest is freed and the writer told it wrote that
+ * many bytes less, bytes of ours included: it would then write again bytes
+ * that went out, and the stream would be corrupt. So bytes are added only
+ * when the whole message, with them, fits in the send buffer twice over
+ * and under the not-sent low-water mark (TCP_NOTSENT_LOWAT). (What is left:
+ * the host out of TCP memory, tcp_mem, refusing a write of a socket under
+ * its own limits.)
+ */
+static __always_inline int gw_resp_room(struct tcp_sock *tp, __u32 size)
+{
+	__u64 need = 2 * ((__u64)size + GW_RESP_BUF) + 4096;
+	__s64 sndbuf = tp->inet_conn.icsk_inet.sk.sk_sndbuf;
+	__s64 queued = tp->inet_conn.icsk_inet.sk.sk_wmem_queued;
+	__u32 lowat = tp->notsent_lowat;
+
+	if (!lowat)
+		lowat = BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.__sk_common.skc_net.net,
+				      ipv4.sysctl_tcp_notsent_lowat);
+	if (sndbuf - queued < (__s64)need)
+		return 0;
+	return (__u64)(__u32)(tp->write_seq - tp->snd_nxt) + need < lowat;
+}
+
 static long gw_resp_step(__u32 i, void *ctx)
 {
 	struct gw_resp_walk *x = ctx;
@@ -2665,32 +2691,6 @@ static long gw_resp_step(__u32 i, void *ctx)
 	x->off = off + H2_FRAME_HEADER_LEN;
 	r->skip = len;
 	return 0;
-}
-
-/*
- * May this write grow? tcp_bpf sends a passed message with the writer's
- * flags; when the socket takes only part of it (a non-blocking server, its
- * send buffer full), the rest is freed and the writer told it wrote that
- * many bytes less, bytes of ours included: it would then write again bytes
- * that went out, and the stream would be corrupt. So bytes are added only
- * when the whole message, with them, fits in the send buffer twice over
- * and under the not-sent low-water mark (TCP_NOTSENT_LOWAT). (What is left:
- * the host out of TCP memory, tcp_mem, refusing a write of a socket under
- * its own limits.)
- */
-static __always_inline int gw_resp_room(struct tcp_sock *tp, __u32 size)
-{
-	__u64 need = 2 * ((__u64)size + GW_RESP_BUF) + 4096;
-	__s64 sndbuf = tp->inet_conn.icsk_inet.sk.sk_sndbuf;
-	__s64 queued = tp->inet_conn.icsk_inet.sk.sk_wmem_queued;
-	__u32 lowat = tp->notsent_lowat;
-
-	if (!lowat)
-		lowat = BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.__sk_common.skc_net.net,
-				      ipv4.sysctl_tcp_notsent_lowat);
-	if (sndbuf - queued < (__s64)need)
-		return 0;
-	return (__u64)(__u32)(tp->write_seq - tp->snd_nxt) + need < lowat;
 }
 
 SEC("sk_msg")
