@@ -1213,16 +1213,18 @@ static __always_inline long gw_walk_decide(struct gw_walk *w, struct gw_src *src
 		/* allowed now, denied when it went in: the server would read the
 		 * rewritten path. The connection ends, the client reconnects */
 		return gw_walk_stop(w, GW_WALK_FAIL, GW_REASON_REGRANT, ws->f.stream);
-	if (src->kind == GW_SRC_SKB && (c->flags & GW_CONN_PEER_WALKED) &&
-	    (d.verdict != GW_VERDICT_DENY || gw_hp_path_unroutable(&w->s->blk, src))) {
+	if (src->kind == GW_SRC_SKB && (c->flags & GW_CONN_PEER_WALKED)) {
 		/* the client side walked this RPC first, on this host: it
 		 * counted and reported it, and made a :path it denied
 		 * unroutable. Decided once: this side acts only on what it
 		 * denies of what that side let through (and answers what
 		 * that side denied as its own denials, rule unknown here) */
-		if (gw_hp_path_unroutable(&w->s->blk, src))
+		if (d.verdict != GW_VERDICT_DENY)
+			return gw_walk_advance(w, n, n, 0);
+		if (gw_hp_path_unroutable(&w->s->blk, src)) {
 			gw_srv_note_denied(c, ws->f.stream, GW_RULE_CLIENT_SIDE);
-		return gw_walk_advance(w, n, n, 0);
+			return gw_walk_advance(w, n, n, 0);
+		}
 	}
 	gw_rule_count(c->generation, d.rule, d.verdict);
 	if (d.verdict == GW_VERDICT_ALLOW) {
@@ -2276,6 +2278,7 @@ struct gw_resp_walk {
 	__u32 room;             /* may bytes be added (gw_resp_room)? */
 	__u32 lin;              /* msg->data is the message's first byte, data_end its end */
 	__u32 drop;             /* bytes of ours that could be neither written nor taken out */
+	struct gw_scratch *s;   /* where frames of ours are built; NULL: no denial pending */
 };
 
 /* a frame of ours is built in the run's scratch slot (gw_scratch_claim),
@@ -2514,17 +2517,14 @@ static __always_inline int gw_resp_end_stream(struct gw_resp_walk *x, __u32 off,
 static __always_inline int gw_resp_add_trailers(struct gw_resp_walk *x, struct gw_denied *d,
 						__u32 off, __u32 len)
 {
-	__u32 n, at = off + H2_FRAME_HEADER_LEN + len, sslot = 0;
-	struct gw_scratch *s = gw_scratch_claim(&sslot);
-	int r;
+	__u32 n, at = off + H2_FRAME_HEADER_LEN + len;
+	struct gw_scratch *s = x->s;
 
 	if (!s)
 		return 0;
 	n = gw_resp_frame((struct gw_resp_buf *)&s->blk, d, 0);
-	r = n > H2_FRAME_HEADER_LEN && n <= GW_RESP_BUF ?
-		gw_resp_push(x, (struct gw_resp_buf *)&s->blk, at, n) : -1;
-	gw_scratch_release(s);
-	if (r)
+	if (n <= H2_FRAME_HEADER_LEN || n > GW_RESP_BUF ||
+	    gw_resp_push(x, (struct gw_resp_buf *)&s->blk, at, n))
 		return 0;
 	if (gw_resp_end_stream(x, off, 0)) {
 		/* (cannot fail: the frame is in the one piece made before) the
@@ -2544,16 +2544,13 @@ static __always_inline int gw_resp_add_trailers(struct gw_resp_walk *x, struct g
  * what grpc-go servers send, and clients ignore). 1: done, 0: left. */
 static __always_inline int gw_resp_replace_rst(struct gw_resp_walk *x, struct gw_denied *d, __u32 off)
 {
-	__u32 n, rst = H2_FRAME_HEADER_LEN + 4, sslot = 0;
-	struct gw_scratch *s = gw_scratch_claim(&sslot);
-	int r;
+	__u32 n, rst = H2_FRAME_HEADER_LEN + 4;
+	struct gw_scratch *s = x->s;
 
 	if (!s)
 		return 0;
 	n = gw_resp_frame((struct gw_resp_buf *)&s->blk, d, 1);
-	r = n > rst && n <= GW_RESP_BUF ? gw_resp_push(x, (struct gw_resp_buf *)&s->blk, off, n) : -1;
-	gw_scratch_release(s);
-	if (r)
+	if (n <= rst || n > GW_RESP_BUF || gw_resp_push(x, (struct gw_resp_buf *)&s->blk, off, n))
 		return 0;
 	if (bpf_msg_pop_data(x->msg, off + n, rst, 0)) {
 		x->size += n;
@@ -2701,6 +2698,7 @@ int gw_srv_msg(struct sk_msg_md *msg)
 	struct gw_srv_conn *sc;
 	struct gw_srv_resp *r;
 	struct tcp_sock *tp;
+	__u32 i, pending, sslot = 0;
 	__u64 cookie;
 
 	if (!sk)
@@ -2727,7 +2725,14 @@ int gw_srv_msg(struct sk_msg_md *msg)
 	x.room = gw_resp_room(tp, x.size);
 	x.lin = (long)msg->data_end - (long)msg->data == (long)x.size;
 	x.drop = 0;
+	/* a scratch slot only while a denial waits for its answer */
+	pending = 0;
+	for (i = 0; i < GW_DENIED_RING; i++)
+		pending |= r->d[i].stream;
+	x.s = pending ? gw_scratch_claim(&sslot) : NULL;
 	bpf_loop(GW_RESP_STEPS, gw_resp_step, &x, 0);
+	if (x.s)
+		gw_scratch_release(x.s);
 	if (x.drop) {
 		/* never send bytes that were not written: the server's write
 		 * fails (EACCES); the walk cannot follow what it does next */
