@@ -2253,11 +2253,14 @@ int gw_sk_skb(struct __sk_buff *skb)
  * Our header blocks use the static table and literals without indexing
  * only: no table changes. Any other answer (headers and a body, frames cut
  * across writes, a header block over GW_RESP_MAX_BLOCK) is left as it is.
- * The walk follows every byte the server writes, in order: a write that
- * did not all go out, or a second writer, shows as the socket's write_seq
+ * The walk follows every byte the server writes, in order: a second
+ * writer, or bytes sent past the program, show as the socket's write_seq
  * differing from what the walk passed, and the walk stops for good (lost:
- * answers as the server writes them). Never a drop: the server's output
- * is not policed, only annotated.
+ * answers as the server writes them). The rest of a write that went out
+ * in part is written again as it was walked (tcp_bpf keeps the verdict):
+ * consistent, except where bytes were added (gw_resp_room). The server's
+ * output is not policed, only annotated: dropped only if bytes of ours
+ * could be neither written nor taken out again (gw_resp_push).
  */
 #define GW_H2_RST_STREAM   0x3
 #define GW_RESP_MAX_BLOCK  1024 /* a Trailers-Only block followed by ours: at most this long */
