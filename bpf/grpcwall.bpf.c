@@ -2318,14 +2318,17 @@ struct gw_rule_text {
 	__u32 n;        /* characters copied */
 };
 
+/* character k of the rule's FILE:LINE, 0 past its end */
+static __always_inline char gw_rule_char(struct gw_rule_text *t, __u32 k)
+{
+	return k < GW_CGROUP_PATH_MAX ? t->v->detail[k] : 0;
+}
+
 static long gw_rule_base_cb(__u32 i, void *ctx)
 {
 	struct gw_rule_text *t = ctx;
-	char ch;
+	char ch = gw_rule_char(t, i);
 
-	if (i >= GW_CGROUP_PATH_MAX)
-		return 1;
-	ch = t->v->detail[i];
 	if (!ch)
 		return 1;
 	if (ch == '/')
@@ -2336,12 +2339,8 @@ static long gw_rule_base_cb(__u32 i, void *ctx)
 static long gw_rule_copy_cb(__u32 i, void *ctx)
 {
 	struct gw_rule_text *t = ctx;
-	__u32 k = t->base + i;
-	char ch;
+	char ch = gw_rule_char(t, t->base + i);
 
-	if (k >= GW_CGROUP_PATH_MAX)
-		return 1;
-	ch = t->v->detail[k];
 	if (!ch)
 		return 1;
 	/* grpc-message is percent-encoded: a plain character or '?' */
@@ -2725,7 +2724,7 @@ int gw_srv_msg(struct sk_msg_md *msg)
 	x.r = r;
 	x.off = 0;
 	x.size = msg->size;
-	x.room = gw_resp_room(tp, x.size);
+
 	x.lin = (long)msg->data_end - (long)msg->data == (long)x.size;
 	x.drop = 0;
 	/* a scratch slot only while a denial waits for its answer */
@@ -2733,6 +2732,8 @@ int gw_srv_msg(struct sk_msg_md *msg)
 	for (i = 0; i < GW_DENIED_RING; i++)
 		pending |= r->d[i].stream;
 	x.s = pending ? gw_scratch_claim(&sslot) : NULL;
+	/* the send buffer's room is read only while a denial waits */
+	x.room = x.s ? gw_resp_room(tp, x.size) : 0;
 	bpf_loop(GW_RESP_STEPS, gw_resp_step, &x, 0);
 	if (x.s)
 		gw_scratch_release(x.s);
