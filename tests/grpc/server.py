@@ -13,8 +13,9 @@ import cloudcity_pb2_grpc  # noqa: E402
 
 
 class DoorManager(cloudcity_pb2_grpc.DoorManagerServicer):
-    def __init__(self, unimplemented=()):
+    def __init__(self, unimplemented=(), reply_bytes=0):
         self.unimplemented = set(unimplemented)
+        self.reply_bytes = reply_bytes
 
     def _run(self, method, request, context):
         print(f"handler {method} {request.door_id}", flush=True)
@@ -22,7 +23,8 @@ class DoorManager(cloudcity_pb2_grpc.DoorManagerServicer):
             # the server's own "no such method" (what C-core answers for an
             # unknown one): Trailers-Only, grpc-status 12
             context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
-        return cloudcity_pb2.DoorReply(text=f"{method} ok")
+        text = f"{method} ok"
+        return cloudcity_pb2.DoorReply(text=text + "." * (self.reply_bytes - len(text)))
 
     def GetName(self, request, context):
         return self._run("GetName", request, context)
@@ -43,12 +45,14 @@ def main():
     ap.add_argument("--max-metadata", type=int, default=0, help="grpc.max_metadata_size")
     ap.add_argument("--unimplemented", action="append", default=[], metavar="METHOD",
                     help="METHOD's handler answers UNIMPLEMENTED (as for a method the server lacks)")
+    ap.add_argument("--reply-bytes", type=int, default=0, metavar="N",
+                    help="pad every reply's text to N bytes (large answers fill a slow caller's window)")
     a = ap.parse_args()
     opts = []
     if a.max_metadata:
         opts.append(("grpc.max_metadata_size", a.max_metadata))
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=opts)
-    cloudcity_pb2_grpc.add_DoorManagerServicer_to_server(DoorManager(a.unimplemented), server)
+    cloudcity_pb2_grpc.add_DoorManagerServicer_to_server(DoorManager(a.unimplemented, a.reply_bytes), server)
     server.add_insecure_port(a.addr)
     server.start()
     print(f"listening {a.addr}", flush=True)
