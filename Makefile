@@ -56,6 +56,14 @@ $(BUILD)/%.skel.h: $(BUILD)/%.bpf.o
 $(BUILD)/grpcwall: $(LOADER_SRCS) $(LOADER_HDRS) $(wildcard bpf/*.h) $(wildcard hpack/*.h) $(BUILD)/hpack_tables.h $(BUILD)/grpcwall.skel.h
 	$(CXX) $(CPPFLAGS) $(CXXFLAGS) $(LDFLAGS) $(LOADER_SRCS) -o $@ $(LDLIBS)
 
+# the same grpcwall with another map layout (one more denial per server
+# connection): what an attach over another version's pin dir meets (tests)
+$(BUILD)/other/grpcwall: $(LOADER_SRCS) $(LOADER_HDRS) $(BPF_HDRS) bpf/grpcwall.bpf.c $(BUILD)/vmlinux.h $(BUILD)/hpack_tables.h
+	@mkdir -p $(BUILD)/other
+	$(CLANG) $(BPFCFLAGS) -DGW_DENIED_RING=9 -c bpf/grpcwall.bpf.c -o $(BUILD)/other/grpcwall.bpf.o
+	$(BPFTOOL) gen skeleton $(BUILD)/other/grpcwall.bpf.o name grpcwall_bpf > $(BUILD)/other/grpcwall.skel.h
+	$(CXX) $(CPPFLAGS) -I$(BUILD)/other $(CXXFLAGS) -DGW_DENIED_RING=9 $(LDFLAGS) $(LOADER_SRCS) -o $@ $(LDLIBS)
+
 $(BUILD)/unit_tests: $(UNIT_SRCS) $(CORE_SRCS) $(LOADER_HDRS) $(wildcard bpf/*.h) $(wildcard hpack/*) $(BUILD)/hpack_tables.h
 	$(CXX) $(CXXFLAGS) -DGW_SOURCE_DIR='"$(CURDIR)"' $(UNIT_SRCS) $(CORE_SRCS) -o $@ \
 	  -lgtest -lgtest_main -lpthread -lyaml-cpp -lnghttp2
@@ -73,11 +81,11 @@ fuzz: $(BUILD)/h2_fuzz
 unit: $(BUILD)/unit_tests
 	$(BUILD)/unit_tests
 
-e2e: all $(BUILD)/proginfo
+e2e: all $(BUILD)/proginfo $(BUILD)/other/grpcwall
 	GRPCWALL=$(CURDIR)/$(BUILD)/grpcwall GW_PYGEN=$(CURDIR)/$(BUILD)/py bats tests/e2e
 
 test: deps
-	$(MAKE) all $(BUILD)/unit_tests $(BUILD)/bench_server $(BUILD)/connload $(BUILD)/proginfo
+	$(MAKE) all $(BUILD)/unit_tests $(BUILD)/bench_server $(BUILD)/connload $(BUILD)/proginfo $(BUILD)/other/grpcwall
 	$(BUILD)/unit_tests
 	$(MAKE) fuzz FUZZ_SECONDS=20
 	$(MAKE) deb

@@ -217,19 +217,48 @@ struct Previous {
 
 // This version's datapath reads method tables only in the format this
 // version writes: over a live policy of an older one it would decide
-// differently (an older table could allow what its policy denies).
-void CheckTableFormat(const std::string& pin_dir) {
+// differently (an older table could allow what its policy denies). "" when
+// the live tables are this version's (or none is live), else what differs.
+std::string OtherTableFormat(const std::string& pin_dir) {
   Fd cfg_fd(bpf_obj_get(MapPin(pin_dir, "gw_config").c_str()));
-  if (!cfg_fd) return;  // nothing pinned yet
+  if (!cfg_fd) return "";  // nothing pinned yet
   gw_config cfg{};
   uint32_t zero = 0;
   if (bpf_map_lookup_elem(cfg_fd.get(), &zero, &cfg) != 0) throw SysError("reading " + pin_dir + "/gw_config", errno);
-  if (cfg.generation && cfg.format != GW_TABLE_FORMAT)
-    throw InputError("the policy live under " + pin_dir + " was compiled by an older grpcwall (method-table format " +
-                     std::to_string(cfg.format) + ", this version reads " + std::to_string(GW_TABLE_FORMAT) +
-                     "), which this version's datapath would read differently. Nothing was changed: run "
-                     "'grpcwall detach --pin-dir " + pin_dir + "' with the older grpcwall (it also stops its "
-                     "fallback helper), then attach with this one");
+  if (!cfg.generation || cfg.format == GW_TABLE_FORMAT) return "";
+  return "method-table format " + std::to_string(cfg.format) + " live, this version writes " +
+         std::to_string(GW_TABLE_FORMAT);
+}
+
+// The pinned maps this build's programs cannot use (another grpcwall
+// version's layout: libbpf would refuse to reuse them), each as "name
+// (what differs)". Maps this build has and the pin dir lacks are pinned by
+// the attach itself and are not listed.
+std::vector<std::string> OtherLayout(const grpcwall_bpf* skel, const std::string& pin_dir) {
+  std::vector<std::string> out;
+  bpf_map* map;
+  bpf_object__for_each_map(map, skel->obj) {
+    if (bpf_map__is_internal(map)) continue;
+    const std::string pin = MapPin(pin_dir, bpf_map__name(map));
+    Fd fd(bpf_obj_get(pin.c_str()));
+    if (!fd) continue;
+    bpf_map_info info{};
+    uint32_t len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(fd.get(), &info, &len) != 0) throw SysError("reading " + pin, errno);
+    std::string d;
+    auto differs = [&d](const char* what, uint64_t pinned, uint64_t here) {
+      if (pinned != here)
+        d += (d.empty() ? "" : ", ") + std::string(what) + " " + std::to_string(pinned) + " pinned, " +
+             std::to_string(here) + " here";
+    };
+    differs("type", info.type, bpf_map__type(map));
+    differs("key bytes", info.key_size, bpf_map__key_size(map));
+    differs("value bytes", info.value_size, bpf_map__value_size(map));
+    differs("entries", info.max_entries, bpf_map__max_entries(map));
+    differs("flags", info.map_flags, bpf_map__map_flags(map));
+    if (!d.empty()) out.push_back(std::string(bpf_map__name(map)) + " (" + d + ")");
+  }
+  return out;
 }
 
 // A copy of `file` at `kept` in `dir` (made 0755), written whole and renamed
@@ -248,6 +277,138 @@ void KeepPolicy(const std::string& file, const std::string& dir, const std::stri
   if (rename(tmp.c_str(), kept.c_str()) != 0) throw SysError("renaming " + tmp + " to " + kept, errno);
 }
 
+// Attach over maps pinned by another grpcwall version (OtherLayout): this
+// version's programs cannot use them, so it builds a whole new set beside
+// them and moves onto it with no window without enforcement.
+//  1. New maps and programs, pinned in pin_dir/upgrading; the policy applied
+//     into them (its generation follows the old one). The old programs
+//     still enforce the old policy meanwhile.
+//  2. The switch: the links at the cgroup (sockops, the egress guard) are
+//     given the new programs (bpf_link_update: atomic each); the ingress
+//     guard's link is the new one when the policy protects a server. From
+//     then on every new connection is the new programs'; one accepted
+//     between the two updates is held by the new guards and reset (3).
+//  3. Connections the old programs walk keep their programs until they
+//     leave the old sockhashes, and are reset: the server side's by the
+//     old iterator, before the old server sockhash goes (its queued bytes
+//     would be lost), the client side's by the new one (ResetAfterFlip, in
+//     Attach): both reconnect under the new programs.
+//  4. The new pins take the old ones' names (rename on bpffs replaces).
+// A failure before the switch leaves the old set as it was; one during it
+// puts the old programs back on the links.
+uint64_t UpgradeLocked(const AttachOptions& o, const std::string& cgroup, const Policy& policy,
+                       const IdentityPaths& paths, Skel& skel, bool reset, const std::vector<std::string>& why) {
+  std::string said;
+  for (const auto& w : why) said += (said.empty() ? "" : "; ") + w;
+  if (o.policy.empty())
+    throw InputError("the maps pinned under " + o.pin_dir + " are another grpcwall version's (" + said +
+                     "): this version replaces them with new ones, into which it must apply a policy, and the live "
+                     "one cannot be read across versions. Nothing was changed: attach again with the policy file "
+                     "(grpcwall attach --pin-dir " + o.pin_dir + " ... POLICY)");
+  const std::string stage = o.pin_dir + "/" + kStagingDir;
+  RemoveStaging(o.pin_dir);  // one a failed run left
+  if (mkdir(stage.c_str(), 0700) != 0) throw SysError("creating " + stage, errno);
+  LiveMaps old = LiveMaps::Open(o.pin_dir);
+  const gw_config old_cfg = ReadConfig(old);
+  const Previous prev = Previous::Of(o.pin_dir, old);
+  // the old sockhashes live until the old walked connections are reset
+  Fd old_sockhash(bpf_obj_get(MapPin(o.pin_dir, "gw_sockhash").c_str()));
+  Fd old_srv_sockhash(bpf_obj_get(MapPin(o.pin_dir, "gw_srv_sockhash").c_str()));
+  bool switched = false;
+  uint64_t generation = 0;
+  try {
+    bpf_map* map;
+    bpf_object__for_each_map(map, skel->obj) {
+      if (bpf_map__is_internal(map)) continue;
+      const std::string pin = MapPin(stage, bpf_map__name(map));
+      if (bpf_map__set_pin_path(map, pin.c_str()) != 0) throw SysError("setting pin path " + pin, errno);
+    }
+    if (int err = grpcwall_bpf__load(skel.get()))
+      throw Error(kSystem, std::string("loading the BPF programs: ") + Errno(-err) +
+                               " (GRPCWALL_DEBUG=1 shows libbpf's and the verifier's log)");
+    LiveMaps live = LiveMaps::Open(stage);
+    gw_config cfg = NewConfigKeys(gw_config{});
+    cfg.generation = old_cfg.generation;  // nothing reads the new maps yet: their live slot is empty
+    WriteConfig(live, cfg);
+    WriteName(live, 0, GW_NAMEKIND_META, 0, cgroup, "", static_cast<uint64_t>(time(nullptr)));
+    if (bpf_prog_attach(bpf_program__fd(skel->progs.gw_sk_msg), bpf_map__fd(skel->maps.gw_sockhash),
+                        BPF_SK_MSG_VERDICT, 0) != 0)
+      throw SysError("attaching sk_msg to the sockhash", errno);
+    if (bpf_prog_attach(bpf_program__fd(skel->progs.gw_sk_skb), bpf_map__fd(skel->maps.gw_srv_sockhash),
+                        BPF_SK_SKB_STREAM_VERDICT, 0) != 0)
+      throw SysError("attaching sk_skb to the server sockhash", errno);
+    if (bpf_prog_attach(bpf_program__fd(skel->progs.gw_srv_msg), bpf_map__fd(skel->maps.gw_srv_sockhash),
+                        BPF_SK_MSG_VERDICT, 0) != 0)
+      throw SysError("attaching sk_msg to the server sockhash", errno);
+    const std::pair<const char*, bpf_program*> progs[] = {
+        {kProgSkMsg, skel->progs.gw_sk_msg}, {kProgSkSkb, skel->progs.gw_sk_skb},
+        {kProgSrvMsg, skel->progs.gw_srv_msg}, {kProgSockops, skel->progs.gw_sockops},
+        {kProgGuard, skel->progs.gw_guard}, {kProgGuardIn, skel->progs.gw_guard_in}};
+    for (const auto& [name, prog] : progs) PinProgram(bpf_program__fd(prog), MapPin(stage, name));
+    if (reset) PinProgram(bpf_program__fd(skel->progs.gw_reset_predating), MapPin(stage, kProgReset));
+    // (a policy that protects a server gets stage/link_guard_in here, beside the old one)
+    generation = ApplyPolicy(live, policy, paths);
+    switched = true;
+    AttachCgroupLink(MapPin(o.pin_dir, kLinkGuard), skel->progs.gw_guard, cgroup, "the egress guard");
+    AttachCgroupLink(MapPin(o.pin_dir, kLinkSockops), skel->progs.gw_sockops, cgroup, "sockops");
+  } catch (...) {
+    if (switched) {  // the old programs back on the links
+      for (const auto& [link, prog] : {std::pair<const char*, const Fd*>{kLinkGuard, &prev.guard},
+                                       std::pair<const char*, const Fd*>{kLinkSockops, &prev.sockops}}) {
+        Fd l(bpf_obj_get(MapPin(o.pin_dir, link).c_str()));
+        if (l && *prog) bpf_link_update(l.get(), prog->get(), nullptr);
+      }
+    }
+    try {
+      RemoveStaging(o.pin_dir);  // (detaches a new ingress guard's link)
+    } catch (...) {
+    }
+    throw;
+  }
+  // 3. No new connection is the old programs' any more. The old ingress
+  // guard goes (the new one, if the policy protects a server, is attached).
+  {
+    Fd l(bpf_obj_get(MapPin(o.pin_dir, kLinkGuardIn).c_str()));
+    if (l && bpf_link_detach(l.get()) != 0 && errno != EINVAL)
+      std::cerr << "grpcwall: warning: detaching the old ingress guard: " << Errno(errno) << "\n";
+    unlink(MapPin(o.pin_dir, kLinkGuardIn).c_str());
+  }
+  // its helper serves the old maps (attach starts one for the new ones)
+  if (StopProxy(o.pin_dir)) std::cout << "fallback helper of the old maps stopped\n";
+  {
+    Fd flag(bpf_obj_get(MapPin(o.pin_dir, "gw_detaching").c_str()));
+    uint32_t zero = 0, one = 1;
+    if (flag && ResetUnavailable(o.pin_dir).empty() && bpf_map_update_elem(flag.get(), &zero, &one, BPF_ANY) == 0) {
+      try {
+        if (int n = ResetPredating(o.pin_dir))
+          std::cout << "reset " << n << " connection(s) the old programs walked on receive (their callers reconnect)\n";
+      } catch (const std::exception& e) {
+        std::cerr << "grpcwall: warning: resetting the connections the old programs walk on receive failed: "
+                  << e.what() << "; they lose the data queued for their servers when the old server sockhash goes\n";
+      }
+    }
+  }
+  // 4. The new pins under the old names; gw_config (what marks the pin dir
+  // grpcwall's) last. Names this version pins no more stay, said.
+  std::vector<std::string> moved = Entries(stage);
+  std::stable_partition(moved.begin(), moved.end(), [](const std::string& n) { return n != kConfigPin; });
+  for (const auto& n : moved)
+    if (rename(MapPin(stage, n).c_str(), MapPin(o.pin_dir, n).c_str()) != 0)
+      throw SysError("moving " + MapPin(stage, n) + " to " + MapPin(o.pin_dir, n) +
+                         " (the new programs enforce; run attach again to finish)",
+                     errno);
+  if (!reset && unlink(MapPin(o.pin_dir, kProgReset).c_str()) != 0 && errno != ENOENT)
+    throw SysError("removing " + MapPin(o.pin_dir, kProgReset), errno);
+  if (rmdir(stage.c_str()) != 0) throw SysError("removing " + stage, errno);
+  std::cout << "the maps pinned under " << o.pin_dir << " were another grpcwall version's (" << said
+            << "): replaced by new ones, with no moment without enforcement; connections policed under the old "
+               "ones are reset (their clients reconnect under policy)\n";
+  if (PinDirState st = InspectPinDir(o.pin_dir); !st.foreign.empty())
+    std::cout << "left " << ListEntries(st.foreign, " this version does not pin") << " (the old version's; remove "
+              << "them once nothing uses them)\n";
+  return generation;
+}
+
 // Under the pin dir lock. Returns the live policy generation.
 uint64_t AttachLocked(const AttachOptions& o, const std::string& cgroup, const Policy& policy,
                       const IdentityPaths& paths, bool fresh, const KernelProbe& kernel) {
@@ -260,7 +421,8 @@ uint64_t AttachLocked(const AttachOptions& o, const std::string& cgroup, const P
     throw InputError("--max-connections " + std::to_string(max_conns) + " leaves too little room in the sockhash " +
                      "for the fallback helper's " + std::to_string(GW_POOL_SLOTS) + " pool sockets, which share it: " +
                      "give at least " + std::to_string(2 * GW_POOL_SLOTS) + ", or attach with --no-fallback");
-  CheckTableFormat(o.pin_dir);
+  const std::string other_format = OtherTableFormat(o.pin_dir);
+  if (!fresh) RemoveStaging(o.pin_dir);  // what a failed attach over another version's maps left
 
   // 2. Load: a first attach pins the maps, a second one reuses them.
   Skel skel = OpenSkel();
@@ -279,6 +441,12 @@ uint64_t AttachLocked(const AttachOptions& o, const std::string& cgroup, const P
   const bool reset = kernel.CanResetPredating();
   if (!reset && bpf_program__set_autoload(skel->progs.gw_reset_predating, false) != 0)
     throw SysError("leaving out the reset program", errno);
+  // another grpcwall version's maps: replaced as a whole (UpgradeLocked)
+  if (!fresh) {
+    std::vector<std::string> other = OtherLayout(skel.get(), o.pin_dir);
+    if (!other_format.empty()) other.push_back("the live policy (" + other_format + ")");
+    if (!other.empty()) return UpgradeLocked(o, cgroup, policy, paths, skel, reset, other);
+  }
   bpf_map* map;
   bpf_object__for_each_map(map, skel->obj) {
     const char* name = bpf_map__name(map);
@@ -292,8 +460,7 @@ uint64_t AttachLocked(const AttachOptions& o, const std::string& cgroup, const P
                              (-err == EPERM ? " (run as root)" :
                               fresh ? " (this kernel, " + kernel.release + ", refused them: GRPCWALL_DEBUG=1 shows "
                                       "libbpf's and the verifier's log)" :
-                              " (if maps pinned by another grpcwall version are in " + o.pin_dir +
-                                  ", run 'grpcwall detach --pin-dir " + o.pin_dir + "' first; GRPCWALL_DEBUG=1 shows the verifier log)"));
+                              " (GRPCWALL_DEBUG=1 shows libbpf's and the verifier's log)"));
 
   LiveMaps live = LiveMaps::Open(o.pin_dir);
   gw_config cfg = ReadConfig(live);
@@ -410,6 +577,8 @@ void Attach(const AttachOptions& o) {
     std::cout << "grpcwall attached at cgroup " << cgroup << ", pinned under " << o.pin_dir << "\n";
     if (generation)
       std::cout << "policy generation " << generation << (applied.empty() ? " (kept)" : " from " + applied) << "\n";
+    else
+      std::cout << "no policy yet: nothing is policed until 'grpcwall policy apply FILE'\n";
     if (!kept.empty() && !o.policy.empty() && applied == o.policy) {
       try {
         KeepPolicy(o.policy, o.state_dir, kept);
@@ -417,8 +586,6 @@ void Attach(const AttachOptions& o) {
         std::cerr << "grpcwall: warning: the policy is live, but keeping a copy of it failed: " << e.what() << "\n";
       }
     }
-    else
-      std::cout << "no policy yet: nothing is policed until 'grpcwall policy apply FILE'\n";
     if (!kernel.CanResetPredating())
       std::cerr << "grpcwall: warning: " << NoResetMessage(kernel.release, kernel.MissingOptional(kReset)) << "\n";
     if (!kernel.MissingOptional(kTask).empty())
@@ -481,6 +648,10 @@ void RegisterAttach(CLI::App& app) {
       "no enforcement and keeps the live policy unless POLICY is given. Everything that can refuse is\n"
       "checked first (policy, cgroup, the pin dir's cgroup and size) and the policy is applied last: a\n"
       "failed attach leaves what was live as it was, and a failed first attach removes what it pinned.\n"
+      "Over maps pinned by another grpcwall version (an upgrade: maps of another layout), attach with\n"
+      "POLICY builds a new set beside them (PIN_DIR/upgrading), applies POLICY into it and moves the\n"
+      "cgroup's links onto the new programs, again with no window; the connections the old programs\n"
+      "walked are reset (their clients reconnect). Without POLICY it changes nothing and says why.\n"
       "The pin dir must be a directory of grpcwall's own on bpffs (new, empty, or attached before).");
   sub->footer(
       "Kernel: attach first probes the running kernel for what grpcwall's programs use (README, Kernels).\n"

@@ -76,6 +76,7 @@ void Detach(const DetachOptions& o) {
   // starts one in between
   if (StopProxy(o.pin_dir)) std::cout << "fallback helper stopped\n";
   EndServerConnections(o.pin_dir);
+  RemoveStaging(o.pin_dir);  // what an attach over another version's maps left half built
   std::vector<std::string> left = RemoveOwnPins(o.pin_dir);
   if (!left.empty()) {
     std::cout << "grpcwall detached from " << o.pin_dir << "; left " << ListEntries(left, " grpcwall did not create")

@@ -79,6 +79,8 @@ std::string WhyNotGrpcwallConfig(const std::string& path) {
   return "";
 }
 
+}  // namespace
+
 std::vector<std::string> Entries(const std::string& dir) {
   DIR* d = opendir(dir.c_str());
   if (!d) throw SysError("reading " + dir, errno);
@@ -91,6 +93,8 @@ std::vector<std::string> Entries(const std::string& dir) {
   std::sort(names.begin(), names.end());
   return names;
 }
+
+namespace {
 
 bool OnBpffs(const std::string& path) {
   struct statfs fs {};
@@ -134,7 +138,7 @@ PinDirState InspectPinDir(const std::string& pin_dir) {
   PinDirState s;
   s.entries = Entries(pin_dir);
   for (const auto& n : s.entries)
-    if (!IsOwnName(n)) s.foreign.push_back(n);
+    if (!IsOwnName(n) && n != kStagingDir) s.foreign.push_back(n);
   if (std::find(s.entries.begin(), s.entries.end(), kConfigPin) == s.entries.end()) {
     s.why_not = "it holds no gw_config";
   } else {
@@ -208,6 +212,25 @@ std::vector<std::string> RemoveOwnPins(const std::string& pin_dir) {
     if (n != kConfigPin) unpin(n);
   unpin(kConfigPin);
   return Entries(pin_dir);
+}
+
+void RemoveStaging(const std::string& pin_dir) {
+  const std::string dir = pin_dir + "/" + kStagingDir;
+  struct stat st {};
+  if (lstat(dir.c_str(), &st) != 0) {
+    if (errno == ENOENT) return;
+    throw SysError("reading " + dir, errno);
+  }
+  if (!S_ISDIR(st.st_mode)) return;  // not ours
+  for (const auto& n : Entries(dir)) {
+    const std::string p = dir + "/" + n;
+    if (n.rfind("link_", 0) == 0) {
+      Fd l(bpf_obj_get(p.c_str()));
+      if (l && bpf_link_detach(l.get()) != 0 && errno != EINVAL) throw SysError("detaching " + p, errno);
+    }
+    if (unlink(p.c_str()) != 0 && errno != ENOENT) throw SysError("removing " + p, errno);
+  }
+  if (rmdir(dir.c_str()) != 0 && errno != ENOENT) throw SysError("removing " + dir, errno);
 }
 
 }  // namespace gw

@@ -31,6 +31,12 @@ constexpr const char* kProgGuardIn = "prog_guard_in";  // the server side's ingr
 constexpr const char* kLinkGuardIn = "link_guard_in";
 constexpr const char* kLinkSockops = "link_sockops";
 
+// A directory inside the pin dir where an attach over another grpcwall
+// version's maps builds the new maps and programs, before they replace the
+// old ones (UpgradeLocked, cmd_attach.cpp). Attach and detach remove one a
+// failed run left (RemoveStaging).
+constexpr const char* kStagingDir = "upgrading";  // (bpffs refuses names with a dot: EPERM)
+
 // Every name grpcwall pins in a pin dir: the skeleton's maps (so a map added
 // to bpf/ is covered without a list to keep), then the programs and links.
 const std::vector<std::string>& OwnPinNames();
@@ -60,5 +66,12 @@ Fd PreparePinDir(const std::string& pin_dir, bool* created);
 // removed is still recognised) and returns what is left that grpcwall did
 // not create. Does not remove the directory.
 std::vector<std::string> RemoveOwnPins(const std::string& pin_dir);
+
+// Removes pin_dir/upgrading and what is pinned in it (a link there is
+// detached first: closing the last reference to a pinned link does not).
+void RemoveStaging(const std::string& pin_dir);
+
+// The names in a directory, sorted.
+std::vector<std::string> Entries(const std::string& dir);
 
 }  // namespace gw

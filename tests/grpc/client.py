@@ -4,6 +4,7 @@ channel and prints "<Method> <STATUS>" per call, e.g. "GetName OK",
 import argparse
 import os
 import sys
+import time
 
 sys.path.insert(0, os.environ.get("GW_PYGEN", os.path.dirname(__file__)))
 import grpc  # noqa: E402
@@ -15,7 +16,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("target")
     ap.add_argument("calls", nargs="+", help="Method, Method*N, Method^ (with the big header, see"
-                    " --metadata-bytes), or WAIT:FILE (wait until FILE exists)")
+                    " --metadata-bytes), WAIT:FILE (wait until FILE exists) or SLEEP:SECONDS")
     ap.add_argument("--metadata-bytes", type=int, default=0,
                     help="add an x-big header this long: to the calls marked ^, or to all if none is")
     ap.add_argument("--timeout", type=float, default=5)
@@ -26,8 +27,10 @@ def main():
         md = [("x-big", "b" * a.metadata_bytes)] if a.metadata_bytes else None
         n = 0
         for spec in a.calls:
+            if spec.startswith("SLEEP:"):
+                time.sleep(float(spec[6:]))
+                continue
             if spec.startswith("WAIT:"):
-                import time
                 for _ in range(600):
                     if os.path.exists(spec[5:]):
                         break
