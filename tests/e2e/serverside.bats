@@ -180,6 +180,26 @@ remote_client() {
   [ "$kept" -ge 1 ]
 }
 
+@test "server side: a server writing its answers one byte per send: answers cut across writes are left as written, the walk keeps step, and whole answers after them are converted" {
+  server_policy "$WORK/p.yaml"
+  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
+  # the 1st and 3rd answers a byte per write: frame headers and the
+  # Trailers-Only block cut across sk_msg runs
+  in_cgroup "$CG/doormgr" "$SERVER_NS" $PY "$ROOT/tests/e2e/h2_server.py" --split-calls 1,3 \
+    > "$WORK/server-50051.log" 2>&1 3>&- &
+  PIDS+=($!)
+  wait_port 50051
+  from_source "$CLIENT_IP"
+  run ip netns exec "$CLIENT_NS" timeout 30 $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 \
+    SetAccessCode SetAccessCode SetAccessCode SetAccessCode GetName
+  echo "$output"
+  [ "$output" = "$(printf 'SetAccessCode 12\nSetAccessCode 7\nSetAccessCode 12\nSetAccessCode 7\nGetName 0')" ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  [ "$(handlers 50051 GetName)" -eq 1 ]
+  [ "$(counter server_permission_denied)" -eq 2 ]
+  [ "$(counter server_answers_kept)" -eq 2 ]
+}
+
 @test "server side: a @grpc/grpc-js server (nghttp2 resets a denied stream): grpcio, grpc-js and the raw client see PERMISSION_DENIED, not INTERNAL; h2load counts a 200" {
   server_policy "$WORK/p.yaml"
   "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
