@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <ctime>
 #include <exception>
 #include <fstream>
@@ -277,6 +278,16 @@ void KeepPolicy(const std::string& file, const std::string& dir, const std::stri
   if (rename(tmp.c_str(), kept.c_str()) != 0) throw SysError("renaming " + tmp + " to " + kept, errno);
 }
 
+// GRPCWALL_UPGRADE_STOP_AT=STEP (tests only): the upgrade ends the process
+// there, as a kill would (staged, switched, resets), to test what the next
+// attach or detach makes of it.
+void StopAt(const char* step) {
+  const char* at = std::getenv("GRPCWALL_UPGRADE_STOP_AT");
+  if (at && std::string(at) == step) _exit(9);
+}
+
+LiveMaps live_of(const std::string& dir) { return LiveMaps::Open(dir); }
+
 // Attach over maps pinned by another grpcwall version (OtherLayout): this
 // version's programs cannot use them, so it builds a whole new set beside
 // them and moves onto it with no window without enforcement.
@@ -306,7 +317,6 @@ uint64_t UpgradeLocked(const AttachOptions& o, const std::string& cgroup, const 
                      "one cannot be read across versions. Nothing was changed: attach again with the policy file "
                      "(grpcwall attach --pin-dir " + o.pin_dir + " ... POLICY)");
   const std::string stage = o.pin_dir + "/" + kStagingDir;
-  RemoveStaging(o.pin_dir);  // one a failed run left
   if (mkdir(stage.c_str(), 0700) != 0) throw SysError("creating " + stage, errno);
   LiveMaps old = LiveMaps::Open(o.pin_dir);
   const gw_config old_cfg = ReadConfig(old);
@@ -346,11 +356,20 @@ uint64_t UpgradeLocked(const AttachOptions& o, const std::string& cgroup, const 
         {kProgGuard, skel->progs.gw_guard}, {kProgGuardIn, skel->progs.gw_guard_in}};
     for (const auto& [name, prog] : progs) PinProgram(bpf_program__fd(prog), MapPin(stage, name));
     if (reset) PinProgram(bpf_program__fd(skel->progs.gw_reset_predating), MapPin(stage, kProgReset));
-    // (a policy that protects a server gets stage/link_guard_in here, beside the old one)
+    // (its ingress guard goes on at the switch: attached now, it would
+    // drop what the old programs' server connections receive, and stay
+    // if this run died before the switch)
+    live.sync_ingress_guard = false;
     generation = ApplyPolicy(live, policy, paths);
+    StopAt("staged");
     switched = true;
     AttachCgroupLink(MapPin(o.pin_dir, kLinkGuard), skel->progs.gw_guard, cgroup, "the egress guard");
     AttachCgroupLink(MapPin(o.pin_dir, kLinkSockops), skel->progs.gw_sockops, cgroup, "sockops");
+    // from here the staged set is live: a later attach or detach finishes
+    // moving it in (SettleStaging), never removes it
+    Fd marker(bpf_map_create(BPF_MAP_TYPE_ARRAY, "gw_switched", 4, 4, 1, nullptr));
+    if (!marker || bpf_obj_pin(marker.get(), MapPin(stage, kStagedMarker).c_str()) != 0)
+      throw SysError("pinning " + MapPin(stage, kStagedMarker), errno);
   } catch (...) {
     if (switched) {  // the old programs back on the links
       for (const auto& [link, prog] : {std::pair<const char*, const Fd*>{kLinkGuard, &prev.guard},
@@ -360,25 +379,44 @@ uint64_t UpgradeLocked(const AttachOptions& o, const std::string& cgroup, const 
       }
     }
     try {
-      RemoveStaging(o.pin_dir);  // (detaches a new ingress guard's link)
+      if (!StagedIsLive(o.pin_dir)) RemoveStaging(o.pin_dir);  // (live: the next attach finishes it)
     } catch (...) {
     }
     throw;
   }
-  // 3. No new connection is the old programs' any more. The old ingress
-  // guard goes (the new one, if the policy protects a server, is attached).
-  {
-    Fd l(bpf_obj_get(MapPin(o.pin_dir, kLinkGuardIn).c_str()));
-    if (l && bpf_link_detach(l.get()) != 0 && errno != EINVAL)
-      std::cerr << "grpcwall: warning: detaching the old ingress guard: " << Errno(errno) << "\n";
-    unlink(MapPin(o.pin_dir, kLinkGuardIn).c_str());
+  StopAt("switched");
+  // 3. No new connection is the old programs' any more. The ingress guard:
+  // the new one on (if the policy protects a server), then the old one off
+  // (between the two both run: the old one drops segments of connections
+  // the new programs accepted, which are sent again).
+  try {
+    const std::string pin = MapPin(o.pin_dir, kLinkGuardIn);
+    Fd made;
+    if (SlotProtects(live_of(stage), GW_SLOT_OF(generation))) {
+      Fd cg(open(cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      if (!cg) throw SysError("opening cgroup " + cgroup, errno);
+      made = Fd(bpf_link_create(bpf_program__fd(skel->progs.gw_guard_in), cg.get(), BPF_CGROUP_INET_INGRESS, nullptr));
+      if (!made) throw SysError("attaching the ingress guard at cgroup " + cgroup, errno);
+    }
+    if (Fd l(bpf_obj_get(pin.c_str())); l && bpf_link_detach(l.get()) != 0 && errno != EINVAL)
+      throw SysError("detaching the old ingress guard", errno);
+    if (unlink(pin.c_str()) != 0 && errno != ENOENT) throw SysError("removing " + pin, errno);
+    if (made && bpf_obj_pin(made.get(), pin.c_str()) != 0) throw SysError("pinning " + pin, errno);
+  } catch (const std::exception& e) {
+    std::cerr << "grpcwall: warning: the new programs enforce, but the ingress guard could not be put in place: "
+              << e.what() << ": run 'grpcwall attach' again\n";
   }
   // its helper serves the old maps (attach starts one for the new ones)
   if (StopProxy(o.pin_dir)) std::cout << "fallback helper of the old maps stopped\n";
   {
     Fd flag(bpf_obj_get(MapPin(o.pin_dir, "gw_detaching").c_str()));
     uint32_t zero = 0, one = 1;
-    if (flag && ResetUnavailable(o.pin_dir).empty() && bpf_map_update_elem(flag.get(), &zero, &one, BPF_ANY) == 0) {
+    const std::string no_reset = flag ? ResetUnavailable(o.pin_dir) : "the old version has no gw_detaching";
+    if (!no_reset.empty())
+      std::cerr << "grpcwall: warning: the connections the old programs walk on receive are not reset (" << no_reset
+                << "): they lose the data queued for their servers when the old server sockhash goes; restart "
+                   "their callers\n";
+    else if (bpf_map_update_elem(flag.get(), &zero, &one, BPF_ANY) == 0) {
       try {
         if (int n = ResetPredating(o.pin_dir))
           std::cout << "reset " << n << " connection(s) the old programs walked on receive (their callers reconnect)\n";
@@ -388,18 +426,12 @@ uint64_t UpgradeLocked(const AttachOptions& o, const std::string& cgroup, const 
       }
     }
   }
+  StopAt("resets");
   // 4. The new pins under the old names; gw_config (what marks the pin dir
   // grpcwall's) last. Names this version pins no more stay, said.
-  std::vector<std::string> moved = Entries(stage);
-  std::stable_partition(moved.begin(), moved.end(), [](const std::string& n) { return n != kConfigPin; });
-  for (const auto& n : moved)
-    if (rename(MapPin(stage, n).c_str(), MapPin(o.pin_dir, n).c_str()) != 0)
-      throw SysError("moving " + MapPin(stage, n) + " to " + MapPin(o.pin_dir, n) +
-                         " (the new programs enforce; run attach again to finish)",
-                     errno);
+  MoveStaged(o.pin_dir);
   if (!reset && unlink(MapPin(o.pin_dir, kProgReset).c_str()) != 0 && errno != ENOENT)
     throw SysError("removing " + MapPin(o.pin_dir, kProgReset), errno);
-  if (rmdir(stage.c_str()) != 0) throw SysError("removing " + stage, errno);
   std::cout << "the maps pinned under " << o.pin_dir << " were another grpcwall version's (" << said
             << "): replaced by new ones, with no moment without enforcement; connections policed under the old "
                "ones are reset (their clients reconnect under policy)\n";
@@ -412,6 +444,10 @@ uint64_t UpgradeLocked(const AttachOptions& o, const std::string& cgroup, const 
 // Under the pin dir lock. Returns the live policy generation.
 uint64_t AttachLocked(const AttachOptions& o, const std::string& cgroup, const Policy& policy,
                       const IdentityPaths& paths, bool fresh, const KernelProbe& kernel) {
+  // an upgrade a run left half done: finished when its programs are live,
+  // else removed (the old programs never stopped enforcing)
+  if (!fresh && SettleStaging(o.pin_dir))
+    std::cout << "finished moving the pins of an upgrade a run left half done\n";
   // 1. Everything that can refuse, before anything changes.
   const uint64_t want_cg = CgroupId(cgroup);
   CheckAttachedCgroup(o.pin_dir, want_cg);
@@ -422,7 +458,6 @@ uint64_t AttachLocked(const AttachOptions& o, const std::string& cgroup, const P
                      "for the fallback helper's " + std::to_string(GW_POOL_SLOTS) + " pool sockets, which share it: " +
                      "give at least " + std::to_string(2 * GW_POOL_SLOTS) + ", or attach with --no-fallback");
   const std::string other_format = OtherTableFormat(o.pin_dir);
-  if (!fresh) RemoveStaging(o.pin_dir);  // what a failed attach over another version's maps left
 
   // 2. Load: a first attach pins the maps, a second one reuses them.
   Skel skel = OpenSkel();

@@ -75,8 +75,9 @@ void Detach(const DetachOptions& o) {
   // the helper goes before the maps it serves, under the lock so no attach
   // starts one in between
   if (StopProxy(o.pin_dir)) std::cout << "fallback helper stopped\n";
+  // an upgrade a run left half done: its new set moved in (live) or removed
+  if (SettleStaging(o.pin_dir)) std::cout << "finished moving the pins of an upgrade a run left half done\n";
   EndServerConnections(o.pin_dir);
-  RemoveStaging(o.pin_dir);  // what an attach over another version's maps left half built
   std::vector<std::string> left = RemoveOwnPins(o.pin_dir);
   if (!left.empty()) {
     std::cout << "grpcwall detached from " << o.pin_dir << "; left " << ListEntries(left, " grpcwall did not create")

@@ -562,7 +562,7 @@ uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const IdentityPaths& pa
   // the live slot only, so until the flip it lets everything pass), and
   // goes after the flip to one that protects none.
   const bool protects = SlotProtects(m, slot);
-  const bool made_guard = protects && SyncIngressGuard(m, true);
+  const bool made_guard = protects && m.sync_ingress_guard && SyncIngressGuard(m, true);
   cfg.generation++;
   cfg.format = GW_TABLE_FORMAT;
   try {
@@ -571,7 +571,7 @@ uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const IdentityPaths& pa
     if (made_guard) SyncIngressGuard(m, false);
     throw;
   }
-  if (!protects) {
+  if (!protects && m.sync_ingress_guard) {
     try {
       SyncIngressGuard(m, false);
     } catch (const std::exception& e) {  // the policy is live: the guard left lets everything pass

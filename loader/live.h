@@ -27,6 +27,9 @@ struct LiveMaps {
   Fd pair_rules;  // the same (its programs read rule ids in every table)
   Fd peers, srv_ports;  // the server side (absent before it)
   Fd srv_port_bits;     // ... and before its ingress guard
+  // ApplyPolicy attaches and detaches the ingress guard (SyncIngressGuard);
+  // false: the caller does (an upgrade's new set, whose guard goes on at the switch)
+  bool sync_ingress_guard = true;
   static LiveMaps Open(const std::string& pin_dir);
 };
 

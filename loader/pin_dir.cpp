@@ -233,4 +233,57 @@ void RemoveStaging(const std::string& pin_dir) {
   if (rmdir(dir.c_str()) != 0 && errno != ENOENT) throw SysError("removing " + dir, errno);
 }
 
+namespace {
+uint32_t ProgIdOf(int fd, bool link) {
+  if (fd < 0) return 0;
+  if (link) {
+    bpf_link_info info{};
+    uint32_t len = sizeof(info);
+    return bpf_obj_get_info_by_fd(fd, &info, &len) == 0 ? info.prog_id : 0;
+  }
+  bpf_prog_info info{};
+  uint32_t len = sizeof(info);
+  return bpf_obj_get_info_by_fd(fd, &info, &len) == 0 ? info.id : 0;
+}
+}  // namespace
+
+bool StagedIsLive(const std::string& pin_dir) {
+  const std::string dir = pin_dir + "/" + kStagingDir;
+  if (access(dir.c_str(), F_OK) != 0) return false;
+  if (access((dir + "/" + kStagedMarker).c_str(), F_OK) == 0) return true;
+  for (const auto& [link, prog] : {std::pair<const char*, const char*>{kLinkSockops, kProgSockops},
+                                   std::pair<const char*, const char*>{kLinkGuard, kProgGuard}}) {
+    Fd l(bpf_obj_get(MapPin(pin_dir, link).c_str()));
+    Fd p(bpf_obj_get(MapPin(dir, prog).c_str()));
+    const uint32_t staged = ProgIdOf(p.get(), false);
+    if (staged && ProgIdOf(l.get(), true) == staged) return true;
+  }
+  return false;
+}
+
+void MoveStaged(const std::string& pin_dir) {
+  const std::string dir = pin_dir + "/" + kStagingDir;
+  std::vector<std::string> names = Entries(dir);
+  std::stable_partition(names.begin(), names.end(), [](const std::string& n) { return n != kConfigPin; });
+  for (const auto& n : names) {
+    if (n == kStagedMarker) continue;
+    if (rename(MapPin(dir, n).c_str(), MapPin(pin_dir, n).c_str()) != 0)
+      throw SysError("moving " + MapPin(dir, n) + " to " + MapPin(pin_dir, n) +
+                         " (the new programs enforce; 'grpcwall attach' or 'detach' of this version finishes the move)",
+                     errno);
+  }
+  if (unlink(MapPin(dir, kStagedMarker).c_str()) != 0 && errno != ENOENT)
+    throw SysError("removing " + MapPin(dir, kStagedMarker), errno);
+  if (rmdir(dir.c_str()) != 0) throw SysError("removing " + dir, errno);
+}
+
+bool SettleStaging(const std::string& pin_dir) {
+  if (!StagedIsLive(pin_dir)) {
+    RemoveStaging(pin_dir);
+    return false;
+  }
+  MoveStaged(pin_dir);
+  return true;
+}
+
 }  // namespace gw

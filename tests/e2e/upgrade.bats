@@ -62,8 +62,8 @@ both_sides_policy() {
   echo "$output"
   [ "$status" -eq 0 ]
   [[ "$output" == *"were another grpcwall version's (gw_srv_conns (value bytes 1112 pinned, 1104 here)"* ]]
-  [[ "$output" == *"reset 1 connection(s) the old programs walked on receive"* ]]
-  [[ "$output" == *"reset 1 connection(s) that predate attach"* ]]
+  [[ "$output" =~ reset\ [0-9]+\ connection\(s\)\ the\ old\ programs\ walked\ on\ receive ]]
+  [[ "$output" =~ reset\ [0-9]+\ connection\(s\)\ that\ predate\ attach ]]
   [[ "$output" == *"policy generation 2 from $WORK/p.yaml"* ]]
   wait "$chan" "$fresh" "$remote"
   cat "$WORK/channel.log" "$WORK/fresh.log" "$WORK/remote.log"
@@ -120,4 +120,77 @@ both_sides_policy() {
   echo "$output"
   [ "$status" -eq 0 ]
   [ ! -e "$PIN" ]
+}
+
+# protected_setup: both sides' policy attached by the other version, the
+# plain server on 50051 and the protected one on 50052
+protected_setup() {
+  both_sides_policy "$WORK/p.yaml"
+  "$OTHER" attach --no-fallback --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
+  start_grpc_server 50051
+  in_cgroup "$CG/doormgr" "$SERVER_NS" $PY "$ROOT/tests/grpc/server.py" --addr "0.0.0.0:50052" \
+    > "$WORK/server-50052.log" 2>&1 3>&- &
+  PIDS+=($!)
+  wait_port 50052
+}
+
+ingress_guards() { bpftool cgroup show "$CG" | grep -c " cgroup_inet_ingress .*gw_guard_in" || true; }
+
+@test "an upgrade that dies before the switch leaves the old programs enforcing and no guard of its own; the next attach removes what it built and upgrades" {
+  protected_setup
+  run env GRPCWALL_UPGRADE_STOP_AT=staged "$GRPCWALL" attach --no-fallback --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml"
+  [ "$status" -eq 9 ]
+  [ -d "$PIN/upgrading" ]
+  [ "$(ingress_guards)" -eq 1 ]
+  [ "$(value_bytes gw_srv_conns)" -eq 1112 ]
+  # the old programs decide, and the protected server's callers get through
+  run ip netns exec "$CLIENT_NS" $PY "$ROOT/tests/grpc/client.py" --timeout 5 "$SERVER_IP:50052" GetName SetAccessCode
+  echo "$output"
+  [ "$(echo "$output" | cut -d' ' -f1-2 | tr '\n' ' ')" = "GetName OK SetAccessCode PERMISSION_DENIED " ]
+  run "$GRPCWALL" attach --no-fallback --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml"
+  echo "$output"
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"were another grpcwall version's"* ]]
+  [ ! -e "$PIN/upgrading" ]
+  [ "$(value_bytes gw_srv_conns)" -eq 1104 ]
+  [ "$(ingress_guards)" -eq 1 ]
+  [ "$(handlers 50052 SetAccessCode)" -eq 0 ]
+}
+
+@test "an upgrade that dies after the switch: the next attach, or detach, finishes it; denied calls made all through never reach a handler" {
+  protected_setup
+  # a remote caller with a new connection per call, all through
+  ( for i in $(seq 1 40); do
+      ip netns exec "$CLIENT_NS" $PY "$ROOT/tests/grpc/client.py" --timeout 2 "$SERVER_IP:50052" SetAccessCode GetName
+    done > "$WORK/fresh.log" 2>&1 3>&- ) &
+  fresh=$!
+  PIDS+=($fresh)
+  sleep 1
+  # dead after the switch and the new ingress guard, before the pins moved
+  run env GRPCWALL_UPGRADE_STOP_AT=resets "$GRPCWALL" attach --no-fallback --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml"
+  [ "$status" -eq 9 ]
+  [ -e "$PIN/upgrading/switched" ]
+  sleep 1
+  run "$GRPCWALL" attach --no-fallback --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml"
+  echo "$output"
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"finished moving the pins of an upgrade a run left half done"* ]]
+  [ ! -e "$PIN/upgrading" ]
+  [ "$(value_bytes gw_srv_conns)" -eq 1104 ]
+  [ "$(ingress_guards)" -eq 1 ]
+  wait "$fresh"
+  cat "$WORK/fresh.log"
+  [ "$(handlers 50052 SetAccessCode)" -eq 0 ]
+  [ "$(tail -2 "$WORK/fresh.log" | cut -d' ' -f1-2 | tr '\n' ' ')" = "SetAccessCode PERMISSION_DENIED GetName OK " ]
+  # the same, dying right after the switch, and detach in place of attach
+  "$GRPCWALL" detach --pin-dir "$PIN" >/dev/null
+  "$OTHER" attach --no-fallback --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
+  run env GRPCWALL_UPGRADE_STOP_AT=switched "$GRPCWALL" attach --no-fallback --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml"
+  [ "$status" -eq 9 ]
+  run "$GRPCWALL" detach --pin-dir "$PIN"
+  echo "$output"
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"finished moving the pins of an upgrade a run left half done"* ]]
+  [ ! -e "$PIN" ]
+  [ -z "$(bpftool cgroup show "$CG")" ]
 }
