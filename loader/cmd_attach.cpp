@@ -279,7 +279,7 @@ void KeepPolicy(const std::string& file, const std::string& dir, const std::stri
 }
 
 // GRPCWALL_UPGRADE_STOP_AT=STEP (tests only): the upgrade ends the process
-// there, as a kill would (staged, switched, resets), to test what the next
+// there, as a kill would (staged, switched, guard_in, resets), to test what the next
 // attach or detach makes of it.
 void StopAt(const char* step) {
   const char* at = std::getenv("GRPCWALL_UPGRADE_STOP_AT");
@@ -386,22 +386,27 @@ uint64_t UpgradeLocked(const AttachOptions& o, const std::string& cgroup, const 
   }
   StopAt("switched");
   // 3. No new connection is the old programs' any more. The ingress guard:
-  // the new one on (if the policy protects a server), then the old one off
-  // (between the two both run: the old one drops segments of connections
-  // the new programs accepted, which are sent again).
+  // the new one on (if the policy protects a server) and pinned in the
+  // staged set (so a run that dies here leaves it attached: MoveStaged puts
+  // it under the pin dir's name), then the old one off (in between both
+  // run: the old one drops segments of connections the new programs
+  // accepted, which are sent again).
   try {
     const std::string pin = MapPin(o.pin_dir, kLinkGuardIn);
-    Fd made;
-    if (SlotProtects(live_of(stage), GW_SLOT_OF(generation))) {
+    const bool protects = SlotProtects(live_of(stage), GW_SLOT_OF(generation));
+    if (protects) {
       Fd cg(open(cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
       if (!cg) throw SysError("opening cgroup " + cgroup, errno);
-      made = Fd(bpf_link_create(bpf_program__fd(skel->progs.gw_guard_in), cg.get(), BPF_CGROUP_INET_INGRESS, nullptr));
+      Fd made(bpf_link_create(bpf_program__fd(skel->progs.gw_guard_in), cg.get(), BPF_CGROUP_INET_INGRESS, nullptr));
       if (!made) throw SysError("attaching the ingress guard at cgroup " + cgroup, errno);
+      if (bpf_obj_pin(made.get(), MapPin(stage, kLinkGuardIn).c_str()) != 0)
+        throw SysError("pinning " + MapPin(stage, kLinkGuardIn), errno);  // (closing `made` detaches it)
     }
+    StopAt("guard_in");
     if (Fd l(bpf_obj_get(pin.c_str())); l && bpf_link_detach(l.get()) != 0 && errno != EINVAL)
       throw SysError("detaching the old ingress guard", errno);
-    if (unlink(pin.c_str()) != 0 && errno != ENOENT) throw SysError("removing " + pin, errno);
-    if (made && bpf_obj_pin(made.get(), pin.c_str()) != 0) throw SysError("pinning " + pin, errno);
+    // (when it protects, the new link's pin replaces this one in MoveStaged)
+    if (!protects && unlink(pin.c_str()) != 0 && errno != ENOENT) throw SysError("removing " + pin, errno);
   } catch (const std::exception& e) {
     std::cerr << "grpcwall: warning: the new programs enforce, but the ingress guard could not be put in place: "
               << e.what() << ": run 'grpcwall attach' again\n";

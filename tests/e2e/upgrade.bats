@@ -194,3 +194,22 @@ ingress_guards() { bpftool cgroup show "$CG" | grep -c " cgroup_inet_ingress .*g
   [ ! -e "$PIN" ]
   [ -z "$(bpftool cgroup show "$CG")" ]
 }
+
+@test "an upgrade that dies between the new ingress guard and the old one's removal: the next attach leaves one guard, the new one" {
+  protected_setup
+  run env GRPCWALL_UPGRADE_STOP_AT=guard_in "$GRPCWALL" attach --no-fallback --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml"
+  [ "$status" -eq 9 ]
+  [ "$(ingress_guards)" -eq 2 ]   # both run meanwhile: the old one's drops are sent again
+  run ip netns exec "$CLIENT_NS" $PY "$ROOT/tests/grpc/client.py" --timeout 5 "$SERVER_IP:50052" SetAccessCode
+  [ "$(echo "$output" | cut -d' ' -f1-2)" = "SetAccessCode PERMISSION_DENIED" ]
+  run "$GRPCWALL" attach --no-fallback --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml"
+  echo "$output"
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"finished moving the pins of an upgrade a run left half done"* ]]
+  [ "$(ingress_guards)" -eq 1 ]
+  [ "$(bpftool cgroup show "$CG" | awk '/gw_guard_in/ { print $1 }')" = "$("$GRPCWALL" status --pin-dir "$PIN" --json | json "d['programs']['guard_in']")" ]
+  run ip netns exec "$CLIENT_NS" $PY "$ROOT/tests/grpc/client.py" --timeout 5 "$SERVER_IP:50052" GetName SetAccessCode
+  echo "$output"
+  [ "$(echo "$output" | cut -d' ' -f1-2 | tr '\n' ' ')" = "GetName OK SetAccessCode PERMISSION_DENIED " ]
+  [ "$(handlers 50052 SetAccessCode)" -eq 0 ]
+}
