@@ -124,7 +124,8 @@ void CheckAttachedCgroup(const std::string& pin_dir, uint64_t want_cg) {
     bpf_link_info info{};
     uint32_t len = sizeof(info);
     if (bpf_obj_get_info_by_fd(l.get(), &info, &len) != 0) throw SysError("reading " + MapPin(pin_dir, link), errno);
-    if (info.cgroup.cgroup_id == want_cg) continue;
+    // (0: detached, by hand or by a run that died before removing its pin)
+    if (info.cgroup.cgroup_id == want_cg || info.cgroup.cgroup_id == 0) continue;
     std::string where = "id " + std::to_string(info.cgroup.cgroup_id);
     gw_name_val meta{};
     if (ReadName(LiveMaps::Open(pin_dir), 0, GW_NAMEKIND_META, 0, &meta)) where = std::string(meta.text) + ", " + where;
@@ -278,15 +279,8 @@ void KeepPolicy(const std::string& file, const std::string& dir, const std::stri
   if (rename(tmp.c_str(), kept.c_str()) != 0) throw SysError("renaming " + tmp + " to " + kept, errno);
 }
 
-// GRPCWALL_UPGRADE_STOP_AT=STEP (tests only): the upgrade ends the process
-// there, as a kill would (staged, switched, guard_in, resets), to test what the next
-// attach or detach makes of it.
-void StopAt(const char* step) {
-  const char* at = std::getenv("GRPCWALL_UPGRADE_STOP_AT");
-  if (at && std::string(at) == step) _exit(9);
-}
+void StopAt(const char* step) { UpgradeStopAt(step); }
 
-LiveMaps live_of(const std::string& dir) { return LiveMaps::Open(dir); }
 
 // Attach over maps pinned by another grpcwall version (OtherLayout): this
 // version's programs cannot use them, so it builds a whole new set beside
@@ -320,11 +314,9 @@ uint64_t UpgradeLocked(const AttachOptions& o, const std::string& cgroup, const 
   if (mkdir(stage.c_str(), 0700) != 0) throw SysError("creating " + stage, errno);
   LiveMaps old = LiveMaps::Open(o.pin_dir);
   const gw_config old_cfg = ReadConfig(old);
-  const Previous prev = Previous::Of(o.pin_dir, old);
   // the old sockhashes live until the old walked connections are reset
   Fd old_sockhash(bpf_obj_get(MapPin(o.pin_dir, "gw_sockhash").c_str()));
   Fd old_srv_sockhash(bpf_obj_get(MapPin(o.pin_dir, "gw_srv_sockhash").c_str()));
-  bool switched = false;
   uint64_t generation = 0;
   try {
     bpf_map* map;
@@ -362,54 +354,26 @@ uint64_t UpgradeLocked(const AttachOptions& o, const std::string& cgroup, const 
     live.sync_ingress_guard = false;
     generation = ApplyPolicy(live, policy, paths);
     StopAt("staged");
-    switched = true;
-    AttachCgroupLink(MapPin(o.pin_dir, kLinkGuard), skel->progs.gw_guard, cgroup, "the egress guard");
+    // 2. The switch: from the sockops link's update on, every new
+    // connection is the new programs' (StagedIsLive: a later attach or
+    // detach finishes this set, never removes it). An update is atomic:
+    // when it fails, the old program stays.
     AttachCgroupLink(MapPin(o.pin_dir, kLinkSockops), skel->progs.gw_sockops, cgroup, "sockops");
-    // from here the staged set is live: a later attach or detach finishes
-    // moving it in (SettleStaging), never removes it
-    Fd marker(bpf_map_create(BPF_MAP_TYPE_ARRAY, "gw_switched", 4, 4, 1, nullptr));
-    if (!marker || bpf_obj_pin(marker.get(), MapPin(stage, kStagedMarker).c_str()) != 0)
-      throw SysError("pinning " + MapPin(stage, kStagedMarker), errno);
   } catch (...) {
-    if (switched) {  // the old programs back on the links
-      for (const auto& [link, prog] : {std::pair<const char*, const Fd*>{kLinkGuard, &prev.guard},
-                                       std::pair<const char*, const Fd*>{kLinkSockops, &prev.sockops}}) {
-        Fd l(bpf_obj_get(MapPin(o.pin_dir, link).c_str()));
-        if (l && *prog) bpf_link_update(l.get(), prog->get(), nullptr);
-      }
-    }
     try {
-      if (!StagedIsLive(o.pin_dir)) RemoveStaging(o.pin_dir);  // (live: the next attach finishes it)
+      if (!StagedIsLive(o.pin_dir)) RemoveStaging(o.pin_dir);
     } catch (...) {
     }
     throw;
   }
   StopAt("switched");
-  // 3. No new connection is the old programs' any more. The ingress guard:
-  // the new one on (if the policy protects a server) and pinned in the
-  // staged set (so a run that dies here leaves it attached: MoveStaged puts
-  // it under the pin dir's name), then the old one off (in between both
-  // run: the old one drops segments of connections the new programs
-  // accepted, which are sent again).
+  // ... then the guards (ingress first: the old one drops what the new
+  // programs' connections receive) and the marker
   try {
-    const std::string pin = MapPin(o.pin_dir, kLinkGuardIn);
-    const bool protects = SlotProtects(live_of(stage), GW_SLOT_OF(generation));
-    if (protects) {
-      Fd cg(open(cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-      if (!cg) throw SysError("opening cgroup " + cgroup, errno);
-      Fd made(bpf_link_create(bpf_program__fd(skel->progs.gw_guard_in), cg.get(), BPF_CGROUP_INET_INGRESS, nullptr));
-      if (!made) throw SysError("attaching the ingress guard at cgroup " + cgroup, errno);
-      if (bpf_obj_pin(made.get(), MapPin(stage, kLinkGuardIn).c_str()) != 0)
-        throw SysError("pinning " + MapPin(stage, kLinkGuardIn), errno);  // (closing `made` detaches it)
-    }
-    StopAt("guard_in");
-    if (Fd l(bpf_obj_get(pin.c_str())); l && bpf_link_detach(l.get()) != 0 && errno != EINVAL)
-      throw SysError("detaching the old ingress guard", errno);
-    // (when it protects, the new link's pin replaces this one in MoveStaged)
-    if (!protects && unlink(pin.c_str()) != 0 && errno != ENOENT) throw SysError("removing " + pin, errno);
+    FinishSwitch(o.pin_dir);
   } catch (const std::exception& e) {
-    std::cerr << "grpcwall: warning: the new programs enforce, but the ingress guard could not be put in place: "
-              << e.what() << ": run 'grpcwall attach' again\n";
+    throw Error(kSystem, std::string(e.what()) + " (the new programs police every new connection; attach again with "
+                         "this version to finish the upgrade)");
   }
   // its helper serves the old maps (attach starts one for the new ones)
   if (StopProxy(o.pin_dir)) std::cout << "fallback helper of the old maps stopped\n";
@@ -451,8 +415,10 @@ uint64_t AttachLocked(const AttachOptions& o, const std::string& cgroup, const P
                       const IdentityPaths& paths, bool fresh, const KernelProbe& kernel) {
   // an upgrade a run left half done: finished when its programs are live,
   // else removed (the old programs never stopped enforcing)
-  if (!fresh && SettleStaging(o.pin_dir))
-    std::cout << "finished moving the pins of an upgrade a run left half done\n";
+  if (!fresh && HasStaging(o.pin_dir)) {
+    if (StagedIsLive(o.pin_dir) && StopProxy(o.pin_dir)) std::cout << "fallback helper of the old maps stopped\n";
+    if (SettleStaging(o.pin_dir)) std::cout << "finished moving the pins of an upgrade a run left half done\n";
+  }
   // 1. Everything that can refuse, before anything changes.
   const uint64_t want_cg = CgroupId(cgroup);
   CheckAttachedCgroup(o.pin_dir, want_cg);

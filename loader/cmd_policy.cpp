@@ -8,6 +8,7 @@
 #include "error.h"
 #include "kernel.h"
 #include "live.h"
+#include "pin_dir.h"
 #include "system.h"
 
 namespace gw {
@@ -187,6 +188,10 @@ void Apply(const PolicyOptions& o) {
   Fd lock = LockPinDir(o.pin_dir);
   // under the lock: the maps (and attach cgroup) of what is attached now,
   // not of one a detach removed while this apply waited
+  if (HasStaging(o.pin_dir))  // the live programs may not be the pinned maps' yet
+    throw Error(kSystem, "an upgrade of " + o.pin_dir + " died half way (" + o.pin_dir + "/" + kStagingDir +
+                             "): nothing was applied; run 'grpcwall attach --pin-dir " + o.pin_dir +
+                             " POLICY' with this version, which finishes it");
   LiveMaps live = LiveMaps::Open(o.pin_dir);
   IdentityPaths paths = ResolveIdentities(p, AttachCgroup(live));
   uint64_t gen = ApplyPolicy(live, p, paths);

@@ -30,6 +30,7 @@ extern "C" {
 #include "conn_state.h"
 }
 #include "live.h"
+#include "pin_dir.h"
 #include "proxy.h"
 #include "system.h"
 
@@ -549,6 +550,9 @@ void Proxy(const ProxyOptions& o) {
     Fd pin_lock = TryLockPinDir(o.pin_dir);
     if (!pin_lock || !PinDirAttached(o.pin_dir))
       throw Error(kNotAttached, o.pin_dir + " was detached while the helper started");
+    if (HasStaging(o.pin_dir))  // its maps may be the old ones the live programs no longer use
+      throw Error(kSystem, "an upgrade of " + o.pin_dir + " died half way: run 'grpcwall attach' with this "
+                               "version, which finishes it (and starts a helper)");
     helper = std::make_unique<Helper>(o.pin_dir);
     helper->Setup();
   } catch (const std::exception& e) {

@@ -186,6 +186,66 @@ bool SyncIngressGuard(const LiveMaps& m, bool want) {
   return true;
 }
 
+void UpgradeStopAt(const char* step) {
+  const char* at = std::getenv("GRPCWALL_UPGRADE_STOP_AT");
+  if (at && std::string(at) == step) _exit(9);
+}
+
+void FinishSwitch(const std::string& pin_dir) {
+  const std::string stage = pin_dir + "/" + kStagingDir;
+  if (access(MapPin(stage, kStagedMarker).c_str(), F_OK) == 0) return;  // done
+  LiveMaps live = LiveMaps::Open(stage);
+  const gw_config cfg = ReadConfig(live);
+  // the ingress guard first: the old one drops every segment of a
+  // connection the new programs accepted (not in its gw_srv_conns)
+  const std::string pin = MapPin(pin_dir, kLinkGuardIn);
+  Fd link(bpf_obj_get(pin.c_str()));
+  if (link) {  // one whose cgroup went, or detached by hand, guards nothing
+    bpf_link_info info{};
+    uint32_t len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(link.get(), &info, &len) != 0) throw SysError("reading " + pin, errno);
+    if (info.cgroup.cgroup_id == 0) link = Fd();
+  }
+  if (cfg.generation && SlotProtects(live, GW_SLOT_OF(cfg.generation))) {
+    Fd prog = OpenPinned(MapPin(stage, kProgGuardIn));
+    if (link) {
+      if (bpf_link_update(link.get(), prog.get(), nullptr) != 0) throw SysError("replacing the ingress guard program", errno);
+    } else {
+      const std::string cgroup = AttachCgroup(live);
+      Fd cg(open(cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      if (!cg) throw SysError("opening cgroup " + cgroup, errno);
+      Fd made(bpf_link_create(prog.get(), cg.get(), BPF_CGROUP_INET_INGRESS, nullptr));
+      if (!made) throw SysError("attaching the ingress guard at cgroup " + cgroup, errno);
+      unlink(pin.c_str());  // (a detached one's)
+      if (bpf_obj_pin(made.get(), pin.c_str()) != 0) throw SysError("pinning " + pin, errno);
+    }
+  } else if (link) {
+    if (bpf_link_detach(link.get()) != 0 && errno != EINVAL) throw SysError("detaching the ingress guard", errno);
+    if (unlink(pin.c_str()) != 0 && errno != ENOENT) throw SysError("removing " + pin, errno);
+  }
+  UpgradeStopAt("guard_in");
+  Fd guard = OpenPinned(MapPin(pin_dir, kLinkGuard));
+  Fd prog = OpenPinned(MapPin(stage, kProgGuard));
+  if (bpf_link_update(guard.get(), prog.get(), nullptr) != 0) throw SysError("replacing the egress guard program", errno);
+  Fd marker(bpf_map_create(BPF_MAP_TYPE_ARRAY, "gw_switched", 4, 4, 1, nullptr));
+  if (!marker || bpf_obj_pin(marker.get(), MapPin(stage, kStagedMarker).c_str()) != 0)
+    throw SysError("pinning " + MapPin(stage, kStagedMarker), errno);
+}
+
+bool SettleStaging(const std::string& pin_dir) {
+  if (!HasStaging(pin_dir)) return false;
+  if (!StagedIsLive(pin_dir)) {
+    RemoveStaging(pin_dir);
+    return false;
+  }
+  FinishSwitch(pin_dir);
+  std::cerr << "grpcwall: warning: finishing an upgrade that died half way: the connections its old programs walked "
+               "on receive were not reset before their server sockhash goes, and lose what is queued for their "
+               "servers (attach resets them next; detach leaves them to their callers)\n";
+  MoveStaged(pin_dir);
+  return true;
+}
+
 gw_config ReadConfig(const LiveMaps& m) {
   gw_config c{};
   uint32_t zero = 0;

@@ -127,6 +127,21 @@ int ResetPredating(const std::string& pin_dir,
 // they accept is not protected).
 int ResetAfterFlip(const std::string& pin_dir, uint64_t generation, const std::string& retry);
 
+// --- an upgrade's staged set (pin_dir/upgrading: UpgradeLocked, cmd_attach.cpp) ---
+// GRPCWALL_UPGRADE_STOP_AT=STEP (tests only): the process ends at STEP as a
+// kill would (staged, switched, guard_in, resets).
+void UpgradeStopAt(const char* step);
+// Once the sockops link runs the staged programs: the ingress guard (its
+// link given the staged program, made, or taken away as the staged policy
+// protects a server or not) and the egress guard's link onto the staged
+// programs, then the marker. Each step can be done again.
+void FinishSwitch(const std::string& pin_dir);
+// Before attach or detach: a staged set a run left is finished (switch and
+// move) when live, removed when not (the old programs never stopped
+// enforcing). True when it moved one; the caller stops the fallback helper
+// of the old maps first.
+bool SettleStaging(const std::string& pin_dir);
+
 std::vector<uint64_t> ReadCounters(const LiveMaps& m);  // summed over CPUs
 gw_rule_counters ReadRuleCounters(const LiveMaps& m, uint32_t slot, uint16_t rule);
 

@@ -233,32 +233,36 @@ void RemoveStaging(const std::string& pin_dir) {
   if (rmdir(dir.c_str()) != 0 && errno != ENOENT) throw SysError("removing " + dir, errno);
 }
 
-namespace {
-uint32_t ProgIdOf(int fd, bool link) {
-  if (fd < 0) return 0;
-  if (link) {
-    bpf_link_info info{};
-    uint32_t len = sizeof(info);
-    return bpf_obj_get_info_by_fd(fd, &info, &len) == 0 ? info.prog_id : 0;
-  }
-  bpf_prog_info info{};
-  uint32_t len = sizeof(info);
-  return bpf_obj_get_info_by_fd(fd, &info, &len) == 0 ? info.id : 0;
+bool HasStaging(const std::string& pin_dir) {
+  return access((pin_dir + "/" + kStagingDir).c_str(), F_OK) == 0;
 }
-}  // namespace
 
 bool StagedIsLive(const std::string& pin_dir) {
   const std::string dir = pin_dir + "/" + kStagingDir;
-  if (access(dir.c_str(), F_OK) != 0) return false;
+  if (!HasStaging(pin_dir)) return false;
   if (access((dir + "/" + kStagedMarker).c_str(), F_OK) == 0) return true;
-  for (const auto& [link, prog] : {std::pair<const char*, const char*>{kLinkSockops, kProgSockops},
-                                   std::pair<const char*, const char*>{kLinkGuard, kProgGuard}}) {
-    Fd l(bpf_obj_get(MapPin(pin_dir, link).c_str()));
-    Fd p(bpf_obj_get(MapPin(dir, prog).c_str()));
-    const uint32_t staged = ProgIdOf(p.get(), false);
-    if (staged && ProgIdOf(l.get(), true) == staged) return true;
-  }
-  return false;
+  Fd cfg(bpf_obj_get(MapPin(dir, kConfigPin).c_str()));
+  Fd link(bpf_obj_get(MapPin(pin_dir, kLinkSockops).c_str()));
+  if (!cfg || !link) return false;
+  bpf_map_info mi{};
+  uint32_t len = sizeof(mi);
+  bpf_link_info li{};
+  uint32_t llen = sizeof(li);
+  if (bpf_obj_get_info_by_fd(cfg.get(), &mi, &len) != 0 || bpf_obj_get_info_by_fd(link.get(), &li, &llen) != 0)
+    return false;
+  Fd prog(bpf_prog_get_fd_by_id(li.prog_id));
+  if (!prog) return false;
+  bpf_prog_info pi{};
+  uint32_t plen = sizeof(pi);
+  if (bpf_obj_get_info_by_fd(prog.get(), &pi, &plen) != 0) return false;
+  std::vector<uint32_t> ids(pi.nr_map_ids);
+  bpf_prog_info again{};
+  again.nr_map_ids = pi.nr_map_ids;
+  again.map_ids = reinterpret_cast<uint64_t>(ids.data());
+  plen = sizeof(again);
+  if (bpf_obj_get_info_by_fd(prog.get(), &again, &plen) != 0) return false;
+  ids.resize(std::min<uint32_t>(again.nr_map_ids, static_cast<uint32_t>(ids.size())));
+  return std::find(ids.begin(), ids.end(), mi.id) != ids.end();
 }
 
 void MoveStaged(const std::string& pin_dir) {
@@ -275,15 +279,6 @@ void MoveStaged(const std::string& pin_dir) {
   if (unlink(MapPin(dir, kStagedMarker).c_str()) != 0 && errno != ENOENT)
     throw SysError("removing " + MapPin(dir, kStagedMarker), errno);
   if (rmdir(dir.c_str()) != 0) throw SysError("removing " + dir, errno);
-}
-
-bool SettleStaging(const std::string& pin_dir) {
-  if (!StagedIsLive(pin_dir)) {
-    RemoveStaging(pin_dir);
-    return false;
-  }
-  MoveStaged(pin_dir);
-  return true;
 }
 
 }  // namespace gw

@@ -67,24 +67,26 @@ Fd PreparePinDir(const std::string& pin_dir, bool* created);
 // not create. Does not remove the directory.
 std::vector<std::string> RemoveOwnPins(const std::string& pin_dir);
 
-// Pinned in pin_dir/upgrading once the cgroup's links run the new programs
-// (an empty map: bpffs holds BPF objects only).
+// Pinned in pin_dir/upgrading once every link at the cgroup runs the new
+// programs (an empty map: bpffs holds BPF objects only).
 constexpr const char* kStagedMarker = "switched";
 // Removes pin_dir/upgrading and what is pinned in it (a link there is
 // detached first: closing the last reference to a pinned link does not).
 // Only for a set that is not live (StagedIsLive): a sockhash whose last
 // pin goes loses its verdict programs while a live sockops still fills it.
 void RemoveStaging(const std::string& pin_dir);
-// Do the cgroup's links run the programs pinned in pin_dir/upgrading (its
-// marker, or the sockops or egress guard link's program is the staged one)?
+// Is the staged set live: its marker pinned, or the sockops link's program
+// one that uses the staged gw_config (moved last, so this holds while a
+// move is under way)? From the sockops link's update on, new connections
+// are the staged programs'.
 bool StagedIsLive(const std::string& pin_dir);
+// Is there a staged set at all?
+bool HasStaging(const std::string& pin_dir);
 // The staged pins under the pin dir's names (rename replaces), gw_config
 // last; then the marker and the directory go. Picks up where a run that
 // died stopped.
 void MoveStaged(const std::string& pin_dir);
-// Before attach or detach: a staged set a run left is finished (moved) when
-// live, removed when not. True when it moved one.
-bool SettleStaging(const std::string& pin_dir);
+
 
 // The names in a directory, sorted.
 std::vector<std::string> Entries(const std::string& dir);
