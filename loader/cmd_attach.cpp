@@ -141,9 +141,16 @@ void AttachCgroupLink(const std::string& link_pin, bpf_program* prog, const std:
                       const std::string& what) {
   Fd old(bpf_obj_get(link_pin.c_str()));
   if (old) {
-    if (bpf_link_update(old.get(), bpf_program__fd(prog), nullptr) != 0)
-      throw SysError("replacing the " + what + " program", errno);
-    return;
+    bpf_link_info info{};
+    uint32_t len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(old.get(), &info, &len) == 0 && info.cgroup.cgroup_id == 0) {
+      // detached (by hand, or its cgroup went): made again below
+      if (unlink(link_pin.c_str()) != 0 && errno != ENOENT) throw SysError("removing " + link_pin, errno);
+    } else {
+      if (bpf_link_update(old.get(), bpf_program__fd(prog), nullptr) != 0)
+        throw SysError("replacing the " + what + " program", errno);
+      return;
+    }
   }
   Fd cg_fd(open(cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!cg_fd) throw SysError("opening cgroup " + cgroup, errno);
@@ -286,21 +293,21 @@ void StopAt(const char* step) { UpgradeStopAt(step); }
 // version's programs cannot use them, so it builds a whole new set beside
 // them and moves onto it with no window without enforcement.
 //  1. New maps and programs, pinned in pin_dir/upgrading; the policy applied
-//     into them (its generation follows the old one). The old programs
-//     still enforce the old policy meanwhile.
-//  2. The switch: the links at the cgroup (sockops, the egress guard) are
-//     given the new programs (bpf_link_update: atomic each); the ingress
-//     guard's link is the new one when the policy protects a server. From
-//     then on every new connection is the new programs'; one accepted
-//     between the two updates is held by the new guards and reset (3).
+//     into them (its generation follows the old one); nothing of them
+//     attached. The old programs enforce the old policy meanwhile.
+//  2. The switch: the sockops link gets the new program (bpf_link_update,
+//     atomic). From then on every new connection is the new programs', and
+//     the staged set is live (StagedIsLive): never removed, only finished.
+//     FinishSwitch: the ingress guard's link, the egress guard's, the marker
+//     (until each guard moves, the old one holds back the payload of the
+//     new programs' connections).
 //  3. Connections the old programs walk keep their programs until they
-//     leave the old sockhashes, and are reset: the server side's by the
-//     old iterator, before the old server sockhash goes (its queued bytes
-//     would be lost), the client side's by the new one (ResetAfterFlip, in
-//     Attach): both reconnect under the new programs.
-//  4. The new pins take the old ones' names (rename on bpffs replaces).
-// A failure before the switch leaves the old set as it was; one during it
-// puts the old programs back on the links.
+//     leave the old sockhashes, and are reset: the server side's by the old
+//     iterator, before the old server sockhash goes (its queued bytes would
+//     be lost), the client side's by the new one (ResetAfterFlip, in Attach).
+//  4. The new pins take the old ones' names (MoveStaged).
+// A failure before the switch removes the staged set; a run that dies is
+// picked up by the next attach or detach (SettleStaging).
 uint64_t UpgradeLocked(const AttachOptions& o, const std::string& cgroup, const Policy& policy,
                        const IdentityPaths& paths, Skel& skel, bool reset, const std::vector<std::string>& why) {
   std::string said;
@@ -372,8 +379,8 @@ uint64_t UpgradeLocked(const AttachOptions& o, const std::string& cgroup, const 
   try {
     FinishSwitch(o.pin_dir);
   } catch (const std::exception& e) {
-    throw Error(kSystem, std::string(e.what()) + " (the new programs police every new connection; attach again with "
-                         "this version to finish the upgrade)");
+    throw Error(kSystem, std::string(e.what()) + " (the new programs police every new connection, whose data an "
+                         "old guard may hold back: attach again with this version to finish the upgrade, or detach)");
   }
   // its helper serves the old maps (attach starts one for the new ones)
   if (StopProxy(o.pin_dir)) std::cout << "fallback helper of the old maps stopped\n";

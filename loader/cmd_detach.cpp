@@ -75,8 +75,16 @@ void Detach(const DetachOptions& o) {
   // the helper goes before the maps it serves, under the lock so no attach
   // starts one in between
   if (StopProxy(o.pin_dir)) std::cout << "fallback helper stopped\n";
-  // an upgrade a run left half done: its new set moved in (live) or removed
-  if (SettleStaging(o.pin_dir)) std::cout << "finished moving the pins of an upgrade a run left half done\n";
+  // an upgrade a run left half done: its new set moved in (live: its pins
+  // are what EndServerConnections and RemoveOwnPins must find), or removed
+  if (HasStaging(o.pin_dir)) {
+    if (StagedIsLive(o.pin_dir)) {
+      MoveStaged(o.pin_dir);
+      std::cout << "finished moving the pins of an upgrade a run left half done\n";
+    } else {
+      RemoveStaging(o.pin_dir);
+    }
+  }
   EndServerConnections(o.pin_dir);
   std::vector<std::string> left = RemoveOwnPins(o.pin_dir);
   if (!left.empty()) {

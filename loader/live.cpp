@@ -204,14 +204,20 @@ void FinishSwitch(const std::string& pin_dir) {
     bpf_link_info info{};
     uint32_t len = sizeof(info);
     if (bpf_obj_get_info_by_fd(link.get(), &info, &len) != 0) throw SysError("reading " + pin, errno);
-    if (info.cgroup.cgroup_id == 0) link = Fd();
+    if (info.cgroup.cgroup_id == 0) {
+      link = Fd();
+      if (unlink(pin.c_str()) != 0 && errno != ENOENT) throw SysError("removing " + pin, errno);
+    }
   }
-  if (cfg.generation && SlotProtects(live, GW_SLOT_OF(cfg.generation))) {
+  const std::string cgroup = AttachCgroup(live);
+  if (access(cgroup.c_str(), F_OK) != 0) {
+    // the attach cgroup went: nothing runs there to switch; the marker only
+    std::cerr << "grpcwall: warning: " << cgroup << " is gone: no guard to switch\n";
+  } else if (cfg.generation && SlotProtects(live, GW_SLOT_OF(cfg.generation))) {
     Fd prog = OpenPinned(MapPin(stage, kProgGuardIn));
     if (link) {
       if (bpf_link_update(link.get(), prog.get(), nullptr) != 0) throw SysError("replacing the ingress guard program", errno);
     } else {
-      const std::string cgroup = AttachCgroup(live);
       Fd cg(open(cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
       if (!cg) throw SysError("opening cgroup " + cgroup, errno);
       Fd made(bpf_link_create(prog.get(), cg.get(), BPF_CGROUP_INET_INGRESS, nullptr));
@@ -224,9 +230,22 @@ void FinishSwitch(const std::string& pin_dir) {
     if (unlink(pin.c_str()) != 0 && errno != ENOENT) throw SysError("removing " + pin, errno);
   }
   UpgradeStopAt("guard_in");
-  Fd guard = OpenPinned(MapPin(pin_dir, kLinkGuard));
-  Fd prog = OpenPinned(MapPin(stage, kProgGuard));
-  if (bpf_link_update(guard.get(), prog.get(), nullptr) != 0) throw SysError("replacing the egress guard program", errno);
+  const std::string gpin = MapPin(pin_dir, kLinkGuard);
+  Fd guard(bpf_obj_get(gpin.c_str()));
+  bpf_link_info ginfo{};
+  uint32_t glen = sizeof(ginfo);
+  const bool attached = guard && bpf_obj_get_info_by_fd(guard.get(), &ginfo, &glen) == 0 && ginfo.cgroup.cgroup_id != 0;
+  Fd gprog = OpenPinned(MapPin(stage, kProgGuard));
+  if (attached) {
+    if (bpf_link_update(guard.get(), gprog.get(), nullptr) != 0) throw SysError("replacing the egress guard program", errno);
+  } else if (access(cgroup.c_str(), F_OK) == 0) {  // detached by hand: made again
+    Fd cg(open(cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!cg) throw SysError("opening cgroup " + cgroup, errno);
+    Fd made(bpf_link_create(gprog.get(), cg.get(), BPF_CGROUP_INET_EGRESS, nullptr));
+    if (!made) throw SysError("attaching the egress guard at cgroup " + cgroup, errno);
+    if (unlink(gpin.c_str()) != 0 && errno != ENOENT) throw SysError("removing " + gpin, errno);
+    if (bpf_obj_pin(made.get(), gpin.c_str()) != 0) throw SysError("pinning " + gpin, errno);
+  }
   Fd marker(bpf_map_create(BPF_MAP_TYPE_ARRAY, "gw_switched", 4, 4, 1, nullptr));
   if (!marker || bpf_obj_pin(marker.get(), MapPin(stage, kStagedMarker).c_str()) != 0)
     throw SysError("pinning " + MapPin(stage, kStagedMarker), errno);

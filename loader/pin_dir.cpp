@@ -238,29 +238,43 @@ bool HasStaging(const std::string& pin_dir) {
 }
 
 bool StagedIsLive(const std::string& pin_dir) {
+  // "no" only when it is known: a live set taken for a dead one would be
+  // removed (RemoveStaging) under a sockops that fills its sockhash
   const std::string dir = pin_dir + "/" + kStagingDir;
   if (!HasStaging(pin_dir)) return false;
   if (access((dir + "/" + kStagedMarker).c_str(), F_OK) == 0) return true;
+  auto unknown = [&](const std::string& what) {
+    return SysError("telling whether the upgrade staged in " + dir + " is live (" + what +
+                        "); nothing was changed: run this again",
+                    errno);
+  };
   Fd cfg(bpf_obj_get(MapPin(dir, kConfigPin).c_str()));
+  if (!cfg) {
+    if (errno == ENOENT) return false;  // never loaded, or the set moved in and only the marker's step was left
+    throw unknown("opening its gw_config");
+  }
   Fd link(bpf_obj_get(MapPin(pin_dir, kLinkSockops).c_str()));
-  if (!cfg || !link) return false;
+  if (!link) {
+    if (errno == ENOENT) return false;  // no sockops link: nothing runs any program
+    throw unknown("opening " + MapPin(pin_dir, kLinkSockops));
+  }
   bpf_map_info mi{};
   uint32_t len = sizeof(mi);
   bpf_link_info li{};
   uint32_t llen = sizeof(li);
   if (bpf_obj_get_info_by_fd(cfg.get(), &mi, &len) != 0 || bpf_obj_get_info_by_fd(link.get(), &li, &llen) != 0)
-    return false;
+    throw unknown("reading the map and link");
   Fd prog(bpf_prog_get_fd_by_id(li.prog_id));
-  if (!prog) return false;
+  if (!prog) throw unknown("opening the sockops link's program");
   bpf_prog_info pi{};
   uint32_t plen = sizeof(pi);
-  if (bpf_obj_get_info_by_fd(prog.get(), &pi, &plen) != 0) return false;
+  if (bpf_obj_get_info_by_fd(prog.get(), &pi, &plen) != 0) throw unknown("reading the sockops program");
   std::vector<uint32_t> ids(pi.nr_map_ids);
   bpf_prog_info again{};
   again.nr_map_ids = pi.nr_map_ids;
   again.map_ids = reinterpret_cast<uint64_t>(ids.data());
   plen = sizeof(again);
-  if (bpf_obj_get_info_by_fd(prog.get(), &again, &plen) != 0) return false;
+  if (bpf_obj_get_info_by_fd(prog.get(), &again, &plen) != 0) throw unknown("reading the sockops program's maps");
   ids.resize(std::min<uint32_t>(again.nr_map_ids, static_cast<uint32_t>(ids.size())));
   return std::find(ids.begin(), ids.end(), mi.id) != ids.end();
 }
