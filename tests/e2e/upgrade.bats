@@ -136,6 +136,18 @@ protected_setup() {
 
 ingress_guards() { bpftool cgroup show "$CG" | grep -c " cgroup_inet_ingress .*gw_guard_in" || true; }
 
+# attach_again SAYS: this version's attach with the policy succeeds, says
+# SAYS, and leaves the new layout, nothing staged, one ingress guard
+attach_again() {
+  run "$GRPCWALL" attach --no-fallback --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml"
+  echo "$output"
+  [ "$status" -eq 0 ] || return 1
+  [[ "$output" == *"$1"* ]] || return 1
+  [ ! -e "$PIN/upgrading" ] || return 1
+  [ "$(value_bytes gw_srv_conns)" -eq 1104 ] || return 1
+  [ "$(ingress_guards)" -eq 1 ]
+}
+
 @test "an upgrade that dies before the switch leaves the old programs enforcing and no guard of its own; the next attach removes what it built and upgrades" {
   protected_setup
   run env GRPCWALL_UPGRADE_STOP_AT=staged "$GRPCWALL" attach --no-fallback --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml"
@@ -147,13 +159,7 @@ ingress_guards() { bpftool cgroup show "$CG" | grep -c " cgroup_inet_ingress .*g
   run ip netns exec "$CLIENT_NS" $PY "$ROOT/tests/grpc/client.py" --timeout 5 "$SERVER_IP:50052" GetName SetAccessCode
   echo "$output"
   [ "$(echo "$output" | cut -d' ' -f1-2 | tr '\n' ' ')" = "GetName OK SetAccessCode PERMISSION_DENIED " ]
-  run "$GRPCWALL" attach --no-fallback --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml"
-  echo "$output"
-  [ "$status" -eq 0 ]
-  [[ "$output" == *"were another grpcwall version's"* ]]
-  [ ! -e "$PIN/upgrading" ]
-  [ "$(value_bytes gw_srv_conns)" -eq 1104 ]
-  [ "$(ingress_guards)" -eq 1 ]
+  attach_again "were another grpcwall version's"
   [ "$(handlers 50052 SetAccessCode)" -eq 0 ]
 }
 
@@ -176,13 +182,7 @@ ingress_guards() { bpftool cgroup show "$CG" | grep -c " cgroup_inet_ingress .*g
   [ "$status" -ne 0 ]
   [[ "$output" == *"died half way"*"nothing was applied"* ]]
   sleep 1
-  run "$GRPCWALL" attach --no-fallback --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml"
-  echo "$output"
-  [ "$status" -eq 0 ]
-  [[ "$output" == *"finished moving the pins of an upgrade a run left half done"* ]]
-  [ ! -e "$PIN/upgrading" ]
-  [ "$(value_bytes gw_srv_conns)" -eq 1104 ]
-  [ "$(ingress_guards)" -eq 1 ]
+  attach_again "finished moving the pins of an upgrade a run left half done"
   wait "$fresh"
   cat "$WORK/fresh.log"
   [ "$(handlers 50052 SetAccessCode)" -eq 0 ]
@@ -207,11 +207,7 @@ ingress_guards() { bpftool cgroup show "$CG" | grep -c " cgroup_inet_ingress .*g
   [ "$(ingress_guards)" -eq 1 ]   # the ingress guard's link runs the new program already
   run ip netns exec "$CLIENT_NS" $PY "$ROOT/tests/grpc/client.py" --timeout 5 "$SERVER_IP:50052" SetAccessCode
   [ "$(echo "$output" | cut -d' ' -f1-2)" = "SetAccessCode PERMISSION_DENIED" ]
-  run "$GRPCWALL" attach --no-fallback --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml"
-  echo "$output"
-  [ "$status" -eq 0 ]
-  [[ "$output" == *"finished moving the pins of an upgrade a run left half done"* ]]
-  [ "$(ingress_guards)" -eq 1 ]
+  attach_again "finished moving the pins of an upgrade a run left half done"
   [ "$(bpftool cgroup show "$CG" | awk '/gw_guard_in/ { print $1 }')" = "$("$GRPCWALL" status --pin-dir "$PIN" --json | json "d['programs']['guard_in']")" ]
   run ip netns exec "$CLIENT_NS" $PY "$ROOT/tests/grpc/client.py" --timeout 5 "$SERVER_IP:50052" GetName SetAccessCode
   echo "$output"
