@@ -286,7 +286,6 @@ void KeepPolicy(const std::string& file, const std::string& dir, const std::stri
   if (rename(tmp.c_str(), kept.c_str()) != 0) throw SysError("renaming " + tmp + " to " + kept, errno);
 }
 
-void StopAt(const char* step) { UpgradeStopAt(step); }
 
 
 // Attach over maps pinned by another grpcwall version (OtherLayout): this
@@ -360,7 +359,7 @@ uint64_t UpgradeLocked(const AttachOptions& o, const std::string& cgroup, const 
     // if this run died before the switch)
     live.sync_ingress_guard = false;
     generation = ApplyPolicy(live, policy, paths);
-    StopAt("staged");
+    UpgradeStopAt("staged");
     // 2. The switch: from the sockops link's update on, every new
     // connection is the new programs' (StagedIsLive: a later attach or
     // detach finishes this set, never removes it). An update is atomic:
@@ -373,7 +372,7 @@ uint64_t UpgradeLocked(const AttachOptions& o, const std::string& cgroup, const 
     }
     throw;
   }
-  StopAt("switched");
+  UpgradeStopAt("switched");
   // ... then the guards (ingress first: the old one drops what the new
   // programs' connections receive) and the marker
   try {
@@ -402,7 +401,7 @@ uint64_t UpgradeLocked(const AttachOptions& o, const std::string& cgroup, const 
       }
     }
   }
-  StopAt("resets");
+  UpgradeStopAt("resets");
   // 4. The new pins under the old names; gw_config (what marks the pin dir
   // grpcwall's) last. Names this version pins no more stay, said.
   MoveStaged(o.pin_dir);
