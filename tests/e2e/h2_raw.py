@@ -45,6 +45,7 @@ def main():
                     help="send each write in two pieces, cut in the middle of its last HEADERS frame's payload;"
                     " a call A+B+C writes the three requests in one write")
     ap.add_argument("--mptcp", action="store_true", help="connect with an MPTCP socket (IPPROTO_MPTCP)")
+    ap.add_argument("--sport", type=int, default=0, help="connect from this source port")
     a = ap.parse_args()
     if a.mptcp:
         fam = socket.AF_INET6 if ":" in a.host else socket.AF_INET
@@ -52,7 +53,8 @@ def main():
         s.settimeout(5)
         s.connect((a.host, a.port))
     else:
-        s = socket.create_connection((a.host, a.port), timeout=5)
+        s = socket.create_connection((a.host, a.port), timeout=5,
+                                     source_address=("", a.sport) if a.sport else None)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     conn.initiate_connection()

@@ -20,6 +20,7 @@ gw_setup() {
   WORK="$BATS_TEST_TMPDIR"
   PIDS=()
   EXTRA_DIRS=()
+  EXTRA_NS=()   # more network namespaces a test made: emptied and deleted
   mkdir -p "$CG/terminal" "$CG/sensor" "$CG/nobody"
   ip netns add "$CLIENT_NS"
   ip netns add "$SERVER_NS"
@@ -52,6 +53,7 @@ gw_teardown() {
   [ -n "${PIN:-}" ] && { "$GRPCWALL" detach --pin-dir "$PIN" >/dev/null 2>&1 || rm -rf "$PIN"; }
   [ -n "${CLIENT_NS:-}" ] && ip netns pids "$CLIENT_NS" 2>/dev/null | xargs -r kill -9
   [ -n "${SERVER_NS:-}" ] && ip netns pids "$SERVER_NS" 2>/dev/null | xargs -r kill -9
+  for p in "${EXTRA_NS[@]}"; do ip netns pids "$p" 2>/dev/null | xargs -r kill -9; ip netns del "$p" 2>/dev/null; done
   for p in "${EXTRA_DIRS[@]}"; do rm -rf "$p"; done
   [ -n "${PIN:-}" ] && rm -f "/run/grpcwall/$(echo "${PIN#/}" | tr / _).log"
   ip netns del "$CLIENT_NS" 2>/dev/null

@@ -342,6 +342,93 @@ remote_client() {
   [ "$(echo "$output" | json "d['caller_by']")" = "cgroup" ]
 }
 
+@test "server side: a caller policed on this host's client side from another network namespace (over a veth pair) is known by its cgroup, not its address, and decided once per RPC" {
+  # public-terminal (the client namespace's address) may call GetLocation;
+  # door-sensor (the caller's cgroup) may not
+  server_policy "$WORK/p.yaml" "  - from: door-sensor" "    to: door-manager" \
+    "    allow: [/cloudcity.DoorManager/GetName]"
+  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
+  start_protected_server
+  run in_cgroup "$CG/sensor" "$CLIENT_NS" $PY "$ROOT/tests/grpc/client.py" "$SERVER_IP:50051" \
+    GetName GetLocation GetName SetAccessCode
+  echo "$output"
+  [ "$output" = "$(printf "GetName OK\nGetLocation PERMISSION_DENIED 'grpcwall: denied (decided on the client side)'\nGetName OK\nSetAccessCode PERMISSION_DENIED 'grpcwall: denied (decided on the client side)'")" ]
+  # over IPv6, one raw connection (Huffman literals)
+  run in_cgroup "$CG/sensor" "$CLIENT_NS" $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP6" 50051 GetLocation GetName
+  echo "$output"
+  [ "$output" = "$(printf 'GetLocation 7\nGetName 0')" ]
+  [ "$(handlers 50051 GetLocation)" -eq 0 ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  [ "$(handlers 50051 GetName)" -eq 3 ]
+  # counted once: on the client side (the server side counted 3 more
+  # allowed and 3 more denied when it knew the caller by address)
+  "$GRPCWALL" status --pin-dir "$PIN" --json > "$WORK/st.json"
+  [ "$(json "d['counters']['allowed']" < "$WORK/st.json")" -eq 3 ]
+  [ "$(json "d['counters']['denied']" < "$WORK/st.json")" -eq 3 ]
+  "$GRPCWALL" monitor --pin-dir "$PIN" --json --count 4 --timeout 3 > "$WORK/ev.json" || true
+  cat "$WORK/ev.json"
+  [ "$(wc -l < "$WORK/ev.json")" -eq 3 ]
+  [ "$(grep -c '"side":"client"' "$WORK/ev.json")" -eq 3 ]
+  # the client side grants more (a service by the server's address): the
+  # server side denies it, knowing the caller by its cgroup
+  server_policy "$WORK/p2.yaml" "  - from: door-sensor" "    to: door-manager" \
+    "    allow: [/cloudcity.DoorManager/GetName]" "  - from: door-sensor" "    to: door-direct" \
+    "    allow: [/cloudcity.DoorManager/GetName, /cloudcity.DoorManager/SetAccessCode]"
+  sed -i "s#^services:#services:\n  door-direct: { cidrs: [$SERVER_IP/32], port: 50051 }#" "$WORK/p2.yaml"
+  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/p2.yaml" >/dev/null
+  run in_cgroup "$CG/sensor" "$CLIENT_NS" $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 SetAccessCode GetName
+  echo "$output"
+  [ "$output" = "$(printf 'SetAccessCode 7\nGetName 0')" ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  run events 1
+  echo "$output"
+  [ "$(echo "$output" | json "d['side']")" = "server" ]
+  [ "$(echo "$output" | json "d['identity']")" = "door-sensor" ]
+  [ "$(echo "$output" | json "d['caller_by']")" = "cgroup" ]
+  # a process of the client namespace in no policed cgroup: by its address
+  run remote_client "$CLIENT_IP" GetLocation
+  echo "$output"
+  [ "$output" = "GetLocation OK" ]
+}
+
+@test "server side: a caller in another namespace with the same address and port as a policed socket of this host is not taken for it (known by its address)" {
+  server_policy "$WORK/p.yaml" "  - from: door-sensor" "    to: door-manager" \
+    "    allow: [/cloudcity.DoorManager/GetName]"
+  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
+  start_protected_server
+  # the door sensor (policed here) reaches a decoy at the server's address
+  local y="$ID-y" x="$ID-x" sport=41234
+  EXTRA_NS+=("$y" "$x")
+  ip netns add "$y"; ip netns add "$x"
+  ip link add "$ID-ya" netns "$CLIENT_NS" type veth peer name "$ID-yb" netns "$y"
+  ip -n "$y" addr add "$SERVER_IP/32" dev "$ID-yb"
+  ip -n "$y" link set "$ID-yb" up; ip -n "$CLIENT_NS" link set "$ID-ya" up
+  ip -n "$y" route add "$CLIENT_IP/32" dev "$ID-yb"
+  ip -n "$CLIENT_NS" route replace "$SERVER_IP/32" dev "$ID-ya"
+  ip netns exec "$y" $PY "$ROOT/tests/e2e/tcp_echo.py" serve 0.0.0.0 50051 > "$WORK/decoy.log" 2>&1 3>&- &
+  PIDS+=($!)
+  sleep 0.5
+  in_cgroup "$CG/sensor" "$CLIENT_NS" env ECHO_SPORT=$sport $PY "$ROOT/tests/e2e/tcp_echo.py" client \
+    "$SERVER_IP" 50051 30 > "$WORK/holder.out" 2>&1 3>&- &
+  PIDS+=($!)
+  for _ in $(seq 50); do grep -q "echo ok" "$WORK/holder.out" && break; sleep 0.1; done
+  cat "$WORK/holder.out"
+  grep -q "echo ok" "$WORK/holder.out"
+  [ "$(counter conns_opened)" -ge 1 ]
+  # another namespace with the same address calls the real server from the same port
+  ip link add "$ID-xa" netns "$x" type veth peer name "$ID-xb" netns "$SERVER_NS"
+  ip -n "$x" addr add "$CLIENT_IP/32" dev "$ID-xa"
+  ip -n "$x" link set "$ID-xa" up; ip -n "$SERVER_NS" link set "$ID-xb" up
+  ip -n "$x" route add "$SERVER_IP/32" dev "$ID-xa"
+  ip -n "$SERVER_NS" route add "$CLIENT_IP/32" dev "$ID-xb"
+  run ip netns exec "$x" timeout 30 $PY "$ROOT/tests/e2e/h2_raw.py" --sport $sport "$SERVER_IP" 50051 \
+    GetLocation GetName
+  echo "$output"
+  # public-terminal's (by address), not the door sensor's (GetLocation denied)
+  [ "$output" = "$(printf 'GetLocation 0\nGetName 0')" ]
+  [ "$(handlers 50051 GetLocation)" -eq 1 ]
+}
+
 @test "server side: an IPv6 caller is decided the same way" {
   protect
   run ip netns exec "$CLIENT_NS" timeout 60 $PY "$ROOT/tests/grpc/client.py" "[$SERVER_IP6]:50051" \
