@@ -376,7 +376,7 @@ static __always_inline void gw_srv_accepted(struct bpf_sock_ops *skops, struct b
 /* A policed connection to a protected server's port (of the live policy)
  * is noted in gw_local_calls: if its server is on this host, the server
  * side knows the caller as walked by the client side (gw_srv_caller). */
-static __always_inline void gw_note_local_call(struct gw_conn *c, __u64 cookie)
+static __always_inline void gw_note_local_call(struct gw_conn *c, struct tcp_sock *tp, __u64 cookie)
 {
 	struct gw_local_call k = {};
 	struct gw_config *cfg = gw_get_config();
@@ -384,6 +384,7 @@ static __always_inline void gw_note_local_call(struct gw_conn *c, __u64 cookie)
 
 	if (!gen || !gw_srv_port(bpf_ntohs(c->ends.dport), GW_SLOT_OF(gen)))
 		return;
+	k.net = BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.__sk_common.skc_net.net, net_cookie);
 	__builtin_memcpy(k.saddr, c->ends.saddr, sizeof(k.saddr));
 	__builtin_memcpy(k.daddr, c->ends.daddr, sizeof(k.daddr));
 	k.sport = c->ends.sport;
@@ -527,7 +528,7 @@ int gw_sockops(struct bpf_sock_ops *skops)
 		}
 		c->flags |= GW_CONN_IN_MAP;
 		gw_count(GW_CNT_CONNS_OPENED, 1);
-		gw_note_local_call(c, cookie);
+		gw_note_local_call(c, tp, cookie);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		/* only server-side sockets ask for it (gw_srv_accepted) */
@@ -1652,25 +1653,22 @@ int gw_sk_msg(struct sk_msg_md *msg)
 #define GW_ADJ_ROOM_MAX 4095 /* bytes one bpf_skb_adjust_room call adds, at most */
 
 /* Who is calling: a caller on this host, in the server's network namespace
- * (its socket found by the reversed 4-tuple), or in another one when the
- * client side walks it (gw_srv_walked_caller), is known by its cgroup
- * path, never by the address it connects from (any local process could
- * choose one a policy trusts); any other caller by its source address
- * (gw_peers). */
+ * (its socket found by the reversed 4-tuple), is known by its cgroup path,
+ * never by the address it connects from (any local process could choose
+ * one a policy trusts); any other caller by its source address (gw_peers). */
 /* Is the socket connected with these ends (as gw_conn_ends keeps them:
  * addresses IPv4-mapped for IPv4, sport host order, dport network order),
- * in this network namespace, bound to no device (unless any_dev)? Checked
- * against the connection's own state, never the shared key it was found
- * by (a run nested on this CPU could have rewritten that). Bound to no
- * device: two connections of one namespace can have the same ends only in
- * different L3 domains (VRFs), each bound to its own. */
-static __always_inline int gw_sock_ends_are(struct tcp_sock *tp, const struct gw_conn_ends *e, __u64 net,
-					    int any_dev)
+ * in this network namespace, bound to no device? Checked against the
+ * connection's own state, never the shared key it was found by (a run
+ * nested on this CPU could have rewritten that). Bound to no device: two
+ * connections of one namespace can have the same ends only in different
+ * L3 domains (VRFs), each bound to its own. */
+static __always_inline int gw_sock_ends_are(struct tcp_sock *tp, const struct gw_conn_ends *e, __u64 net)
 {
 	struct sock_common *sc = &tp->inet_conn.icsk_inet.sk.__sk_common;
 	__u32 i;
 
-	if (sc->skc_state == GW_TCP_LISTEN || sc->skc_state == GW_TCP_CLOSE || (sc->skc_bound_dev_if && !any_dev) ||
+	if (sc->skc_state == GW_TCP_LISTEN || sc->skc_state == GW_TCP_CLOSE || sc->skc_bound_dev_if ||
 	    sc->skc_num != e->sport || sc->skc_dport != e->dport || sc->skc_net.net->net_cookie != net)
 		return 0;
 	if (sc->skc_family == AF_INET)
@@ -1682,65 +1680,25 @@ static __always_inline int gw_sock_ends_are(struct tcp_sock *tp, const struct gw
 	return 1;
 }
 
-/* Do these numbers lie in [lo, hi], modulo 2^32? */
-static __always_inline int gw_seq_within(__u32 lo, __u32 x, __u32 hi)
-{
-	return (__s32)(x - lo) >= 0 && (__s32)(hi - x) >= 0;
-}
-
-/* Are a caller's socket (ptp, in another network namespace) and this
- * server socket (tp) the two ends of one connection? Equal ends prove
- * nothing across namespaces (each has addresses of its own, and two can
- * have the same), so both directions' sequence numbers must agree too:
- * the bytes this socket received are the caller's, sent and not yet all
- * acknowledged (caller's snd_una <= our rcv_nxt <= caller's write_seq),
- * and the same the other way (our snd_una <= caller's rcv_nxt <= our
- * write_seq). Two connections made apart start at independent random
- * sequence numbers: equal ends elsewhere pass both only by a chance of
- * about (bytes in flight / 2^32)^2. The server socket's numbers do not
- * move while its receive path runs (its lock held); the caller's move
- * forward on another CPU, so each window is read bound, number, bound,
- * in that order: a number that moves meanwhile only widens it. */
-static __always_inline int gw_sock_peers(struct tcp_sock *ptp, struct tcp_sock *tp)
-{
-	__u32 lo, x, hi;
-
-	lo = BPF_CORE_READ(ptp, snd_una);
-	asm volatile("" ::: "memory");
-	x = BPF_CORE_READ(tp, rcv_nxt);
-	asm volatile("" ::: "memory");
-	hi = BPF_CORE_READ(ptp, write_seq);
-	if (!gw_seq_within(lo, x, hi))
-		return 0;
-	lo = BPF_CORE_READ(tp, snd_una);
-	asm volatile("" ::: "memory");
-	x = BPF_CORE_READ(ptp, rcv_nxt);
-	asm volatile("" ::: "memory");
-	hi = BPF_CORE_READ(tp, write_seq);
-	return gw_seq_within(lo, x, hi);
-}
-
 /* The caller, if the client side of this pin dir walks its connection:
  * noted by sockops (gw_local_calls), and its socket still in gw_sockhash
- * with exactly this connection's ends. In this namespace (over loopback)
- * the ends prove it (a connection has one socket at each end, unbound
- * sockets of one namespace have unique ends); in another namespace of
- * the host (over a veth pair, say) the sequence numbers must agree too
- * (gw_sock_peers). Its identity then, by its cgroup, or -1. */
-static __always_inline int gw_srv_walked_caller(struct __sk_buff *skb, struct gw_conn *c, struct gw_config *cfg,
-						__u64 gen, struct tcp_sock *tp, __u64 net)
+ * with exactly this connection's ends, in this namespace (a connection
+ * has one socket at each end). Its identity then, or -1. */
+static __always_inline int gw_srv_walked_caller(struct gw_conn *c, struct gw_config *cfg, __u64 gen,
+						__u64 net)
 {
 	struct gw_local_call *k;
 	struct tcp_sock *ptp;
 	struct bpf_sock *p;
-	__u64 *cookie, ck, pnet;
+	__u64 *cookie, ck;
 	__u32 zero = 0;
-	int ident = -1, same;
+	int ident = -1;
 
 	k = bpf_map_lookup_elem(&gw_local_key, &zero);
 	if (!k)
 		return -1;
 	__builtin_memset(k, 0, sizeof(*k));
+	k->net = net;
 	/* the server side keeps the ends as the caller sees them, too */
 	__builtin_memcpy(k->saddr, c->ends.saddr, sizeof(k->saddr));
 	__builtin_memcpy(k->daddr, c->ends.daddr, sizeof(k->daddr));
@@ -1754,20 +1712,14 @@ static __always_inline int gw_srv_walked_caller(struct __sk_buff *skb, struct gw
 	if (!p)
 		return -1;
 	ptp = bpf_skc_to_tcp_sock(p);
-	if (ptp) {
-		pnet = BPF_CORE_READ(ptp, inet_conn.icsk_inet.sk.__sk_common.skc_net.net, net_cookie);
-		same = pnet == net;
-		/* loopback is every namespace's own: over it, only this one */
-		if (same == (skb->ingress_ifindex == GW_LOOPBACK_IFINDEX) && gw_sock_ends_are(ptp, &c->ends, pnet, !same) &&
-		    (same || gw_sock_peers(ptp, tp)))
-			ident = gw_ident_of(BPF_CORE_READ(ptp, inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup), cfg, gen);
-	}
+	if (ptp && gw_sock_ends_are(ptp, &c->ends, net))
+		ident = gw_ident_of(BPF_CORE_READ(ptp, inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup), cfg, gen);
 	bpf_sk_release(p);
 	return ident;
 }
 
-static __always_inline __u16 gw_srv_caller(struct __sk_buff *skb, struct gw_conn *c, struct gw_config *cfg,
-					   __u64 gen, struct tcp_sock *tp, __u64 net)
+static __always_inline __u16 gw_srv_caller(struct __sk_buff *skb, struct gw_conn *c,
+					   struct gw_config *cfg, __u64 gen, __u64 net)
 {
 	struct bpf_sock_tuple t = {};
 	struct tcp_sock *ptp;
@@ -1777,12 +1729,11 @@ static __always_inline __u16 gw_srv_caller(struct __sk_buff *skb, struct gw_conn
 	int walked;
 
 	c->flags &= ~(GW_CONN_PEER_LOCAL | GW_CONN_PEER_WALKED);
-	/* a caller on this host the client side walks (over loopback in
-	 * this namespace, or from another one): counted and reported there
-	 * when that side decides it for the same identity and service (the
-	 * service it resolves by the address it connected to, as this
-	 * side's) */
-	walked = gw_srv_walked_caller(skb, c, cfg, gen, tp, net);
+	/* over loopback, in this namespace: a caller the client side walks,
+	 * counted and reported there when that side decides it for the same
+	 * identity and service (the service it resolves by the address it
+	 * connected to, as this side's) */
+	walked = skb->ingress_ifindex == GW_LOOPBACK_IFINDEX ? gw_srv_walked_caller(c, cfg, gen, net) : -1;
 	if (walked >= 0) {
 		c->flags |= GW_CONN_PEER_LOCAL;
 		if (walked && gw_resolve_service(c->ends.daddr, c->ends.dport, GW_SLOT_OF(gen)) == c->service)
@@ -1839,7 +1790,7 @@ static __noinline int gw_srv_refresh(struct __sk_buff *skb, struct gw_conn *c,
 	c->service = gen ? gw_srv_service(BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup),
 					  cfg, skb->local_port, GW_SLOT_OF(gen))
 			 : 0;
-	c->ident = gen ? gw_srv_caller(skb, c, cfg, gen, tp,
+	c->ident = gen ? gw_srv_caller(skb, c, cfg, gen,
 				       BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.__sk_common.skc_net.net, net_cookie))
 		       : 0;
 	c->generation = gen;

@@ -146,17 +146,15 @@ struct {
 } gw_srv_port_bits SEC(".maps");
 
 /* Policed client connections to a protected server's port, by their
- * ends as the client sees them (no namespace: the server side, in
- * another namespace of the host, does not know the caller's): written by
+ * ends as the client sees them and their network namespace: written by
  * sockops when the connection enters gw_sockhash, read by the server side
  * to know a caller the client side walks (its socket then checked in
- * gw_sockhash against the connection, gw_srv_walked_caller, so an entry
- * left by a closed connection or written for equal ends in another
- * namespace proves nothing). LRU: an entry pushed out or overwritten only
- * costs that the caller is known as one the client side does not walk
- * and its RPCs are counted on both sides. Sized by the loader
- * (--max-connections). */
+ * gw_sockhash, so an entry left by a closed connection proves nothing).
+ * LRU: an entry pushed out only costs that the caller is looked up by
+ * bpf_sk_lookup_tcp and its RPCs are counted on both sides. Sized by the
+ * loader (--max-connections). */
 struct gw_local_call {
+	__u64 net;        /* net_cookie of the namespace */
 	__u32 saddr[4];   /* the client's address (IPv4-mapped for IPv4) */
 	__u32 daddr[4];   /* the server's */
 	__u16 sport;      /* host order */

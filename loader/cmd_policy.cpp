@@ -58,10 +58,8 @@ LivePolicy ViewOf(const Policy& p, const CompiledPolicy& cp) {
                          (sv.cidrs.empty() ? "" : " at " + ServiceDest(sv)));
     if (!sv.cgroup.empty())
       lp.sides.push_back(id.cidrs.empty() ? "server side: the server in cgroup " + sv.cgroup +
-                                                " knows '" + id.name + "' by its cgroup on this host (in the "
-                                                "server's network namespace; in another one over a "
-                                                "connection the client side polices, each RPC counted "
-                                                "once, there); "
+                                                " knows '" + id.name + "' by its cgroup in its own network "
+                                                "namespace (each RPC counted once, on the client side); "
                                                 "from elsewhere by address, and '" + id.name +
                                                 "' names none: its calls there are decided as those of the "
                                                 "identity their source address matches (none: denied)"

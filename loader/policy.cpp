@@ -291,13 +291,11 @@ class Parser {
         if (!id.cgroup.empty() && id.cidrs.empty() && !sv.cgroup.empty())
           p->warnings.push_back(At(r.line) + ": warning: rule from '" + rule.from + "' to '" + rule.to +
                                 "': '" + rule.from + "' names no cidrs, so the server side knows it by its cgroup "
-                                "only when it calls from this host: from the server's network namespace, or "
-                                "from another one over a connection this client side polices (then each RPC "
-                                "is decided once, on the client side, and the server side denies only what '" +
-                                rule.to + "' does not allow); from another host, or through address "
-                                "translation, its calls are decided there as those of the identity their "
-                                "source address matches (none: denied): give '" + rule.from +
-                                "' the cidrs its connections come from");
+                                "only when it calls from the server's network namespace (then each RPC is "
+                                "decided once, on the client side, and the server side denies only what '" +
+                                rule.to + "' does not allow); from another namespace or host its calls are "
+                                "decided there as those of the identity their source address matches (none: "
+                                "denied): give '" + rule.from + "' the cidrs its connections come from");
         if (id.cgroup.empty() && sv.cgroup.empty())
           Fail(*from, "rule from '" + rule.from + "' to '" + rule.to + "': identity '" + rule.from +
                           "' names callers by address (cidrs), which only a server on this host can tell, and "
