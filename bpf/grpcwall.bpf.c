@@ -2692,6 +2692,40 @@ static long gw_resp_step(__u32 i, void *ctx)
 	return 0;
 }
 
+#define GW_RESP_FAST_FRAMES 8
+
+/* No denial waits for its answer: the server's frames are only followed
+ * by length, each frame header's length read in place (the message in one
+ * piece from its first byte), with no bpf_loop and no look at the ring.
+ * What it leaves (a frame header cut at the end of the write, more frames,
+ * offsets past GW_RESP_LIN_MAX) is gw_resp_step's, from where it stopped. */
+static __always_inline void gw_resp_fast(struct gw_resp_walk *x)
+{
+	struct gw_srv_resp *r = x->r;
+	__u32 off = x->off, n, i;
+	__u8 *data, *end, *h;
+
+	for (i = 0; i < GW_RESP_FAST_FRAMES; i++) {
+		if (r->skip) {
+			n = x->size - off;
+			if (r->skip < n)
+				n = r->skip;
+			r->skip -= n;
+			off += n;
+		}
+		if (off >= GW_RESP_LIN_MAX || off + H2_FRAME_HEADER_LEN > x->size)
+			break;
+		data = (__u8 *)(long)x->msg->data;
+		end = (__u8 *)(long)x->msg->data_end;
+		h = data + (off & (GW_RESP_LIN_MAX - 1));
+		if (h + H2_FRAME_HEADER_LEN > end)
+			break;
+		r->skip = ((__u32)h[0] << 16) | ((__u32)h[1] << 8) | h[2];
+		off += H2_FRAME_HEADER_LEN;
+	}
+	x->off = off;
+}
+
 SEC("sk_msg")
 int gw_srv_msg(struct sk_msg_md *msg)
 {
@@ -2734,7 +2768,10 @@ int gw_srv_msg(struct sk_msg_md *msg)
 	x.s = pending ? gw_scratch_claim(&sslot) : NULL;
 	/* the send buffer's room is read only while a denial waits */
 	x.room = x.s ? gw_resp_room(tp, x.size) : 0;
-	bpf_loop(GW_RESP_STEPS, gw_resp_step, &x, 0);
+	if (!pending && x.lin && !r->hlen)
+		gw_resp_fast(&x);
+	if (x.off < x.size)
+		bpf_loop(GW_RESP_STEPS, gw_resp_step, &x, 0);
 	if (x.s)
 		gw_scratch_release(x.s);
 	if (x.drop) {
