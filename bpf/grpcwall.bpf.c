@@ -164,6 +164,26 @@ static __always_inline __u16 gw_srv_service(struct cgroup *cg, struct gw_config 
 	return v->service;
 }
 
+/* gw_srv_service for the live generation gen, cached per cgroup and port
+ * (gw_srv_svc_cache) */
+static __always_inline __u16 gw_srv_service_of(struct cgroup *cg, struct gw_config *cfg, __u32 port,
+					       __u64 gen)
+{
+	struct gw_srv_svc_key k = { .port = port, .slot = GW_SLOT_OF(gen) };
+	struct gw_srv_svc_cached *v, nv = {};
+
+	if (!cg)
+		return 0;
+	k.cgroup = BPF_CORE_READ(cg, kn, id);
+	v = bpf_map_lookup_elem(&gw_srv_svc_cache, &k);
+	if (v && v->generation == gen)
+		return v->service;
+	nv.generation = gen;
+	nv.service = gw_srv_service(cg, cfg, port, k.slot);
+	bpf_map_update_elem(&gw_srv_svc_cache, &k, &nv, BPF_ANY);
+	return nv.service;
+}
+
 /* The identity a socket's cgroup path resolves to under the slot's policy
  * (the deepest level that is an identity wins: a process in
  * cloudcity/terminal/x carries cloudcity/terminal's identity unless
@@ -327,8 +347,8 @@ static __always_inline void gw_srv_accepted(struct bpf_sock_ops *skops, struct b
 	tp = bpf_skc_to_tcp_sock(sk);
 	if (!tp)
 		return;
-	service = gw_srv_service(BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup), cfg,
-				 skops->local_port, GW_SLOT_OF(gen));
+	service = gw_srv_service_of(BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup), cfg,
+				    skops->local_port, gen);
 	if (!service)
 		return;
 	/* the caller is the source: saddr/sport the peer's, as events show a
@@ -1787,8 +1807,8 @@ static __noinline int gw_srv_refresh(struct __sk_buff *skb, struct gw_conn *c,
 		tp = bpf_skc_to_tcp_sock(ssk);
 	if (!tp)
 		return -1;
-	c->service = gen ? gw_srv_service(BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup),
-					  cfg, skb->local_port, GW_SLOT_OF(gen))
+	c->service = gen ? gw_srv_service_of(BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup),
+					     cfg, skb->local_port, gen)
 			 : 0;
 	c->ident = gen ? gw_srv_caller(skb, c, cfg, gen,
 				       BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.__sk_common.skc_net.net, net_cookie))

@@ -324,6 +324,30 @@ struct {
 	__type(value, struct gw_ident_cached);
 } gw_ident_cache SEC(".maps");
 
+/* a protected service's port and a server socket's cgroup (by id), for
+ * one generation: the service, or 0 when the cgroup is not under the
+ * service's (grpcwall.bpf.c, gw_srv_service_of). Spares hashing the
+ * server's cgroup path twice per accepted connection (sockops at accept,
+ * gw_sk_skb at its first buffer): cgroup v2 paths do not change (no
+ * rename), ids are not reused, and a slot's gw_srv_ports change only
+ * under a new generation. */
+struct gw_srv_svc_key {
+	__u64 cgroup;     /* kernfs id */
+	__u32 port;       /* host order */
+	__u32 slot;
+};
+struct gw_srv_svc_cached {
+	__u64 generation;
+	__u16 service;
+	__u16 pad0[3];
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct gw_srv_svc_key);
+	__type(value, struct gw_srv_svc_cached);
+} gw_srv_svc_cache SEC(".maps");
+
 /* per-run scratch: see struct gw_scratch */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -538,6 +538,38 @@ sys.stdout.buffer.write(b"\x00" + struct.pack(">I", len(msg)) + msg)' > "$WORK/b
   [ "$(counter server_conns)" -eq 1 ]   # one connection throughout
 }
 
+@test "server side: whether a server's cgroup is protected is worked out once per generation (kept by cgroup id), and again when policy apply moves the service to another cgroup" {
+  protect
+  run remote_client "$CLIENT_IP" GetName SetAccessCode
+  echo "$output"
+  [ "$output" = "$(printf "GetName OK\nSetAccessCode PERMISSION_DENIED 'grpcwall: denied (no rule allows it)'")" ]
+  gen=$("$GRPCWALL" status --pin-dir "$PIN" --json | json "d['policy']['generation']")
+  id=$(stat -c %i "$CG/doormgr")
+  bpftool map dump pinned "$PIN/gw_srv_svc_cache" --json > "$WORK/cache.json"
+  cat "$WORK/cache.json"
+  [ "$(json "[e['formatted']['value']['generation'] for e in d if e['formatted']['key']['cgroup'] == $id][0]" < "$WORK/cache.json")" -eq "$gen" ]
+  # the service now names another cgroup: the server is no longer protected
+  server_policy "$WORK/q.yaml"
+  sed -i "s#cgroup: $CG/doormgr#cgroup: $CG/elsewhere#" "$WORK/q.yaml"
+  grep -q "cgroup: $CG/elsewhere" "$WORK/q.yaml"
+  mkdir -p "$CG/elsewhere"
+  # applied twice: the generations alternate between two slots, and the
+  # second lands in the slot whose last answer (two generations ago) was
+  # "protected"
+  for _ in 1 2; do
+    "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/q.yaml" >/dev/null
+    run remote_client "$CLIENT_IP" SetAccessCode
+    echo "$output"
+    [ "$output" = "SetAccessCode OK" ]
+  done
+  # and back: protected again
+  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
+  run remote_client "$CLIENT_IP" SetAccessCode GetName
+  echo "$output"
+  [ "$output" = "$(printf "SetAccessCode PERMISSION_DENIED 'grpcwall: denied (no rule allows it)'\nGetName OK")" ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 2 ]
+}
+
 @test "server side: a connection the server accepted before attach is reset; the caller's next call is decided" {
   server_policy "$WORK/p.yaml"
   start_protected_server
