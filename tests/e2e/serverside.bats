@@ -271,6 +271,26 @@ remote_client() {
   [ "$(echo "$output" | json "d['src']")" = "$OTHER_IP:$(echo "$output" | json "d['src'].split(':')[-1]")" ]
 }
 
+# client_side_grants_more NETNS: a policy whose client side grants the door
+# sensor SetAccessCode (a service by the server's address, a longer prefix)
+# while the protected service does not; the sensor calls it from NETNS:
+# the server side denies it (the handler never runs) and reports it
+# ($output: that event)
+client_side_grants_more() {
+  server_policy "$WORK/p2.yaml" "  - from: door-sensor" "    to: door-manager" \
+    "    allow: [/cloudcity.DoorManager/GetName]" "  - from: door-sensor" "    to: door-direct" \
+    "    allow: [/cloudcity.DoorManager/GetName, /cloudcity.DoorManager/SetAccessCode]"
+  sed -i "s#^services:#services:\n  door-direct: { cidrs: [$SERVER_IP/32], port: 50051 }#" "$WORK/p2.yaml"
+  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/p2.yaml" >/dev/null
+  run in_cgroup "$CG/sensor" "$1" $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 SetAccessCode GetName
+  echo "$output"
+  [ "$output" = "$(printf 'SetAccessCode 7\nGetName 0')" ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  run events 1
+  echo "$output"
+  [ "$(echo "$output" | json "d['side']")" = "server" ]
+}
+
 @test "server side: a caller on the server's own host is never known by the address it connects from" {
   # the policy trusts the server's own address (a LAN prefix often holds it)
   server_policy "$WORK/p.yaml" "  - from: door-sensor" "    to: door-manager" \
@@ -326,18 +346,7 @@ remote_client() {
   # the client side grants more (a service on the same port by the server's
   # address, a longer prefix): the server side still denies what the
   # protected service does not allow, and reports it
-  server_policy "$WORK/p2.yaml" "  - from: door-sensor" "    to: door-manager" \
-    "    allow: [/cloudcity.DoorManager/GetName]" "  - from: door-sensor" "    to: door-direct" \
-    "    allow: [/cloudcity.DoorManager/GetName, /cloudcity.DoorManager/SetAccessCode]"
-  sed -i "s#^services:#services:\n  door-direct: { cidrs: [$SERVER_IP/32], port: 50051 }#" "$WORK/p2.yaml"
-  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/p2.yaml" >/dev/null
-  run in_cgroup "$CG/sensor" "$SERVER_NS" $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 SetAccessCode GetName
-  echo "$output"
-  [ "$output" = "$(printf 'SetAccessCode 7\nGetName 0')" ]
-  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
-  run events 1
-  echo "$output"
-  [ "$(echo "$output" | json "d['side']")" = "server" ]
+  client_side_grants_more "$SERVER_NS"
   [ "$(echo "$output" | json "d['method']")" = "/cloudcity.DoorManager/SetAccessCode" ]
   [ "$(echo "$output" | json "d['caller_by']")" = "cgroup" ]
 }
@@ -368,18 +377,7 @@ remote_client() {
   [ "$(grep '"side":"server"' "$WORK/ev.json" | grep -c '"caller_by":"address"')" -eq 2 ]
   # the client side grants more (a service by the server's address): the
   # server side still denies what its rules do not allow the address
-  server_policy "$WORK/p2.yaml" "  - from: door-sensor" "    to: door-manager" \
-    "    allow: [/cloudcity.DoorManager/GetName]" "  - from: door-sensor" "    to: door-direct" \
-    "    allow: [/cloudcity.DoorManager/GetName, /cloudcity.DoorManager/SetAccessCode]"
-  sed -i "s#^services:#services:\n  door-direct: { cidrs: [$SERVER_IP/32], port: 50051 }#" "$WORK/p2.yaml"
-  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/p2.yaml" >/dev/null
-  run in_cgroup "$CG/sensor" "$CLIENT_NS" $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 SetAccessCode GetName
-  echo "$output"
-  [ "$output" = "$(printf 'SetAccessCode 7\nGetName 0')" ]
-  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
-  run events 1
-  echo "$output"
-  [ "$(echo "$output" | json "d['side']")" = "server" ]
+  client_side_grants_more "$CLIENT_NS"
   [ "$(echo "$output" | json "d['identity']")" = "public-terminal" ]
   [ "$(echo "$output" | json "d['caller_by']")" = "address" ]
 }
