@@ -271,6 +271,16 @@ remote_client() {
   [ "$(echo "$output" | json "d['src']")" = "$OTHER_IP:$(echo "$output" | json "d['src'].split(':')[-1]")" ]
 }
 
+# protect_with_sensor: the default policy plus a rule granting the door
+# sensor (a local caller, by cgroup) GetName, attached; the protected
+# server started
+protect_with_sensor() {
+  server_policy "$WORK/p.yaml" "  - from: door-sensor" "    to: door-manager" \
+    "    allow: [/cloudcity.DoorManager/GetName]"
+  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
+  start_protected_server
+}
+
 # client_side_grants_more NETNS: a policy whose client side grants the door
 # sensor SetAccessCode (a service by the server's address, a longer prefix)
 # while the protected service does not; the sensor calls it from NETNS:
@@ -316,10 +326,7 @@ client_side_grants_more() {
 }
 
 @test "server side: a caller policed on this host's client side is decided once per RPC (counted and reported once; what its side denied passes this side untouched)" {
-  server_policy "$WORK/p.yaml" "  - from: door-sensor" "    to: door-manager" \
-    "    allow: [/cloudcity.DoorManager/GetName]"
-  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
-  start_protected_server
+  protect_with_sensor
   # grpcio on one channel (:path indexed after the first call)
   run in_cgroup "$CG/sensor" "$SERVER_NS" $PY "$ROOT/tests/grpc/client.py" "$SERVER_IP:50051" \
     GetName SetAccessCode GetName GetName
@@ -354,10 +361,7 @@ client_side_grants_more() {
 @test "server side: a caller policed on this host's client side from another network namespace is decided by both sides, known here by its address (no proof across namespaces that the client side walks it); neither side's rules open what the other's close" {
   # public-terminal (the client namespace's address) may call GetLocation;
   # door-sensor (the caller's cgroup) may not
-  server_policy "$WORK/p.yaml" "  - from: door-sensor" "    to: door-manager" \
-    "    allow: [/cloudcity.DoorManager/GetName]"
-  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
-  start_protected_server
+  protect_with_sensor
   run in_cgroup "$CG/sensor" "$CLIENT_NS" $PY "$ROOT/tests/grpc/client.py" "$SERVER_IP:50051" \
     GetName GetLocation GetName SetAccessCode
   echo "$output"
@@ -383,10 +387,7 @@ client_side_grants_more() {
 }
 
 @test "server side: a caller in another namespace with the same address and port as a policed socket of this host is not taken for it (known by its address)" {
-  server_policy "$WORK/p.yaml" "  - from: door-sensor" "    to: door-manager" \
-    "    allow: [/cloudcity.DoorManager/GetName]"
-  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
-  start_protected_server
+  protect_with_sensor
   # the door sensor (policed here) reaches a decoy at the server's address
   local y="$ID-y" x="$ID-x" sport=41234
   EXTRA_NS+=("$y" "$x")
