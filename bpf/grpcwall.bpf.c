@@ -431,11 +431,20 @@ int gw_sockops(struct bpf_sock_ops *skops)
 		__u16 ident;
 
 		/* a socket connected again (after connect(AF_UNSPEC)) starts
-		 * afresh: nothing of its last connection may stay */
+		 * afresh: nothing of its last connection may stay (payload
+		 * still to skip, resync records, the last sender), so its
+		 * state is made anew below */
 		c = bpf_sk_storage_get(&gw_conns, sk, NULL, 0);
 		if (c) {
+			/* and out of gw_sockhash, where a TCP socket stays until
+			 * it is closed: its psock (a held message, a verdict kept
+			 * for bytes to come) goes with it */
+			if (c->flags & GW_CONN_IN_MAP) {
+				cookie = bpf_get_socket_cookie(skops);
+				bpf_map_delete_elem(&gw_sockhash, &cookie);
+			}
 			bpf_sk_storage_delete(&gw_spill, sk);
-			c->flags = 0;
+			bpf_sk_storage_delete(&gw_conns, sk);
 		}
 
 		cfg = gw_get_config();
@@ -533,6 +542,17 @@ int gw_sockops(struct bpf_sock_ops *skops)
 		tp = bpf_skc_to_tcp_sock(sk);
 		if (!tp || BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_write_pending)) {
 			gw_mark_failed(c, gw_get_config(), GW_REASON_UNWALKED);
+			ms = GW_FAILED_TIMEOUT_MS;
+			bpf_setsockopt(skops, GW_SOL_TCP, GW_TCP_USER_TIMEOUT, &ms, sizeof(ms));
+			break;
+		}
+		/* connected in TCP_REPAIR mode: established with no handshake,
+		 * at sequence numbers the process chose, so it can go on with
+		 * a connection the server already has (one this socket or
+		 * another left without a RST, in repair mode) from any point
+		 * of its byte stream. The walker cannot know where that is */
+		if (BPF_CORE_READ_BITFIELD(tp, repair)) {
+			gw_mark_failed(c, gw_get_config(), GW_REASON_REPAIR);
 			ms = GW_FAILED_TIMEOUT_MS;
 			bpf_setsockopt(skops, GW_SOL_TCP, GW_TCP_USER_TIMEOUT, &ms, sizeof(ms));
 			break;

@@ -92,6 +92,8 @@ enum gw_reason {
 				     * (a subflow cannot be walked): refused */
 	GW_REASON_SRV_FULL    = 23, /* server side: the protected servers hold
 				     * their most walked connections: refused */
+	GW_REASON_REPAIR      = 24, /* a policed socket connected in TCP_REPAIR
+				     * mode (no handshake: a resumed stream) */
 	GW_REASON_MAX
 };
 

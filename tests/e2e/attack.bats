@@ -402,3 +402,46 @@ YAML
   wait "${PIDS[-1]}"
   race_read_as_decided
 }
+
+@test "a socket connected again (connect(AF_UNSPEC), then connect) starts afresh: the DATA frame its last connection left unfinished covers nothing of the new one" {
+  run attack "$CG/terminal" reconnect GetName SetAccessCode
+  echo "$output"
+  [ "$(echo "$output" | sed -n 1p)" = "reconnected" ]
+  [ "$(echo "$output" | sed -n 2p)" = "SetAccessCode 12" ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  [ "$(counter conns_opened)" -eq 2 ]
+  [ "$(counter denied)" -eq 1 ]
+}
+
+@test "a connection resumed with TCP_REPAIR (a new socket takes the server's connection over with no handshake) gets no byte to the server" {
+  # nothing the resumed socket could not restore: no timestamps, window
+  # scaling or SACK on the client's connections
+  ip netns exec "$CLIENT_NS" sysctl -qw net.ipv4.tcp_timestamps=0 net.ipv4.tcp_window_scaling=0 net.ipv4.tcp_sack=0
+  # the control: a process of no identity resumes its connection this way
+  # and its next call reaches the handler
+  run attack "$CG/nobody" repair-resume 40001 GetName SetAccessCode
+  echo "$output"
+  [ "$(echo "$output" | sed -n 1,3p | tr '\n' ' ')" = "GetName 0 resumed SetAccessCode 0 " ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 1 ]
+  # the policed workload: the resumed connection fails closed at once
+  run attack "$CG/terminal" repair-resume 40002 GetName SetAccessCode
+  echo "$output"
+  [ "$(echo "$output" | sed -n 1,2p | tr '\n' ' ')" = "GetName 0 resumed " ]
+  [ "$(echo "$output" | sed -n 3p)" != "SetAccessCode 0" ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 1 ]
+  [ "$(counter conns_failed)" -eq 1 ]
+  has_event "TCP_REPAIR mode"
+}
+
+@test "bytes written in repair mode to the socket's own receive queue are taken back from the walk: the call after them is decided" {
+  run attack "$CG/terminal" repair-divert GetName SetAccessCode
+  echo "$output"
+  # the server has every byte of both calls
+  [ "$(echo "$output" | sed -n 1,2p | tr '\n' ' ')" = "diverted acknowledged " ]
+  [ "$(handlers 50051 GetName)" -eq 1 ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  [ "$(counter short_writes)" -eq 1 ]
+  [ "$(counter denied)" -eq 1 ]
+  [ "$(counter conns_failed)" -eq 0 ]
+  has_event "no rule allows it"
+}

@@ -31,6 +31,22 @@ modes:
   badpath PATH_HEX        one call whose :path is the given bytes (hex)
   hold SECONDS            an idle connection (preface and SETTINGS only)
   raw SRC_IP METHOD       a TCP segment carrying a call, from a raw socket
+  reconnect ALLOWED DENIED  the ALLOWED call's HEADERS and the start of a DATA
+                          frame that claims 16000 bytes; the same socket is
+                          then disconnected (connect(AF_UNSPEC)) and connected
+                          again, and the new connection carries the DENIED call
+  repair-resume LPORT ALLOWED DENIED  from local port LPORT: the ALLOWED call;
+                          then TCP_REPAIR: the socket is closed without a FIN
+                          or RST, a new one connected in repair mode with the
+                          same ends and sequence numbers (no SYN: the server's
+                          connection goes on), and the DENIED call is written
+                          as the next stream of the server's connection
+  repair-divert ALLOWED DENIED  the ALLOWED call, and at once a DATA frame
+                          header of 16000 bytes written in repair mode to the
+                          socket's own receive queue (TCP_REPAIR_QUEUE), never
+                          sent; then the DENIED call. Prints "acknowledged"
+                          once the server has every byte sent (no statuses:
+                          the answers are read no more)
   repeat ALLOWED DENIED   the same header block bytes again after the table
                           changed under them: ALLOWED goes into the table
                           (incremental indexing) and is then called twice
@@ -40,16 +56,22 @@ modes:
                           it); then the same block bytes once more
 """
 import argparse
+import ctypes
 import errno
 import os
+import fcntl
 import select
 import socket
+import struct
 import sys
+import termios
 import time
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 TCP_FASTOPEN_CONNECT = 30
 MSG_FASTOPEN = 0x20000000
+TCP_REPAIR, TCP_REPAIR_QUEUE, TCP_QUEUE_SEQ = 19, 20, 21
+TCP_RECV_QUEUE, TCP_SEND_QUEUE = 1, 2
 REQ = b"\x00\x00\x00\x00\x02\x08\x01"  # gRPC frame: DoorRequest{door_id: 1}
 
 
@@ -144,6 +166,25 @@ def connect(host, port):
     return s
 
 
+def disconnect(s):
+    """connect(AF_UNSPEC): the socket leaves its connection (a RST, none in
+    repair mode) and can connect again."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    sa = (ctypes.c_ubyte * 16)()  # sa_family 0: AF_UNSPEC
+    if libc.connect(s.fileno(), sa, ctypes.c_uint(16)) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+
+def queue_seq(s, queue, value=None):
+    """TCP_QUEUE_SEQ of one queue of a socket in repair mode: read, or set."""
+    s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, queue)
+    if value is None:
+        return s.getsockopt(socket.IPPROTO_TCP, TCP_QUEUE_SEQ)
+    s.setsockopt(socket.IPPROTO_TCP, TCP_QUEUE_SEQ, value)
+    return value
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("host")
@@ -171,6 +212,75 @@ def run(a, auth):
         for i, m in enumerate(a.args):
             s.sendall(call(1 + 2 * i, m, auth))
             report(rd, 1 + 2 * i, m)
+        return
+    if a.mode == "reconnect":
+        s = connect(host, port)
+        # the first connection ends 9 + 10 bytes into a DATA frame of 16000
+        data_start = (16000).to_bytes(3, "big") + b"\x00\x00" + (1).to_bytes(4, "big") + b"\x00" * 10
+        s.sendall(PREFACE + SETTINGS + frame(0x1, 0x4, 1, headers_block(
+            f"/cloudcity.DoorManager/{a.args[0]}".encode(), auth)) + data_start)
+        time.sleep(0.3)
+        disconnect(s)
+        s.connect((host, port))
+        print("reconnected", flush=True)
+        s.sendall(PREFACE + SETTINGS + call(1, a.args[1], auth))
+        report(Reader(s), 1, a.args[1])
+        return
+    if a.mode == "repair-resume":
+        lport = int(a.args[0])
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("0.0.0.0", lport))
+        s.settimeout(10)
+        s.connect((host, port))
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.sendall(PREFACE + SETTINGS + call(1, a.args[1], auth))
+        rd = Reader(s)
+        report(rd, 1, a.args[1])
+        time.sleep(0.3)  # everything acknowledged both ways
+        s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 1)
+        snd = queue_seq(s, TCP_SEND_QUEUE)
+        rcv = queue_seq(s, TCP_RECV_QUEUE)
+        s.close()  # repair mode: no FIN, no RST, the server's connection stays
+        # a new socket takes the connection over where it was
+        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        t.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 1)
+        t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        t.bind(("0.0.0.0", lport))
+        queue_seq(t, TCP_SEND_QUEUE, snd)
+        queue_seq(t, TCP_RECV_QUEUE, rcv)
+        t.connect((host, port))  # repair mode: established at once, no SYN
+        t.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 0)
+        t.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        t.settimeout(10)
+        print("resumed", flush=True)
+        t.sendall(call(3, a.args[2], auth))
+        rd.s = t  # the server's HPACK table goes on too
+        report(rd, 3, a.args[2])
+        return
+    if a.mode == "repair-divert":
+        s = connect(host, port)
+        s.sendall(PREFACE + SETTINGS + call(1, a.args[0], auth))
+        # at once, before the server's answer is back: a DATA frame header
+        # of 16000 bytes written in repair mode to the socket's own receive
+        # queue. The walker saw it; the server never does. (The receive
+        # queue's sequence moves 9 bytes on: the server's answer, arriving
+        # after, puts the two ends back in step.)
+        s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 1)
+        s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE)
+        s.sendall((16000).to_bytes(3, "big") + b"\x00\x00" + (1).to_bytes(4, "big"))
+        s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 0)
+        print("diverted", flush=True)
+        time.sleep(0.5)
+        s.sendall(call(3, a.args[1], auth))
+        # every byte written is acknowledged: the server has the call
+        for _ in range(50):
+            left = struct.unpack("i", fcntl.ioctl(s.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+            if left == 0:
+                print("acknowledged", flush=True)
+                break
+            time.sleep(0.1)
+        time.sleep(0.5)
         return
     if a.mode == "hold":
         s = connect(host, port)
@@ -336,7 +446,6 @@ def run(a, auth):
     if a.mode == "raw":
         # a TCP segment with a request in it, crafted on a raw socket (needs
         # CAP_NET_RAW): it never reaches the server's port if that is a service
-        import struct
         r = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
         src = socket.inet_aton(a.args[0])
         dst = socket.inet_aton(host)
