@@ -439,9 +439,17 @@ int gw_sockops(struct bpf_sock_ops *skops)
 			/* and out of gw_sockhash, where a TCP socket stays until
 			 * it is closed: its psock (a held message, a verdict kept
 			 * for bytes to come) goes with it */
-			if (c->flags & GW_CONN_IN_MAP) {
-				cookie = bpf_get_socket_cookie(skops);
+			cookie = bpf_get_socket_cookie(skops);
+			if (c->flags & GW_CONN_IN_MAP)
 				bpf_map_delete_elem(&gw_sockhash, &cookie);
+			/* a fallback slot it held is given back, and what the
+			 * helper still sends for it is dropped (gw_from_helper) */
+			if (c->flags & GW_CONN_DIVERTED) {
+				__u32 slot = c->pool_slot;
+				struct gw_pool_slot *p = bpf_map_lookup_elem(&gw_pool, &slot);
+
+				if (p && p->conn_cookie == cookie)
+					p->busy = GW_POOL_RECYCLE;
 			}
 			bpf_sk_storage_delete(&gw_spill, sk);
 			bpf_sk_storage_delete(&gw_conns, sk);
@@ -477,8 +485,11 @@ int gw_sockops(struct bpf_sock_ops *skops)
 		c->generation = 0; /* resolve again on first use */
 		c->cookie = bpf_get_socket_cookie(skops);
 		/* tcp_v4/v6_connect chose the ISN before this callback; nothing
-		 * is queued yet, not even fast-open data */
-		c->seq0 = tp->write_seq + 1;
+		 * is queued yet, not even fast-open data. In TCP_REPAIR mode
+		 * no SYN takes a number: the first byte goes at write_seq (the
+		 * connection fails at ACTIVE_ESTABLISHED, and the egress guard
+		 * holds back every byte from there) */
+		c->seq0 = tp->write_seq + (BPF_CORE_READ_BITFIELD(tp, repair) ? 0 : 1);
 		c->approved = 0;
 		c->corked_for = 0;
 		c->rp.len = 0;
@@ -1794,13 +1805,17 @@ static __always_inline __u16 gw_srv_caller(struct __sk_buff *skb, struct gw_conn
 		size = sizeof(t.ipv6);
 	}
 	p = bpf_sk_lookup_tcp(skb, &t, size, BPF_F_CURRENT_NETNS, 0);
-	if (!p)
+	if (!p) {
+		if (skb->ingress_ifindex != GW_LOOPBACK_IFINDEX)
+			return gw_peer_ident(c->ends.saddr, GW_SLOT_OF(gen));
 		/* arrived on loopback (ifindex 1 in every namespace): a caller
 		 * on this host whose socket was not found (the lookup reads
 		 * an L3 device index from skb->cb, which a queued TCP buffer
-		 * reuses, and can miss): no identity rather than its address */
-		return skb->ingress_ifindex == GW_LOOPBACK_IFINDEX ? 0
-								   : gw_peer_ident(c->ends.saddr, GW_SLOT_OF(gen));
+		 * reuses, and can miss): no identity rather than its address
+		 * (events: a local caller, its cgroup unknown) */
+		c->flags |= GW_CONN_PEER_LOCAL;
+		return 0;
+	}
 	/* a listener there is no caller: no identity */
 	if (p->state != GW_TCP_LISTEN) {
 		c->flags |= GW_CONN_PEER_LOCAL;
@@ -1836,6 +1851,29 @@ static __noinline int gw_srv_refresh(struct __sk_buff *skb, struct gw_conn *c,
 	c->generation = gen;
 	c->rp.len = 0;
 	return 0;
+}
+
+/* A caller known as walked by this host's client side (GW_CONN_PEER_WALKED)
+ * stays so only while that walked socket is the one at the other end: a
+ * process with CAP_NET_ADMIN over this namespace can close it without a
+ * FIN (TCP_REPAIR) and go on with its connection from a socket of its own,
+ * which sockops never sees connect. Its bytes come only after the walked
+ * socket is gone (closed: out of gw_sockhash; disconnected: CLOSE), so a
+ * check at every buffer is enough. 0: still walked; -1: it is not, the
+ * caller is to be worked out again (gw_srv_refresh). */
+static __noinline int gw_srv_peer_kept(struct __sk_buff *skb, struct gw_conn *c,
+				       struct gw_config *cfg, __u64 gen) /* own frame */
+{
+	struct bpf_sock *ssk = skb->sk;
+	struct tcp_sock *tp = NULL;
+
+	if (ssk)
+		tp = bpf_skc_to_tcp_sock(ssk);
+	if (!tp)
+		return -1;
+	return gw_srv_walked_caller(c, cfg, gen,
+				    BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.__sk_common.skc_net.net, net_cookie))
+	       == c->ident ? 0 : -1;
 }
 
 /* --- holding back a HEADERS frame cut across received buffers --- */
@@ -2205,6 +2243,8 @@ int gw_sk_skb(struct __sk_buff *skb)
 			return gw_srv_fail(skb, sc, cookie, cfg, GW_REASON_NOMEM, 0);
 	}
 	gen = gw_live_gen(cfg);
+	if ((c->flags & GW_CONN_PEER_WALKED) && c->generation == gen && gw_srv_peer_kept(skb, c, cfg, gen))
+		c->generation = 0; /* the walked socket is gone: who is calling now? */
 	if (c->generation != gen && gw_srv_refresh(skb, c, cfg, gen))
 		return gw_fail_walk(c, cfg, GW_REASON_UNWALKED, 0, 0);
 	s = gw_scratch_claim(&sslot);
@@ -3041,6 +3081,10 @@ int gw_guard(struct __sk_buff *skb)
 	if (skb->len <= off + hl)
 		return 1; /* no payload: SYN, ACK, FIN, RST */
 	len = skb->len - off - hl;
+	/* failed before any walker ran on it (a full sockhash, a send from
+	 * the handshake, TCP_REPAIR): none of its bytes was approved */
+	if ((c->flags & (GW_CONN_FAILED | GW_CONN_IN_MAP)) == GW_CONN_FAILED)
+		return gw_guard_drop(c, GW_REASON_UNWALKED);
 	seq = ((__u32)th[4] << 24) | ((__u32)th[5] << 16) | ((__u32)th[6] << 8) | th[7];
 	start = seq + ((th[13] & GW_TCP_FLAG_SYN) ? 1 : 0);
 	limit = c->seq0 + (__u32)c->approved;

@@ -421,13 +421,13 @@ YAML
   # and its next call reaches the handler
   run attack "$CG/nobody" repair-resume 40001 GetName SetAccessCode
   echo "$output"
-  [ "$(echo "$output" | sed -n 1,3p | tr '\n' ' ')" = "GetName 0 resumed SetAccessCode 0 " ]
+  [ "$(echo "$output" | sed -n 1,4p | tr '\n' ' ')" = "GetName 0 resumed first byte acknowledged SetAccessCode 0 " ]
   [ "$(handlers 50051 SetAccessCode)" -eq 1 ]
   # the policed workload: the resumed connection fails closed at once
   run attack "$CG/terminal" repair-resume 40002 GetName SetAccessCode
   echo "$output"
-  [ "$(echo "$output" | sed -n 1,2p | tr '\n' ' ')" = "GetName 0 resumed " ]
-  [ "$(echo "$output" | sed -n 3p)" != "SetAccessCode 0" ]
+  [ "$(echo "$output" | sed -n 1,3p | tr '\n' ' ')" = "GetName 0 resumed first byte held back " ]
+  [ "$(echo "$output" | sed -n 4p)" != "SetAccessCode 0" ]
   [ "$(handlers 50051 SetAccessCode)" -eq 1 ]
   [ "$(counter conns_failed)" -eq 1 ]
   has_event "TCP_REPAIR mode"

@@ -35,12 +35,19 @@ modes:
                           frame that claims 16000 bytes; the same socket is
                           then disconnected (connect(AF_UNSPEC)) and connected
                           again, and the new connection carries the DENIED call
+  reconnect-diverted METHOD SECONDS  a HEADERS frame whose block continues
+                          (the fallback helper takes the connection); the
+                          socket is then connected again (connect(AF_UNSPEC)),
+                          the new connection makes an ordinary call and stays
+                          open SECONDS more
   repair-resume LPORT ALLOWED DENIED  from local port LPORT: the ALLOWED call;
                           then TCP_REPAIR: the socket is closed without a FIN
                           or RST, a new one connected in repair mode with the
                           same ends and sequence numbers (no SYN: the server's
                           connection goes on), and the DENIED call is written
                           as the next stream of the server's connection
+                          (--then-cgroup-fd N: by a new socket made in the
+                          cgroup whose cgroup.procs is open on fd N)
   repair-divert ALLOWED DENIED  the ALLOWED call, and at once a DATA frame
                           header of 16000 bytes written in repair mode to the
                           socket's own receive queue (TCP_REPAIR_QUEUE), never
@@ -176,6 +183,17 @@ def disconnect(s):
         raise OSError(e, os.strerror(e))
 
 
+def acknowledged(s, timeout):
+    """Has the peer acknowledged every byte written (SIOCOUTQ 0) within timeout?"""
+    end = time.time() + timeout
+    while True:
+        if struct.unpack("i", fcntl.ioctl(s.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0] == 0:
+            return True
+        if time.time() > end:
+            return False
+        time.sleep(0.05)
+
+
 def queue_seq(s, queue, value=None):
     """TCP_QUEUE_SEQ of one queue of a socket in repair mode: read, or set."""
     s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, queue)
@@ -194,6 +212,9 @@ def main():
     ap.add_argument("--syn-wait", help="handshake: print 'connecting' and send while the test holds the SYN-ACK")
     ap.add_argument("--other-port", type=int, default=0, help="cork-flush: a local TCP port to write to in between")
     ap.add_argument("--size", type=int, default=1 << 20, help="bigwrite: request message bytes")
+    ap.add_argument("--then-cgroup-fd", type=int,
+                    help="repair-resume: move to the cgroup whose cgroup.procs is open on this fd (`ip netns exec` "
+                         "mounts another /sys) before the new socket is made")
     a = ap.parse_args()
     auth = f"{a.host}:{a.port}".encode()
     try:
@@ -226,6 +247,20 @@ def run(a, auth):
         s.sendall(PREFACE + SETTINGS + call(1, a.args[1], auth))
         report(Reader(s), 1, a.args[1])
         return
+    if a.mode == "reconnect-diverted":
+        s = connect(host, port)
+        # a HEADERS frame whose block goes on in CONTINUATION (never sent):
+        # the connection is diverted to the fallback helper
+        s.sendall(PREFACE + SETTINGS + frame(0x1, 0x0, 1, headers_block(
+            f"/cloudcity.DoorManager/{a.args[0]}".encode(), auth)))
+        time.sleep(0.5)
+        disconnect(s)
+        s.connect((host, port))
+        print("reconnected", flush=True)
+        s.sendall(PREFACE + SETTINGS + call(1, a.args[0], auth))
+        report(Reader(s), 1, a.args[0])
+        time.sleep(float(a.args[1]))  # the socket stays open meanwhile
+        return
     if a.mode == "repair-resume":
         lport = int(a.args[0])
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -242,6 +277,8 @@ def run(a, auth):
         snd = queue_seq(s, TCP_SEND_QUEUE)
         rcv = queue_seq(s, TCP_RECV_QUEUE)
         s.close()  # repair mode: no FIN, no RST, the server's connection stays
+        if a.then_cgroup_fd is not None:  # the new socket is made in another cgroup
+            os.write(a.then_cgroup_fd, str(os.getpid()).encode())
         # a new socket takes the connection over where it was
         t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         t.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 1)
@@ -254,7 +291,11 @@ def run(a, auth):
         t.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         t.settimeout(10)
         print("resumed", flush=True)
-        t.sendall(call(3, a.args[2], auth))
+        # one byte first: does any byte of the resumed socket get through?
+        msg = call(3, a.args[2], auth)
+        t.sendall(msg[:1])
+        print("first byte " + ("acknowledged" if acknowledged(t, 1.0) else "held back"), flush=True)
+        t.sendall(msg[1:])
         rd.s = t  # the server's HPACK table goes on too
         report(rd, 3, a.args[2])
         return
@@ -274,12 +315,8 @@ def run(a, auth):
         time.sleep(0.5)
         s.sendall(call(3, a.args[1], auth))
         # every byte written is acknowledged: the server has the call
-        for _ in range(50):
-            left = struct.unpack("i", fcntl.ioctl(s.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
-            if left == 0:
-                print("acknowledged", flush=True)
-                break
-            time.sleep(0.1)
+        if acknowledged(s, 5.0):
+            print("acknowledged", flush=True)
         time.sleep(0.5)
         return
     if a.mode == "hold":

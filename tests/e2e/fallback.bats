@@ -124,6 +124,20 @@ fb() { "$GRPCWALL" status --pin-dir "$PIN" --json | json "d['fallback']['$1']"; 
   [ "$(fb slots_busy)" -eq 0 ]
 }
 
+@test "a socket connected again while its connection is in the helper gives the pool slot back at once; the new connection is walked in the kernel" {
+  crafted "$SERVER_IP" 50051 "$CG/terminal" reconnect-diverted GetName 8 > "$WORK/client.out" 2>&1 &
+  PIDS+=($!)
+  for i in $(seq 1 50); do grep -q "^GetName" "$WORK/client.out" && break; sleep 0.1; done
+  cat "$WORK/client.out"
+  [ "$(sed -n 1,2p "$WORK/client.out" | tr '\n' ' ')" = "reconnected GetName 0 " ]
+  [ "$(counter fallback_blocks)" -eq 1 ]
+  [ "$(counter conns_opened)" -eq 2 ]
+  # while the socket is still open (its cookie in the sockhash again)
+  for i in $(seq 1 30); do [ "$(fb slots_busy)" -eq 0 ] && break; sleep 0.1; done
+  [ "$(fb slots_busy)" -eq 0 ]
+  kill -0 "${PIDS[-1]}"
+}
+
 @test "writes of 7 bytes with 30 KB metadata: a held message that ends in a continued block goes whole to the helper" {
   run in_cgroup "$CG/terminal" "$CLIENT_NS" $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 \
     --split 7 --metadata-bytes 30000 'GetName^' 'SetAccessCode^' GetName

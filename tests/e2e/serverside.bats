@@ -358,6 +358,25 @@ client_side_grants_more() {
   [ "$(echo "$output" | json "d['caller_by']")" = "cgroup" ]
 }
 
+@test "server side: a local caller's walked connection taken over with TCP_REPAIR by a process of no identity is no longer known as walked: decided and reported by this side" {
+  protect_with_sensor
+  ip netns exec "$SERVER_NS" sysctl -qw net.ipv4.tcp_timestamps=0 net.ipv4.tcp_window_scaling=0 net.ipv4.tcp_sack=0
+  # the door sensor's connection (walked by the client side, GetName
+  # allowed by both); closed in repair mode (no FIN), a socket made in a
+  # cgroup of no identity goes on with it and calls GetName again
+  run in_cgroup "$CG/sensor" "$SERVER_NS" $PY "$ROOT/tests/e2e/attack.py" "$SERVER_IP" 50051 \
+    repair-resume 40003 GetName GetName --then-cgroup-fd 9 9>"$CG/nobody/cgroup.procs"
+  echo "$output"
+  [ "$(echo "$output" | sed -n 1,4p | tr '\n' ' ')" = "GetName 0 resumed first byte acknowledged GetName 7 " ]
+  [ "$(handlers 50051 GetName)" -eq 1 ]
+  run events 1
+  echo "$output"
+  [ "$(echo "$output" | json "d['side']")" = "server" ]
+  [ "$(echo "$output" | json "d['caller_by']")" = "cgroup" ]
+  [ "$(echo "$output" | json "d['identity']")" = "-" ]
+  [ "$(echo "$output" | json "d['stream']")" -eq 3 ]
+}
+
 @test "server side: a caller policed on this host's client side from another network namespace is decided by both sides, known here by its address (no proof across namespaces that the client side walks it); neither side's rules open what the other's close" {
   # public-terminal (the client namespace's address) may call GetLocation;
   # door-sensor (the caller's cgroup) may not
