@@ -396,20 +396,51 @@ static __always_inline void gw_srv_accepted(struct bpf_sock_ops *skops, struct b
 /* A policed connection to a protected server's port (of the live policy)
  * is noted in gw_local_calls: if its server is on this host, the server
  * side knows the caller as walked by the client side (gw_srv_caller). */
-static __always_inline void gw_note_local_call(struct gw_conn *c, struct tcp_sock *tp, __u64 cookie)
+static __always_inline void gw_local_call_key(struct gw_local_call *k, struct gw_conn *c, struct tcp_sock *tp)
+{
+	k->net = BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.__sk_common.skc_net.net, net_cookie);
+	__builtin_memcpy(k->saddr, c->ends.saddr, sizeof(k->saddr));
+	__builtin_memcpy(k->daddr, c->ends.daddr, sizeof(k->daddr));
+	k->sport = c->ends.sport;
+	k->dport = c->ends.dport;
+}
+
+/* 1: noted (its socket then reports its state changes: gw_note_closing) */
+static __always_inline int gw_note_local_call(struct gw_conn *c, struct tcp_sock *tp, __u64 cookie)
 {
 	struct gw_local_call k = {};
 	struct gw_config *cfg = gw_get_config();
 	__u64 gen = cfg ? gw_live_gen(cfg) : 0;
 
 	if (!gen || !gw_srv_port(bpf_ntohs(c->ends.dport), GW_SLOT_OF(gen)))
+		return 0;
+	gw_local_call_key(&k, c, tp);
+	return bpf_map_update_elem(&gw_local_calls, &k, &cookie, BPF_ANY) == 0;
+}
+
+/* A noted socket closed by its process, its FIN queued after every byte it
+ * wrote (FIN_WAIT1, or LAST_ACK from CLOSE_WAIT): the note says so, and the
+ * server side goes on knowing it as walked for the bytes still to come,
+ * while its socket is out of gw_sockhash (gw_srv_peer_closing). A socket
+ * closed in TCP_REPAIR mode sends no FIN and goes to CLOSE directly: never
+ * marked, so whatever takes its connection over is not taken for it. */
+static __always_inline void gw_note_closing(struct bpf_sock_ops *skops, struct bpf_sock *sk)
+{
+	struct gw_local_call k = {};
+	struct tcp_sock *tp;
+	struct gw_conn *c;
+	__u64 *v;
+
+	if (skops->args[1] != BPF_TCP_FIN_WAIT1 && skops->args[1] != BPF_TCP_LAST_ACK)
 		return;
-	k.net = BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.__sk_common.skc_net.net, net_cookie);
-	__builtin_memcpy(k.saddr, c->ends.saddr, sizeof(k.saddr));
-	__builtin_memcpy(k.daddr, c->ends.daddr, sizeof(k.daddr));
-	k.sport = c->ends.sport;
-	k.dport = c->ends.dport;
-	bpf_map_update_elem(&gw_local_calls, &k, &cookie, BPF_ANY);
+	c = bpf_sk_storage_get(&gw_conns, sk, NULL, 0);
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!c || !tp || (c->flags & (GW_CONN_POLICED | GW_CONN_IN_MAP)) != (GW_CONN_POLICED | GW_CONN_IN_MAP))
+		return;
+	gw_local_call_key(&k, c, tp);
+	v = bpf_map_lookup_elem(&gw_local_calls, &k);
+	if (v && (*v & ~GW_LOCAL_CLOSING) == bpf_get_socket_cookie(skops))
+		__sync_fetch_and_or(v, GW_LOCAL_CLOSING);
 }
 
 SEC("sockops")
@@ -436,14 +467,12 @@ int gw_sockops(struct bpf_sock_ops *skops)
 		 * state is made anew below */
 		c = bpf_sk_storage_get(&gw_conns, sk, NULL, 0);
 		if (c) {
-			/* and out of gw_sockhash, where a TCP socket stays until
-			 * it is closed: its psock (a held message, a verdict kept
-			 * for bytes to come) goes with it */
 			cookie = bpf_get_socket_cookie(skops);
-			if (c->flags & GW_CONN_IN_MAP)
-				bpf_map_delete_elem(&gw_sockhash, &cookie);
 			/* a fallback slot it held is given back, and what the
-			 * helper still sends for it is dropped (gw_from_helper) */
+			 * helper still sends for it is dropped (gw_from_helper).
+			 * Before it leaves gw_sockhash: until then the slot is
+			 * BUSY with a cookie in the map, which the helper neither
+			 * recycles nor frees, so no other connection has it yet */
 			if (c->flags & GW_CONN_DIVERTED) {
 				__u32 slot = c->pool_slot;
 				struct gw_pool_slot *p = bpf_map_lookup_elem(&gw_pool, &slot);
@@ -451,6 +480,11 @@ int gw_sockops(struct bpf_sock_ops *skops)
 				if (p && p->conn_cookie == cookie)
 					p->busy = GW_POOL_RECYCLE;
 			}
+			/* and out of gw_sockhash, where a TCP socket stays until
+			 * it is closed: its psock (a held message, a verdict kept
+			 * for bytes to come) goes with it */
+			if (c->flags & GW_CONN_IN_MAP)
+				bpf_map_delete_elem(&gw_sockhash, &cookie);
 			bpf_sk_storage_delete(&gw_spill, sk);
 			bpf_sk_storage_delete(&gw_conns, sk);
 		}
@@ -579,10 +613,13 @@ int gw_sockops(struct bpf_sock_ops *skops)
 		}
 		c->flags |= GW_CONN_IN_MAP;
 		gw_count(GW_CNT_CONNS_OPENED, 1);
-		gw_note_local_call(c, tp, cookie);
+		if (gw_note_local_call(c, tp, cookie))
+			bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_RTO_CB_FLAG | BPF_SOCK_OPS_STATE_CB_FLAG);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
-		/* only server-side sockets ask for it (gw_srv_accepted) */
+		/* server-side sockets ask for it (gw_srv_accepted), and client
+		 * sockets noted as calling a protected server here */
+		gw_note_closing(skops, sk);
 		if (skops->args[1] == BPF_TCP_CLOSE) {
 			struct gw_srv_conn *sc;
 
@@ -1758,7 +1795,7 @@ static __always_inline int gw_srv_walked_caller(struct gw_conn *c, struct gw_con
 	cookie = bpf_map_lookup_elem(&gw_local_calls, k);
 	if (!cookie)
 		return -1;
-	ck = *cookie;
+	ck = *cookie & ~GW_LOCAL_CLOSING;
 	p = bpf_map_lookup_elem(&gw_sockhash, &ck);
 	if (!p)
 		return -1;
@@ -1874,6 +1911,24 @@ static __noinline int gw_srv_peer_kept(struct __sk_buff *skb, struct gw_conn *c,
 	return gw_srv_walked_caller(c, cfg, gen,
 				    BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.__sk_common.skc_net.net, net_cookie))
 	       == c->ident ? 0 : -1;
+}
+
+/* After gw_srv_peer_kept found the walked socket out of gw_sockhash:
+ * closed, or taken over. Its last bytes can still come after close() (a
+ * server that reads late leaves them in the caller's send queue; one busy
+ * with its socket, in the backlog), so it stays the caller while its note
+ * says its process closed it with a FIN (gw_note_closing): queued after
+ * every byte it wrote, and nothing can follow that on this connection.
+ * 0: it is; -1: work the caller out again. */
+static __noinline int gw_srv_peer_closing(void) /* own frame */
+{
+	struct gw_local_call *k;
+	__u32 zero = 0;
+	__u64 *cookie;
+
+	k = bpf_map_lookup_elem(&gw_local_key, &zero); /* as gw_srv_walked_caller left it */
+	cookie = k ? bpf_map_lookup_elem(&gw_local_calls, k) : NULL;
+	return cookie && (*cookie & GW_LOCAL_CLOSING) ? 0 : -1;
 }
 
 /* --- holding back a HEADERS frame cut across received buffers --- */
@@ -2243,7 +2298,8 @@ int gw_sk_skb(struct __sk_buff *skb)
 			return gw_srv_fail(skb, sc, cookie, cfg, GW_REASON_NOMEM, 0);
 	}
 	gen = gw_live_gen(cfg);
-	if ((c->flags & GW_CONN_PEER_WALKED) && c->generation == gen && gw_srv_peer_kept(skb, c, cfg, gen))
+	if ((c->flags & GW_CONN_PEER_WALKED) && c->generation == gen && gw_srv_peer_kept(skb, c, cfg, gen) &&
+	    gw_srv_peer_closing())
 		c->generation = 0; /* the walked socket is gone: who is calling now? */
 	if (c->generation != gen && gw_srv_refresh(skb, c, cfg, gen))
 		return gw_fail_walk(c, cfg, GW_REASON_UNWALKED, 0, 0);

@@ -165,8 +165,9 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, GW_MAX_CONNS);
 	__type(key, struct gw_local_call);
-	__type(value, __u64); /* the client socket's cookie (gw_sockhash key) */
+	__type(value, __u64); /* the client socket's cookie (gw_sockhash key), | GW_LOCAL_CLOSING */
 } gw_local_calls SEC(".maps");
+#define GW_LOCAL_CLOSING (1ULL << 63) /* gw_local_calls: its process closed it, FIN queued */
 
 /* [0]: the server side's gw_local_calls key, built here: the receive
  * path's stack is full (the walk's frames) */

@@ -35,6 +35,9 @@ modes:
                           frame that claims 16000 bytes; the same socket is
                           then disconnected (connect(AF_UNSPEC)) and connected
                           again, and the new connection carries the DENIED call
+  close-early METHOD BYTES  preface and SETTINGS; then BYTES of DATA on stream 1
+                          and a call, written at once into a large send buffer
+                          (against a server that reads late), and close()
   reconnect-diverted METHOD SECONDS  a HEADERS frame whose block continues
                           (the fallback helper takes the connection); the
                           socket is then connected again (connect(AF_UNSPEC)),
@@ -246,6 +249,19 @@ def run(a, auth):
         print("reconnected", flush=True)
         s.sendall(PREFACE + SETTINGS + call(1, a.args[1], auth))
         report(Reader(s), 1, a.args[1])
+        return
+    if a.mode == "close-early":
+        s = connect(host, port)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        s.sendall(PREFACE + SETTINGS)
+        time.sleep(0.3)  # this much is received (and walked) at once
+        # DATA the server does not read yet, then the call; all of it
+        # queued in this socket, which is closed at once: the call reaches
+        # the server from the closed socket, later
+        filler = b"".join(frame(0x0, 0, 1, b"\0" * 16384) for _ in range(int(a.args[1]) // 16384))
+        s.sendall(filler + call(3, a.args[0], auth))
+        s.close()
+        print(f"closed {len(PREFACE + SETTINGS + filler + call(3, a.args[0], auth))}", flush=True)
         return
     if a.mode == "reconnect-diverted":
         s = connect(host, port)

@@ -377,6 +377,29 @@ client_side_grants_more() {
   [ "$(echo "$output" | json "d['stream']")" -eq 3 ]
 }
 
+@test "server side: a walked local caller's last bytes that arrive after it closed its socket are still decided once (the socket closing is the one walked)" {
+  server_policy "$WORK/p.yaml" "  - from: door-sensor" "    to: door-manager" \
+    "    allow: [/cloudcity.DoorManager/GetName]"
+  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
+  # the protected service's server reads late, through a small receive
+  # buffer: the call waits in the caller's send queue past its close()
+  in_cgroup "$CG/doormgr" "$SERVER_NS" $PY "$ROOT/tests/e2e/tcp_echo.py" slow 0.0.0.0 50051 2 \
+    > "$WORK/slow.log" 2>&1 3>&- &
+  PIDS+=($!)
+  wait_port 50051
+  run in_cgroup "$CG/sensor" "$SERVER_NS" $PY "$ROOT/tests/e2e/attack.py" "$SERVER_IP" 50051 close-early GetName 262144
+  echo "$output"
+  [[ "$output" == "closed "* ]]
+  for i in $(seq 1 50); do grep -q "^read" "$WORK/slow.log" && break; sleep 0.1; done
+  cat "$WORK/slow.log"
+  # every byte written reached the server, the call after the close()
+  [ "$(cat "$WORK/slow.log")" = "read $(echo "$output" | sed -n 's/^closed //p')" ]
+  "$GRPCWALL" status --pin-dir "$PIN" --json > "$WORK/st.json"
+  [ "$(json "d['counters']['allowed']" < "$WORK/st.json")" -eq 1 ]
+  [ "$(json "d['counters']['denied']" < "$WORK/st.json")" -eq 0 ]
+  [ "$(json "d['counters']['server_conns']" < "$WORK/st.json")" -eq 1 ]
+}
+
 @test "server side: a caller policed on this host's client side from another network namespace is decided by both sides, known here by its address (no proof across namespaces that the client side walks it); neither side's rules open what the other's close" {
   # public-terminal (the client namespace's address) may call GetLocation;
   # door-sensor (the caller's cgroup) may not

@@ -15,6 +15,27 @@ def serve(addr, port):
         threading.Thread(target=echo, args=(c,), daemon=True).start()
 
 
+def slow(addr, port, delay):
+    """One connection, read only after `delay` s, through a small receive
+    buffer (the peer's later bytes wait in its send queue); prints what it
+    read once the peer has closed."""
+    import time
+    s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.bind((addr, port))
+    s.listen(8)
+    c, _ = s.accept()
+    time.sleep(delay)
+    n = 0
+    while True:
+        d = c.recv(65536)
+        if not d:
+            break
+        n += len(d)
+    print(f"read {n}", flush=True)
+
+
 def echo(c):
     with c:
         while True:
@@ -60,6 +81,8 @@ def client(addr, port, hold, payload=H2_HELLO):
 if __name__ == "__main__":
     if sys.argv[1] == "serve":
         serve(sys.argv[2], int(sys.argv[3]))
+    elif sys.argv[1] == "slow":
+        slow(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
     else:
         mode = sys.argv[5] if len(sys.argv) > 5 else "h2"
         client(sys.argv[2], int(sys.argv[3]), sys.argv[4] if len(sys.argv) > 4 else 0,
