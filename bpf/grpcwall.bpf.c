@@ -421,9 +421,10 @@ static __always_inline int gw_note_local_call(struct gw_conn *c, struct tcp_sock
 /* A noted socket closed by its process, its FIN queued after every byte it
  * wrote (FIN_WAIT1, or LAST_ACK from CLOSE_WAIT): the note says so, and the
  * server side goes on knowing it as walked for the bytes still to come,
- * while its socket is out of gw_sockhash (gw_srv_peer_closing). A socket
- * closed in TCP_REPAIR mode sends no FIN and goes to CLOSE directly: never
- * marked, so whatever takes its connection over is not taken for it. */
+ * while its socket is out of gw_sockhash (gw_srv_peer_kept). At CLOSE the
+ * note goes: a socket closed in TCP_REPAIR mode sends no FIN and passes
+ * through CLOSE before anything can take its connection over (its ends
+ * stay in use until then), so what does is not taken for it. */
 static __always_inline void gw_note_closing(struct bpf_sock_ops *skops, struct bpf_sock *sk)
 {
 	struct gw_local_call k = {};
@@ -431,7 +432,8 @@ static __always_inline void gw_note_closing(struct bpf_sock_ops *skops, struct b
 	struct gw_conn *c;
 	__u64 *v;
 
-	if (skops->args[1] != BPF_TCP_FIN_WAIT1 && skops->args[1] != BPF_TCP_LAST_ACK)
+	if (skops->args[1] != BPF_TCP_FIN_WAIT1 && skops->args[1] != BPF_TCP_LAST_ACK &&
+	    skops->args[1] != BPF_TCP_CLOSE)
 		return;
 	c = bpf_sk_storage_get(&gw_conns, sk, NULL, 0);
 	tp = bpf_skc_to_tcp_sock(sk);
@@ -439,7 +441,15 @@ static __always_inline void gw_note_closing(struct bpf_sock_ops *skops, struct b
 		return;
 	gw_local_call_key(&k, c, tp);
 	v = bpf_map_lookup_elem(&gw_local_calls, &k);
-	if (v && (*v & ~GW_LOCAL_CLOSING) == bpf_get_socket_cookie(skops))
+	if (!v || (*v & ~GW_LOCAL_CLOSING) != bpf_get_socket_cookie(skops))
+		return;
+	/* CLOSE: its FIN acknowledged (every byte it sent was received, and
+	 * walked), or left without one: a disconnect or close in repair
+	 * mode, which reaches FIN_WAIT1 first by shutdown(SHUT_WR) with the
+	 * FIN never sent. Either way nothing of it is to come: the note goes */
+	if (skops->args[1] == BPF_TCP_CLOSE)
+		bpf_map_delete_elem(&gw_local_calls, &k);
+	else
 		__sync_fetch_and_or(v, GW_LOCAL_CLOSING);
 }
 
@@ -1773,7 +1783,7 @@ static __always_inline int gw_sock_ends_are(struct tcp_sock *tp, const struct gw
  * with exactly this connection's ends, in this namespace (a connection
  * has one socket at each end). Its identity then, or -1. */
 static __always_inline int gw_srv_walked_caller(struct gw_conn *c, struct gw_config *cfg, __u64 gen,
-						__u64 net)
+						__u64 net, int *closing)
 {
 	struct gw_local_call *k;
 	struct tcp_sock *ptp;
@@ -1795,7 +1805,9 @@ static __always_inline int gw_srv_walked_caller(struct gw_conn *c, struct gw_con
 	cookie = bpf_map_lookup_elem(&gw_local_calls, k);
 	if (!cookie)
 		return -1;
-	ck = *cookie & ~GW_LOCAL_CLOSING;
+	ck = *cookie;
+	*closing = (ck & GW_LOCAL_CLOSING) != 0;
+	ck &= ~GW_LOCAL_CLOSING;
 	p = bpf_map_lookup_elem(&gw_sockhash, &ck);
 	if (!p)
 		return -1;
@@ -1814,14 +1826,14 @@ static __always_inline __u16 gw_srv_caller(struct __sk_buff *skb, struct gw_conn
 	struct bpf_sock *p;
 	__u32 size;
 	__u16 ident = 0;
-	int walked;
+	int walked, closing = 0;
 
 	c->flags &= ~(GW_CONN_PEER_LOCAL | GW_CONN_PEER_WALKED);
 	/* over loopback, in this namespace: a caller the client side walks,
 	 * counted and reported there when that side decides it for the same
 	 * identity and service (the service it resolves by the address it
 	 * connected to, as this side's) */
-	walked = skb->ingress_ifindex == GW_LOOPBACK_IFINDEX ? gw_srv_walked_caller(c, cfg, gen, net) : -1;
+	walked = skb->ingress_ifindex == GW_LOOPBACK_IFINDEX ? gw_srv_walked_caller(c, cfg, gen, net, &closing) : -1;
 	if (walked >= 0) {
 		c->flags |= GW_CONN_PEER_LOCAL;
 		if (walked && gw_resolve_service(c->ends.daddr, c->ends.dport, GW_SLOT_OF(gen)) == c->service)
@@ -1903,32 +1915,23 @@ static __noinline int gw_srv_peer_kept(struct __sk_buff *skb, struct gw_conn *c,
 {
 	struct bpf_sock *ssk = skb->sk;
 	struct tcp_sock *tp = NULL;
+	int closing = 0;
 
 	if (ssk)
 		tp = bpf_skc_to_tcp_sock(ssk);
 	if (!tp)
 		return -1;
-	return gw_srv_walked_caller(c, cfg, gen,
-				    BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.__sk_common.skc_net.net, net_cookie))
-	       == c->ident ? 0 : -1;
-}
-
-/* After gw_srv_peer_kept found the walked socket out of gw_sockhash:
- * closed, or taken over. Its last bytes can still come after close() (a
- * server that reads late leaves them in the caller's send queue; one busy
- * with its socket, in the backlog), so it stays the caller while its note
- * says its process closed it with a FIN (gw_note_closing): queued after
- * every byte it wrote, and nothing can follow that on this connection.
- * 0: it is; -1: work the caller out again. */
-static __noinline int gw_srv_peer_closing(void) /* own frame */
-{
-	struct gw_local_call *k;
-	__u32 zero = 0;
-	__u64 *cookie;
-
-	k = bpf_map_lookup_elem(&gw_local_key, &zero); /* as gw_srv_walked_caller left it */
-	cookie = k ? bpf_map_lookup_elem(&gw_local_calls, k) : NULL;
-	return cookie && (*cookie & GW_LOCAL_CLOSING) ? 0 : -1;
+	if (gw_srv_walked_caller(c, cfg, gen,
+				 BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.__sk_common.skc_net.net, net_cookie),
+				 &closing) == c->ident)
+		return 0;
+	/* Out of gw_sockhash: closed (or taken over). Its last bytes can still
+	 * come after close() (a server that reads late leaves them in the
+	 * caller's send queue; one busy with its socket, in the backlog): it
+	 * stays the caller while its note says its process closed it with a
+	 * FIN, queued after every byte it wrote (gw_note_closing; the note
+	 * goes when the socket reaches CLOSE) */
+	return closing ? 0 : -1;
 }
 
 /* --- holding back a HEADERS frame cut across received buffers --- */
@@ -2298,8 +2301,7 @@ int gw_sk_skb(struct __sk_buff *skb)
 			return gw_srv_fail(skb, sc, cookie, cfg, GW_REASON_NOMEM, 0);
 	}
 	gen = gw_live_gen(cfg);
-	if ((c->flags & GW_CONN_PEER_WALKED) && c->generation == gen && gw_srv_peer_kept(skb, c, cfg, gen) &&
-	    gw_srv_peer_closing())
+	if ((c->flags & GW_CONN_PEER_WALKED) && c->generation == gen && gw_srv_peer_kept(skb, c, cfg, gen))
 		c->generation = 0; /* the walked socket is gone: who is calling now? */
 	if (c->generation != gen && gw_srv_refresh(skb, c, cfg, gen))
 		return gw_fail_walk(c, cfg, GW_REASON_UNWALKED, 0, 0);

@@ -215,6 +215,8 @@ def main():
     ap.add_argument("--syn-wait", help="handshake: print 'connecting' and send while the test holds the SYN-ACK")
     ap.add_argument("--other-port", type=int, default=0, help="cork-flush: a local TCP port to write to in between")
     ap.add_argument("--size", type=int, default=1 << 20, help="bigwrite: request message bytes")
+    ap.add_argument("--shutdown-first", action="store_true",
+                    help="repair-resume: shutdown(SHUT_WR) in repair mode before the close (the FIN is not sent)")
     ap.add_argument("--then-cgroup-fd", type=int,
                     help="repair-resume: move to the cgroup whose cgroup.procs is open on this fd (`ip netns exec` "
                          "mounts another /sys) before the new socket is made")
@@ -259,9 +261,11 @@ def run(a, auth):
         # queued in this socket, which is closed at once: the call reaches
         # the server from the closed socket, later
         filler = b"".join(frame(0x0, 0, 1, b"\0" * 16384) for _ in range(int(a.args[1]) // 16384))
+        t0 = time.monotonic()
         s.sendall(filler + call(3, a.args[0], auth))
         s.close()
         print(f"closed {len(PREFACE + SETTINGS + filler + call(3, a.args[0], auth))}", flush=True)
+        print(f"within {time.monotonic() - t0:.2f}", flush=True)
         return
     if a.mode == "reconnect-diverted":
         s = connect(host, port)
@@ -292,6 +296,9 @@ def run(a, auth):
         s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 1)
         snd = queue_seq(s, TCP_SEND_QUEUE)
         rcv = queue_seq(s, TCP_RECV_QUEUE)
+        if a.shutdown_first:  # FIN_WAIT1, its FIN queued but never sent
+            s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE)
+            s.shutdown(socket.SHUT_WR)
         s.close()  # repair mode: no FIN, no RST, the server's connection stays
         if a.then_cgroup_fd is not None:  # the new socket is made in another cgroup
             os.write(a.then_cgroup_fd, str(os.getpid()).encode())
