@@ -186,6 +186,17 @@ def disconnect(s):
         raise OSError(e, os.strerror(e))
 
 
+def connect_again(s, host, port, wait, req, method):
+    """After `wait` s: the same socket out of its connection and connected
+    again; the new connection's preface, SETTINGS and `req` (stream 1)."""
+    time.sleep(wait)
+    disconnect(s)
+    s.connect((host, port))
+    print("reconnected", flush=True)
+    s.sendall(PREFACE + SETTINGS + req)
+    report(Reader(s), 1, method)
+
+
 def acknowledged(s, timeout):
     """Has the peer acknowledged every byte written (SIOCOUTQ 0) within timeout?"""
     end = time.time() + timeout
@@ -245,12 +256,7 @@ def run(a, auth):
         data_start = (16000).to_bytes(3, "big") + b"\x00\x00" + (1).to_bytes(4, "big") + b"\x00" * 10
         s.sendall(PREFACE + SETTINGS + frame(0x1, 0x4, 1, headers_block(
             f"/cloudcity.DoorManager/{a.args[0]}".encode(), auth)) + data_start)
-        time.sleep(0.3)
-        disconnect(s)
-        s.connect((host, port))
-        print("reconnected", flush=True)
-        s.sendall(PREFACE + SETTINGS + call(1, a.args[1], auth))
-        report(Reader(s), 1, a.args[1])
+        connect_again(s, host, port, 0.3, call(1, a.args[1], auth), a.args[1])
         return
     if a.mode == "close-early":
         s = connect(host, port)
@@ -273,12 +279,7 @@ def run(a, auth):
         # the connection is diverted to the fallback helper
         s.sendall(PREFACE + SETTINGS + frame(0x1, 0x0, 1, headers_block(
             f"/cloudcity.DoorManager/{a.args[0]}".encode(), auth)))
-        time.sleep(0.5)
-        disconnect(s)
-        s.connect((host, port))
-        print("reconnected", flush=True)
-        s.sendall(PREFACE + SETTINGS + call(1, a.args[0], auth))
-        report(Reader(s), 1, a.args[0])
+        connect_again(s, host, port, 0.5, call(1, a.args[0], auth), a.args[0])
         time.sleep(float(a.args[1]))  # the socket stays open meanwhile
         return
     if a.mode == "repair-resume":
