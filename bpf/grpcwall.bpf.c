@@ -309,20 +309,64 @@ static __always_inline struct gw_srv_hold *gw_hold_of(struct gw_srv_conn *sc, __
 	return bpf_map_lookup_elem(&gw_srv_holds, &idx);
 }
 
-static __always_inline void gw_hold_free(struct gw_srv_conn *sc, __u64 cookie)
+/* A hold slot counted against its caller's identity (gw_srv_hold_shares,
+ * key: generation slot and identity): -1 when the identity holds its
+ * share already. Counted up first and taken back when over: two CPUs
+ * cannot both pass on the last one. */
+static __always_inline int gw_hold_share_take(__u32 key)
+{
+	__u32 zero = 0, *n = bpf_map_lookup_elem(&gw_srv_hold_shares, &key);
+	struct gw_limits *l = bpf_map_lookup_elem(&gw_limits, &zero);
+	__u32 max = l ? l->hold_share : 0;
+
+	if (!n)
+		return -1;
+	if (__sync_fetch_and_add(n, 1) >= max && max) {
+		__sync_fetch_and_sub(n, 1);
+		return -1;
+	}
+	return 0;
+}
+
+/* (never below 0: a slot an older grpcwall claimed is counted nowhere; a
+ * count that wrapped would lock its identity out of every slot) */
+static __always_inline void gw_hold_share_give(__u32 key)
+{
+	__u32 *n = bpf_map_lookup_elem(&gw_srv_hold_shares, &key);
+
+	if (n && __sync_fetch_and_sub(n, 1) == 0)
+		__sync_fetch_and_add(n, 1);
+}
+
+/* (a global function: verified once, not at every place a hold is given
+ * up) */
+__attribute__((noinline)) int gw_hold_free(struct gw_srv_conn *sc, __u64 cookie)
 {
 	struct gw_hold_owner *o;
-	__u32 idx;
+	struct gw_srv_hold *h;
+	__u32 idx, share;
 
+	if (!sc)
+		return 0;
 	if (sc->hold) {
 		idx = sc->hold - 1;
 		o = bpf_map_lookup_elem(&gw_srv_hold_owners, &idx);
 		if (o && o->owner == cookie) {
+			/* read while the slot is still its own: once freed,
+			 * the next owner writes it */
+			h = bpf_map_lookup_elem(&gw_srv_holds, &idx);
+			share = 0;
+			if (h) {
+				share = h->share;
+				h->share = 0; /* (a claim by an older grpcwall's program writes none) */
+			}
 			sc->held_ns += bpf_ktime_get_ns() - o->since;
-			__sync_val_compare_and_swap(&o->owner, cookie, 0);
+			if (__sync_val_compare_and_swap(&o->owner, cookie, 0) == cookie && share)
+				gw_hold_share_give(share - 1);
 		}
 	}
 	sc->hold = 0;
+	return 0;
 }
 
 /*
@@ -1957,6 +2001,40 @@ static long gw_hold_claim_cb(__u32 i, void *ctx)
 	return 1;
 }
 
+/* A hold slot for the connection: its number + 1, counted against the
+ * caller's identity (given back with the slot, gw_hold_free); 0: every
+ * slot is busy; -1: the identity holds its share of them already (attach
+ * --hold-slots-per-identity: a caller that stops inside a HEADERS frame on
+ * many connections fails its own past its share, not everyone else's).
+ * Apart from gw_hold: the receive path's stack is full. */
+__attribute__((noinline)) int gw_hold_take(struct gw_srv_conn *sc, __u64 cookie)
+{
+	struct gw_hold_claim k = { .cookie = cookie };
+	struct gw_srv_hold *h;
+	__u32 share, idx;
+
+	if (!sc)
+		return 0;
+	share = GW_SLOT_OF(sc->c.generation) * GW_MAX_IDENTITIES + (sc->c.ident & (GW_MAX_IDENTITIES - 1));
+	if (gw_hold_share_take(share))
+		return -1;
+	bpf_loop(GW_HOLD_SLOTS_MAX, gw_hold_claim_cb, &k, 0); /* stops past the last slot */
+	idx = k.slot - 1;
+	h = k.slot ? bpf_map_lookup_elem(&gw_srv_holds, &idx) : NULL;
+	if (!h) {
+		gw_hold_share_give(share);
+		if (k.slot) { /* (an array's slot is never missing) */
+			struct gw_hold_owner *o = bpf_map_lookup_elem(&gw_srv_hold_owners, &idx);
+
+			if (o)
+				__sync_val_compare_and_swap(&o->owner, cookie, 0);
+		}
+		return 0;
+	}
+	h->share = share + 1; /* given back when the slot is (gw_hold_free) */
+	return k.slot;
+}
+
 /* Grows the buffer by n zeroed bytes at its head (bpf_skb_adjust_room,
  * GW_ADJ_ROOM_MAX a call): 0, or the bytes it could not add. */
 static __always_inline __u32 gw_skb_grow(struct __sk_buff *skb, __u32 n)
@@ -2013,9 +2091,9 @@ static __always_inline int gw_srv_fail(struct __sk_buff *skb, struct gw_srv_conn
 static __always_inline int gw_hold(struct __sk_buff *skb, struct gw_srv_conn *sc, __u64 cookie,
 				   struct gw_config *cfg, __u32 pre, __u32 f, __u32 end, __u32 grown)
 {
-	struct gw_hold_claim k = { .cookie = cookie };
 	struct gw_srv_hold *h;
 	__u32 size = skb->len, hs = 0, pass, n, idx, trim_max;
+	int res;
 
 	/* what bpf_skb_change_tail keeps at most (SKB_MAX_ALLOC): 4 pages
 	 * less the shared info, cache-line aligned */
@@ -2035,11 +2113,11 @@ static __always_inline int gw_hold(struct __sk_buff *skb, struct gw_srv_conn *sc
 	if (hs >= size || end - pre - pass > GW_HOLD_MAX || pass < grown ||
 	    (sc->c.service && !sc->c.ident))
 		return gw_srv_fail(skb, sc, cookie, cfg, GW_REASON_HOLD, 0);
-	bpf_loop(GW_HOLD_SLOTS_MAX, gw_hold_claim_cb, &k, 0); /* stops past the last slot */
-	if (!k.slot)
-		return gw_srv_fail(skb, sc, cookie, cfg, GW_REASON_HOLD, 0);
-	sc->hold = k.slot;
-	idx = k.slot - 1;
+	res = gw_hold_take(sc, cookie);
+	if (res <= 0)
+		return gw_srv_fail(skb, sc, cookie, cfg, res ? GW_REASON_HOLD_SHARE : GW_REASON_HOLD, 0);
+	sc->hold = res;
+	idx = res - 1;
 	h = bpf_map_lookup_elem(&gw_srv_holds, &idx);
 	if (!h)
 		return gw_srv_fail(skb, sc, cookie, cfg, GW_REASON_HOLD, 0);
@@ -3438,11 +3516,21 @@ static __always_inline int gw_srv_state(__u8 st)
 	return st == 4 || st == 5 || st == GW_TCP_CLOSE_WAIT || st == 9 || st == 11;
 }
 
-/* A walked server connection the iterator ends: failed closed, or held
- * inside a HEADERS frame for longer than GW_HOLD_TIMEOUT_NS */
-static __always_inline int gw_srv_lingers(struct gw_srv_conn *sc, __u64 cookie)
+/* A hold taken under another generation's identity numbering and older
+ * than this (the loader runs the iterator after every policy apply) */
+#define GW_HOLD_APPLY_GRACE_NS 1000000000ULL
+
+/* A walked server connection the iterator ends: failed closed, held
+ * inside a HEADERS frame for longer than GW_HOLD_TIMEOUT_NS, or held since
+ * before a policy apply for over GW_HOLD_APPLY_GRACE_NS: its slot is
+ * counted against an identity number of the last generation
+ * (gw_srv_hold_shares), under which its caller could hold a second share,
+ * and which the apply after next gives to another identity */
+static __always_inline int gw_srv_lingers(struct gw_srv_conn *sc, __u64 cookie, __u64 gen)
 {
 	struct gw_hold_owner *o;
+	struct gw_srv_hold *h;
+	__u64 age;
 	__u32 idx;
 
 	if (sc->c.flags & GW_CONN_FAILED)
@@ -3451,9 +3539,16 @@ static __always_inline int gw_srv_lingers(struct gw_srv_conn *sc, __u64 cookie)
 		return 0;
 	idx = sc->hold - 1;
 	o = bpf_map_lookup_elem(&gw_srv_hold_owners, &idx);
+	if (!o || o->owner != cookie)
+		return 0;
+	age = bpf_ktime_get_ns() - o->since;
 	/* summed over its holds: a caller cannot restart the clock by
 	 * completing a frame and cutting the next */
-	return o && o->owner == cookie && sc->held_ns + (bpf_ktime_get_ns() - o->since) > GW_HOLD_TIMEOUT_NS;
+	if (sc->held_ns + age > GW_HOLD_TIMEOUT_NS)
+		return 1;
+	h = bpf_map_lookup_elem(&gw_srv_holds, &idx);
+	return h && h->share && (h->share - 1) / GW_MAX_IDENTITIES != GW_SLOT_OF(gen) &&
+	       age > GW_HOLD_APPLY_GRACE_NS;
 }
 
 static __always_inline int gw_is_detaching(void)
@@ -3522,7 +3617,7 @@ int gw_reset_predating(struct bpf_iter__tcp *ctx)
 		tp = bpf_skc_to_tcp_sock(skc);
 		cookie = tp ? bpf_get_socket_cookie(tp) : 0;
 		sc = cookie ? bpf_map_lookup_elem(&gw_srv_conns, &cookie) : NULL;
-		if (sc && (sc->c.flags & GW_CONN_IN_MAP) && (gw_srv_lingers(sc, cookie) || gw_is_detaching())) {
+		if (sc && (sc->c.flags & GW_CONN_IN_MAP) && (gw_srv_lingers(sc, cookie, gen) || gw_is_detaching())) {
 			/* walked on receive, and failed closed (its bytes all
 			 * dropped) or stopped inside a held HEADERS frame, or
 			 * grpcwall is being detached: ended */

@@ -94,6 +94,8 @@ enum gw_reason {
 				     * their most walked connections: refused */
 	GW_REASON_REPAIR      = 24, /* a policed socket connected in TCP_REPAIR
 				     * mode (no handshake: a resumed stream) */
+	GW_REASON_HOLD_SHARE  = 25, /* server side: the caller's identity holds
+				     * its share of the hold slots */
 	GW_REASON_MAX
 };
 
@@ -104,6 +106,12 @@ enum gw_reason {
 /* a hold this old: its caller stopped inside a HEADERS frame (while held,
  * the server's socket polls readable with nothing to read): reset */
 #define GW_HOLD_TIMEOUT_NS (10ULL * 1000000000ULL)
+
+/* [0] of gw_limits: what attach sets besides the map sizes */
+struct gw_limits {
+	__u32 hold_share; /* hold slots one identity may hold at once (--hold-slots-per-identity); 0: any */
+	__u32 pad0;
+};
 
 struct gw_hold_owner {
 	__u64 owner; /* socket cookie of the connection holding the slot; 0: free */
@@ -339,6 +347,7 @@ struct gw_event {
 };
 
 GW_ABI_ASSERT(gw_config, 48);
+GW_ABI_ASSERT(gw_limits, 8);
 GW_ABI_ASSERT(gw_ident_key, 16);
 GW_ABI_ASSERT(gw_ident_val, 8);
 GW_ABI_ASSERT(gw_svc_key, 24);

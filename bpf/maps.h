@@ -226,7 +226,7 @@ struct gw_srv_hold {
 	__u32 len;     /* bytes held, < GW_HOLD_MAX */
 	__u32 need;    /* the frame is whole once len plus the next buffers reach this */
 	__u32 resume;  /* the next walk starts here: held bytes before it are decided */
-	__u32 pad0;
+	__u32 share;   /* the gw_srv_hold_shares entry it is counted in + 1; 0: none */
 	__u8 data[GW_HOLD_MAX + GW_HOLD_APPEND];
 };
 
@@ -246,6 +246,24 @@ struct {
 	__type(key, __u32);
 	__type(value, struct gw_hold_owner);
 } gw_srv_hold_owners SEC(".maps");
+
+/* hold slots held now by each (generation slot, caller identity): an
+ * identity takes at most gw_limits.hold_share of them, so no one caller's
+ * identity can take every slot from the others (gw_hold_share_take) */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, GW_SLOTS * GW_MAX_IDENTITIES);
+	__type(key, __u32);
+	__type(value, __u32);
+} gw_srv_hold_shares SEC(".maps");
+
+/* [0]: limits attach sets (struct gw_limits) */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gw_limits);
+} gw_limits SEC(".maps");
 
 /* one gw_conn of zeros, never written: what a gw_srv_conns entry starts
  * from (too large for the stack) */

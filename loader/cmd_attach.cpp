@@ -35,6 +35,7 @@ struct AttachOptions {
   std::string state_dir;          // keeps the last policy that went live (policy.yaml)
   uint32_t max_connections = 0;  // 0: kDefaultMaxConnections, or what is pinned
   uint32_t hold_slots = 0;       // 0: GW_HOLD_SLOTS, or what is pinned
+  uint32_t hold_share = 0;       // 0: what is pinned, else DefaultHoldShare
 };
 
 constexpr uint32_t kDefaultMaxConnections = 262144;
@@ -106,6 +107,36 @@ uint32_t SockhashSize(const AttachOptions& o) {
 }
 uint32_t HoldSlots(const AttachOptions& o) {
   return PinnedSize(o.pin_dir, "gw_srv_holds", "--hold-slots", o.hold_slots, GW_HOLD_SLOTS, "hold slots");
+}
+
+// Hold slots one caller identity may hold at once, by default: half of them
+// (rounded up), so that no one identity can take every slot from the rest.
+uint32_t DefaultHoldShare(uint32_t hold_slots) { return (hold_slots + 1) / 2; }
+
+// --hold-slots-per-identity: as asked (at most the slots), else what the pin
+// dir has (gw_limits), else the default.
+gw_limits Limits(const AttachOptions& o, uint32_t hold_slots) {
+  gw_limits l{};
+  if (o.hold_share > hold_slots)
+    throw InputError("--hold-slots-per-identity " + std::to_string(o.hold_share) + " is more than the " +
+                     std::to_string(hold_slots) + " hold slots (--hold-slots, fixed at the first attach of " +
+                     o.pin_dir + "): give at most " + std::to_string(hold_slots));
+  l.hold_share = o.hold_share;
+  if (!l.hold_share) {
+    gw_limits pinned{};
+    if (ReadLimits(o.pin_dir, &pinned) && pinned.hold_share && pinned.hold_share <= hold_slots)
+      l.hold_share = pinned.hold_share;
+    else
+      l.hold_share = DefaultHoldShare(hold_slots);
+  }
+  return l;
+}
+
+// Written before any program that reads it is attached (a new pin dir, or
+// one an older version made: the map is new, its zero means "no share")
+void WriteLimits(int map_fd, const gw_limits& l) {
+  uint32_t zero = 0;
+  if (bpf_map_update_elem(map_fd, &zero, &l, BPF_ANY) != 0) throw SysError("writing gw_limits", errno);
 }
 
 void PinProgram(int prog_fd, const std::string& path) {
@@ -335,6 +366,7 @@ uint64_t UpgradeLocked(const AttachOptions& o, const std::string& cgroup, const 
       throw Error(kSystem, std::string("loading the BPF programs: ") + Errno(-err) +
                                " (GRPCWALL_DEBUG=1 shows libbpf's and the verifier's log)");
     LiveMaps live = LiveMaps::Open(stage);
+    WriteLimits(bpf_map__fd(skel->maps.gw_limits), Limits(o, bpf_map__max_entries(skel->maps.gw_srv_holds)));
     gw_config cfg = NewConfigKeys(gw_config{});
     cfg.generation = old_cfg.generation;  // nothing reads the new maps yet: their live slot is empty
     WriteConfig(live, cfg);
@@ -430,6 +462,7 @@ uint64_t AttachLocked(const AttachOptions& o, const std::string& cgroup, const P
   CheckAttachedCgroup(o.pin_dir, want_cg);
   const uint32_t max_conns = SockhashSize(o);
   const uint32_t hold_slots = HoldSlots(o);
+  const gw_limits limits = Limits(o, hold_slots);
   if (!o.no_fallback && max_conns < 2 * GW_POOL_SLOTS)
     throw InputError("--max-connections " + std::to_string(max_conns) + " leaves too little room in the sockhash " +
                      "for the fallback helper's " + std::to_string(GW_POOL_SLOTS) + " pool sockets, which share it: " +
@@ -482,8 +515,11 @@ uint64_t AttachLocked(const AttachOptions& o, const std::string& cgroup, const P
   // slot's ports, before the guard that reads them is attached
   if (generation) WriteServicePorts(live, GW_SLOT_OF(generation));
   Previous prev = Previous::Of(o.pin_dir, live);
+  gw_limits prev_limits{};
+  const bool had_limits = ReadLimits(o.pin_dir, &prev_limits);
   const int sockhash = bpf_map__fd(skel->maps.gw_sockhash);
   try {
+    WriteLimits(bpf_map__fd(skel->maps.gw_limits), limits);
     // 3. Attach. sk_msg first, so every socket the sockops program inserts
     // is covered; then the egress guard, then sockops: a socket sockops
     // makes policed is never on the wire without the guard.
@@ -523,7 +559,13 @@ uint64_t AttachLocked(const AttachOptions& o, const std::string& cgroup, const P
     else
       SyncIngressGuard(live, generation && SlotProtects(live, GW_SLOT_OF(generation)));
   } catch (...) {
-    if (!fresh) prev.Restore(o.pin_dir, live, sockhash);  // a fresh dir: the caller removes it all
+    if (!fresh) {  // a fresh dir: the caller removes it all
+      prev.Restore(o.pin_dir, live, sockhash);
+      try {
+        if (had_limits) WriteLimits(bpf_map__fd(skel->maps.gw_limits), prev_limits);
+      } catch (...) {
+      }
+    }
     throw;
   }
   return generation;
@@ -691,6 +733,13 @@ void RegisterAttach(CLI::App& app) {
                   "(a frame cut across received TCP buffers; ~80 KiB of kernel memory per slot; default " +
                       std::to_string(GW_HOLD_SLOTS) + "). Fixed at the first attach of a pin dir. When every slot\n"
                       "is busy, a connection that needs one fails closed with an event (reason: could not be held back)")
+      ->check(CLI::Range(1u, static_cast<uint32_t>(GW_HOLD_SLOTS_MAX)));
+  sub->add_option("--hold-slots-per-identity", o->hold_share,
+                  "server side: hold slots the callers of one identity may hold at once (default half of\n"
+                  "--hold-slots, rounded up; at most all of them). A caller that stops inside HEADERS frames on\n"
+                  "many connections takes its own identity's share, never the other identities' slots: past its\n"
+                  "share, its connection that needs one more fails closed with an event (reason: identity holds\n"
+                  "its share of the hold slots). Kept by later attaches that do not give it; status shows it")
       ->check(CLI::Range(1u, static_cast<uint32_t>(GW_HOLD_SLOTS_MAX)));
   sub->add_flag("--no-fallback", o->no_fallback,
                 "do not start the userspace fallback ('grpcwall proxy'), and stop one that runs: connections\n"

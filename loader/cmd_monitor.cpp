@@ -41,6 +41,7 @@ const char* kReasons[GW_REASON_MAX] = {
     "server side: MPTCP to a protected server (an MPTCP subflow cannot be walked): refused at its listener; the caller falls back to TCP",
     "server side: the protected servers hold their most walked connections (attach --max-connections): refused at the listener",
     "connected in TCP_REPAIR mode: a connection resumed with no handshake, where the walker cannot know its place in the stream",
+    "server side: a HEADERS frame cut across received buffers could not be held back: the caller's identity holds its share of the hold slots (attach --hold-slots-per-identity)",
 };
 
 struct Ctx {

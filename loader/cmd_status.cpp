@@ -58,6 +58,17 @@ std::pair<uint32_t, uint32_t> HoldSlotsBusy(const std::string& pin_dir) {
   return {info.max_entries, busy};
 }
 
+// gw_limits.hold_share: hold slots one identity may hold (0: no limit, or
+// a pin dir of an older grpcwall without one)
+uint32_t HoldShare(const std::string& pin_dir) {
+  gw_limits l{};
+  return ReadLimits(pin_dir, &l) ? l.hold_share : 0;
+}
+
+std::string HoldShareText(uint32_t share) {
+  return share ? "at most " + std::to_string(share) + " per identity" : "no limit per identity";
+}
+
 // The Prometheus text exposition format (version 0.0.4), as node_exporter's
 // textfile collector reads it: each family once, its HELP and TYPE lines
 // first, then its samples; no timestamps (the collector refuses them).
@@ -207,6 +218,9 @@ void PrintPrometheus(std::ostream& out, const nlohmann::json& j, const LivePolic
         n(j["server_side"]["hold_slots"]));
   p.One("grpcwall_server_hold_slots_busy", "gauge", "Server side: hold slots a connection holds now",
         n(j["server_side"]["hold_slots_busy"]));
+  p.One("grpcwall_server_hold_slots_per_identity", "gauge",
+        "Server side: hold slots the callers of one identity may hold at once (attach --hold-slots-per-identity)",
+        n(j["server_side"]["hold_slots_per_identity"]));
   p.One("grpcwall_ingress_guard_attached", "gauge",
         "1: the ingress guard is attached (the live policy protects a server on this host)",
         j["ingress_guard_attached"].get<bool>() ? 1 : 0);
@@ -292,7 +306,8 @@ void Status(const StatusOptions& o) {
   j["ingress_guard_attached"] = guard_in_on;
   j["max_connections"] = max_conns;
   const auto holds = HoldSlotsBusy(o.pin_dir);
-  j["server_side"] = {{"hold_slots", holds.first}, {"hold_slots_busy", holds.second}};
+  j["server_side"] = {{"hold_slots", holds.first}, {"hold_slots_busy", holds.second},
+                      {"hold_slots_per_identity", HoldShare(o.pin_dir)}};
   j["policy"] = {{"generation", cfg.generation}, {"slot", GW_SLOT_OF(cfg.generation)}, {"file", file}};
   nlohmann::json counters;
   for (int i = 0; i < GW_CNT_MAX; i++) counters[kCounterNames[i]] = c[i];
@@ -338,7 +353,8 @@ void Status(const StatusOptions& o) {
             << "  server side:  accepted connections walked on receive " << c[GW_CNT_SRV_CONNS]
             << " (failed closed " << c[GW_CNT_SRV_FAILED] << "), HEADERS frames held back until whole "
             << c[GW_CNT_SRV_HOLDS] << " (" << c[GW_CNT_SRV_REPLAYS] << " with decided bytes replayed); hold slots busy "
-            << holds.second << " of " << holds.first << "\n"
+            << holds.second << " of " << holds.first << " (" << HoldShareText(j["server_side"]["hold_slots_per_identity"].get<uint32_t>())
+            << ")\n"
             << "                segments dropped by the ingress guard: for protected listeners " << c[GW_CNT_SRV_REFUSED]
             << " (MPTCP, or at the most walked connections), payload of unwalked connections "
             << c[GW_CNT_SRV_UNWALKED] << "\n"

@@ -854,6 +854,16 @@ int ResetAfterFlip(const std::string& pin_dir, uint64_t generation, const std::s
   }
 }
 
+bool ReadLimits(const std::string& pin_dir, gw_limits* out) {
+  Fd m(bpf_obj_get(MapPin(pin_dir, "gw_limits").c_str()));
+  bpf_map_info info{};
+  uint32_t len = sizeof(info), zero = 0;
+  if (!m || bpf_obj_get_info_by_fd(m.get(), &info, &len) != 0 || info.type != BPF_MAP_TYPE_ARRAY ||
+      info.key_size != sizeof(zero) || info.value_size != sizeof(gw_limits) || info.max_entries < 1)
+    return false;
+  return bpf_map_lookup_elem(m.get(), &zero, out) == 0;
+}
+
 std::vector<uint64_t> ReadCounters(const LiveMaps& m) {
   int ncpu = NumCpus();
   std::vector<uint64_t> out(GW_CNT_MAX, 0), vals(ncpu);

@@ -143,6 +143,10 @@ void FinishSwitch(const std::string& pin_dir);
 bool SettleStaging(const std::string& pin_dir);
 
 std::vector<uint64_t> ReadCounters(const LiveMaps& m);  // summed over CPUs
+
+// gw_limits as pinned under pin_dir; false when it is not there or not of
+// this version's layout (a pin dir of an older or newer grpcwall)
+bool ReadLimits(const std::string& pin_dir, gw_limits* out);
 gw_rule_counters ReadRuleCounters(const LiveMaps& m, uint32_t slot, uint16_t rule);
 
 }  // namespace gw

@@ -151,6 +151,7 @@ same("grpcwall_connections_max", status["max_connections"])
 same("grpcwall_ingress_guard_attached", int(status["ingress_guard_attached"]))
 same("grpcwall_server_hold_slots", status["server_side"]["hold_slots"])
 same("grpcwall_server_hold_slots_busy", status["server_side"]["hold_slots_busy"])
+same("grpcwall_server_hold_slots_per_identity", status["server_side"]["hold_slots_per_identity"])
 
 # each rule of policy show: its three counters, labelled by its from, to
 # and source (FILE:LINE; rules sharing one get #2, #3.. in order)

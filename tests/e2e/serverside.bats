@@ -830,6 +830,87 @@ crafted_calls() {
   [ "$(counter conns_failed)" -eq 1 ]
 }
 
+@test "server side: the callers of one identity hold at most its share of the hold slots; a caller of another identity still gets one" {
+  cat > "$WORK/p.yaml" <<YAML
+identities:
+  public-terminal: { cidrs: [$CLIENT_IP/32] }
+  public-kiosk:    { cidrs: [$OTHER_IP/32] }
+services:
+  door-manager: { port: 50051, cgroup: $CG/doormgr }
+rules:
+  - { from: public-terminal, to: door-manager, allow: [/cloudcity.DoorManager/GetName] }
+  - { from: public-kiosk, to: door-manager, allow: [/cloudcity.DoorManager/GetName] }
+YAML
+  run "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" --hold-slots 4 --hold-slots-per-identity 5 "$WORK/p.yaml"
+  echo "$output"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"--hold-slots-per-identity 5 is more than the 4 hold slots"* ]]
+  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" --hold-slots 4 --hold-slots-per-identity 2 "$WORK/p.yaml" >/dev/null
+  # kept by an attach that does not give it
+  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" >/dev/null
+  [ "$(hold_slots per_identity)" -eq 2 ]
+  "$GRPCWALL" status --pin-dir "$PIN" | grep -F "hold slots busy 0 of 4 (at most 2 per identity)"
+  start_protected_server
+  # the terminal stops inside a HEADERS frame on four connections: two
+  # hold a slot, the other two fail closed (its identity's share is taken)
+  from_source "$CLIENT_IP"
+  for i in 1 2 3 4; do
+    ip netns exec "$CLIENT_NS" timeout 60 $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 --stall "$WORK/go" \
+      GetName > "$WORK/t$i.out" 2>&1 3>&- &
+    PIDS+=($!)
+  done
+  for i in $(seq 1 100); do
+    [ "$(counter server_conns_failed)" -ge 2 ] && [ "$(hold_slots busy)" -ge 2 ] && break
+    sleep 0.1
+  done
+  [ "$(hold_slots busy)" -eq 2 ]
+  [ "$(counter server_conns_failed)" -eq 2 ]
+  run events 2
+  echo "$output"
+  [ "$(echo "$output" | grep -c "identity holds its share of the hold slots")" -eq 2 ]
+  # the kiosk, another identity, still gets a slot: its HEADERS frame cut
+  # in two is held back, completed, decided and answered
+  from_source "$OTHER_IP"
+  run ip netns exec "$CLIENT_NS" timeout 20 $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 --cut-in-headers 2 GetName
+  echo "$output"
+  [ "$output" = "GetName 0" ]
+  [ "$(counter server_holds)" -eq 3 ]
+  # the terminal's two held calls go on; its share is given back with the slots
+  touch "$WORK/go"
+  for i in $(seq 1 100); do
+    [ "$(cat "$WORK"/t?.out | grep -c "^GetName 0")" -ge 2 ] && [ "$(cat "$WORK"/t?.out | grep -c "^error")" -ge 2 ] &&
+      break
+    sleep 0.1
+  done
+  cat "$WORK"/t?.out
+  [ "$(cat "$WORK"/t?.out | grep -c "^GetName 0")" -eq 2 ]
+  [ "$(cat "$WORK"/t?.out | grep -c "^error")" -eq 2 ]
+  [ "$(hold_slots busy)" -eq 0 ]
+  [ "$(handlers 50051 GetName)" -eq 3 ]
+  # holds taken under the last policy generation's identity numbers are
+  # ended by the next apply (else the terminal would hold a share under
+  # each numbering, and the apply after would charge its holds to whoever
+  # then has its number): a stalled terminal caller is reset, its slot freed
+  from_source "$CLIENT_IP"
+  rm -f "$WORK/go"
+  ip netns exec "$CLIENT_NS" timeout 60 $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 --stall "$WORK/go" \
+    GetName > "$WORK/s.out" 2>&1 3>&- &
+  PIDS+=($!)
+  for i in $(seq 1 100); do [ "$(hold_slots busy)" -eq 1 ] && break; sleep 0.1; done
+  [ "$(hold_slots busy)" -eq 1 ]
+  sleep 1.2 # held for longer than an honest caller's round trip
+  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/p.yaml"
+  # by the apply itself (its reset pass), not the 10 s timeout: freed when it returns
+  [ "$(hold_slots busy)" -eq 0 ]
+  for i in $(seq 1 20); do grep -q "^error" "$WORK/s.out" && break; sleep 0.1; done
+  cat "$WORK/s.out"
+  grep -q "^error" "$WORK/s.out"
+  # and the terminal has its whole share under the new generation
+  run ip netns exec "$CLIENT_NS" timeout 20 $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 --cut-in-headers 2 GetName
+  echo "$output"
+  [ "$output" = "GetName 0" ]
+}
+
 @test "server side: a caller that stops inside a HEADERS frame for good is reset after 10 s, and its slot freed" {
   protect
   # (while held, the server's socket polls readable with nothing to read:
