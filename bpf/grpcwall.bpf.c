@@ -332,10 +332,15 @@ static __always_inline int gw_hold_share_take(__u32 key)
  * count that wrapped would lock its identity out of every slot) */
 static __always_inline void gw_hold_share_give(__u32 key)
 {
-	__u32 *n = bpf_map_lookup_elem(&gw_srv_hold_shares, &key);
+	__u32 *n = bpf_map_lookup_elem(&gw_srv_hold_shares, &key), old, i;
 
-	if (n && __sync_fetch_and_sub(n, 1) == 0)
-		__sync_fetch_and_add(n, 1);
+	if (!n)
+		return;
+	for (i = 0; i < 8; i++) { /* (a compare-and-swap lost to another CPU: again) */
+		old = *n;
+		if (!old || __sync_val_compare_and_swap(n, old, old - 1) == old)
+			return;
+	}
 }
 
 /* (a global function: verified once, not at every place a hold is given
@@ -2031,6 +2036,10 @@ __attribute__((noinline)) int gw_hold_take(struct gw_srv_conn *sc, __u64 cookie)
 		}
 		return 0;
 	}
+	/* the generation both are of: what the bytes before resume are
+	 * decided under (gw_hold), and the numbering the share is counted in
+	 * (gw_srv_lingers) */
+	h->gen = sc->c.generation;
 	h->share = share + 1; /* given back when the slot is (gw_hold_free) */
 	return k.slot;
 }
@@ -2131,7 +2140,6 @@ static __always_inline int gw_hold(struct __sk_buff *skb, struct gw_srv_conn *sc
 	h->len = n;
 	h->need = end - pre - pass;
 	h->resume = f < pre ? 0 : hs - pass;
-	h->gen = sc->c.generation;
 	if (f >= pre)
 		sc->carry_len = 0;
 	sc->c.approved += pass;
@@ -3522,10 +3530,10 @@ static __always_inline int gw_srv_state(__u8 st)
 
 /* A walked server connection the iterator ends: failed closed, held
  * inside a HEADERS frame for longer than GW_HOLD_TIMEOUT_NS, or held since
- * before a policy apply for over GW_HOLD_APPLY_GRACE_NS: its slot is
- * counted against an identity number of the last generation
- * (gw_srv_hold_shares), under which its caller could hold a second share,
- * and which the apply after next gives to another identity */
+ * before a policy apply, for over GW_HOLD_APPLY_GRACE_NS or since before
+ * the one before: its slot is counted against an identity number of an
+ * earlier generation (gw_srv_hold_shares), under which its caller could
+ * hold a second share, and which the apply after it gives out again */
 static __always_inline int gw_srv_lingers(struct gw_srv_conn *sc, __u64 cookie, __u64 gen)
 {
 	struct gw_hold_owner *o;
@@ -3547,8 +3555,8 @@ static __always_inline int gw_srv_lingers(struct gw_srv_conn *sc, __u64 cookie, 
 	if (sc->held_ns + age > GW_HOLD_TIMEOUT_NS)
 		return 1;
 	h = bpf_map_lookup_elem(&gw_srv_holds, &idx);
-	return h && h->share && (h->share - 1) / GW_MAX_IDENTITIES != GW_SLOT_OF(gen) &&
-	       age > GW_HOLD_APPLY_GRACE_NS;
+	/* (h->gen: the generation its share was counted under, gw_hold) */
+	return h && h->share && h->gen != gen && (age > GW_HOLD_APPLY_GRACE_NS || gen - h->gen > 1);
 }
 
 static __always_inline int gw_is_detaching(void)

@@ -562,7 +562,8 @@ uint64_t AttachLocked(const AttachOptions& o, const std::string& cgroup, const P
     if (!fresh) {  // a fresh dir: the caller removes it all
       prev.Restore(o.pin_dir, live, sockhash);
       try {
-        if (had_limits) WriteLimits(bpf_map__fd(skel->maps.gw_limits), prev_limits);
+        // (none before: an older version's pin dir, where it is new)
+        WriteLimits(bpf_map__fd(skel->maps.gw_limits), had_limits ? prev_limits : gw_limits{});
       } catch (...) {
       }
     }
