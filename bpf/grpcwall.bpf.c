@@ -1338,8 +1338,14 @@ static __always_inline long gw_walk_decide(struct gw_walk *w, struct gw_src *src
 	int r;
 
 	c->h2.blocks++;
-	if (!ws->f.is_request)
-		return gw_walk_advance(w, n, n, 0); /* trailers: table kept in step */
+	/* Trailers: parsed, the table kept in step. A block that names a
+	 * :path is decided whatever its stream id says: a server that refuses
+	 * a stream without counting its id as used (grpc-go: a HEADERS frame
+	 * with a malformed field, answered by RST_STREAM) takes a later block
+	 * on a lower id as a new request, where the walker counts every id it
+	 * saw. Honest trailers carry no pseudo-header (RFC 9113 8.1). */
+	if (!ws->f.is_request && !w->s->blk.npath)
+		return gw_walk_advance(w, n, n, 0);
 	if (w->s->blk.path_inserted && w->s->blk.path_how != GW_PATH_NONE) {
 		__u64 h = w->s->blk.h_exact;
 

@@ -127,8 +127,10 @@ bool FbStream::Feed(const uint8_t* p, size_t n, std::vector<uint8_t>* out) {
     h_.blocks++;
     blocks++;
     if (big) big_blocks++;
-    if (f.is_request && decide) {
-      FbBlock fb{f.stream, true, big, &blk_, gw_hp_path_regranted(&blk_) != 0};
+    // a block that names a :path is decided whatever its stream id says
+    // (gw_walk_decide: a server may take it as a new request)
+    if ((f.is_request || blk_.npath) && decide) {
+      FbBlock fb{f.stream, f.is_request != 0, big, &blk_, gw_hp_path_regranted(&blk_) != 0};
       FbVerdict v = decide(fb);
       if (v.verdict != GW_VERDICT_DENY && gw_hp_path_regranted(&blk_)) return Fail(GW_REASON_REGRANT);
       if (v.verdict == GW_VERDICT_ALLOW) {

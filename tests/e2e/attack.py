@@ -62,8 +62,16 @@ modes:
                           (incremental indexing) and is then called twice
                           by the same block naming entry 62; a trailers block
                           on the second of those puts DENIED at entry 62
-                          (trailers are not decided, so nothing rewrites
-                          it); then the same block bytes once more
+                          (a block that names a :path is decided, trailers
+                          too: DENIED goes in rewritten); then the same block
+                          bytes once more
+  refused-id ALLOWED DENIED [continuation]  the ALLOWED call on stream
+                          0x7fffffff with a malformed field (an uppercase
+                          name), which a server like grpc-go refuses without
+                          taking the id; then the DENIED call on stream 1,
+                          which such a server opens as a new stream
+                          (tests/e2e/h2_lax_server.py); `continuation`: its
+                          block in HEADERS + CONTINUATION (the fallback helper)
 """
 import argparse
 import ctypes
@@ -547,6 +555,21 @@ def run(a, auth):
         report(rd, 5, allowed)
         s.sendall(frame(0x1, 0x4, 7, indexed) + frame(0x0, 0x1, 7, REQ))
         report(rd, 7, denied)
+        return
+    if a.mode == "refused-id":
+        s = connect(host, port)
+        rd = Reader(s)
+        s.sendall(PREFACE + SETTINGS)
+        high = 0x7fffffff
+        bad = headers_block(f"/cloudcity.DoorManager/{a.args[0]}".encode(), auth) + b"\x00" + hstr(b"A") + hstr(b"b")
+        s.sendall(frame(0x1, 0x5, high, bad))
+        report(rd, high, a.args[0])
+        if a.args[2:] == ["continuation"]:
+            blk = headers_block(f"/cloudcity.DoorManager/{a.args[1]}".encode(), auth)
+            s.sendall(frame(0x1, 0x0, 1, blk[:10]) + frame(0x9, 0x4, 1, blk[10:]) + frame(0x0, 0x1, 1, REQ))
+        else:
+            s.sendall(call(1, a.args[1], auth))
+        report(rd, 1, a.args[1])
         return
     if a.mode == "badpath":
         s = connect(host, port)

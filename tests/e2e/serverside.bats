@@ -242,16 +242,47 @@ remote_client() {
   echo "grpcio: repeat blocks $repeats"
   [ "$repeats" -ge 4 ]
   [ "$(counter allowed)" -eq 8 ]
-  # stream 3 repeats stream 1's block naming dynamic entry 62 (GetName); a
-  # trailers block then puts SetAccessCode at entry 62, and the same bytes
-  # on stream 7 name it: decided again, denied
+  # stream 5 repeats stream 3's block naming dynamic entry 62 (GetName),
+  # parsed once; a trailers block then puts SetAccessCode at entry 62 (decided:
+  # it names a :path; it goes in rewritten), and the same bytes on stream 7
+  # name it: decided again, denied
   from_source "$CLIENT_IP"
   run ip netns exec "$CLIENT_NS" timeout 60 $PY "$ROOT/tests/e2e/attack.py" "$SERVER_IP" 50051 repeat GetName SetAccessCode
   repeat_decided 7
   echo "repeat blocks: $(counter repeat_blocks), denied: $(counter denied)"
-  [ "$(counter repeat_blocks)" -ge $((repeats + 1)) ]
-  [ "$(counter denied)" -eq 1 ]
+  [ "$(counter repeat_blocks)" -eq $((repeats + 1)) ]
+  [ "$(counter denied)" -eq 2 ]
   [ "$(counter conns_failed)" -eq 0 ]
+}
+
+@test "server side: a call on a stream id below one the server refused without taking it is decided, not passed as trailers" {
+  # the server takes a stream id only once it accepts the request, as
+  # grpc-go does (tests/e2e/h2_lax_server.py): after its refusal of the
+  # malformed block on stream 0x7fffffff, stream 1 is a new request to it
+  server_policy "$WORK/p.yaml"
+  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
+  in_cgroup "$CG/doormgr" "$SERVER_NS" $PY "$ROOT/tests/e2e/h2_lax_server.py" 0.0.0.0 50051 \
+    > "$WORK/server-50051.log" 2>&1 3>&- &
+  PIDS+=($!)
+  wait_port 50051
+  from_source "$CLIENT_IP"
+  run ip netns exec "$CLIENT_NS" timeout 60 $PY "$ROOT/tests/e2e/attack.py" "$SERVER_IP" 50051 \
+    refused-id GetName SetAccessCode
+  echo "$output"
+  [ "$(echo "$output" | sed -n 1p)" = "GetName reset" ]
+  [ "$(echo "$output" | sed -n 2p)" = "SetAccessCode 7" ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  [ "$(counter denied)" -eq 1 ]
+  run events 1
+  echo "$output"
+  [ "$(echo "$output" | json "d['method']")" = "/cloudcity.DoorManager/SetAccessCode" ]
+  [ "$(echo "$output" | json "d['side']")" = "server" ]
+  # the control: an allowed call there is answered by the handler
+  run ip netns exec "$CLIENT_NS" timeout 60 $PY "$ROOT/tests/e2e/attack.py" "$SERVER_IP" 50051 \
+    refused-id GetName GetName
+  echo "$output"
+  [ "$(echo "$output" | sed -n 2p)" = "GetName 0" ]
+  [ "$(handlers 50051 GetName)" -eq 1 ]
 }
 
 @test "server side: a caller no identity names is denied every method, and reported" {
