@@ -310,8 +310,7 @@ static __always_inline struct gw_srv_hold *gw_hold_of(struct gw_srv_conn *sc, __
 }
 
 /* A hold slot counted against its caller's identity (gw_srv_hold_shares,
- * key: generation slot and identity): -1 when the identity holds its
- * share already. Counted up first and taken back when over: two CPUs
+ * key: its share id): -1 when the identity holds its share already. Counted up first and taken back when over: two CPUs
  * cannot both pass on the last one. */
 static __always_inline int gw_hold_share_take(__u32 key)
 {
@@ -2022,11 +2021,16 @@ __attribute__((noinline)) int gw_hold_take(struct gw_srv_conn *sc, __u64 cookie)
 {
 	struct gw_hold_claim k = { .cookie = cookie };
 	struct gw_srv_hold *h;
-	__u32 share, idx;
+	__u32 share, idx, *id;
 
 	if (!sc)
 		return 0;
-	share = GW_SLOT_OF(sc->c.generation) * GW_MAX_IDENTITIES + (sc->c.ident & (GW_MAX_IDENTITIES - 1));
+	/* the identity's share id, the same in every generation it is in:
+	 * an apply that renumbers identities moves no count (0: none given,
+	 * the callers without one share one count) */
+	idx = GW_SLOT_OF(sc->c.generation) * GW_MAX_IDENTITIES + (sc->c.ident & (GW_MAX_IDENTITIES - 1));
+	id = bpf_map_lookup_elem(&gw_ident_shares, &idx);
+	share = id && *id < GW_SLOTS * GW_MAX_IDENTITIES ? *id : 0;
 	if (gw_hold_share_take(share))
 		return -1;
 	bpf_loop(GW_HOLD_SLOTS_MAX, gw_hold_claim_cb, &k, 0); /* stops past the last slot */
@@ -2042,9 +2046,7 @@ __attribute__((noinline)) int gw_hold_take(struct gw_srv_conn *sc, __u64 cookie)
 		}
 		return 0;
 	}
-	/* the generation both are of: what the bytes before resume are
-	 * decided under (gw_hold), and the numbering the share is counted in
-	 * (gw_srv_lingers) */
+	/* the generation the bytes before resume are decided under (gw_hold) */
 	h->gen = sc->c.generation;
 	h->share = share + 1; /* given back when the slot is (gw_hold_free) */
 	return k.slot;
@@ -3530,21 +3532,11 @@ static __always_inline int gw_srv_state(__u8 st)
 	return st == 4 || st == 5 || st == GW_TCP_CLOSE_WAIT || st == 9 || st == 11;
 }
 
-/* A hold taken under another generation's identity numbering and older
- * than this (the loader runs the iterator after every policy apply) */
-#define GW_HOLD_APPLY_GRACE_NS 1000000000ULL
-
-/* A walked server connection the iterator ends: failed closed, held
- * inside a HEADERS frame for longer than GW_HOLD_TIMEOUT_NS, or held since
- * before a policy apply, for over GW_HOLD_APPLY_GRACE_NS or since before
- * the one before: its slot is counted against an identity number of an
- * earlier generation (gw_srv_hold_shares), under which its caller could
- * hold a second share, and which the apply after it gives out again */
-static __always_inline int gw_srv_lingers(struct gw_srv_conn *sc, __u64 cookie, __u64 gen)
+/* A walked server connection the iterator ends: failed closed, or held
+ * inside a HEADERS frame for longer than GW_HOLD_TIMEOUT_NS */
+static __always_inline int gw_srv_lingers(struct gw_srv_conn *sc, __u64 cookie)
 {
 	struct gw_hold_owner *o;
-	struct gw_srv_hold *h;
-	__u64 age;
 	__u32 idx;
 
 	if (sc->c.flags & GW_CONN_FAILED)
@@ -3555,14 +3547,9 @@ static __always_inline int gw_srv_lingers(struct gw_srv_conn *sc, __u64 cookie, 
 	o = bpf_map_lookup_elem(&gw_srv_hold_owners, &idx);
 	if (!o || o->owner != cookie)
 		return 0;
-	age = bpf_ktime_get_ns() - o->since;
 	/* summed over its holds: a caller cannot restart the clock by
 	 * completing a frame and cutting the next */
-	if (sc->held_ns + age > GW_HOLD_TIMEOUT_NS)
-		return 1;
-	h = bpf_map_lookup_elem(&gw_srv_holds, &idx);
-	/* (h->gen: the generation its share was counted under, gw_hold) */
-	return h && h->share && h->gen != gen && (age > GW_HOLD_APPLY_GRACE_NS || gen - h->gen > 1);
+	return sc->held_ns + bpf_ktime_get_ns() - o->since > GW_HOLD_TIMEOUT_NS;
 }
 
 static __always_inline int gw_is_detaching(void)
@@ -3631,7 +3618,7 @@ int gw_reset_predating(struct bpf_iter__tcp *ctx)
 		tp = bpf_skc_to_tcp_sock(skc);
 		cookie = tp ? bpf_get_socket_cookie(tp) : 0;
 		sc = cookie ? bpf_map_lookup_elem(&gw_srv_conns, &cookie) : NULL;
-		if (sc && (sc->c.flags & GW_CONN_IN_MAP) && (gw_srv_lingers(sc, cookie, gen) || gw_is_detaching())) {
+		if (sc && (sc->c.flags & GW_CONN_IN_MAP) && (gw_srv_lingers(sc, cookie) || gw_is_detaching())) {
 			/* walked on receive, and failed closed (its bytes all
 			 * dropped) or stopped inside a held HEADERS frame, or
 			 * grpcwall is being detached: ended */

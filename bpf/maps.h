@@ -226,7 +226,7 @@ struct gw_srv_hold {
 	__u32 len;     /* bytes held, < GW_HOLD_MAX */
 	__u32 need;    /* the frame is whole once len plus the next buffers reach this */
 	__u32 resume;  /* the next walk starts here: held bytes before it are decided */
-	__u32 share;   /* the gw_srv_hold_shares entry it is counted in + 1; 0: none */
+	__u32 share;   /* the gw_srv_hold_shares entry (share id) it is counted in + 1; 0: none */
 	__u8 data[GW_HOLD_MAX + GW_HOLD_APPEND];
 };
 
@@ -247,15 +247,29 @@ struct {
 	__type(value, struct gw_hold_owner);
 } gw_srv_hold_owners SEC(".maps");
 
-/* hold slots held now by each (generation slot, caller identity): an
- * identity takes at most gw_limits.hold_share of them, so no one caller's
- * identity can take every slot from the others (gw_hold_share_take) */
+/* hold slots held now by each caller identity, by its share id
+ * (gw_ident_shares): an identity takes at most gw_limits.hold_share of
+ * them, so no one caller's identity can take every slot from the others
+ * (gw_hold_share_take). [0]: callers whose identity has no share id. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, GW_SLOTS * GW_MAX_IDENTITIES);
 	__type(key, __u32);
 	__type(value, __u32);
 } gw_srv_hold_shares SEC(".maps");
+
+/* [slot * GW_MAX_IDENTITIES + identity]: the identity's share id, an index
+ * into gw_srv_hold_shares. The loader gives an identity name the same id in
+ * every generation it is in (identity numbers are positions in the file and
+ * change with an apply; a hold is counted under one id whatever the
+ * numbering when it ends), and a new name an id no name of the last
+ * generation has and no hold is counted under. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, GW_SLOTS * GW_MAX_IDENTITIES);
+	__type(key, __u32);
+	__type(value, __u32);
+} gw_ident_shares SEC(".maps");
 
 /* [0]: limits attach sets (struct gw_limits) */
 struct {

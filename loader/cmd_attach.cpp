@@ -558,6 +558,17 @@ uint64_t AttachLocked(const AttachOptions& o, const std::string& cgroup, const P
       generation = ApplyPolicy(live, policy, paths);
     else
       SyncIngressGuard(live, generation && SlotProtects(live, GW_SLOT_OF(generation)));
+    if (o.policy.empty() && generation) {
+      // maps older than the hold shares' ids (gw_ident_shares, new): the
+      // live policy's identities get theirs now, not at the next apply
+      const LivePolicy lp = ReadLivePolicy(live);
+      if (!HasIdentShares(live, GW_SLOT_OF(generation), lp.identities.size())) {
+        std::vector<std::string> names(lp.identities.size());
+        for (const auto& i : lp.identities)
+          if (i.id >= 1 && i.id <= names.size()) names[i.id - 1] = i.name;
+        WriteIdentShares(live, GW_SLOT_OF(generation), names);
+      }
+    }
   } catch (...) {
     if (!fresh) {  // a fresh dir: the caller removes it all
       prev.Restore(o.pin_dir, live, sockhash);

@@ -71,6 +71,24 @@ std::vector<K> HashKeys(int fd) {
   }
 }
 
+// Entries [0, n) of an array of u32, in one call where the kernel can
+// batch (32,768 lookups one at a time are ~30 ms of an apply).
+std::vector<uint32_t> ReadArray(int fd, uint32_t n, const char* what) {
+  std::vector<uint32_t> keys(n), vals(n);
+  uint32_t count = n, next = 0;
+  LIBBPF_OPTS(bpf_map_batch_opts, opts);
+  const int r = bpf_map_lookup_batch(fd, nullptr, &next, keys.data(), vals.data(), &count, &opts);
+  if ((r == 0 || errno == ENOENT) && count == n) {
+    std::vector<uint32_t> out(n);
+    for (uint32_t i = 0; i < n; i++)
+      if (keys[i] < n) out[keys[i]] = vals[i];
+    return out;
+  }
+  for (uint32_t i = 0; i < n; i++)
+    if (bpf_map_lookup_elem(fd, &i, &vals[i]) != 0) throw SysError(std::string("reading ") + what, errno);
+  return vals;
+}
+
 void Update(int fd, const void* k, const void* v, const char* what) {
   if (bpf_map_update_elem(fd, k, v, BPF_ANY) != 0) throw SysError(std::string("updating ") + what, errno);
 }
@@ -129,6 +147,8 @@ LiveMaps LiveMaps::Open(const std::string& pin_dir) {
   m.peers = Fd(bpf_obj_get(MapPin(pin_dir, "gw_peers").c_str()));
   m.srv_ports = Fd(bpf_obj_get(MapPin(pin_dir, "gw_srv_ports").c_str()));
   m.srv_port_bits = Fd(bpf_obj_get(MapPin(pin_dir, "gw_srv_port_bits").c_str()));
+  m.ident_shares = Fd(bpf_obj_get(MapPin(pin_dir, "gw_ident_shares").c_str()));
+  m.hold_shares = Fd(bpf_obj_get(MapPin(pin_dir, "gw_srv_hold_shares").c_str()));
   return m;
 }
 
@@ -411,6 +431,13 @@ uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const IdentityPaths& pa
   }
   const uint32_t slot = GW_SLOT_OF(cfg.generation + 1);  // the datapath derives it so (grpcwall.h)
   CompiledPolicy cp = Compile(p, cfg.key0, cfg.key1);
+  {
+    // the hold shares' ids: before the flip, in the slot being filled
+    // (read by the datapath only once it is live)
+    std::vector<std::string> names;
+    for (const auto& id : cp.identities) names.push_back(id.name);
+    WriteIdentShares(m, slot, names);
+  }
 
   // 1. Empty the inactive slot (what was live two generations ago).
   // (hash maps a batch at a time: 10,000 identities' keys and names one by
@@ -852,6 +879,73 @@ int ResetAfterFlip(const std::string& pin_dir, uint64_t generation, const std::s
                              " is live, but resetting connections that predate it failed: " + e.what() +
                              " (those connections stay unpoliced until they close; " + retry + " to retry)");
   }
+}
+
+namespace {
+// An identity's name as gw_names keeps it (cut to its text field)
+std::string NameText(const std::string& name) { return NameVal(name, "", 0).text; }
+}  // namespace
+
+void WriteIdentShares(const LiveMaps& m, uint32_t slot, const std::vector<std::string>& names) {
+  if (!m.ident_shares || !m.hold_shares) return;
+  constexpr uint32_t kIds = GW_SLOTS * GW_MAX_IDENTITIES;  // ids 1 .. kIds - 1; 0: none
+  const std::vector<uint32_t> ids = ReadArray(m.ident_shares.get(), kIds, "gw_ident_shares");
+  const std::vector<uint32_t> held = ReadArray(m.hold_shares.get(), kIds, "gw_srv_hold_shares");
+  // the ids of the live generation's names (the other slot), and of this
+  // slot's own when it is the live one (attach over maps older than the ids)
+  std::unordered_map<std::string, uint32_t> kept;
+  std::vector<bool> taken(kIds, false);
+  const gw_config cfg = ReadConfig(m);
+  if (cfg.generation) {
+    const uint32_t live = GW_SLOT_OF(cfg.generation);
+    for (uint32_t id = 1; id < GW_MAX_IDENTITIES; id++) {
+      const uint32_t share = ids[live * GW_MAX_IDENTITIES + id];
+      if (!share || share >= kIds) continue;
+      gw_name_val v{};
+      if (!ReadName(m, live, GW_NAMEKIND_IDENT, id, &v)) continue;
+      v.text[sizeof(v.text) - 1] = 0;
+      kept.emplace(v.text, share);
+      taken[share] = true;
+    }
+  }
+  std::vector<uint32_t> keys, vals;
+  std::vector<bool> given(kIds, false);
+  uint32_t next = 1;
+  // a new name: an id no live name has, no hold is counted under (a hold
+  // taken under a removed name's id still counts there until it ends),
+  // and not given in this call
+  auto fresh = [&]() -> uint32_t {
+    for (; next < kIds; next++)
+      if (!taken[next] && !given[next] && !held[next]) return next++;
+    for (uint32_t i = 1; i < kIds; i++)  // (only after 32,767 names: one no name of this slot has)
+      if (!given[i] && !held[i]) return i;
+    return 0;  // (cannot happen: at most 16,383 names) counted with the callers without an id
+  };
+  for (size_t i = 0; i < names.size() && i + 1 < GW_MAX_IDENTITIES; i++) {
+    auto it = kept.find(NameText(names[i]));
+    uint32_t share = it != kept.end() && !given[it->second] ? it->second : fresh();
+    given[share] = share != 0;
+    keys.push_back(slot * GW_MAX_IDENTITIES + static_cast<uint32_t>(i) + 1);
+    vals.push_back(share);
+  }
+  // the rest of the slot: no id (an identity number past the policy's is
+  // never read in its generation)
+  for (uint32_t id = static_cast<uint32_t>(keys.size()) + 1; id < GW_MAX_IDENTITIES; id++)
+    if (ids[slot * GW_MAX_IDENTITIES + id]) {
+      keys.push_back(slot * GW_MAX_IDENTITIES + id);
+      vals.push_back(0);
+    }
+  BatchUpdate(m.ident_shares.get(), keys, vals, "gw_ident_shares");
+}
+
+bool HasIdentShares(const LiveMaps& m, uint32_t slot, size_t identities) {
+  if (!m.ident_shares) return true;  // (nothing to give)
+  for (uint32_t id = 1; id <= identities && id < GW_MAX_IDENTITIES; id++) {
+    const uint32_t k = slot * GW_MAX_IDENTITIES + id;
+    uint32_t share = 0;
+    if (bpf_map_lookup_elem(m.ident_shares.get(), &k, &share) == 0 && share) return true;
+  }
+  return identities == 0;
 }
 
 bool ReadLimits(const std::string& pin_dir, gw_limits* out) {

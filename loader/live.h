@@ -27,6 +27,7 @@ struct LiveMaps {
   Fd pair_rules;  // the same (its programs read rule ids in every table)
   Fd peers, srv_ports;  // the server side (absent before it)
   Fd srv_port_bits;     // ... and before its ingress guard
+  Fd ident_shares, hold_shares;  // hold shares by identity name (absent before them)
   // ApplyPolicy attaches and detaches the ingress guard (SyncIngressGuard);
   // false: the caller does (an upgrade's new set, whose guard goes on at the switch)
   bool sync_ingress_guard = true;
@@ -143,6 +144,17 @@ void FinishSwitch(const std::string& pin_dir);
 bool SettleStaging(const std::string& pin_dir);
 
 std::vector<uint64_t> ReadCounters(const LiveMaps& m);  // summed over CPUs
+
+// Gives the identities of `slot` (names[i]: identity i + 1) their share ids
+// in gw_ident_shares: a name the live generation has keeps its id, a new
+// one gets the lowest id that no name of the live generation has and under
+// which no hold is counted (gw_srv_hold_shares). ApplyPolicy calls it for
+// the slot it fills; attach for the live slot of a pin dir whose maps
+// predate the ids (without, its callers would share one count). Nothing
+// for a pin dir without the maps.
+void WriteIdentShares(const LiveMaps& m, uint32_t slot, const std::vector<std::string>& names);
+// True when some identity of the live generation has a share id.
+bool HasIdentShares(const LiveMaps& m, uint32_t slot, size_t identities);
 
 // gw_limits as pinned under pin_dir; false when it is not there or not of
 // this version's layout (a pin dir of an older or newer grpcwall)
