@@ -127,7 +127,7 @@ struct gw_hp_block {
 	__u8  h_state;    /* Huffman decoder state */
 	__u8  h_accept;
 	__u8  name_match; /* new name still equals ":path" so far */
-	__u8  npath;      /* :path fields in the block */
+	__u8  npath;      /* :path fields in the block: 0, 1, or 2 for more (gw_hp_count_path) */
 	__u8  path_how;   /* enum gw_path_how */
 	__u8  path_valid; /* /service/method, canonical characters */
 	__u8  path_long;  /* longer than GW_PATH_MAX - 1 */
@@ -403,6 +403,16 @@ static __always_inline void gw_hp_path_finish(struct gw_hp_block *b, struct gw_h
 	t->name[b->path_ins & GW_HP_MASK] = GW_HPN_PATH_REC;
 }
 
+/* One more :path field. Saturates at 2, "more than one": a count that
+ * wrapped (256 fields fit in a block) would read as none (taken for
+ * trailers) or as one (decided on the last while a server may keep the
+ * first). */
+static __always_inline void gw_hp_count_path(struct gw_hp_block *b)
+{
+	if (b->npath < 2)
+		b->npath++;
+}
+
 /* Can the block's :path be looked up in a policy? -1 if so, else the
  * reason it is denied unlooked: exactly one :path, not too long, a
  * canonical /service/method. */
@@ -512,7 +522,7 @@ static __always_inline int gw_hp_close_string(struct gw_hp_block *b,
 		return gw_hp_open_string(b, src, 1);
 	}
 	if (b->f_is_path) {
-		b->npath++;
+		gw_hp_count_path(b);
 		b->path_inserted = b->f_insert;
 		b->path_len = b->s_dlen < GW_PATH_MAX ? b->s_dlen : GW_PATH_MAX;
 		if (b->s_dlen >= GW_PATH_MAX)
@@ -575,7 +585,7 @@ static __always_inline int gw_hp_indexed(struct gw_hp_block *b, struct gw_hp_tab
 		return gw_hp_fail(b, GW_REASON_PROTOCOL);
 	if (idx <= GW_HP_STATIC_ENTRIES) {
 		if (idx == 4 || idx == 5) { /* ":path /" and ":path /index.html" */
-			b->npath++;
+			gw_hp_count_path(b);
 			b->path_how = GW_PATH_IDX_STATIC;
 			b->path_rep_off = b->f_rep_off;
 			b->path_rep_len = rep_len;
@@ -590,7 +600,7 @@ static __always_inline int gw_hp_indexed(struct gw_hp_block *b, struct gw_hp_tab
 	e = t->ins - 1 - i;
 	code = t->name[e & GW_HP_MASK];
 	if (code == GW_HPN_PATH || code == GW_HPN_PATH_REC) {
-		b->npath++;
+		gw_hp_count_path(b);
 		b->path_how = GW_PATH_IDX_DYN;
 		b->path_rep_off = b->f_rep_off;
 		b->path_rep_len = rep_len;

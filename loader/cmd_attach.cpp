@@ -514,6 +514,15 @@ uint64_t AttachLocked(const AttachOptions& o, const std::string& cgroup, const P
   // a pin dir an older grpcwall attached gets gw_svc_ports now: the live
   // slot's ports, before the guard that reads them is attached
   if (generation) WriteServicePorts(live, GW_SLOT_OF(generation));
+  // maps older than the hold shares' ids (gw_ident_shares is new): the
+  // live identities get theirs before these programs run, as the keys the
+  // older programs count their holds under (one count across the switch,
+  // and after a rollback to them)
+  if (generation) {
+    const std::vector<std::string> names = LiveIdentityNames(live, GW_SLOT_OF(generation));
+    if (!HasIdentShares(live, GW_SLOT_OF(generation), names.size()))
+      WriteIdentShares(live, GW_SLOT_OF(generation), names, true);
+  }
   Previous prev = Previous::Of(o.pin_dir, live);
   gw_limits prev_limits{};
   const bool had_limits = ReadLimits(o.pin_dir, &prev_limits);
@@ -558,17 +567,6 @@ uint64_t AttachLocked(const AttachOptions& o, const std::string& cgroup, const P
       generation = ApplyPolicy(live, policy, paths);
     else
       SyncIngressGuard(live, generation && SlotProtects(live, GW_SLOT_OF(generation)));
-    if (o.policy.empty() && generation) {
-      // maps older than the hold shares' ids (gw_ident_shares, new): the
-      // live policy's identities get theirs now, not at the next apply
-      const LivePolicy lp = ReadLivePolicy(live);
-      if (!HasIdentShares(live, GW_SLOT_OF(generation), lp.identities.size())) {
-        std::vector<std::string> names(lp.identities.size());
-        for (const auto& i : lp.identities)
-          if (i.id >= 1 && i.id <= names.size()) names[i.id - 1] = i.name;
-        WriteIdentShares(live, GW_SLOT_OF(generation), names);
-      }
-    }
   } catch (...) {
     if (!fresh) {  // a fresh dir: the caller removes it all
       prev.Restore(o.pin_dir, live, sockhash);

@@ -69,6 +69,13 @@ std::string HoldShareText(uint32_t share) {
   return share ? "at most " + std::to_string(share) + " per identity" : "no limit per identity";
 }
 
+// "; public-terminal 2, kiosk 1": who holds the busy slots
+std::string HoldersText(const nlohmann::json& by) {
+  std::string t;
+  for (const auto& [name, n] : by.items()) t += (t.empty() ? "; " : ", ") + name + " " + std::to_string(n.get<uint32_t>());
+  return t;
+}
+
 // The Prometheus text exposition format (version 0.0.4), as node_exporter's
 // textfile collector reads it: each family once, its HELP and TYPE lines
 // first, then its samples; no timestamps (the collector refuses them).
@@ -221,6 +228,10 @@ void PrintPrometheus(std::ostream& out, const nlohmann::json& j, const LivePolic
   p.One("grpcwall_server_hold_slots_per_identity", "gauge",
         "Server side: hold slots the callers of one identity may hold at once (attach --hold-slots-per-identity)",
         n(j["server_side"]["hold_slots_per_identity"]));
+  p.Family("grpcwall_server_hold_slots_busy_by_identity", "gauge",
+           "Server side: hold slots the callers of an identity hold now (counted as its share is)");
+  for (const auto& [name, held] : j["server_side"]["hold_slots_by_identity"].items())
+    p.Sample("grpcwall_server_hold_slots_busy_by_identity", {{"identity", name}}, held.get<uint64_t>());
   p.One("grpcwall_ingress_guard_attached", "gauge",
         "1: the ingress guard is attached (the live policy protects a server on this host)",
         j["ingress_guard_attached"].get<bool>() ? 1 : 0);
@@ -308,6 +319,11 @@ void Status(const StatusOptions& o) {
   const auto holds = HoldSlotsBusy(o.pin_dir);
   j["server_side"] = {{"hold_slots", holds.first}, {"hold_slots_busy", holds.second},
                       {"hold_slots_per_identity", HoldShare(o.pin_dir)}};
+  {  // whose callers hold them (counted by identity, as the share is)
+    nlohmann::json by = nlohmann::json::object();
+    for (const auto& [name, n] : HoldsByIdentity(live)) by[name] = n;
+    j["server_side"]["hold_slots_by_identity"] = by;
+  }
   j["policy"] = {{"generation", cfg.generation}, {"slot", GW_SLOT_OF(cfg.generation)}, {"file", file}};
   nlohmann::json counters;
   for (int i = 0; i < GW_CNT_MAX; i++) counters[kCounterNames[i]] = c[i];
@@ -354,7 +370,7 @@ void Status(const StatusOptions& o) {
             << " (failed closed " << c[GW_CNT_SRV_FAILED] << "), HEADERS frames held back until whole "
             << c[GW_CNT_SRV_HOLDS] << " (" << c[GW_CNT_SRV_REPLAYS] << " with decided bytes replayed); hold slots busy "
             << holds.second << " of " << holds.first << " (" << HoldShareText(j["server_side"]["hold_slots_per_identity"].get<uint32_t>())
-            << ")\n"
+            << HoldersText(j["server_side"]["hold_slots_by_identity"]) << ")\n"
             << "                segments dropped by the ingress guard: for protected listeners " << c[GW_CNT_SRV_REFUSED]
             << " (MPTCP, or at the most walked connections), payload of unwalked connections "
             << c[GW_CNT_SRV_UNWALKED] << "\n"

@@ -886,56 +886,120 @@ namespace {
 std::string NameText(const std::string& name) { return NameVal(name, "", 0).text; }
 }  // namespace
 
-void WriteIdentShares(const LiveMaps& m, uint32_t slot, const std::vector<std::string>& names) {
+void WriteIdentShares(const LiveMaps& m, uint32_t slot, const std::vector<std::string>& names, bool legacy_keys) {
   if (!m.ident_shares || !m.hold_shares) return;
   constexpr uint32_t kIds = GW_SLOTS * GW_MAX_IDENTITIES;  // ids 1 .. kIds - 1; 0: none
   const std::vector<uint32_t> ids = ReadArray(m.ident_shares.get(), kIds, "gw_ident_shares");
   const std::vector<uint32_t> held = ReadArray(m.hold_shares.get(), kIds, "gw_srv_hold_shares");
-  // the ids of the live generation's names (the other slot), and of this
-  // slot's own when it is the live one (attach over maps older than the ids)
-  std::unordered_map<std::string, uint32_t> kept;
-  std::vector<bool> taken(kIds, false);
   const gw_config cfg = ReadConfig(m);
-  if (cfg.generation) {
-    const uint32_t live = GW_SLOT_OF(cfg.generation);
+  const uint32_t live = GW_SLOT_OF(cfg.generation);
+  // name -> id in a slot (its names are still there: the slot being
+  // filled is emptied after this)
+  auto ids_of = [&](uint32_t s, std::unordered_map<std::string, uint32_t>* out, std::vector<bool>* mark) {
     for (uint32_t id = 1; id < GW_MAX_IDENTITIES; id++) {
-      const uint32_t share = ids[live * GW_MAX_IDENTITIES + id];
+      const uint32_t share = ids[s * GW_MAX_IDENTITIES + id];
       if (!share || share >= kIds) continue;
       gw_name_val v{};
-      if (!ReadName(m, live, GW_NAMEKIND_IDENT, id, &v)) continue;
+      if (!ReadName(m, s, GW_NAMEKIND_IDENT, id, &v)) continue;
       v.text[sizeof(v.text) - 1] = 0;
-      kept.emplace(v.text, share);
-      taken[share] = true;
+      out->emplace(v.text, share);
+      if (mark) (*mark)[share] = true;
     }
-  }
-  std::vector<uint32_t> keys, vals;
-  std::vector<bool> given(kIds, false);
-  uint32_t next = 1;
-  // a new name: an id no live name has, no hold is counted under (a hold
-  // taken under a removed name's id still counts there until it ends),
-  // and not given in this call
-  auto fresh = [&]() -> uint32_t {
-    for (; next < kIds; next++)
-      if (!taken[next] && !given[next] && !held[next]) return next++;
-    for (uint32_t i = 1; i < kIds; i++)  // (only after 32,767 names: one no name of this slot has)
-      if (!given[i] && !held[i]) return i;
-    return 0;  // (cannot happen: at most 16,383 names) counted with the callers without an id
   };
-  for (size_t i = 0; i < names.size() && i + 1 < GW_MAX_IDENTITIES; i++) {
-    auto it = kept.find(NameText(names[i]));
-    uint32_t share = it != kept.end() && !given[it->second] ? it->second : fresh();
-    given[share] = share != 0;
+  // the live generation's names keep their ids, which no new name gets
+  // (a removed name's holds still count there); a name of the generation
+  // before, away from the live one, gets its id back if no live name has
+  // it (its holds may still count there too)
+  std::unordered_map<std::string, uint32_t> kept, older;
+  std::vector<bool> taken(kIds, false), given(kIds, false);
+  if (cfg.generation) ids_of(live, &kept, &taken);
+  std::vector<uint32_t> share(names.size(), 0);
+  const size_t n = std::min<size_t>(names.size(), GW_MAX_IDENTITIES - 1);
+  uint32_t next_free = 1, next_any = 1;
+  bool older_read = false;
+  for (int pass = 0; pass < 3; pass++)
+    for (size_t i = 0; i < n; i++) {
+      if (share[i]) continue;
+      const std::string text = NameText(names[i]);
+      uint32_t id = 0;
+      if (pass == 0) {
+        auto it = kept.find(text);
+        if (it != kept.end()) id = it->second;
+      } else if (pass == 1) {
+        if (!older_read && cfg.generation && slot != live)  // (read only for a name the live slot lacks)
+          ids_of(slot, &older, nullptr);
+        older_read = true;
+        auto it = older.find(text);
+        if (it != older.end() && !taken[it->second]) id = it->second;
+        // maps older than the ids: the key the programs before them
+        // counted this identity's holds under
+        const uint32_t legacy = slot * GW_MAX_IDENTITIES + static_cast<uint32_t>(i) + 1;
+        if (!id && legacy_keys && !taken[legacy] && !given[legacy]) id = legacy;
+      } else {
+        // a new name: an id no live name has and no hold counts under
+        // (cursors: what they passed stays unusable in this call)
+        for (; next_free < kIds && !id; next_free++)
+          if (!taken[next_free] && !given[next_free] && !held[next_free]) id = next_free;
+        // (past 32,767 names of two generations: a removed name's, free)
+        for (; next_any < kIds && !id; next_any++)
+          if (!given[next_any] && !held[next_any]) id = next_any;
+      }
+      if (id && !given[id]) {
+        share[i] = id;
+        given[id] = true;
+      }
+    }
+  std::vector<uint32_t> keys, vals;
+  for (size_t i = 0; i < n; i++) {
     keys.push_back(slot * GW_MAX_IDENTITIES + static_cast<uint32_t>(i) + 1);
-    vals.push_back(share);
+    vals.push_back(share[i]);  // (0: none left, counted with the callers without one)
   }
   // the rest of the slot: no id (an identity number past the policy's is
   // never read in its generation)
-  for (uint32_t id = static_cast<uint32_t>(keys.size()) + 1; id < GW_MAX_IDENTITIES; id++)
+  for (uint32_t id = static_cast<uint32_t>(n) + 1; id < GW_MAX_IDENTITIES; id++)
     if (ids[slot * GW_MAX_IDENTITIES + id]) {
       keys.push_back(slot * GW_MAX_IDENTITIES + id);
       vals.push_back(0);
     }
   BatchUpdate(m.ident_shares.get(), keys, vals, "gw_ident_shares");
+}
+
+std::vector<std::pair<std::string, uint32_t>> HoldsByIdentity(const LiveMaps& m) {
+  std::vector<std::pair<std::string, uint32_t>> out;
+  if (!m.ident_shares || !m.hold_shares) return out;
+  constexpr uint32_t kIds = GW_SLOTS * GW_MAX_IDENTITIES;
+  const std::vector<uint32_t> held = ReadArray(m.hold_shares.get(), kIds, "gw_srv_hold_shares");
+  if (std::all_of(held.begin(), held.end(), [](uint32_t n) { return n == 0; })) return out;
+  const std::vector<uint32_t> ids = ReadArray(m.ident_shares.get(), kIds, "gw_ident_shares");
+  const gw_config cfg = ReadConfig(m);
+  const uint32_t live = GW_SLOT_OF(cfg.generation);
+  std::vector<bool> named(kIds, false);
+  for (uint32_t id = 1; cfg.generation && id < GW_MAX_IDENTITIES; id++) {
+    const uint32_t share = ids[live * GW_MAX_IDENTITIES + id];
+    if (!share || share >= kIds || named[share] || !held[share]) continue;
+    gw_name_val v{};
+    if (!ReadName(m, live, GW_NAMEKIND_IDENT, id, &v)) continue;
+    v.text[sizeof(v.text) - 1] = 0;
+    named[share] = true;
+    out.emplace_back(v.text, held[share]);
+  }
+  uint32_t other = 0;
+  for (uint32_t i = 1; i < kIds; i++)
+    if (!named[i]) other += held[i];
+  if (other) out.emplace_back("(not in the live policy)", other);
+  if (held[0]) out.emplace_back("(no share id)", held[0]);
+  return out;
+}
+
+std::vector<std::string> LiveIdentityNames(const LiveMaps& m, uint32_t slot) {
+  std::vector<std::string> names;
+  for (uint32_t id = 1; id < GW_MAX_IDENTITIES; id++) {
+    gw_name_val v{};
+    if (!ReadName(m, slot, GW_NAMEKIND_IDENT, id, &v)) break;
+    v.text[sizeof(v.text) - 1] = 0;
+    names.emplace_back(v.text);
+  }
+  return names;
 }
 
 bool HasIdentShares(const LiveMaps& m, uint32_t slot, size_t identities) {

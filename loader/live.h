@@ -148,11 +148,20 @@ std::vector<uint64_t> ReadCounters(const LiveMaps& m);  // summed over CPUs
 // Gives the identities of `slot` (names[i]: identity i + 1) their share ids
 // in gw_ident_shares: a name the live generation has keeps its id, a new
 // one gets the lowest id that no name of the live generation has and under
-// which no hold is counted (gw_srv_hold_shares). ApplyPolicy calls it for
-// the slot it fills; attach for the live slot of a pin dir whose maps
-// predate the ids (without, its callers would share one count). Nothing
-// for a pin dir without the maps.
-void WriteIdentShares(const LiveMaps& m, uint32_t slot, const std::vector<std::string>& names);
+// which no hold is counted (gw_srv_hold_shares); a name of the generation
+// before it that the live one dropped gets its id back. ApplyPolicy calls
+// it for the slot it fills; attach for the live slot of a pin dir whose
+// maps predate the ids (legacy_keys: each identity gets the key the older
+// programs count its holds under, slot * 16384 + number, so their holds and
+// theirs are one count). Nothing for a pin dir without the maps.
+void WriteIdentShares(const LiveMaps& m, uint32_t slot, const std::vector<std::string>& names,
+                      bool legacy_keys = false);
+// The live slot's identity names, in order (identity i + 1 at i).
+std::vector<std::string> LiveIdentityNames(const LiveMaps& m, uint32_t slot);
+// The hold slots counted against each identity now (gw_srv_hold_shares), by
+// the live generation's names; counts under an id no live identity has are
+// summed as "(not in the live policy)", under none as "(no share id)".
+std::vector<std::pair<std::string, uint32_t>> HoldsByIdentity(const LiveMaps& m);
 // True when some identity of the live generation has a share id.
 bool HasIdentShares(const LiveMaps& m, uint32_t slot, size_t identities);
 

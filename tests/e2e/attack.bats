@@ -360,6 +360,14 @@ YAML
   [ "$(echo "$output" | sed -n 2p)" = "SetAccessCode 12" ]
   [ "$(handlers 50052 SetAccessCode)" -eq 0 ]
   [ "$(counter fallback_blocks)" -ge 1 ]
+  # nor with 256 :path fields in its block (a byte-sized count wraps to none;
+  # that server routes the last one): more than one fails the connection
+  failed=$(counter conns_failed)
+  run crafted "$SERVER_IP" 50052 "$CG/terminal" refused-id GetName SetAccessCode paths
+  echo "$output"
+  [ "$(echo "$output" | sed -n 2p)" != "SetAccessCode 0" ]
+  [ "$(handlers 50052 SetAccessCode)" -eq 0 ]
+  [ "$(counter conns_failed)" -eq $((failed + 1)) ]
   # the server's handler runs for an allowed call the same way (the control)
   run crafted "$SERVER_IP" 50052 "$CG/terminal" refused-id GetName GetName
   echo "$output"

@@ -71,7 +71,9 @@ modes:
                           taking the id; then the DENIED call on stream 1,
                           which such a server opens as a new stream
                           (tests/e2e/h2_lax_server.py); `continuation`: its
-                          block in HEADERS + CONTINUATION (the fallback helper)
+                          block in HEADERS + CONTINUATION (the fallback helper);
+                          `paths`: 255 more :path fields before its own (256
+                          in all: a byte-sized count would wrap to none)
 """
 import argparse
 import ctypes
@@ -564,7 +566,10 @@ def run(a, auth):
         bad = headers_block(f"/cloudcity.DoorManager/{a.args[0]}".encode(), auth) + b"\x00" + hstr(b"A") + hstr(b"b")
         s.sendall(frame(0x1, 0x5, high, bad))
         report(rd, high, a.args[0])
-        if a.args[2:] == ["continuation"]:
+        if a.args[2:] == ["paths"]:
+            blk = b"\x84" * 255 + headers_block(f"/cloudcity.DoorManager/{a.args[1]}".encode(), auth)
+            s.sendall(frame(0x1, 0x4, 1, blk) + frame(0x0, 0x1, 1, REQ))
+        elif a.args[2:] == ["continuation"]:
             blk = headers_block(f"/cloudcity.DoorManager/{a.args[1]}".encode(), auth)
             s.sendall(frame(0x1, 0x0, 1, blk[:10]) + frame(0x9, 0x4, 1, blk[10:]) + frame(0x0, 0x1, 1, REQ))
         else:

@@ -152,6 +152,10 @@ same("grpcwall_ingress_guard_attached", int(status["ingress_guard_attached"]))
 same("grpcwall_server_hold_slots", status["server_side"]["hold_slots"])
 same("grpcwall_server_hold_slots_busy", status["server_side"]["hold_slots_busy"])
 same("grpcwall_server_hold_slots_per_identity", status["server_side"]["hold_slots_per_identity"])
+by_identity = status["server_side"]["hold_slots_by_identity"]
+assert len([k for k in samples if k[0] == "grpcwall_server_hold_slots_busy_by_identity"]) == len(by_identity)
+for name, held in by_identity.items():
+    same("grpcwall_server_hold_slots_busy_by_identity", held, identity=name)
 
 # each rule of policy show: its three counters, labelled by its from, to
 # and source (FILE:LINE; rules sharing one get #2, #3.. in order)

@@ -861,8 +861,10 @@ crafted_calls() {
   [ "$(counter conns_failed)" -eq 1 ]
 }
 
-@test "server side: the callers of one identity hold at most its share of the hold slots; a caller of another identity still gets one" {
-  cat > "$WORK/p.yaml" <<YAML
+# two_callers_policy FILE: the terminal (CLIENT_IP) and the kiosk
+# (OTHER_IP), two identities by address, each allowed GetName
+two_callers_policy() {
+  cat > "$1" <<YAML
 identities:
   public-terminal: { cidrs: [$CLIENT_IP/32] }
   public-kiosk:    { cidrs: [$OTHER_IP/32] }
@@ -872,6 +874,10 @@ rules:
   - { from: public-terminal, to: door-manager, allow: [/cloudcity.DoorManager/GetName] }
   - { from: public-kiosk, to: door-manager, allow: [/cloudcity.DoorManager/GetName] }
 YAML
+}
+
+@test "server side: the callers of one identity hold at most its share of the hold slots; a caller of another identity still gets one" {
+  two_callers_policy "$WORK/p.yaml"
   run "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" --hold-slots 4 --hold-slots-per-identity 5 "$WORK/p.yaml"
   echo "$output"
   [ "$status" -eq 1 ]
@@ -974,6 +980,52 @@ YAML
   [ "$(cat "$WORK"/[sk]?.out | grep -c "^GetName 0")" -eq 4 ]
   [ "$(counter server_conns_failed)" -eq $((failed + 1)) ]
   [ "$(hold_slots busy)" -eq 0 ]
+}
+
+@test "server side: a share id follows an identity's name: no new name gets one whose holds still count, and a name dropped and added back gets its own again" {
+  two_callers_policy "$WORK/p.yaml"
+  # (no helper: no hold times out while the test takes its time)
+  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" --no-fallback --hold-slots 4 --hold-slots-per-identity 2 \
+    "$WORK/p.yaml" >/dev/null
+  start_protected_server
+  stall() {  # stall SOURCE NAME GO-FILE: a call stopped inside its HEADERS frame
+    from_source "$1"
+    ip netns exec "$CLIENT_NS" timeout 60 $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 --stall "$3" \
+      GetName > "$WORK/$2.out" 2>&1 3>&- &
+    PIDS+=($!)
+  }
+  busy_is() { for i in $(seq 1 100); do [ "$(hold_slots busy)" -eq "$1" ] && break; sleep 0.1; done; [ "$(hold_slots busy)" -eq "$1" ]; }
+  holders() { "$GRPCWALL" status --pin-dir "$PIN" --json | json "sorted(d['server_side']['hold_slots_by_identity'].items())"; }
+  stall "$OTHER_IP" k1 "$WORK/go-k"
+  stall "$OTHER_IP" k2 "$WORK/go-k"
+  busy_is 2
+  [ "$(holders)" = "[('public-kiosk', 2)]" ]
+  "$GRPCWALL" status --pin-dir "$PIN" | grep -F "hold slots busy 2 of 4 (at most 2 per identity; public-kiosk 2)"
+  # the kiosk leaves the policy with its holds; a new name takes the
+  # terminal's address: its whole share, none of the kiosk's count
+  sed -e '/public-kiosk/d' -e 's/public-terminal/public-newcomer/g' "$WORK/p.yaml" > "$WORK/p3.yaml"
+  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/p3.yaml" >/dev/null
+  [ "$(holders)" = "[('(not in the live policy)', 2)]" ]
+  stall "$CLIENT_IP" n1 "$WORK/go-n"
+  stall "$CLIENT_IP" n2 "$WORK/go-n"
+  busy_is 4
+  [ "$(holders)" = "[('(not in the live policy)', 2), ('public-newcomer', 2)]" ]
+  [ "$(counter server_conns_failed)" -eq 0 ]
+  # the kiosk is back, its holds still held: counted under its own id again
+  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
+  [ "$(holders)" = "[('(not in the live policy)', 2), ('public-kiosk', 2)]" ]
+  touch "$WORK/go-n"
+  busy_is 2
+  from_source "$OTHER_IP"
+  run ip netns exec "$CLIENT_NS" timeout 20 $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 --cut-in-headers 2 GetName
+  echo "$output"
+  [[ "$output" == "error "* ]]
+  [ "$(counter server_conns_failed)" -eq 1 ]
+  touch "$WORK/go-k"
+  busy_is 0
+  for i in $(seq 1 50); do [ "$(cat "$WORK"/[kn]?.out | grep -c "^GetName 0")" -ge 4 ] && break; sleep 0.1; done
+  cat "$WORK"/[kn]?.out
+  [ "$(cat "$WORK"/[kn]?.out | grep -c "^GetName 0")" -eq 4 ]
 }
 
 @test "server side: a caller that stops inside a HEADERS frame for good is reset after 10 s, and its slot freed" {

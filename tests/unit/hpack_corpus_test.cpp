@@ -193,7 +193,7 @@ TEST(HpackStories, EveryPathExactTableInStep) {
         std::vector<std::string> ngpaths;
         ASSERT_TRUE(inf.Inflate(wire.data(), wire.size(), &ngpaths)) << where;
         ASSERT_EQ(t.size, inf.TableSize()) << where;
-        ASSERT_EQ(b.npath, want.size()) << where;
+        ASSERT_EQ(b.npath, std::min<size_t>(want.size(), 2)) << where;  // (2: more than one)
         if (want.size() == 1) {
           ASSERT_TRUE(PathIs(b, k, want[0])) << where;
           paths++;

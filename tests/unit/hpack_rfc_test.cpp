@@ -251,6 +251,20 @@ TEST(HpackModel, APathLargerThanTheTableLeavesNoRecordForTheNextEntry) {
   EXPECT_FALSE(gw_hp_path_regranted(&m.b));
 }
 
+// 256 :path fields fit in a block; the count saturates ("more than one"):
+// wrapped, it would read as none (the block taken for trailers, passed
+// undecided) or, at 257, as one (decided on the last :path).
+TEST(HpackModel, ManyPathFieldsNeverCountAsNoneOrOne) {
+  for (int n : {2, 255, 256, 257, 511, 512, 513}) {
+    Model m;
+    std::string hex;
+    for (int i = 0; i < n; i++) hex += "84";  // static 4, ":path /"
+    ASSERT_EQ(m.Parse(hex), 0) << n;
+    EXPECT_EQ(m.b.npath, 2) << n;
+    EXPECT_EQ(gw_hp_path_reason(&m.b), GW_REASON_BAD_PATH) << n;
+  }
+}
+
 // Entry numbers are 32 bits and wrap. A :path entry the model did not record
 // (the first of two :path fields in a block, as trailers may carry) whose
 // number equals that of a recorded entry 2^32 entries ago must never be
