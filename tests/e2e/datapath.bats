@@ -141,8 +141,11 @@ PY
   write_policy "$WORK/swap.yaml" \
     "  - from: public-terminal" "    to: door-manager" \
     "    allow: [/cloudcity.DoorManager/GetLocation]"
-  py_client "$CG/terminal" 50051 GetName GetName GetName GetName GetName "WAIT:$WORK/go" GetName GetLocation GetLocation \
-    > "$WORK/client.out" 2>&1 &
+  # (a 60 s deadline: C-core writes grpc-timeout to 3 figures, so a 5 s one
+  # reads 4990m instead of 5S when 10 ms pass between the call and its
+  # write, as on a loaded machine, and the blocks then differ)
+  py_client "$CG/terminal" 50051 --timeout 60 GetName GetName GetName GetName GetName "WAIT:$WORK/go" GetName GetLocation \
+    GetLocation > "$WORK/client.out" 2>&1 &
   PIDS+=($!)
   for i in $(seq 1 100); do [ "$(wc -l < "$WORK/client.out")" -ge 5 ] && break; sleep 0.1; done
   # grpcio's GetName blocks settle into one that repeats byte for byte: allowed
