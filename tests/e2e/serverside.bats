@@ -861,6 +861,17 @@ crafted_calls() {
   [ "$(counter conns_failed)" -eq 1 ]
 }
 
+# stall SOURCE NAME GO-FILE: a GetName call from SOURCE stopped inside its
+# HEADERS frame until GO-FILE exists (output in $WORK/NAME.out)
+stall() {
+  from_source "$1"
+  ip netns exec "$CLIENT_NS" timeout 60 $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 --stall "$3" \
+    GetName > "$WORK/$2.out" 2>&1 3>&- &
+  PIDS+=($!)
+}
+# busy_is N: the hold slots busy reach N (waited for)
+busy_is() { for i in $(seq 1 100); do [ "$(hold_slots busy)" -eq "$1" ] && break; sleep 0.1; done; [ "$(hold_slots busy)" -eq "$1" ]; }
+
 # two_callers_policy FILE: the terminal (CLIENT_IP) and the kiosk
 # (OTHER_IP), two identities by address, each allowed GetName
 two_callers_policy() {
@@ -942,15 +953,10 @@ YAML
   # the file, which an apply changes): the terminal's stalled calls go on
   # over an apply that renumbers (kiosk first), its share stays taken, and
   # the kiosk, now with the terminal's old number, holds its own whole share
-  from_source "$CLIENT_IP"
   rm -f "$WORK/go"
-  for i in 1 2; do
-    ip netns exec "$CLIENT_NS" timeout 60 $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 --stall "$WORK/go" \
-      GetName > "$WORK/s$i.out" 2>&1 3>&- &
-    PIDS+=($!)
-  done
-  for i in $(seq 1 100); do [ "$(hold_slots busy)" -eq 2 ] && break; sleep 0.1; done
-  [ "$(hold_slots busy)" -eq 2 ]
+  stall "$CLIENT_IP" s1 "$WORK/go"
+  stall "$CLIENT_IP" s2 "$WORK/go"
+  busy_is 2
   sleep 1.2 # held for longer than an honest caller's round trip
   sed -e '/public-kiosk:/d' -e "s|^identities:|identities:\n  public-kiosk:    { cidrs: [$OTHER_IP/32] }|" \
     "$WORK/p.yaml" > "$WORK/p2.yaml"
@@ -966,14 +972,9 @@ YAML
   run events 1
   echo "$output"
   [[ "$output" == *"identity holds its share of the hold slots"* ]]
-  from_source "$OTHER_IP"
-  for i in 1 2; do
-    ip netns exec "$CLIENT_NS" timeout 60 $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 --stall "$WORK/go2" \
-      GetName > "$WORK/k$i.out" 2>&1 3>&- &
-    PIDS+=($!)
-  done
-  for i in $(seq 1 100); do [ "$(hold_slots busy)" -eq 4 ] && break; sleep 0.1; done
-  [ "$(hold_slots busy)" -eq 4 ]
+  stall "$OTHER_IP" k1 "$WORK/go2"
+  stall "$OTHER_IP" k2 "$WORK/go2"
+  busy_is 4
   touch "$WORK/go" "$WORK/go2"
   for i in $(seq 1 100); do [ "$(cat "$WORK"/[sk]?.out | grep -c "^GetName 0")" -ge 4 ] && break; sleep 0.1; done
   cat "$WORK"/[sk]?.out
@@ -988,13 +989,6 @@ YAML
   "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" --no-fallback --hold-slots 4 --hold-slots-per-identity 2 \
     "$WORK/p.yaml" >/dev/null
   start_protected_server
-  stall() {  # stall SOURCE NAME GO-FILE: a call stopped inside its HEADERS frame
-    from_source "$1"
-    ip netns exec "$CLIENT_NS" timeout 60 $PY "$ROOT/tests/e2e/h2_raw.py" "$SERVER_IP" 50051 --stall "$3" \
-      GetName > "$WORK/$2.out" 2>&1 3>&- &
-    PIDS+=($!)
-  }
-  busy_is() { for i in $(seq 1 100); do [ "$(hold_slots busy)" -eq "$1" ] && break; sleep 0.1; done; [ "$(hold_slots busy)" -eq "$1" ]; }
   holders() { "$GRPCWALL" status --pin-dir "$PIN" --json | json "sorted(d['server_side']['hold_slots_by_identity'].items())"; }
   stall "$OTHER_IP" k1 "$WORK/go-k"
   stall "$OTHER_IP" k2 "$WORK/go-k"
