@@ -431,12 +431,17 @@ uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const IdentityPaths& pa
   }
   const uint32_t slot = GW_SLOT_OF(cfg.generation + 1);  // the datapath derives it so (grpcwall.h)
   CompiledPolicy cp = Compile(p, cfg.key0, cfg.key1);
+  // the hold shares' ids, chosen while the slot being filled still holds
+  // the names of two generations ago (a name back after one generation
+  // away gets its old id) and written once they are gone, before the flip
+  // (read by the datapath only once the slot is live): an apply failing in
+  // between leaves old names beside old ids, or new ids beside no names,
+  // never new ids beside old names for the next apply to pair by number
+  IdentSharesPlan shares;
   {
-    // the hold shares' ids: before the flip, in the slot being filled
-    // (read by the datapath only once it is live)
     std::vector<std::string> names;
     for (const auto& id : cp.identities) names.push_back(id.name);
-    WriteIdentShares(m, slot, names);
+    shares = PlanIdentShares(m, slot, names);
   }
 
   // 1. Empty the inactive slot (what was live two generations ago).
@@ -476,6 +481,7 @@ uint64_t ApplyPolicy(const LiveMaps& m, const Policy& p, const IdentityPaths& pa
       if (k.slot == slot && k.kind != GW_NAMEKIND_META) old.push_back(k);
     BatchDelete(m.names.get(), old);
   }
+  WriteIdentShares(m, shares);
   {
     // ids above the new rule count are never counted nor read in this
     // generation; a later one zeroes them when it uses them
@@ -886,8 +892,10 @@ namespace {
 std::string NameText(const std::string& name) { return NameVal(name, "", 0).text; }
 }  // namespace
 
-void WriteIdentShares(const LiveMaps& m, uint32_t slot, const std::vector<std::string>& names, bool legacy_keys) {
-  if (!m.ident_shares || !m.hold_shares) return;
+IdentSharesPlan PlanIdentShares(const LiveMaps& m, uint32_t slot, const std::vector<std::string>& names,
+                                bool legacy_keys) {
+  IdentSharesPlan plan;
+  if (!m.ident_shares || !m.hold_shares) return plan;
   constexpr uint32_t kIds = GW_SLOTS * GW_MAX_IDENTITIES;  // ids 1 .. kIds - 1; 0: none
   const std::vector<uint32_t> ids = ReadArray(m.ident_shares.get(), kIds, "gw_ident_shares");
   const std::vector<uint32_t> held = ReadArray(m.hold_shares.get(), kIds, "gw_srv_hold_shares");
@@ -949,7 +957,8 @@ void WriteIdentShares(const LiveMaps& m, uint32_t slot, const std::vector<std::s
         given[id] = true;
       }
     }
-  std::vector<uint32_t> keys, vals;
+  std::vector<uint32_t>& keys = plan.keys;
+  std::vector<uint32_t>& vals = plan.vals;
   for (size_t i = 0; i < n; i++) {
     keys.push_back(slot * GW_MAX_IDENTITIES + static_cast<uint32_t>(i) + 1);
     vals.push_back(share[i]);  // (0: none left, counted with the callers without one)
@@ -961,7 +970,17 @@ void WriteIdentShares(const LiveMaps& m, uint32_t slot, const std::vector<std::s
       keys.push_back(slot * GW_MAX_IDENTITIES + id);
       vals.push_back(0);
     }
+  return plan;
+}
+
+void WriteIdentShares(const LiveMaps& m, const IdentSharesPlan& plan) {
+  if (!m.ident_shares || plan.keys.empty()) return;
+  std::vector<uint32_t> keys = plan.keys, vals = plan.vals;
   BatchUpdate(m.ident_shares.get(), keys, vals, "gw_ident_shares");
+}
+
+void WriteIdentShares(const LiveMaps& m, uint32_t slot, const std::vector<std::string>& names, bool legacy_keys) {
+  WriteIdentShares(m, PlanIdentShares(m, slot, names, legacy_keys));
 }
 
 std::vector<std::pair<std::string, uint32_t>> HoldsByIdentity(const LiveMaps& m) {
@@ -1004,12 +1023,13 @@ std::vector<std::string> LiveIdentityNames(const LiveMaps& m, uint32_t slot) {
 
 bool HasIdentShares(const LiveMaps& m, uint32_t slot, size_t identities) {
   if (!m.ident_shares) return true;  // (nothing to give)
-  for (uint32_t id = 1; id <= identities && id < GW_MAX_IDENTITIES; id++) {
-    const uint32_t k = slot * GW_MAX_IDENTITIES + id;
-    uint32_t share = 0;
-    if (bpf_map_lookup_elem(m.ident_shares.get(), &k, &share) == 0 && share) return true;
-  }
-  return identities == 0;
+  const std::vector<uint32_t> ids =
+      ReadArray(m.ident_shares.get(), GW_SLOTS * GW_MAX_IDENTITIES, "gw_ident_shares");
+  // every one (an id is never 0 for an identity of a policy: 32,767 ids for
+  // at most 2 x 16,383 names), so a batch cut short is written again
+  for (uint32_t id = 1; id <= identities && id < GW_MAX_IDENTITIES; id++)
+    if (!ids[slot * GW_MAX_IDENTITIES + id]) return false;
+  return true;
 }
 
 bool ReadLimits(const std::string& pin_dir, gw_limits* out) {

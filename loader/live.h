@@ -156,13 +156,21 @@ std::vector<uint64_t> ReadCounters(const LiveMaps& m);  // summed over CPUs
 // theirs are one count). Nothing for a pin dir without the maps.
 void WriteIdentShares(const LiveMaps& m, uint32_t slot, const std::vector<std::string>& names,
                       bool legacy_keys = false);
+// The same in two steps: the ids chosen (read while the slot's older names
+// are still there), then written (once they are deleted).
+struct IdentSharesPlan {
+  std::vector<uint32_t> keys, vals;
+};
+IdentSharesPlan PlanIdentShares(const LiveMaps& m, uint32_t slot, const std::vector<std::string>& names,
+                                bool legacy_keys = false);
+void WriteIdentShares(const LiveMaps& m, const IdentSharesPlan& plan);
 // The live slot's identity names, in order (identity i + 1 at i).
 std::vector<std::string> LiveIdentityNames(const LiveMaps& m, uint32_t slot);
 // The hold slots counted against each identity now (gw_srv_hold_shares), by
 // the live generation's names; counts under an id no live identity has are
 // summed as "(not in the live policy)", under none as "(no share id)".
 std::vector<std::pair<std::string, uint32_t>> HoldsByIdentity(const LiveMaps& m);
-// True when some identity of the live generation has a share id.
+// True when every identity of the live generation has a share id.
 bool HasIdentShares(const LiveMaps& m, uint32_t slot, size_t identities);
 
 // gw_limits as pinned under pin_dir; false when it is not there or not of

@@ -895,21 +895,25 @@ YAML
   [[ "$output" == *"--hold-slots-per-identity 5 is more than the 4 hold slots"* ]]
   "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" --hold-slots 4 --hold-slots-per-identity 2 "$WORK/p.yaml" >/dev/null
   # each identity has its own share id (gw_ident_shares, readable with
-  # bpftool); an attach over maps older than the ids (here: the live
-  # identities' ids cleared) gives them again, with no apply
+  # bpftool; key: slot x 16384 + identity number), kept by an apply: the
+  # second generation (slot 1) gives them the first one's (slot 0)
+  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
   ids() { bpftool map dump pinned "$PIN/gw_ident_shares" --json |
     json "' '.join('%d=%d' % (e['formatted']['key'], e['formatted']['value']) for e in d if e['formatted']['value'])"; }
   before=$(ids)
   echo "$before"
-  [ "$(echo $before | wc -w)" -eq 2 ]
-  [ "$(echo $before | tr ' ' '\n' | cut -d= -f2 | sort -u | wc -l)" -eq 2 ]
+  [ "$before" = "1=1 2=2 16385=1 16386=2" ]
+  # an attach over maps older than the ids (here: every id cleared) gives
+  # the live identities, with no apply, the keys the older programs count
+  # their holds under (16385, 16386 in slot 1), not fresh ids (1, 2)
   for kv in $before; do
-    bpftool map update pinned "$PIN/gw_ident_shares" key ${kv%=*} 0 0 0 value 0 0 0 0
+    k=${kv%=*}
+    bpftool map update pinned "$PIN/gw_ident_shares" key $((k & 255)) $((k >> 8 & 255)) 0 0 value 0 0 0 0
   done
   [ -z "$(ids)" ]
   # (and the limit is kept by an attach that does not give it)
   "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" >/dev/null
-  [ "$(ids)" = "$before" ]
+  [ "$(ids)" = "16385=16385 16386=16386" ]
   [ "$(hold_slots per_identity)" -eq 2 ]
   "$GRPCWALL" status --pin-dir "$PIN" | grep -F "hold slots busy 0 of 4 (at most 2 per identity)"
   start_protected_server
@@ -995,6 +999,9 @@ YAML
   busy_is 2
   [ "$(holders)" = "[('public-kiosk', 2)]" ]
   "$GRPCWALL" status --pin-dir "$PIN" | grep -F "hold slots busy 2 of 4 (at most 2 per identity; public-kiosk 2)"
+  # the same as metrics, one sample per identity holding slots
+  metric() { "$GRPCWALL" status --pin-dir "$PIN" --format prometheus | grep "^grpcwall_server_hold_slots_busy_by_identity{" | LC_ALL=C sort; }
+  [ "$(metric)" = 'grpcwall_server_hold_slots_busy_by_identity{identity="public-kiosk"} 2' ]
   # the kiosk leaves the policy with its holds; a new name takes the
   # terminal's address: its whole share, none of the kiosk's count
   sed -e '/public-kiosk/d' -e 's/public-terminal/public-newcomer/g' "$WORK/p.yaml" > "$WORK/p3.yaml"
@@ -1004,6 +1011,7 @@ YAML
   stall "$CLIENT_IP" n2 "$WORK/go-n"
   busy_is 4
   [ "$(holders)" = "[('(not in the live policy)', 2), ('public-newcomer', 2)]" ]
+  metric | tr '\n' ' ' | grep -Fx 'grpcwall_server_hold_slots_busy_by_identity{identity="(not in the live policy)"} 2 grpcwall_server_hold_slots_busy_by_identity{identity="public-newcomer"} 2 '
   [ "$(counter server_conns_failed)" -eq 0 ]
   # the kiosk is back, its holds still held: counted under its own id again
   "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
