@@ -386,6 +386,40 @@ IdentityPaths ResolveIdentities(const Policy& p, const std::string& attach_cgrou
       std::cerr << where << "warning: cgroup " << root + s.cgroup
                 << " does not exist yet; its server is protected once it runs there\n";
   }
+  // cgroup v2 lets the owner of a delegated cgroup (systemd Delegate=, a
+  // container's: its cgroup.procs owned by a user other than root) move
+  // its processes anywhere below it: identities there are one trust
+  // domain. The topmost such cgroup above or at each identity's
+  std::map<std::string, uid_t> delegated;  // path -> owner (0: none), looked up once per path
+  auto delegated_to = [&](const std::string& path, uid_t* uid) {
+    auto it = delegated.find(path);
+    if (it == delegated.end()) {
+      struct stat st {};
+      const std::string procs = path.substr(1) + "/cgroup.procs";
+      const uid_t owner = have_root && fstatat(root_fd.get(), procs.c_str(), &st, 0) == 0 ? st.st_uid : 0;
+      it = delegated.emplace(path, owner).first;
+    }
+    *uid = it->second;
+    return it->second != 0;
+  };
+  std::map<std::string, std::pair<const Identity*, uid_t>> domain;  // delegated cgroup -> first identity in it
+  for (const auto& id : p.identities) {
+    std::string path;
+    uid_t uid = 0;
+    for (const auto& c : id.components) {
+      path += "/" + c;
+      if (!delegated_to(path, &uid)) continue;
+      auto [it, fresh] = domain.emplace(path, std::make_pair(&id, uid));
+      if (!fresh)
+        std::cerr << p.file << ":" << id.line << ": identity '" << id.name << "': warning: its cgroup and identity '"
+                  << it->second.first->name << "''s (" << p.file << ":" << it->second.first->line
+                  << ") are both in " << root << path << ", delegated to uid " << uid
+                  << " (it owns cgroup.procs there): a process of either may move into the other's cgroup and carry "
+                     "its identity; give identities with different rights cgroups outside each other's "
+                     "delegated cgroup\n";
+      break;
+    }
+  }
   for (const auto& id : p.identities) {
     const std::string where = p.file + ":" + std::to_string(id.line) + ": identity '" + id.name + "': ";
     if (id.cgroup.empty()) {  // callers by address only: nothing local to check

@@ -205,6 +205,25 @@ class Parser {
                       it->second.first + "' (" + At(it->second.second) + "); one cgroup is one identity");
       p->identities.push_back(std::move(id));
     }
+    // an identity below another's cgroup: the deepest wins, so a process
+    // of the outer one that may make or move into cgroups below its own (a
+    // delegated cgroup) takes the inner one's rights
+    for (const auto& id : p->identities) {
+      std::string prefix;
+      const std::pair<std::string, int>* outer = nullptr;
+      for (size_t k = 0; k + 1 < id.components.size(); k++) {
+        prefix += "/" + id.components[k];
+        auto it = by_cgroup.find(prefix);
+        if (it != by_cgroup.end()) outer = &it->second;  // (the nearest one)
+      }
+      if (outer)
+        p->warnings.push_back(At(id.line) + ": warning: identity '" + id.name + "' (cgroup " + id.cgroup +
+                              ") is below the cgroup of identity '" + outer->first + "' (" + At(outer->second) +
+                              "): a process of '" + outer->first + "' that may make or move into cgroups below "
+                              "its own (a delegated cgroup: systemd Delegate=, a container's cgroup namespace) "
+                              "becomes '" + id.name + "'; keep that cgroup undelegated, or give the two "
+                              "identities cgroups outside each other");
+    }
   }
 
   void Services(const YamlNode& svcs, Policy* p) const {

@@ -194,6 +194,52 @@ YAML
   [[ "$output" == *"root.yaml:2: identity 'everyone': cgroup / is the cgroup v2 root"* ]]
 }
 
+# as_nobody CGROUP CMD...: CMD as uid/gid 65534 in the client namespace,
+# started in CGROUP; first it tries to make CGROUP/admin and move itself
+# there (what a workload may do where its cgroup is delegated to it)
+# (nsenter, not ip netns exec: that one mounts a new /sys, without cgroups)
+as_nobody() {
+  local cg=$1; shift
+  timeout 60 sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$cg" \
+    nsenter --net="/run/netns/$CLIENT_NS" setpriv --reuid 65534 --regid 65534 --clear-groups \
+    sh -c 'mkdir "$0/admin" 2>/dev/null && echo $$ > "$0/admin/cgroup.procs" && echo moved >&2; exec "$@"' "$cg" "$@"
+}
+
+@test "an identity below another's cgroup: policy check warns; apply names a delegated cgroup that holds both, where a process can take the inner identity" {
+  write_policy "$WORK/d.yaml" \
+    "  - { from: public-terminal, to: door-manager, allow: [/cloudcity.DoorManager/GetName] }" \
+    "  - { from: terminal-admin, to: door-manager, allow: [/cloudcity.DoorManager/SetAccessCode] }"
+  sed -i "s|^identities:|identities:\n  terminal-admin: { cgroup: $CG/terminal/admin }|" "$WORK/d.yaml"
+  run "$GRPCWALL" policy check "$WORK/d.yaml"
+  echo "$output"
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"$WORK/d.yaml:2: warning: identity 'terminal-admin' (cgroup /$ID/terminal/admin) is below the cgroup of identity 'public-terminal' ($WORK/d.yaml:3)"* ]]
+  run "$GRPCWALL" policy check --strict "$WORK/d.yaml"
+  [ "$status" -eq 1 ]
+  # not delegated: the terminal's process cannot make the admin cgroup,
+  # and stays what it is
+  run "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/d.yaml"
+  echo "$output"
+  [ "$status" -eq 0 ]
+  [[ "$output" != *"delegated to uid"* ]]
+  run as_nobody "$CG/terminal" $PY "$ROOT/tests/e2e/attack.py" "$SERVER_IP" 50051 plain SetAccessCode GetName
+  echo "$output"
+  [[ "$output" != *moved* ]]
+  [ "$(echo "$output" | grep -v moved | sed -n 1p)" = "SetAccessCode 12" ]
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  # delegated to uid 65534 (as systemd's Delegate= does): apply names the
+  # cgroup and both identities; and it is so: the process becomes the admin
+  chown 65534 "$CG/terminal" "$CG/terminal/cgroup.procs" "$CG/terminal/cgroup.threads" "$CG/terminal/cgroup.subtree_control"
+  run "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/d.yaml"
+  echo "$output"
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"$WORK/d.yaml:3: identity 'public-terminal': warning: its cgroup and identity 'terminal-admin''s ($WORK/d.yaml:2) are both in $CG/terminal, delegated to uid 65534"* ]]
+  run as_nobody "$CG/terminal" $PY "$ROOT/tests/e2e/attack.py" "$SERVER_IP" 50051 plain SetAccessCode
+  echo "$output"
+  [[ "$output" == *moved* ]]
+  [ "$(echo "$output" | grep -v moved | sed -n 1p)" = "SetAccessCode 0" ]
+}
+
 @test "a full sockhash fails new policed connections closed, with an event" {
   "$GRPCWALL" detach --pin-dir "$PIN" >/dev/null
   "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" --max-connections 34 --no-fallback "$WORK/p.yaml" >/dev/null

@@ -225,6 +225,29 @@ TEST(PolicyCompile, PairsWildcardsDenyOverAllowAudit) {
       << p.warnings[1];
 }
 
+// an identity below another's cgroup takes the outer one's processes' way
+// up where they may make cgroups below their own: said, with both lines
+TEST(PolicyCompile, IdentityBelowAnotherIsWarned) {
+  Policy p = ParsePolicy(
+      "identities:\n  terminal: { cgroup: cloudcity/terminal }\n  other: { cgroup: cloudcity/terminals }\n"
+      "  admin: { cgroup: cloudcity/terminal/x/admin }\n  kiosk: { cidrs: [10.250.1.0/24] }\n"
+      "services:\n  s: { port: 1 }\nrules:\n  - { from: admin, to: s, allow: ['*'] }\n",
+      "p.yaml");
+  ASSERT_EQ(p.warnings.size(), 1u);
+  EXPECT_EQ(p.warnings[0].rfind("p.yaml:4: warning: identity 'admin' (cgroup /cloudcity/terminal/x/admin) is below "
+                                "the cgroup of identity 'terminal' (p.yaml:2): a process of 'terminal' that may "
+                                "make or move into cgroups below its own",
+                                0),
+            0u)
+      << p.warnings[0];
+  // siblings, and a name that only starts like another's, are not below it
+  Policy q = ParsePolicy(
+      "identities:\n  terminal: { cgroup: cloudcity/terminal }\n  other: { cgroup: cloudcity/terminals/a }\n"
+      "services:\n  s: { port: 1 }\nrules:\n  - { from: other, to: s, allow: ['*'] }\n",
+      "q.yaml");
+  EXPECT_TRUE(q.warnings.empty()) << q.warnings[0];
+}
+
 TEST(PolicyCompile, DenyWinsAcrossRules) {
   Policy p = ParsePolicy(
       "identities:\n  a: { cgroup: x }\nservices:\n  s: { port: 1 }\nrules:\n"
