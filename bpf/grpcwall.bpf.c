@@ -340,6 +340,12 @@ static __always_inline void gw_hold_share_give(__u32 key)
 		if (!old || __sync_val_compare_and_swap(n, old, old - 1) == old)
 			return;
 	}
+	/* lost 8 times (many CPUs taking and giving under one id): given
+	 * back all the same, never kept for good (its identity would have a
+	 * slot less until detach); a count that was 0 is put back, after a
+	 * moment in which a take sees it wrapped and refuses (closed) */
+	if (!__sync_fetch_and_sub(n, 1))
+		__sync_fetch_and_add(n, 1);
 }
 
 /* (a global function: verified once, not at every place a hold is given

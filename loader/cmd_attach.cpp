@@ -747,9 +747,11 @@ void RegisterAttach(CLI::App& app) {
   sub->add_option("--hold-slots-per-identity", o->hold_share,
                   "server side: hold slots the callers of one identity may hold at once (default half of\n"
                   "--hold-slots, rounded up; at most all of them). A caller that stops inside HEADERS frames on\n"
-                  "many connections takes its own identity's share, never the other identities' slots: past its\n"
-                  "share, its connection that needs one more fails closed with an event (reason: identity holds\n"
-                  "its share of the hold slots). Kept by later attaches that do not give it; status shows it")
+                  "many connections takes its own identity's share, never more: past it, its connection that\n"
+                  "needs one more fails closed with an event (reason: identity holds its share of the hold\n"
+                  "slots). With the default, two identities' callers can hold every slot: give less where more\n"
+                  "identities must be kept from each other. Kept by later attaches that do not give it; status\n"
+                  "shows it")
       ->check(CLI::Range(1u, static_cast<uint32_t>(GW_HOLD_SLOTS_MAX)));
   sub->add_flag("--no-fallback", o->no_fallback,
                 "do not start the userspace fallback ('grpcwall proxy'), and stop one that runs: connections\n"
