@@ -164,10 +164,10 @@ struct gw_srv_conn {
 	struct gw_srv_resp resp;
 };
 
-GW_ABI_ASSERT(gw_h2_model, 3680);
-GW_ABI_ASSERT(gw_hp_spill, 3072);
-GW_ABI_ASSERT(gw_scratch, 472);
-GW_ABI_ASSERT(gw_conn, 952); /* at most 1 KiB per connection (issue 10) */
-GW_ABI_ASSERT(gw_srv_conn, 1040 + 8 * GW_DENIED_RING); /* 1104 */
+GW_ABI_ASSERT(gw_h2_model, 4768);
+GW_ABI_ASSERT(gw_hp_spill, 4096);
+GW_ABI_ASSERT(gw_scratch, 480);
+GW_ABI_ASSERT(gw_conn, 1016); /* at most 1 KiB per connection (issue 10) */
+GW_ABI_ASSERT(gw_srv_conn, 1104 + 8 * GW_DENIED_RING); /* 1168 */
 
 #endif

@@ -76,7 +76,7 @@ struct gw_fb_stats {
 	__u64 failed;        /* connections it could not follow */
 };
 
-GW_ABI_ASSERT(gw_pool_slot, 3920);
+GW_ABI_ASSERT(gw_pool_slot, 5008);
 GW_ABI_ASSERT(gw_fb_stats, 72);
 
 #endif /* GW_FALLBACK_H */

@@ -758,7 +758,7 @@ static __always_inline int gw_method_lookup(void *inner, __u64 key, struct gw_de
  * the pair's default entry). The compiler gives every key the verdict of
  * all entries that match the paths it is the most specific key for, so
  * the first hit is the whole decision: at most four lookups, one for an
- * exact entry. */
+ * exact entry; two more (GW_MATCH_*_FOLD) when a wildcard lets it pass. */
 static __always_inline void gw_decide(struct gw_conn *c, struct gw_hp_block *b,
 				      struct gw_config *cfg, struct gw_decision *d)
 {
@@ -782,18 +782,26 @@ static __always_inline void gw_decide(struct gw_conn *c, struct gw_hp_block *b,
 		d->reason = GW_REASON_NO_RULE;
 		return;
 	}
-	/* each hit copies scalars out, so the four ways join in one verifier state */
-	if (gw_method_lookup(inner, b->h_exact, d) || gw_method_lookup(inner, b->h_svc, d) ||
-	    gw_method_lookup(inner, cfg->hash_any, d) || gw_method_lookup(inner, cfg->hash_default, d)) {
-		if (d->local && d->rule) { /* a shared table: which of the pair's rules */
-			struct gw_pair_rules *pr = bpf_map_lookup_elem(&gw_pair_rules, &pk);
-			__u16 i = d->rule - 1;
-
-			d->rule = pr && i < pr->n ? pr->rule[i & (GW_PAIR_RULES - 1)] : 0;
-		}
+	/* each hit copies scalars out, so the ways join in one verifier state */
+	if (gw_method_lookup(inner, b->h_exact, d))
+		goto found;
+	if (!gw_method_lookup(inner, b->h_svc, d) && !gw_method_lookup(inner, cfg->hash_any, d) &&
+	    !gw_method_lookup(inner, cfg->hash_default, d)) {
+		d->reason = GW_REASON_NO_RULE;
 		return;
 	}
-	d->reason = GW_REASON_NO_RULE;
+	/* no exact entry: an enforcing deny entry that is the path in another
+	 * case wins over what a wildcard lets pass (a server may route it
+	 * there). Looked up only for a path a wildcard passes */
+	if (d->verdict != GW_VERDICT_DENY && !gw_method_lookup(inner, GW_FOLD_KEY(b->h_exact_fold), d))
+		gw_method_lookup(inner, GW_FOLD_KEY(b->h_svc_fold), d);
+found:
+	if (d->local && d->rule) { /* a shared table: which of the pair's rules */
+		struct gw_pair_rules *pr = bpf_map_lookup_elem(&gw_pair_rules, &pk);
+		__u16 i = d->rule - 1;
+
+		d->rule = pr && i < pr->n ? pr->rule[i & (GW_PAIR_RULES - 1)] : 0;
+	}
 }
 
 /* One event for the ring buffer. The block's :path goes with it only for

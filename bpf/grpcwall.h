@@ -50,7 +50,17 @@ enum gw_match_kind {
 	GW_MATCH_SERVICE = 1, /* service wildcard: hash of "/pkg.Svc/"       */
 	GW_MATCH_ANY     = 2, /* "*"                hash of ""                  */
 	GW_MATCH_DEFAULT = 3, /* what no entry matches: deny, or audit         */
+	/* an enforcing deny entry's path (or "/pkg.Svc/") in ASCII lower case,
+	 * as GW_FOLD_KEY: a path that matches no exact entry and folds to it
+	 * is denied, whatever its wildcard allows (a server may route method
+	 * names ignoring case: ASP.NET Core's, under grpc-dotnet) */
+	GW_MATCH_EXACT_FOLD   = 4,
+	GW_MATCH_SERVICE_FOLD = 5,
 };
+
+/* A fold key: the low 32 bits of the fold kind's hash (what a :path record
+ * keeps of it) under a tag no other key is likely to have (2^-64 a key). */
+#define GW_FOLD_KEY(h32) (0xf01d5eed00000000ULL | (__u64)(__u32)(h32))
 
 enum gw_verdict {
 	GW_VERDICT_NONE  = 0,

@@ -70,6 +70,8 @@ struct gw_hp_prec {
 	__u16 path_len;  /* GW_PATH_MAX: longer */
 	__u8  flags;
 	__u8  pad0;
+	__u32 h_exact_fold; /* GW_MATCH_EXACT_FOLD hash's low 32 bits (GW_FOLD_KEY) */
+	__u32 h_svc_fold;   /* GW_MATCH_SERVICE_FOLD */
 };
 
 struct gw_hp_table {
@@ -144,6 +146,7 @@ struct gw_hp_block {
 	__u32 path_val_off; /* :path literal: first byte of the value string */
 	__u32 path_rep_len; /* :path indexed: bytes of the index */
 	__u32 path_ins;     /* :path literal inserted: its entry number (t->ins) */
+	__u32 h_exact_fold, h_svc_fold; /* a canonical path's, in lower case (GW_FOLD_KEY) */
 	__u32 pad2;
 	__u64 h_exact, h_svc;
 	char  path[GW_PATH_MAX];
@@ -184,6 +187,8 @@ static __always_inline void gw_hp_block_init(struct gw_hp_block *b, __u32 len)
 	b->svc_len = 0;
 	b->h_exact = 0;
 	b->h_svc = 0;
+	b->h_exact_fold = 0;
+	b->h_svc_fold = 0;
 }
 
 static __always_inline int gw_hp_fail(struct gw_hp_block *b, __u8 reason)
@@ -389,6 +394,14 @@ static __always_inline void gw_hp_path_finish(struct gw_hp_block *b, struct gw_h
 				  k->k0, k->k1, GW_MATCH_EXACT);
 	b->h_svc = b->path_valid ? gw_hash_path((const struct gw_hash_path *)b->path, b->svc_len,
 						 k->k0, k->k1, GW_MATCH_SERVICE) : 0;
+	/* and in lower case, for the deny entries a server that ignores case
+	 * would route it to (looked up only for a canonical path; computed
+	 * for every one: no branch for the verifier to follow twice) */
+	b->h_exact_fold = (__u32)gw_hash_path((const struct gw_hash_path *)b->path,
+						   len < GW_PATH_MAX ? len : GW_PATH_MAX,
+						   k->k0, k->k1, GW_MATCH_EXACT_FOLD);
+	b->h_svc_fold = (__u32)gw_hash_path((const struct gw_hash_path *)b->path, b->svc_len,
+						 k->k0, k->k1, GW_MATCH_SERVICE_FOLD);
 	if (!b->path_inserted || !gw_hp_live(t, b->path_ins))
 		return;
 	r = &t->p[t->p_next & (GW_HP_PATHS - 1)];
@@ -399,6 +412,8 @@ static __always_inline void gw_hp_path_finish(struct gw_hp_block *b, struct gw_h
 	r->path_len = b->path_long ? GW_PATH_MAX : b->path_len;
 	r->h_exact = b->h_exact;
 	r->h_svc = b->h_svc;
+	r->h_exact_fold = b->h_exact_fold;
+	r->h_svc_fold = b->h_svc_fold;
 	t->p_next++;
 	t->name[b->path_ins & GW_HP_MASK] = GW_HPN_PATH_REC;
 }
@@ -621,6 +636,8 @@ static __always_inline int gw_hp_indexed(struct gw_hp_block *b, struct gw_hp_tab
 		b->path_long = r->path_len >= GW_PATH_MAX;
 		b->h_exact = r->h_exact;
 		b->h_svc = r->h_svc;
+		b->h_exact_fold = r->h_exact_fold;
+		b->h_svc_fold = r->h_svc_fold;
 	}
 	return 0;
 }

@@ -31,6 +31,12 @@
 /* SipHash-2-4 over buf[0..len), len capped at BUF (a power of two: the
  * verifier sees every read bounded); `kind` keeps hashes of different
  * things apart. One definition, instantiated per buffer size. */
+/* ASCII upper case to lower case in the 8 bytes of m where fold is all
+ * ones (0: unchanged), without a branch (the verifier follows none) */
+#define GW_FOLD_WORD(m, fold) \
+	((m) | (((((m) & 0x7f7f7f7f7f7f7f7fULL) + 0x3f3f3f3f3f3f3f3fULL) & \
+		 ~(((m) & 0x7f7f7f7f7f7f7f7fULL) + 0x2525252525252525ULL) & ~(m) & \
+		 0x8080808080808080ULL & (fold)) >> 2))
 #define GW_SIPHASH_DEFINE(NAME, BUF) \
 static inline __u64 NAME(const unsigned char *buf, __u32 len, \
 			       __u64 k0, __u64 k1, __u32 kind) \
@@ -39,6 +45,8 @@ static inline __u64 NAME(const unsigned char *buf, __u32 len, \
 	__u64 v1 = 0x646f72616e646f6dULL ^ (k1 ^ kind); \
 	__u64 v2 = 0x6c7967656e657261ULL ^ k0; \
 	__u64 v3 = 0x7465646279746573ULL ^ (k1 ^ kind); \
+	/* kinds 4-7 (GW_MATCH_*_FOLD): the bytes in ASCII lower case */ \
+	const __u64 fold = 0 - (__u64)((kind >> 2) & 1); \
 	__u64 m, b; \
 	__u32 i, blocks, off, j; \
  \
@@ -52,18 +60,20 @@ static inline __u64 NAME(const unsigned char *buf, __u32 len, \
 		m = 0; \
 		for (j = 0; j < 8; j++) \
 			m |= (__u64)buf[off + j] << (8 * j); \
+		m = GW_FOLD_WORD(m, fold); \
 		v3 ^= m; \
 		GW_SIPROUND(v0, v1, v2, v3); \
 		GW_SIPROUND(v0, v1, v2, v3); \
 		v0 ^= m; \
 	} \
-	b = (__u64)(len & 0xff) << 56; \
+	b = 0; \
 	off = blocks * 8; \
 	for (j = 0; j < 7; j++) { \
 		if (off + j >= len) \
 			break; \
 		b |= (__u64)buf[(off + j) & (BUF - 1)] << (8 * j); \
 	} \
+	b = GW_FOLD_WORD(b, fold) | (__u64)(len & 0xff) << 56; \
 	v3 ^= b; \
 	GW_SIPROUND(v0, v1, v2, v3); \
 	GW_SIPROUND(v0, v1, v2, v3); \

@@ -132,6 +132,8 @@ void PrintText(const LivePolicy& v, bool live) {
     for (const auto& side : p.sides) std::cout << "    (" << side << ")\n";
     for (const auto& m : p.methods) {
       std::string what = m.val.kind == GW_MATCH_DEFAULT ? "(anything else)" : m.pattern;
+      // a deny entry again, for a path no exact entry names: in any case
+      if (m.val.kind == GW_MATCH_EXACT_FOLD || m.val.kind == GW_MATCH_SERVICE_FOLD) what += " (in any case)";
       std::cout << "    " << std::left << std::setw(6) << VerdictName(m.val.verdict) << " " << std::setw(44) << what;
       if (m.val.rule) std::cout << " rule " << m.val.rule;
       std::cout << "\n";

@@ -376,6 +376,17 @@ class Helper {
     bool have = false;
     for (uint64_t key : {k.h_exact, k.h_svc, s.cfg.hash_any, s.cfg.hash_default})
       if ((have = bpf_map_lookup_elem(s.inner.get(), &key, &best) == 0)) break;
+    if (have && best.verdict != GW_VERDICT_DENY && best.kind != GW_MATCH_EXACT) {
+      // as the kernel: an enforcing deny entry the path is in another case
+      // wins over what a wildcard lets pass
+      for (uint64_t key : {GW_FOLD_KEY(k.h_exact_fold), GW_FOLD_KEY(k.h_svc_fold)}) {
+        gw_method_val fold{};
+        if (bpf_map_lookup_elem(s.inner.get(), &key, &fold) == 0) {
+          best = fold;
+          break;
+        }
+      }
+    }
     if (!have) return d.reason = GW_REASON_NO_RULE, d;
     d.rule = best.rule;
     if (best.local && best.rule) {  // a shared table: which of the pair's rules

@@ -447,6 +447,13 @@ uint64_t MethodHash(std::string_view s, gw_match_kind kind, uint64_t k0, uint64_
   return gw_siphash(buf, static_cast<__u32>(n), k0, k1, kind);
 }
 
+uint64_t FoldKey(std::string_view lower, gw_match_kind kind, uint64_t k0, uint64_t k1) {
+  struct gw_hash_path buf {};
+  const size_t n = std::min<size_t>(lower.size(), sizeof(buf.b));
+  std::memcpy(buf.b, lower.data(), n);
+  return GW_FOLD_KEY(static_cast<uint32_t>(gw_hash_path(&buf, static_cast<uint32_t>(n), k0, k1, kind)));
+}
+
 const char* VerdictName(uint8_t v) {
   switch (v) {
     case GW_VERDICT_ALLOW: return "allow";
@@ -549,6 +556,13 @@ gw_method_val Resolve(std::initializer_list<const KeyFacts*> matching) {
 
 namespace {
 
+std::string Lower(std::string_view s) {
+  std::string out(s);
+  for (auto& ch : out)
+    if (ch >= 'A' && ch <= 'Z') ch = static_cast<char>(ch + 32);
+  return out;
+}
+
 // The method table of one pair from its rules (in id order), with rule ids
 // local to them: 1 for rules[0], 2 for rules[1], ...
 std::vector<CompiledMethod> CompileTable(const Policy& p, const std::vector<size_t>& rules, uint64_t k0,
@@ -575,6 +589,20 @@ std::vector<CompiledMethod> CompileTable(const Policy& p, const std::vector<size
     return it == table.end() ? nullptr : &it->second;
   };
   const KeyFacts* any = find(GW_MATCH_ANY, "");
+  // An enforcing deny entry (exact or /pkg.Svc/*) matches a path in any
+  // ASCII case (a server may route method names ignoring case: ASP.NET
+  // Core's, under grpc-dotnet): each once more in lower case, as a key the
+  // datapath looks up for a path a wildcard lets pass; an exact key it
+  // matches is denied here. The first deny rule of a folded string names
+  // the verdict.
+  std::map<std::pair<gw_match_kind, std::string>, std::pair<uint16_t, std::string_view>> folds;
+  for (const auto& [key, facts] : table) {
+    if (!facts.deny || (key.first != GW_MATCH_EXACT && key.first != GW_MATCH_SERVICE)) continue;
+    const std::string lower = Lower(key.second);
+    const gw_match_kind fk = key.first == GW_MATCH_EXACT ? GW_MATCH_EXACT_FOLD : GW_MATCH_SERVICE_FOLD;
+    auto [it, fresh] = folds.emplace(std::make_pair(fk, lower), std::make_pair(facts.deny, facts.pattern));
+    if (!fresh && facts.deny < it->second.first) it->second = {facts.deny, facts.pattern};
+  }
   std::vector<CompiledMethod> methods;
   methods.reserve(table.size() + 1);
   // The datapath takes the most specific key it finds (exact, service,
@@ -585,6 +613,15 @@ std::vector<CompiledMethod> CompileTable(const Policy& p, const std::vector<size
     if (key.first == GW_MATCH_EXACT) {
       const std::string_view svc = key.second.substr(0, key.second.find('/', 1) + 1);
       v = Resolve({&facts, find(GW_MATCH_SERVICE, svc), any});
+      if (v.verdict != GW_VERDICT_DENY) {
+        auto folded = folds.find({GW_MATCH_EXACT_FOLD, Lower(key.second)});
+        if (folded == folds.end()) folded = folds.find({GW_MATCH_SERVICE_FOLD, Lower(svc)});
+        if (folded != folds.end()) {
+          v = gw_method_val{};
+          v.verdict = GW_VERDICT_DENY;
+          v.rule = folded->second.first;
+        }
+      }
     } else if (key.first == GW_MATCH_SERVICE) {
       v = Resolve({&facts, any});
     } else {
@@ -596,6 +633,16 @@ std::vector<CompiledMethod> CompileTable(const Policy& p, const std::vector<size
     m.hash = MethodHash(key.second, key.first, k0, k1);
     m.val = v;
     m.pattern = facts.pattern;
+    methods.push_back(m);
+  }
+  for (const auto& [key, v] : folds) {
+    CompiledMethod m;
+    m.hash = FoldKey(key.second, key.first, k0, k1);
+    m.val.verdict = GW_VERDICT_DENY;
+    m.val.rule = v.first;
+    m.val.kind = static_cast<uint8_t>(key.first);
+    m.val.format = GW_TABLE_FORMAT;
+    m.pattern = v.second;
     methods.push_back(m);
   }
   CompiledMethod d;  // what no entry matches

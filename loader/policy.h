@@ -140,6 +140,10 @@ struct MatchKey {
 MatchKey KeyOf(std::string_view pattern);
 
 uint64_t MethodHash(std::string_view s, gw_match_kind kind, uint64_t k0, uint64_t k1);
+// The method-table key of a deny entry's path (or "/pkg.Svc/") in ASCII
+// lower case (kind GW_MATCH_EXACT_FOLD / GW_MATCH_SERVICE_FOLD), as the
+// datapath makes it from a :path in any case (GW_FOLD_KEY).
+uint64_t FoldKey(std::string_view lower, gw_match_kind kind, uint64_t k0, uint64_t k1);
 
 // ---- compiled form: exactly what goes into the maps ----
 struct CompiledMethod {

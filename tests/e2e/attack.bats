@@ -194,6 +194,55 @@ YAML
   [[ "$output" == *"root.yaml:2: identity 'everyone': cgroup / is the cgroup v2 root"* ]]
 }
 
+@test "a denied method's name in another case is denied where a wildcard allows the service (a server may route names ignoring case)" {
+  # the sensor: DoorManager/* allowed, SetAccessCode denied; the server
+  # routes names ignoring case (as ASP.NET Core does under grpc-dotnet)
+  cat > "$WORK/fold.yaml" <<YAML
+identities:
+  door-sensor: { cgroup: $CG/sensor }
+services:
+  door-fold: { port: 50052, cidrs: [$SERVER_IP/32] }
+rules:
+  - from: door-sensor
+    to: door-fold
+    allow: ["/cloudcity.DoorManager/*"]
+    deny: [/cloudcity.DoorManager/SetAccessCode, "/cloudcity.Vault/*"]
+  - from: door-sensor
+    to: door-fold
+    allow: [/cloudcity.DoorManager/getName]
+YAML
+  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/fold.yaml" >/dev/null
+  start_bg "$WORK/server-50052.log" $PY "$ROOT/tests/e2e/h2_lax_server.py" 0.0.0.0 50052 fold-case
+  wait_port 50052
+  mkdir -p "$CG/sensor"
+  # without grpcwall's fold the server would run SetAccessCode for each
+  run crafted "$SERVER_IP" 50052 "$CG/sensor" plain setAccessCode SETACCESSCODE SetAccessCode GetName getname
+  echo "$output"
+  [ "$(echo "$output" | sed -n 1p)" = "setAccessCode 12" ]
+  [ "$(echo "$output" | sed -n 2p)" = "SETACCESSCODE 12" ]
+  [ "$(echo "$output" | sed -n 3p)" = "SetAccessCode 12" ]
+  # other methods in any case still pass the wildcard (the server routes them)
+  [ "$(echo "$output" | sed -n 4p)" = "GetName 0" ]
+  [ "$(echo "$output" | sed -n 5p)" = "getname 0" ]
+  [ "$(handlers 50052 SetAccessCode)" -eq 0 ]
+  [ "$(handlers 50052 GetName)" -eq 2 ]
+  run events 3
+  echo "$output"
+  [ "$(echo "$output" | head -1 | json "d['method']")" = "/cloudcity.DoorManager/setAccessCode" ]
+  # the same in the fallback helper (each block continued)
+  run in_cgroup "$CG/sensor" "$CLIENT_NS" $PY "$ROOT/tests/e2e/h2_crafted.py" "$SERVER_IP" 50052 \
+    continuation:setAccessCode continuation:getName
+  echo "$output"
+  [ "$(echo "$output" | sed -n 1p)" = "setAccessCode 12" ]
+  [ "$(echo "$output" | sed -n 2p)" = "getName 0" ]
+  [ "$(handlers 50052 SetAccessCode)" -eq 0 ]
+  [ "$(counter fallback_blocks)" -ge 2 ]
+  # policy show names the deny entries matched in any case
+  run "$GRPCWALL" policy show --pin-dir "$PIN"
+  echo "$output"
+  [[ "$output" == *"deny   /cloudcity.DoorManager/SetAccessCode (in any case)"* ]]
+}
+
 # as_nobody CGROUP CMD...: CMD as uid/gid 65534 in the client namespace,
 # started in CGROUP; first it tries to make CGROUP/admin and move itself
 # there (what a workload may do where its cgroup is delegated to it)

@@ -6,7 +6,9 @@ HEADERS frame on an id at or below the last accepted one is trailers.
 
 Logs "handler <Method> 0" for each request to /cloudcity.DoorManager/<Method>
 (one of the four) and answers it grpc-status 0; any other path gets
-grpc-status 12. Usage: h2_lax_server.py ADDR PORT"""
+grpc-status 12. With `fold-case` it routes service and method names ignoring
+ASCII case, as ASP.NET Core's routing does under grpc-dotnet (its log names
+the method it routed to). Usage: h2_lax_server.py ADDR PORT [fold-case]"""
 import socket
 import sys
 import threading
@@ -17,6 +19,7 @@ DATA, HEADERS, RST_STREAM, SETTINGS, PING, CONTINUATION = 0, 1, 3, 4, 6, 9
 END_STREAM, END_HEADERS, PADDED, PRIO = 0x1, 0x4, 0x8, 0x20
 METHODS = {"GetName", "GetLocation", "RequestMaintenance", "SetAccessCode"}
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+FOLD_CASE = len(sys.argv) > 3 and sys.argv[3] == "fold-case"
 
 
 def frame(ftype, flags, stream, payload):
@@ -30,6 +33,9 @@ def serve(s):
 
     def answer(sid):
         path = paths.pop(sid, "")
+        if FOLD_CASE:
+            routed = {f"/cloudcity.DoorManager/{m}".lower(): f"/cloudcity.DoorManager/{m}" for m in METHODS}
+            path = routed.get(path.lower(), path)
         method = path.rsplit("/", 1)[-1]
         if path.startswith("/cloudcity.DoorManager/") and method in METHODS:
             print(f"handler {method} 0", flush=True)

@@ -248,6 +248,54 @@ TEST(PolicyCompile, IdentityBelowAnotherIsWarned) {
   EXPECT_TRUE(q.warnings.empty()) << q.warnings[0];
 }
 
+// The datapath folds a :path to ASCII lower case 8 bytes at a time with no
+// branch (GW_FOLD_WORD): every byte value at every place in a word and in
+// the tail hashes as it does lowered one byte at a time, and no other byte
+// is changed (a byte and its value with bit 5 flipped hash alike only for
+// letters).
+TEST(PolicyCompile, FoldKeyIsAsciiLowerCase) {
+  const std::string base = "/abcdefghijklmnopq/rs";  // 21 bytes: two words and a tail of five
+  for (size_t pos : {0u, 3u, 7u, 8u, 15u, 16u, 20u})
+    for (int c = 0; c < 256; c++) {
+      std::string s = base, lower = base, flipped = base;
+      s[pos] = static_cast<char>(c);
+      lower[pos] = static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c);
+      flipped[pos] = static_cast<char>(c ^ 0x20);
+      EXPECT_EQ(FoldKey(s, GW_MATCH_EXACT_FOLD, 7, 9), FoldKey(lower, GW_MATCH_EXACT_FOLD, 7, 9)) << pos << " " << c;
+      const bool letter = (c | 0x20) >= 'a' && (c | 0x20) <= 'z';
+      EXPECT_EQ(FoldKey(s, GW_MATCH_EXACT_FOLD, 7, 9) == FoldKey(flipped, GW_MATCH_EXACT_FOLD, 7, 9), letter)
+          << pos << " " << c;
+    }
+  // the other kinds are not folded
+  EXPECT_NE(MethodHash("/a.B/C", GW_MATCH_EXACT, 7, 9), MethodHash("/a.b/c", GW_MATCH_EXACT, 7, 9));
+}
+
+// An enforcing deny entry holds in any case, over exact allow entries too.
+TEST(PolicyCompile, DenyEntriesHoldInAnyCase) {
+  Policy p = ParsePolicy(
+      "identities:\n  a: { cgroup: x }\nservices:\n  s: { port: 1 }\nrules:\n"
+      "  - { from: a, to: s, allow: ['/a.B/*', '*', /a.B/getName], deny: [/a.B/GetName, '/c.D/*'] }\n"
+      "  - { from: a, to: s, audit: true, deny: [/a.B/Audited] }\n",
+      "p.yaml");
+  CompiledPolicy cp = Compile(p, 7, 9);
+  std::vector<std::string> folded;
+  for (const auto& m : PairMethods(cp, cp.pairs[0]))
+    if (m.val.kind == GW_MATCH_EXACT_FOLD || m.val.kind == GW_MATCH_SERVICE_FOLD) {
+      EXPECT_EQ(m.val.verdict, GW_VERDICT_DENY);
+      EXPECT_EQ(m.val.rule, 1);
+      folded.emplace_back(m.pattern);
+    }
+  std::sort(folded.begin(), folded.end());
+  // (an audit rule's deny entries are not: a dry run never denies)
+  EXPECT_EQ(folded, (std::vector<std::string>{"/a.B/GetName", "/c.D/*"}));
+  // an exact allow entry in another case is denied (on a server that
+  // ignores case it is the denied method; one that does not has no other)
+  for (const auto& m : PairMethods(cp, cp.pairs[0]))
+    if (m.pattern == "/a.B/getName") {
+      EXPECT_EQ(m.val.verdict, GW_VERDICT_DENY);
+    }
+}
+
 TEST(PolicyCompile, DenyWinsAcrossRules) {
   Policy p = ParsePolicy(
       "identities:\n  a: { cgroup: x }\nservices:\n  s: { port: 1 }\nrules:\n"
