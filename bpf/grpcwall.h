@@ -59,7 +59,10 @@ enum gw_match_kind {
 };
 
 /* A fold key: the low 32 bits of the fold kind's hash (what a :path record
- * keeps of it) under a tag no other key is likely to have (2^-64 a key). */
+ * keeps of it) under a tag no full 64-bit key is likely to have (2^-64 a
+ * key). 32 bits: a canonical path that folds to none of a pair's N deny
+ * entries still meets one's key with odds N / 2^32 (then it is denied, the
+ * same for that path until the next attach's key; never the other way) */
 #define GW_FOLD_KEY(h32) (0xf01d5eed00000000ULL | (__u64)(__u32)(h32))
 
 enum gw_verdict {
@@ -169,7 +172,7 @@ enum gw_counter {
  * every entry that matches its paths. 0 (before it was recorded): every
  * key found was ranked deny > audit > allow. A datapath must never read a
  * format it was not written for (attach refuses it). */
-#define GW_TABLE_FORMAT 2
+#define GW_TABLE_FORMAT 3
 
 struct gw_config {
 	__u64 generation;   /* bumped by every policy apply; 0 = no policy */

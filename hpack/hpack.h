@@ -627,6 +627,8 @@ static __always_inline int gw_hp_indexed(struct gw_hp_block *b, struct gw_hp_tab
 			b->path_len = 0;
 			b->h_exact = 0;
 			b->h_svc = 0;
+			b->h_exact_fold = 0;
+			b->h_svc_fold = 0;
 			return 0;
 		}
 		b->path_lost = 0;

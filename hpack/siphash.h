@@ -45,7 +45,8 @@ static inline __u64 NAME(const unsigned char *buf, __u32 len, \
 	__u64 v1 = 0x646f72616e646f6dULL ^ (k1 ^ kind); \
 	__u64 v2 = 0x6c7967656e657261ULL ^ k0; \
 	__u64 v3 = 0x7465646279746573ULL ^ (k1 ^ kind); \
-	/* kinds 4-7 (GW_MATCH_*_FOLD): the bytes in ASCII lower case */ \
+	/* kinds with bit 2 set (4, 5: GW_MATCH_*_FOLD; no other kind may have \
+	 * it): the bytes in ASCII lower case */ \
 	const __u64 fold = 0 - (__u64)((kind >> 2) & 1); \
 	__u64 m, b; \
 	__u32 i, blocks, off, j; \

@@ -67,7 +67,9 @@ LivePolicy ViewOf(const Policy& p, const CompiledPolicy& cp) {
                                                 " accepts from " + IdentityCidrs(id));
     for (const auto& m : PairMethods(cp, pair)) lp.methods.push_back({std::string(m.pattern), m.hash, m.val});
     std::sort(lp.methods.begin(), lp.methods.end(), [](const LiveMethod& a, const LiveMethod& b) {
-      return std::make_pair(a.val.kind, a.pattern) < std::make_pair(b.val.kind, b.pattern);
+      // (what no entry matches last)
+      auto rank = [](uint8_t kind) { return kind == GW_MATCH_DEFAULT ? 255 : kind; };
+      return std::make_pair(rank(a.val.kind), a.pattern) < std::make_pair(rank(b.val.kind), b.pattern);
     });
     v.pairs.push_back(std::move(lp));
   }
@@ -104,7 +106,10 @@ nlohmann::json ToJson(const LivePolicy& v, bool live) {
   for (const auto& p : v.pairs) {
     nlohmann::json methods = nlohmann::json::array();
     for (const auto& m : p.methods)
-      methods.push_back({{"match", m.pattern}, {"verdict", VerdictName(m.val.verdict)}, {"rule", m.val.rule}});
+      methods.push_back({{"match", m.pattern},
+                         {"verdict", VerdictName(m.val.verdict)},
+                         {"rule", m.val.rule},
+                         {"any_case", m.val.kind == GW_MATCH_EXACT_FOLD || m.val.kind == GW_MATCH_SERVICE_FOLD}});
     nlohmann::json g{{"from", p.ident}, {"to", p.service}, {"methods", methods}};
     if (!live) g["enforced"] = p.sides;
     j["grants"].push_back(g);

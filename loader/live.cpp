@@ -1163,7 +1163,9 @@ LivePolicy ReadLivePolicy(const LiveMaps& m) {
       lpair.methods.push_back(lm);
     }
     std::sort(lpair.methods.begin(), lpair.methods.end(), [](const LiveMethod& a, const LiveMethod& b) {
-      return std::make_pair(a.val.kind, a.pattern) < std::make_pair(b.val.kind, b.pattern);
+      // (what no entry matches last)
+      auto rank = [](uint8_t kind) { return kind == GW_MATCH_DEFAULT ? 255 : kind; };
+      return std::make_pair(rank(a.val.kind), a.pattern) < std::make_pair(rank(b.val.kind), b.pattern);
     });
     lp.pairs.push_back(std::move(lpair));
   }

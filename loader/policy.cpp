@@ -24,6 +24,15 @@ extern "C" {
 namespace gw {
 namespace {
 
+// ASCII lower case (what a deny entry is matched in, besides as written)
+std::string Lower(std::string_view s) {
+  std::string out(s);
+  for (auto& ch : out)
+    if (ch >= 'A' && ch <= 'Z') ch = static_cast<char>(ch + 32);
+  return out;
+}
+
+
 class Parser {
  public:
   Parser(std::string file, std::string cgroup_root, const Capacity& cap)
@@ -377,10 +386,14 @@ class Parser {
                          std::to_string(cap_.pairs));
       for (const auto* list : {&r.allow, &r.deny})
         if (lists.insert(list->id()).second)
-          for (const auto& e : *list)
-            if (patterns.insert(e.pattern).second && names + patterns.size() > cap_.names)
-              Fail(e.line, "too many names (identities, services, rules and distinct method entries): a policy "
-                           "holds at most " + std::to_string(cap_.names));
+          for (const auto& e : *list) {
+            // an enforcing deny entry (not `*`) has a second, in any case
+            const bool fold = list == &r.deny && !r.audit && e.pattern != "*";
+            if ((patterns.insert(e.pattern).second | (fold && patterns.insert("\x01" + Lower(e.pattern)).second)) &&
+                names + patterns.size() > cap_.names)
+              Fail(e.line, "too many names (identities, services, rules and distinct method entries; an "
+                           "enforcing deny entry counts twice): a policy holds at most " + std::to_string(cap_.names));
+          }
     }
   }
 
@@ -555,13 +568,6 @@ gw_method_val Resolve(std::initializer_list<const KeyFacts*> matching) {
 }  // namespace
 
 namespace {
-
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  for (auto& ch : out)
-    if (ch >= 'A' && ch <= 'Z') ch = static_cast<char>(ch + 32);
-  return out;
-}
 
 // The method table of one pair from its rules (in id order), with rule ids
 // local to them: 1 for rules[0], 2 for rules[1], ...

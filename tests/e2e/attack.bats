@@ -241,6 +241,9 @@ YAML
   run "$GRPCWALL" policy show --pin-dir "$PIN"
   echo "$output"
   [[ "$output" == *"deny   /cloudcity.DoorManager/SetAccessCode (in any case)"* ]]
+  [ "$("$GRPCWALL" policy show --pin-dir "$PIN" --json |
+      json "sorted(m['match'] for g in d['grants'] for m in g['methods'] if m['any_case'])")" = \
+    "['/cloudcity.DoorManager/SetAccessCode', '/cloudcity.Vault/*']" ]
 }
 
 # as_nobody CGROUP CMD...: CMD as uid/gid 65534 in the client namespace,

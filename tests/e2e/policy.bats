@@ -166,7 +166,7 @@ PY
 @test "attach without a policy over one compiled by an older grpcwall (no table format) is refused, and nothing live changes" {
   write_policy "$WORK/p.yaml"
   "$GRPCWALL" attach --no-fallback --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" > /dev/null
-  [ "$(bpftool -j map lookup pinned "$PIN/gw_config" key 0 0 0 0 | json "d['formatted']['value']['format']")" -eq 2 ]
+  [ "$(bpftool -j map lookup pinned "$PIN/gw_config" key 0 0 0 0 | json "d['formatted']['value']['format']")" -eq 3 ]
   # what an older grpcwall leaves: its tables ranked every entry found, and
   # recorded no format; the new datapath must not read them
   value=$(bpftool -j map lookup pinned "$PIN/gw_config" key 0 0 0 0 |
@@ -176,7 +176,7 @@ PY
   run "$GRPCWALL" attach --no-fallback --cgroup "$CG" --pin-dir "$PIN"
   echo "$output"
   [ "$status" -eq 1 ]
-  [[ "$output" == *"another grpcwall version's (the live policy (method-table format 0 live, this version writes 2))"*"Nothing was changed"* ]]
+  [[ "$output" == *"another grpcwall version's (the live policy (method-table format 0 live, this version writes 3))"*"Nothing was changed"* ]]
   [ "$("$GRPCWALL" status --pin-dir "$PIN" --json | json "d['programs']")" = "$prog" ]
   # applying a policy with this version makes it attachable again
   "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/p.yaml" > /dev/null

@@ -472,8 +472,17 @@ TEST(PolicyCapacity, EachLimitWithItsLine) {
   // names: 2 identities + 1 service + 1 rule + default = 5; the 4th distinct entry is the 9th name
   EXPECT_EQ(ErrorOf(two + "  - from: a\n    to: s\n    allow:\n      - /p.S/A\n      - /p.S/B\n      - /p.S/A\n"
                           "      - /p.S/C\n      - /p.S/D\n", "", cap),
-            "p.yaml:14: too many names (identities, services, rules and distinct method entries): a policy holds at "
-            "most 8");
+            "p.yaml:14: too many names (identities, services, rules and distinct method entries; an enforcing "
+            "deny entry counts twice): a policy holds at most 8");
+  // an enforcing deny entry is two (as written, and in any case): the 2nd
+  // deny entry is the 9th name; an audit rule's deny entries are one each
+  EXPECT_EQ(ErrorOf(two + "  - from: a\n    to: s\n    allow: ['*']\n    deny:\n      - /p.S/A\n      - /p.S/B\n", "",
+                    cap),
+            "p.yaml:12: too many names (identities, services, rules and distinct method entries; an enforcing "
+            "deny entry counts twice): a policy holds at most 8");
+  EXPECT_EQ(ErrorOf(two + "  - from: a\n    to: s\n    audit: true\n    deny:\n      - /p.S/A\n      - /p.S/B\n", "",
+                    cap),
+            "no error");
 
   // the real limits: half of each map the two slots share
   Capacity real;
