@@ -28,15 +28,16 @@
 		v2 += v1; v1 = GW_ROTL(v1, 17); v1 ^= v2; v2 = GW_ROTL(v2, 32); \
 	} while (0)
 
-/* SipHash-2-4 over buf[0..len), len capped at BUF (a power of two: the
- * verifier sees every read bounded); `kind` keeps hashes of different
- * things apart. One definition, instantiated per buffer size. */
 /* ASCII upper case to lower case in the 8 bytes of m where fold is all
  * ones (0: unchanged), without a branch (the verifier follows none) */
 #define GW_FOLD_WORD(m, fold) \
 	((m) | (((((m) & 0x7f7f7f7f7f7f7f7fULL) + 0x3f3f3f3f3f3f3f3fULL) & \
 		 ~(((m) & 0x7f7f7f7f7f7f7f7fULL) + 0x2525252525252525ULL) & ~(m) & \
 		 0x8080808080808080ULL & (fold)) >> 2))
+
+/* SipHash-2-4 over buf[0..len), len capped at BUF (a power of two: the
+ * verifier sees every read bounded); `kind` keeps hashes of different
+ * things apart. One definition, instantiated per buffer size. */
 #define GW_SIPHASH_DEFINE(NAME, BUF) \
 static inline __u64 NAME(const unsigned char *buf, __u32 len, \
 			       __u64 k0, __u64 k1, __u32 kind) \
