@@ -354,8 +354,10 @@ across_apply() {
 # scratch_busy FIRST LAST: mark gw_scratch slots FIRST..LAST busy on every CPU,
 # as runs preempted in the middle of a walk would hold them
 scratch_busy() {
-  local busy value i
-  busy="01 00 00 00$(printf ' 00%.0s' $(seq 5 472))"
+  local busy value i size
+  # (the value's size as this build made the map: struct gw_scratch)
+  size=$(bpftool map show pinned "$PIN/gw_scratch" | grep -o 'value [0-9]*B' | grep -o '[0-9]*')
+  busy="01 00 00 00$(printf ' 00%.0s' $(seq 5 "$size"))"
   for i in $(seq "$1" "$2"); do
     bpftool map update pinned "$PIN/gw_scratch" key $i 0 0 0 value $busy
   done

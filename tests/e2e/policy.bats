@@ -151,7 +151,7 @@ PY
   [[ "$output" == *"more-ids.yaml:16385: too many identities: a policy holds at most 16383"* ]]
   run "$GRPCWALL" policy check "$WORK/more-names.yaml"
   [ "$status" -eq 1 ]
-  [[ "$output" == *"too many names (identities, services, rules and distinct method entries): a policy holds at most 131070"* ]]
+  [[ "$output" == *"too many names (identities, services, rules and distinct method entries; an enforcing deny entry counts twice): a policy holds at most 131070"* ]]
 
   "$GRPCWALL" attach --no-fallback --cgroup "$CG" --pin-dir "$PIN" > /dev/null
   for gen in 1 2 3; do

@@ -33,7 +33,7 @@ both_sides_policy() {
 @test "attach over another version's maps replaces them with no moment unenforced: denied calls made all through never reach a handler; the old connections are reset and reconnect under policy" {
   both_sides_policy "$WORK/p.yaml"
   "$OTHER" attach --no-fallback --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
-  [ "$(value_bytes gw_srv_conns)" -eq 1112 ]
+  [ "$(value_bytes gw_srv_conns)" -eq 1176 ]
   start_grpc_server 50051
   in_cgroup "$CG/doormgr" "$SERVER_NS" $PY "$ROOT/tests/grpc/server.py" --addr "0.0.0.0:50052" \
     > "$WORK/server-50052.log" 2>&1 3>&- &
@@ -61,7 +61,7 @@ both_sides_policy() {
   run "$GRPCWALL" attach --no-fallback --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml"
   echo "$output"
   [ "$status" -eq 0 ]
-  [[ "$output" == *"were another grpcwall version's (gw_srv_conns (value bytes 1112 pinned, 1104 here)"* ]]
+  [[ "$output" == *"were another grpcwall version's (gw_srv_conns (value bytes 1176 pinned, 1168 here)"* ]]
   [[ "$output" =~ reset\ [0-9]+\ connection\(s\)\ the\ old\ programs\ walked\ on\ receive ]]
   [[ "$output" =~ reset\ [0-9]+\ connection\(s\)\ that\ predate\ attach ]]
   [[ "$output" == *"policy generation 2 from $WORK/p.yaml"* ]]
@@ -71,7 +71,7 @@ both_sides_policy() {
   [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
   [ "$(handlers 50052 SetAccessCode)" -eq 0 ]
   # the new maps, the programs on them, nothing half done
-  [ "$(value_bytes gw_srv_conns)" -eq 1104 ]
+  [ "$(value_bytes gw_srv_conns)" -eq 1168 ]
   [ ! -e "$PIN/upgrading" ]
   run "$GRPCWALL" status --pin-dir "$PIN" --json
   echo "$output"
@@ -98,10 +98,10 @@ both_sides_policy() {
   run "$GRPCWALL" attach --no-fallback --cgroup "$CG" --pin-dir "$PIN"
   echo "$output"
   [ "$status" -eq 1 ]
-  [[ "$output" == *"are another grpcwall version's (gw_srv_conns (value bytes 1112 pinned, 1104 here)"* ]]
+  [[ "$output" == *"are another grpcwall version's (gw_srv_conns (value bytes 1176 pinned, 1168 here)"* ]]
   [[ "$output" == *"Nothing was changed: attach again with the policy file"* ]]
   [ "$(ls "$PIN" | tr '\n' ' ')" = "$before" ]
-  [ "$(value_bytes gw_srv_conns)" -eq 1112 ]
+  [ "$(value_bytes gw_srv_conns)" -eq 1176 ]
   # the old version still enforces
   run in_cgroup "$CG/terminal" "$CLIENT_NS" $PY "$ROOT/tests/grpc/client.py" "$SERVER_IP:50051" SetAccessCode
   [ "$output" = "SetAccessCode UNIMPLEMENTED 'Method not found!'" ]
@@ -144,7 +144,7 @@ attach_again() {
   [ "$status" -eq 0 ] || return 1
   [[ "$output" == *"$1"* ]] || return 1
   [ ! -e "$PIN/upgrading" ] || return 1
-  [ "$(value_bytes gw_srv_conns)" -eq 1104 ] || return 1
+  [ "$(value_bytes gw_srv_conns)" -eq 1168 ] || return 1
   [ "$(ingress_guards)" -eq 1 ]
 }
 
@@ -154,7 +154,7 @@ attach_again() {
   [ "$status" -eq 9 ]
   [ -d "$PIN/upgrading" ]
   [ "$(ingress_guards)" -eq 1 ]
-  [ "$(value_bytes gw_srv_conns)" -eq 1112 ]
+  [ "$(value_bytes gw_srv_conns)" -eq 1176 ]
   # the old programs decide, and the protected server's callers get through
   run ip netns exec "$CLIENT_NS" $PY "$ROOT/tests/grpc/client.py" --timeout 5 "$SERVER_IP:50052" GetName SetAccessCode
   echo "$output"
