@@ -1387,7 +1387,7 @@ static __always_inline long gw_walk_decide(struct gw_walk *w, struct gw_src *src
 		 * that side denied as its own denials, rule unknown here) */
 		if (d.verdict != GW_VERDICT_DENY)
 			return gw_walk_advance(w, n, n, 0);
-		if (gw_hp_path_unroutable(&w->s->blk, src)) {
+		if (gw_hp_path_unroutable(&w->s->blk)) {
 			gw_srv_note_denied(c, ws->f.stream, GW_RULE_CLIENT_SIDE);
 			return gw_walk_advance(w, n, n, 0);
 		}

@@ -139,6 +139,7 @@ struct gw_hp_block {
 	__u16 svc_len;    /* length of "/service/" in path */
 	__u8  path_lost;  /* indexed :path whose record is gone */
 	__u8  path_rewritten; /* indexed :path: GW_HPE_REWRITTEN */
+	__u8  path_mark;  /* literal: a canonical path with '-' for its '/' (gw_hp_deny_rewrite's) */
 	__u32 f_rep_off;  /* current field's first byte */
 	__u32 s_off, s_end;
 	__u32 s_dlen;     /* decoded bytes of the current string so far */
@@ -183,6 +184,7 @@ static __always_inline void gw_hp_block_init(struct gw_hp_block *b, __u32 len)
 	b->path_inserted = 0;
 	b->path_lost = 0;
 	b->path_rewritten = 0;
+	b->path_mark = 0;
 	b->path_len = 0;
 	b->svc_len = 0;
 	b->h_exact = 0;
@@ -317,15 +319,20 @@ static __always_inline int gw_hp_int(GW_SRC_T *src, __u32 *off, __u32 end,
 static __always_inline void gw_hp_path_see(struct gw_hp_block *b, __u32 d, __u8 sym)
 {
 	if (d == 0) {
-		if (sym != '/')
+		if (sym != '/') {
 			b->path_valid = 0;
+			b->path_mark = sym == '-'; /* canonical but for it, so far */
+		}
 	} else if (sym == '/') {
-		if (b->svc_len)
+		if (b->svc_len) {
 			b->path_valid = 0; /* a third '/' */
-		else
+			b->path_mark = 0;
+		} else {
 			b->svc_len = d + 1;
+		}
 	} else if (!(gw_path_class[sym] & (b->svc_len ? GW_PATHC_METHOD : GW_PATHC_SERVICE))) {
 		b->path_valid = 0;
+		b->path_mark = 0;
 	}
 }
 
@@ -479,6 +486,7 @@ static __always_inline int gw_hp_open_string(struct gw_hp_block *b, GW_SRC_T *sr
 		b->path_len = 0;
 		b->path_long = 0;
 		b->path_valid = 1; /* until a character or the length says otherwise */
+		b->path_mark = 0;
 		b->svc_len = 0;
 		if (!b->s_huff && len >= GW_PATH_MAX) { /* too long to decide */
 			b->path_long = 1;
@@ -506,9 +514,12 @@ static __always_inline void gw_hp_emit(struct gw_hp_block *b, __u8 sym)
 	__u32 d = b->s_dlen;
 
 	if (b->s_mode == GW_STR_NAME) {
-		/* ":path" */
-		if (d >= 5 || sym != (__u8)(d == 0 ? ':' : d == 1 ? 'p' : d == 2 ? 'a' :
-					   d == 3 ? 't' : 'h'))
+		/* ":path", its letters in any case: a server that reads names
+		 * in any case (RFC 9113 makes ":PATH" malformed) would route a
+		 * ":PATH" field, so it is one more :path here (two fail). One
+		 * compare, bit 5 set: 0x1a passes for ':' (a name no server
+		 * takes; taken as :path it can only be denied or fail more) */
+		if (d >= 5 || (sym | 0x20) != (__u8)(0x687461703aULL >> (d * 8)))
 			b->name_match = 0;
 	} else if (b->s_mode == GW_STR_PATH) {
 		if (d < GW_PATH_MAX - 1)
@@ -544,8 +555,10 @@ static __always_inline int gw_hp_close_string(struct gw_hp_block *b,
 			b->path_long = 1;
 		/* service and method both non-empty, the whole path decided */
 		if (b->path_long || b->path_len < 4 || b->svc_len < 3 ||
-		    b->svc_len >= b->path_len)
+		    b->svc_len >= b->path_len) {
 			b->path_valid = 0;
+			b->path_mark = 0;
+		}
 	}
 	if (b->f_insert &&
 	    gw_hp_insert(t, b->f_name_len, b->s_dlen, b, b->f_is_path))
@@ -768,11 +781,20 @@ static __always_inline int gw_hp_path_regranted(const struct gw_hp_block *b)
 
 /* What to write so the server refuses the block's RPC while both HPACK
  * tables stay in step (same encoded and decoded lengths): the first
- * character of a literal :path becomes '%' (raw, or Huffman 011000 ->
- * 010101), and an indexed reference to a :path entry becomes 0x85
- * (static ":path /index.html"). Returns 0 with *off and *val set, 1 when
- * nothing needs writing (the server cannot route the path anyway), -1 when
- * no length-preserving rewrite exists (the caller fails the connection). */
+ * character of a canonical literal :path becomes '-' (raw, or Huffman
+ * 011000 '/' -> 010110), and an indexed reference to a :path entry becomes
+ * 0x85 (static ":path /index.html"). Not '%': a server that percent-decodes
+ * :path before routing would read "/2Fpkg.Svc/M" made "%2Fpkg.Svc/M" as
+ * "/pkg.Svc/M". A canonical path has only [A-Za-z0-9_.-] besides its two
+ * '/', so "-pkg.Svc/M" decodes or normalises to no route. A literal that
+ * is not canonical (or too long to tell) is not rewritten: the rest of it
+ * is the client's ("/x/../pkg.Svc/M" made "-x/../pkg.Svc/M" is
+ * "pkg.Svc/M" to a server that removes dot segments). Returns 0 with *off
+ * and *val set, 1 when nothing needs writing (a static :path, "/" or
+ * "/index.html", or a literal this rewrite made: a grpcwall in front, on
+ * the client's host, denied it), -1 when the caller must fail the
+ * connection: such a literal, no length-preserving rewrite, or no :path at
+ * all (a request without one is no gRPC call). */
 static __always_inline int gw_hp_deny_rewrite(const struct gw_hp_block *b, GW_SRC_T *src,
 					      __u32 *off, __u8 *val)
 {
@@ -780,21 +802,24 @@ static __always_inline int gw_hp_deny_rewrite(const struct gw_hp_block *b, GW_SR
 
 	switch (b->path_how) {
 	case GW_PATH_LIT_RAW:
-		if (b->path_len == 0)
+		/* a mark or a valid path is never long nor empty */
+		if (b->path_mark)
+			return 1;
+		if (!b->path_valid)
 			return -1;
 		*off = b->path_val_off;
-		*val = '%';
+		*val = '-';
 		return 0;
 	case GW_PATH_LIT_HUFF:
-		if (b->path_len == 0) /* no first byte: path_val_off is the next field's */
+		if (b->path_mark)
+			return 1;
+		if (!b->path_valid)
 			return -1;
 		c = gw_src_byte(src, b->path_val_off);
-		if (c >= 0 && (c & 0xfc) == 0x54) /* starts with '%' (010101) already */
-			return 1;
 		if (c < 0 || (c & 0xfc) != 0x60)  /* must start with '/' (011000) */
 			return -1;
 		*off = b->path_val_off;
-		*val = (__u8)((c & 0x03) | 0x54);
+		*val = (__u8)((c & 0x03) | 0x58); /* '-' (010110): six bits too */
 		return 0;
 	case GW_PATH_IDX_DYN:
 		if (b->path_rep_len != 1)
@@ -805,27 +830,25 @@ static __always_inline int gw_hp_deny_rewrite(const struct gw_hp_block *b, GW_SR
 	case GW_PATH_IDX_STATIC:
 		return 1;
 	default:
-		return 1;
+		return -1;
 	}
 }
 
 /* Is the block's one :path what gw_hp_deny_rewrite makes of a denied one,
- * unroutable on any gRPC server (a literal starting '%', raw or Huffman
- * 010101, or a static entry: "/" or "/index.html")? A walker behind
- * another one (the server side of a connection whose client side is
- * walked on this host) passes such a block as the first one left it. */
-static __always_inline int gw_hp_path_unroutable(const struct gw_hp_block *b, GW_SRC_T *src)
+ * unroutable on any gRPC server (a literal that is a canonical path with
+ * '-' for its first '/', or a static entry: "/" or "/index.html")? A
+ * walker behind another one (the server side of a connection whose client
+ * side is walked on this host) passes such a block as the first one left
+ * it. Never '%...' (what a client sends to a server that decodes it), nor
+ * '-' before anything else ("-x/../pkg.Svc/M": the client's own). */
+static __always_inline int gw_hp_path_unroutable(const struct gw_hp_block *b)
 {
-	int c;
-
 	if (b->npath != 1)
 		return 0;
 	switch (b->path_how) {
 	case GW_PATH_LIT_RAW:
-		return b->path_len && gw_src_byte(src, b->path_val_off) == '%';
 	case GW_PATH_LIT_HUFF:
-		c = b->path_len ? gw_src_byte(src, b->path_val_off) : -1;
-		return c >= 0 && (c & 0xfc) == 0x54;
+		return b->path_mark; /* never long */
 	case GW_PATH_IDX_STATIC:
 		return 1;
 	default:

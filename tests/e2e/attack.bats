@@ -246,6 +246,65 @@ YAML
     "['/cloudcity.DoorManager/SetAccessCode', '/cloudcity.Vault/*']" ]
 }
 
+@test "a denied :path never reaches a lax server as a method: percent-decoded, dot segments, :path names in any case" {
+  # the server percent-decodes :path, removes dot segments and reads field
+  # names in any case ("%2Fcloudcity..." and "/x/../cloudcity..." are
+  # /cloudcity... to it, ":PATH" is :path); it routes as grpc-go does
+  cat > "$WORK/lax.yaml" <<YAML
+identities:
+  door-sensor: { cgroup: $CG/sensor }
+services:
+  door-lax: { port: 50052, cidrs: [$SERVER_IP/32] }
+rules:
+  - { from: door-sensor, to: door-lax, allow: [/cloudcity.DoorManager/GetName] }
+YAML
+  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/lax.yaml" >/dev/null
+  start_bg "$WORK/server-50052.log" $PY "$ROOT/tests/e2e/h2_lax_server.py" 0.0.0.0 50052 \
+    percent-decode dot-segments names-any-case
+  wait_port 50052
+  mkdir -p "$CG/sensor"
+  hex() { printf '%s' "$1" | od -An -tx1 | tr -d ' \n'; }
+  # the server is that lax: unpoliced (outside the attach cgroup), each runs
+  local p
+  for p in %2Fcloudcity.DoorManager/GetName /x/../cloudcity.DoorManager/GetName; do
+    run timeout 60 ip netns exec "$CLIENT_NS" $PY "$ROOT/tests/e2e/attack.py" "$SERVER_IP" 50052 badpath "$(hex "$p")"
+    [ "$(echo "$output" | sed -n 1p)" = "badpath 0" ]
+  done
+  run timeout 60 ip netns exec "$CLIENT_NS" $PY "$ROOT/tests/e2e/attack.py" "$SERVER_IP" 50052 upper-path GetName
+  [ "$(echo "$output" | sed -n 1p)" = "GetName 0" ]
+  [ "$(handlers 50052 GetName)" -eq 3 ]
+  # a canonical path with no rule is made "-2Fcloudcity...": no route after
+  # decoding (it was "%2F...", which decodes to the method), raw and Huffman
+  run crafted "$SERVER_IP" 50052 "$CG/sensor" badpath "$(hex /2Fcloudcity.DoorManager/SetAccessCode)"
+  echo "$output"
+  [ "$(echo "$output" | sed -n 1p)" = "badpath 12" ]
+  run in_cgroup "$CG/sensor" "$CLIENT_NS" $PY "$ROOT/tests/e2e/h2_crafted.py" "$SERVER_IP" 50052 \
+    plain:/2Fcloudcity.DoorManager/SetAccessCode plain:GetName plain:%2Fcloudcity.DoorManager/SetAccessCode
+  echo "$output"
+  [ "$(echo "$output" | sed -n 1p)" = "/2Fcloudcity.DoorManager/SetAccessCode 12" ]
+  [ "$(echo "$output" | sed -n 2p)" = "GetName 0" ]
+  # a path that is not canonical keeps the client's bytes after its first:
+  # never rewritten, its connection fails (Huffman above, raw here)
+  [[ "$(echo "$output" | sed -n 3p)" == "error "* ]]
+  for p in %2Fcloudcity.DoorManager/SetAccessCode /x/../cloudcity.DoorManager/SetAccessCode \
+           -x/../cloudcity.DoorManager/SetAccessCode; do
+    run crafted "$SERVER_IP" 50052 "$CG/sensor" badpath "$(hex "$p")"
+    echo "$p: $output"
+    [[ "$(echo "$output" | sed -n 1p)" == "error "* || "$(echo "$output" | sed -n 1p)" == "badpath reset" ]]
+  done
+  # ":PATH" is a :path: decided and rewritten alone; beside a ":path" it is a
+  # second one, and the connection fails
+  run crafted "$SERVER_IP" 50052 "$CG/sensor" upper-path SetAccessCode
+  echo "$output"
+  [ "$(echo "$output" | sed -n 1p)" = "SetAccessCode 12" ]
+  run crafted "$SERVER_IP" 50052 "$CG/sensor" upper-path SetAccessCode GetName
+  echo "$output"
+  [[ "$(echo "$output" | sed -n 1p)" == "error "* || "$(echo "$output" | sed -n 1p)" == "SetAccessCode reset" ]]
+  [ "$(handlers 50052 SetAccessCode)" -eq 0 ]
+  [ "$(handlers 50052 GetName)" -eq 4 ]
+  has_event "bad :path"
+}
+
 # as_nobody CGROUP CMD...: CMD as uid/gid 65534 in the client namespace,
 # started in CGROUP; first it tries to make CGROUP/admin and move itself
 # there (what a workload may do where its cgroup is delegated to it)

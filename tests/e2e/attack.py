@@ -29,6 +29,8 @@ modes:
                           non-blocking socket with a tiny send buffer, the way
                           gRPC C-core writes (short writes, then the rest)
   badpath PATH_HEX        one call whose :path is the given bytes (hex)
+  upper-path METHOD [ALLOWED]  one call whose :path field is named ":PATH";
+                          with ALLOWED, a ":path" field naming ALLOWED first
   hold SECONDS            an idle connection (preface and SETTINGS only)
   raw SRC_IP METHOD       a TCP segment carrying a call, from a raw socket
   reconnect ALLOWED DENIED  the ALLOWED call's HEADERS and the start of a DATA
@@ -575,6 +577,16 @@ def run(a, auth):
         else:
             s.sendall(call(1, a.args[1], auth))
         report(rd, 1, a.args[1])
+        return
+    if a.mode == "upper-path":
+        s = connect(host, port)
+        s.sendall(PREFACE + SETTINGS)
+        blk = headers_block(f"/cloudcity.DoorManager/{a.args[0]}".encode(), auth)
+        blk = blk.replace(hstr(b":path"), hstr(b":PATH"), 1)
+        if a.args[1:]:
+            blk = b"\x00" + hstr(b":path") + hstr(f"/cloudcity.DoorManager/{a.args[1]}".encode()) + blk
+        s.sendall(frame(0x1, 0x4, 1, blk) + frame(0x0, 0x1, 1, REQ))
+        report(Reader(s), 1, a.args[0])
         return
     if a.mode == "badpath":
         s = connect(host, port)

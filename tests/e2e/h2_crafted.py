@@ -12,7 +12,8 @@ HPACK table carries over from call to call). Calls are CASE:METHOD:
   continuation:M  the header block in HEADERS + CONTINUATION
   batch:M+M+...   several plain calls written in one send()
 
-Prints "<Method> <grpc-status>" per call in order ("<Method> reset" if the
+A METHOD that starts with '/' or '%' is the whole :path. Prints
+"<Method> <grpc-status>" per call in order ("<Method> reset" if the
 server reset the stream), "error ..." for each call left when the
 connection ended first (calls after it are not sent)."""
 import os
@@ -48,7 +49,7 @@ def main():
         order.append((method, sid))
         if case == "resize":
             enc.header_table_size = 2048 if enc.header_table_size != 2048 else 3072
-        hdrs = [(":method", "POST"), (":scheme", "http"), (":path", "/cloudcity.DoorManager/" + method),
+        hdrs = [(":method", "POST"), (":scheme", "http"), (":path", method if method[:1] in "/%" else "/cloudcity.DoorManager/" + method),
                 (":authority", f"{host}:{port}"), ("content-type", "application/grpc"), ("te", "trailers")]
         blk = enc.encode(hdrs, huffman=True)
         out = b""

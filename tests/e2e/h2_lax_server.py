@@ -6,12 +6,22 @@ HEADERS frame on an id at or below the last accepted one is trailers.
 
 Logs "handler <Method> 0" for each request to /cloudcity.DoorManager/<Method>
 (one of the four) and answers it grpc-status 0; any other path gets
-grpc-status 12. With `fold-case` it routes service and method names ignoring
-ASCII case, as ASP.NET Core's routing does under grpc-dotnet (its log names
-the method it routed to). Usage: h2_lax_server.py ADDR PORT [fold-case]"""
+grpc-status 12. Options, the ways a server may be laxer still:
+  fold-case       route service and method names ignoring ASCII case, as
+                  ASP.NET Core's routing does under grpc-dotnet (its log
+                  names the method it routed to)
+  percent-decode  percent-decode :path before routing, as a server that
+                  treats it as a URL path may
+  dot-segments    clean :path before routing (Go's path.Clean: "a/../b" is
+                  "b"); it routes as grpc-go does, a leading '/' optional
+  names-any-case  take field names in any case (":PATH" as ":path") instead
+                  of refusing the stream
+Usage: h2_lax_server.py ADDR PORT [OPTION...]"""
 import socket
 import sys
+import posixpath
 import threading
+import urllib.parse
 
 import hpack
 
@@ -19,7 +29,10 @@ DATA, HEADERS, RST_STREAM, SETTINGS, PING, CONTINUATION = 0, 1, 3, 4, 6, 9
 END_STREAM, END_HEADERS, PADDED, PRIO = 0x1, 0x4, 0x8, 0x20
 METHODS = {"GetName", "GetLocation", "RequestMaintenance", "SetAccessCode"}
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-FOLD_CASE = len(sys.argv) > 3 and sys.argv[3] == "fold-case"
+FOLD_CASE = "fold-case" in sys.argv[3:]
+PERCENT_DECODE = "percent-decode" in sys.argv[3:]
+NAMES_ANY_CASE = "names-any-case" in sys.argv[3:]
+DOT_SEGMENTS = "dot-segments" in sys.argv[3:]
 
 
 def frame(ftype, flags, stream, payload):
@@ -33,11 +46,17 @@ def serve(s):
 
     def answer(sid):
         path = paths.pop(sid, "")
+        if PERCENT_DECODE:
+            path = urllib.parse.unquote(path)
+        if DOT_SEGMENTS and path:
+            path = posixpath.normpath(path)
         if FOLD_CASE:
             routed = {f"/cloudcity.DoorManager/{m}".lower(): f"/cloudcity.DoorManager/{m}" for m in METHODS}
             path = routed.get(path.lower(), path)
-        method = path.rsplit("/", 1)[-1]
-        if path.startswith("/cloudcity.DoorManager/") and method in METHODS:
+        # grpc-go: one leading '/' taken off if there, service and method
+        # split at the last '/'
+        service, _, method = (path[1:] if path.startswith("/") else path).rpartition("/")
+        if service == "cloudcity.DoorManager" and method in METHODS:
             print(f"handler {method} 0", flush=True)
             out = frame(HEADERS, END_HEADERS, sid, enc.encode([(":status", "200"), ("content-type", "application/grpc")]))
             out += frame(DATA, 0, sid, b"\x00\x00\x00\x00\x00")
@@ -75,6 +94,8 @@ def serve(s):
                     continue
                 sid, flags, payload = cont
                 fields = dec.decode(payload, raw=True)  # the whole block: the table stays in step
+                if NAMES_ANY_CASE:
+                    fields = [(k.lower(), v) for k, v in fields]
                 if any(k != k.lower() for k, _ in fields):
                     s.sendall(frame(RST_STREAM, 0, sid, (1).to_bytes(4, "big")))  # the id is not taken
                     continue

@@ -285,6 +285,44 @@ remote_client() {
   [ "$(handlers 50051 GetName)" -eq 1 ]
 }
 
+@test "server side: no denied :path reaches a lax server as a method (percent-decoded, dot segments, :PATH)" {
+  # the protected server percent-decodes :path, cleans dot segments and
+  # reads names in any case (tests/e2e/h2_lax_server.py); remote callers
+  server_policy "$WORK/p.yaml"
+  "$GRPCWALL" attach --cgroup "$CG" --pin-dir "$PIN" "$WORK/p.yaml" >/dev/null
+  in_cgroup "$CG/doormgr" "$SERVER_NS" $PY "$ROOT/tests/e2e/h2_lax_server.py" 0.0.0.0 50051 \
+    percent-decode dot-segments names-any-case > "$WORK/server-50051.log" 2>&1 3>&- &
+  PIDS+=($!)
+  wait_port 50051
+  from_source "$CLIENT_IP"
+  hex() { printf '%s' "$1" | od -An -tx1 | tr -d ' \n'; }
+  lax() { ip netns exec "$CLIENT_NS" timeout 60 $PY "$ROOT/tests/e2e/attack.py" "$SERVER_IP" 50051 "$@"; }
+  # canonical, no rule: made "-2Fcloudcity..." (no route), answered 7
+  run lax badpath "$(hex /2Fcloudcity.DoorManager/SetAccessCode)"
+  echo "$output"
+  [ "$(echo "$output" | sed -n 1p)" = "badpath 7" ]
+  # not canonical: the rest is the caller's, so no rewrite: reset
+  local p
+  for p in %2Fcloudcity.DoorManager/SetAccessCode /x/../cloudcity.DoorManager/SetAccessCode \
+           -x/../cloudcity.DoorManager/SetAccessCode; do
+    run lax badpath "$(hex "$p")"
+    echo "$p: $output"
+    [[ "$(echo "$output" | sed -n 1p)" == "error "* || "$(echo "$output" | sed -n 1p)" == "badpath reset" ]]
+  done
+  # ":PATH" is a :path: decided alone (answered 7), a second one beside one
+  run lax upper-path SetAccessCode
+  echo "$output"
+  [ "$(echo "$output" | sed -n 1p)" = "SetAccessCode 7" ]
+  run lax upper-path SetAccessCode GetName
+  echo "$output"
+  [[ "$(echo "$output" | sed -n 1p)" == "error "* || "$(echo "$output" | sed -n 1p)" == "SetAccessCode reset" ]]
+  [ "$(handlers 50051 SetAccessCode)" -eq 0 ]
+  # the control: the allowed method, as ":PATH" too
+  run lax upper-path GetName
+  [ "$(echo "$output" | sed -n 1p)" = "GetName 0" ]
+  [ "$(handlers 50051 GetName)" -eq 1 ]
+}
+
 @test "server side: a caller no identity names is denied every method, and reported" {
   protect
   run remote_client "$OTHER_IP" GetName SetAccessCode GetName

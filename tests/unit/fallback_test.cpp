@@ -317,7 +317,7 @@ TEST(Fallback, AnEntryDeniedWhenEnteredIsNotPassedAsAStaleDeny) {
     Frame(&frames, 0x1, 0x5, 1, lit.data(), lit.size());
     ASSERT_TRUE(fb.Feed(frames.data(), frames.size(), &out));
     ASSERT_EQ(out.size(), frames.size());
-    EXPECT_EQ(out[9 + 4], '%');  // the path's first byte, rewritten
+    EXPECT_EQ(out[9 + 4], '-');  // the path's first byte, rewritten
     gw::FbStream again;  // handed back, taken again
     again.Reset(fb.Model(), gw_hp_keys{1, 2});
     again.decide = [later](const gw::FbBlock& b) {

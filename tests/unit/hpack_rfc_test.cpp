@@ -143,34 +143,66 @@ TEST(HpackModel, PathFormsAndIndexedReferences) {
   EXPECT_EQ(m.b.err, GW_REASON_PROTOCOL);
 }
 
-// A Huffman :path that already starts with '%' (what a walker in front made
-// of a denied one): nothing to write, and unroutable; an empty Huffman
-// :path has no first byte to rewrite (its value offset is the next field's).
-TEST(HpackModel, HuffmanPathsAlreadyUnroutableAndEmpty) {
+// What the deny rewrite makes of a :path, and what a walker behind another
+// one takes for that one's rewrite. A canonical literal, raw or Huffman,
+// gets '-' for its '/' (not '%': a server that percent-decodes would route
+// "%2F..."); the result is marked unroutable, and a walker behind (another
+// host's grpcwall, or the server side here) writes nothing more. A literal
+// that is not canonical otherwise is never rewritten (the rest of it is the
+// client's: "-x/../" normalises away), the connection fails; nor is it
+// taken for a rewrite.
+// An empty literal has no first byte; a block with no :path has nothing
+// to make unroutable.
+TEST(HpackModel, DenyRewriteAndUnroutablePaths) {
   __u32 off = 0;
   __u8 val = 0;
   {
     Model m;
-    auto bytes = Hex("449654941ed90864fa5ef9cf6681d4398b63188a9d23a4bf");  // '%cloudcity.DoorManager/GetName'
+    auto bytes = Hex("449658941ed90864fa5ef9cf6681d4398b63188a9d23a4bf");  // '-cloudcity.DoorManager/GetName'
     ASSERT_EQ(gw_hp_parse_block(&m.b, &m.t, &m.sp, bytes.data(), static_cast<__u32>(bytes.size()), &m.k), 0);
     EXPECT_EQ(m.b.path_how, GW_PATH_LIT_HUFF);
     EXPECT_FALSE(m.b.path_valid);
     gw_buf src{bytes.data(), static_cast<__u32>(bytes.size())};
-    EXPECT_EQ(gw_hp_deny_rewrite(&m.b, &src, &off, &val), 1);
-    EXPECT_EQ(gw_hp_path_unroutable(&m.b, &src), 1);
+    EXPECT_EQ(gw_hp_path_unroutable(&m.b), 1);  // a walker in front made it
+    EXPECT_EQ(gw_hp_deny_rewrite(&m.b, &src, &off, &val), 1);   // nothing to write: no route
   }
   {
     Model m;
     auto bytes = Hex("449660941ed90864fa5ef9cf6681d4398b63188a9d23a4bf");  // '/cloudcity.DoorManager/GetName'
     ASSERT_EQ(gw_hp_parse_block(&m.b, &m.t, &m.sp, bytes.data(), static_cast<__u32>(bytes.size()), &m.k), 0);
     gw_buf src{bytes.data(), static_cast<__u32>(bytes.size())};
-    EXPECT_EQ(gw_hp_path_unroutable(&m.b, &src), 0);
+    EXPECT_EQ(gw_hp_path_unroutable(&m.b), 0);
     ASSERT_EQ(gw_hp_deny_rewrite(&m.b, &src, &off, &val), 0);
-    bytes[off] = val;  // the walker's rewrite: now it reads as '%...'
+    EXPECT_EQ(off, 2u);
+    bytes[off] = val;  // the walker's rewrite: now it reads as '-...'
     Model again;
     ASSERT_EQ(gw_hp_parse_block(&again.b, &again.t, &again.sp, bytes.data(), static_cast<__u32>(bytes.size()),
                                 &again.k), 0);
-    EXPECT_EQ(gw_hp_path_unroutable(&again.b, &src), 1);
+    EXPECT_EQ(std::string(again.b.path, again.b.path_len), "-cloudcity.DoorManager/GetName");
+    EXPECT_EQ(again.t.size, m.t.size);  // the same entry size: both tables in step
+    EXPECT_EQ(gw_hp_path_unroutable(&again.b), 1);
+  }
+  // not canonical, raw: '%2F...' (percent-decodes to a method), '-x/../'
+  // and '/x/../' (dot segments), '-' then a third '/'
+  for (std::string p : {"%2Fcloudcity.DoorManager/SetAccessCode", "-x/../cloudcity.DoorManager/SetAccessCode",
+                        "/x/../cloudcity.DoorManager/SetAccessCode", "-cloudcity.DoorManager/Set/AccessCode",
+                        "-cloudcity.DoorManager/", "-/cloudcity.DoorManager"}) {
+    std::vector<unsigned char> bytes = {0x83, 0x86, 0x04, static_cast<unsigned char>(p.size())};
+    bytes.insert(bytes.end(), p.begin(), p.end());
+    Model m;
+    ASSERT_EQ(gw_hp_parse_block(&m.b, &m.t, &m.sp, bytes.data(), static_cast<__u32>(bytes.size()), &m.k), 0) << p;
+    EXPECT_EQ(m.b.path_how, GW_PATH_LIT_RAW);
+    gw_buf src{bytes.data(), static_cast<__u32>(bytes.size())};
+    EXPECT_EQ(gw_hp_path_unroutable(&m.b), 0) << p;
+    EXPECT_EQ(gw_hp_deny_rewrite(&m.b, &src, &off, &val), -1) << p;
+  }
+  {
+    Model m;  // '%cloudcity.DoorManager/GetName', Huffman: not canonical either
+    auto bytes = Hex("449654941ed90864fa5ef9cf6681d4398b63188a9d23a4bf");
+    ASSERT_EQ(gw_hp_parse_block(&m.b, &m.t, &m.sp, bytes.data(), static_cast<__u32>(bytes.size()), &m.k), 0);
+    gw_buf src{bytes.data(), static_cast<__u32>(bytes.size())};
+    EXPECT_EQ(gw_hp_path_unroutable(&m.b), 0);
+    EXPECT_EQ(gw_hp_deny_rewrite(&m.b, &src, &off, &val), -1);
   }
   {
     Model m;
@@ -179,7 +211,68 @@ TEST(HpackModel, HuffmanPathsAlreadyUnroutableAndEmpty) {
     EXPECT_EQ(m.b.path_how, GW_PATH_LIT_HUFF);
     gw_buf src{bytes.data(), static_cast<__u32>(bytes.size())};
     EXPECT_EQ(gw_hp_deny_rewrite(&m.b, &src, &off, &val), -1);
-    EXPECT_EQ(gw_hp_path_unroutable(&m.b, &src), 0);
+    EXPECT_EQ(gw_hp_path_unroutable(&m.b), 0);
+  }
+  {
+    Model m;
+    auto bytes = Hex("8386");  // POST, http: no :path at all
+    ASSERT_EQ(gw_hp_parse_block(&m.b, &m.t, &m.sp, bytes.data(), static_cast<__u32>(bytes.size()), &m.k), 0);
+    EXPECT_EQ(m.b.npath, 0);
+    gw_buf src{bytes.data(), static_cast<__u32>(bytes.size())};
+    EXPECT_EQ(gw_hp_deny_rewrite(&m.b, &src, &off, &val), -1);
+    EXPECT_EQ(gw_hp_path_unroutable(&m.b), 0);
+  }
+}
+
+// A field named ":path" in another case is a :path here: a server that reads
+// names in any case would route it. Alone it is decided and rewritten like
+// ":path"; beside a ":path" it makes two (the connection fails).
+TEST(HpackModel, PathNameInAnyCase) {
+  const std::string deny = "/cloudcity.DoorManager/SetAccessCode", allow = "/cloudcity.DoorManager/GetName";
+  auto field = [](const std::string& name, const std::string& value) {
+    std::vector<unsigned char> f = {0x00, static_cast<unsigned char>(name.size())};
+    f.insert(f.end(), name.begin(), name.end());
+    f.push_back(static_cast<unsigned char>(value.size()));
+    f.insert(f.end(), value.begin(), value.end());
+    return f;
+  };
+  for (const char* name : {":PATH", ":Path", ":pAtH"}) {
+    Model m;
+    std::vector<unsigned char> bytes = {0x83, 0x86};
+    auto f = field(name, deny);
+    bytes.insert(bytes.end(), f.begin(), f.end());
+    ASSERT_EQ(gw_hp_parse_block(&m.b, &m.t, &m.sp, bytes.data(), static_cast<__u32>(bytes.size()), &m.k), 0);
+    EXPECT_EQ(m.b.npath, 1) << name;
+    EXPECT_TRUE(m.b.path_valid);
+    EXPECT_EQ(m.b.h_exact, ExactHash(deny, m.k)) << name;
+    __u32 off = 0;
+    __u8 val = 0;
+    gw_buf src{bytes.data(), static_cast<__u32>(bytes.size())};
+    ASSERT_EQ(gw_hp_deny_rewrite(&m.b, &src, &off, &val), 0);
+    EXPECT_EQ(off, 2u + 2u + 5u + 1u);  // the value's first byte
+    EXPECT_EQ(val, '-');
+    // beside an allowed :path, either way round: two
+    for (int first : {0, 1}) {
+      Model two;
+      std::vector<unsigned char> b2 = {0x83, 0x86};
+      auto a = field(":path", allow), d = field(name, deny);
+      if (first) std::swap(a, d);
+      b2.insert(b2.end(), a.begin(), a.end());
+      b2.insert(b2.end(), d.begin(), d.end());
+      ASSERT_EQ(gw_hp_parse_block(&two.b, &two.t, &two.sp, b2.data(), static_cast<__u32>(b2.size()), &two.k), 0);
+      EXPECT_EQ(two.b.npath, 2) << name;
+      EXPECT_EQ(gw_hp_path_reason(&two.b), GW_REASON_BAD_PATH);
+    }
+  }
+  // not :path in any case: other bytes where its characters are (0x1a for
+  // ':' is taken as :path, one compare for all five: no server routes it)
+  for (const char* name : {":pat\x08", ";path", ":p@th"}) {
+    Model m;
+    std::vector<unsigned char> bytes = {0x83, 0x86};
+    auto f = field(name, deny);
+    bytes.insert(bytes.end(), f.begin(), f.end());
+    ASSERT_EQ(gw_hp_parse_block(&m.b, &m.t, &m.sp, bytes.data(), static_cast<__u32>(bytes.size()), &m.k), 0);
+    EXPECT_EQ(m.b.npath, 0) << name;
   }
 }
 
