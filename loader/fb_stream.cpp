@@ -144,7 +144,9 @@ bool FbStream::Feed(const uint8_t* p, size_t n, std::vector<uint8_t>* out) {
         __u32 off = 0;
         __u8 val = 0;
         int r = gw_hp_deny_rewrite(&blk_, &bs, &off, &val);
-        if (r < 0) return Fail(GW_REASON_BAD_PATH);
+        // as the kernel's walker names it: the decision's reason (a :path too
+        // long, a lost table entry), a bad :path where a policy denied it
+        if (r < 0) return Fail(v.reason == GW_REASON_POLICY ? uint8_t(GW_REASON_BAD_PATH) : v.reason);
         if (r == 0) {  // the block offset, back in the frame it came in
           size_t at = off;
           for (const auto& fr : frags) {

@@ -338,3 +338,55 @@ TEST(Fallback, AnEntryDeniedWhenEnteredIsNotPassedAsAStaleDeny) {
     }
   }
 }
+
+// The helper fails a connection where the kernel's walker does, naming the
+// same reason: a denied literal :path that is not canonical (its bytes after
+// the first are the client's, never rewritten), one too long to check, and
+// a request block with no :path; a canonical one is rewritten to '-...'.
+TEST(Fallback, DeniedPathsThatCannotBeMadeUnroutableFailTheConnection) {
+  auto lit = [](const std::string& path) {
+    Bytes b = {0x83, 0x86, 0x04};  // POST, http, :path literal without indexing
+    if (path.size() < 127) {
+      b.push_back(static_cast<uint8_t>(path.size()));
+    } else {  // 7-bit prefix full, the rest in 7-bit groups (RFC 7541 5.1)
+      b.push_back(0x7f);
+      for (size_t n = path.size() - 127;; n >>= 7) {
+        b.push_back(static_cast<uint8_t>((n & 0x7f) | (n >= 0x80 ? 0x80 : 0)));
+        if (n < 0x80) break;
+      }
+    }
+    b.insert(b.end(), path.begin(), path.end());
+    return b;
+  };
+  struct Case {
+    Bytes block;
+    bool ok;
+    uint8_t reason;
+  };
+  const std::vector<Case> cases = {
+      {lit("/cloudcity.DoorManager/SetAccessCode"), true, 0},
+      {lit("/x/../cloudcity.DoorManager/SetAccessCode"), false, GW_REASON_BAD_PATH},
+      {lit("%2Fcloudcity.DoorManager/SetAccessCode"), false, GW_REASON_BAD_PATH},
+      {lit("/cloudcity.DoorManager/" + std::string(240, 'A')), false, GW_REASON_PATH_LONG},
+      {Bytes{0x83, 0x86}, false, GW_REASON_BAD_PATH},
+  };
+  for (const auto& c : cases) {
+    gw::FbStream fb;
+    gw_h2_model m{};
+    gw_hp_table_init(&m.table);
+    fb.Reset(m, gw_hp_keys{1, 2});
+    // the kernel's decision: gw_hp_path_reason's, or the policy's deny
+    fb.decide = [](const gw::FbBlock& b) {
+      int r = gw_hp_path_reason(b.blk);
+      return gw::FbVerdict{GW_VERDICT_DENY, static_cast<uint8_t>(r >= 0 ? r : GW_REASON_POLICY), 0};
+    };
+    Bytes frames, out;
+    Frame(&frames, 0x1, 0x5, 1, c.block.data(), c.block.size());
+    EXPECT_EQ(fb.Feed(frames.data(), frames.size(), &out), c.ok) << c.block.size();
+    if (c.ok) {
+      EXPECT_EQ(out[9 + 4], '-');
+    } else {
+      EXPECT_EQ(fb.reason(), c.reason) << c.block.size();
+    }
+  }
+}
