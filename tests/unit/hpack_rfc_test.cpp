@@ -236,11 +236,14 @@ TEST(HpackModel, PathNameInAnyCase) {
     f.insert(f.end(), value.begin(), value.end());
     return f;
   };
+  auto request = [&](const std::string& name) {  // POST, http, name: deny
+    std::vector<unsigned char> b = {0x83, 0x86}, f = field(name, deny);
+    b.insert(b.end(), f.begin(), f.end());
+    return b;
+  };
   for (const char* name : {":PATH", ":Path", ":pAtH"}) {
     Model m;
-    std::vector<unsigned char> bytes = {0x83, 0x86};
-    auto f = field(name, deny);
-    bytes.insert(bytes.end(), f.begin(), f.end());
+    auto bytes = request(name);
     ASSERT_EQ(gw_hp_parse_block(&m.b, &m.t, &m.sp, bytes.data(), static_cast<__u32>(bytes.size()), &m.k), 0);
     EXPECT_EQ(m.b.npath, 1) << name;
     EXPECT_TRUE(m.b.path_valid);
@@ -268,9 +271,7 @@ TEST(HpackModel, PathNameInAnyCase) {
   // ':' is taken as :path, one compare for all five: no server routes it)
   for (const char* name : {":pat\x08", ";path", ":p@th"}) {
     Model m;
-    std::vector<unsigned char> bytes = {0x83, 0x86};
-    auto f = field(name, deny);
-    bytes.insert(bytes.end(), f.begin(), f.end());
+    auto bytes = request(name);
     ASSERT_EQ(gw_hp_parse_block(&m.b, &m.t, &m.sp, bytes.data(), static_cast<__u32>(bytes.size()), &m.k), 0);
     EXPECT_EQ(m.b.npath, 0) << name;
   }
