@@ -18,6 +18,24 @@ teardown() { gw_teardown; }
 # attack CGROUP MODE ARGS...: the crafted client against the server's port
 attack() { crafted "$SERVER_IP" 50051 "$@"; }
 
+# lax_service IDENTITY CGROUP [OPTION...]: IDENTITY (workloads in CGROUP)
+# may call GetName on door-lax (port 50052), served by
+# tests/e2e/h2_lax_server.py with OPTIONs; the policy is applied live
+lax_service() {
+  local ident=$1 cg=$2; shift 2
+  cat > "$WORK/lax.yaml" <<YAML
+identities:
+  $ident: { cgroup: $cg }
+services:
+  door-lax: { port: 50052, cidrs: [$SERVER_IP/32] }
+rules:
+  - { from: $ident, to: door-lax, allow: [/cloudcity.DoorManager/GetName] }
+YAML
+  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/lax.yaml" >/dev/null
+  start_bg "$WORK/server-50052.log" $PY "$ROOT/tests/e2e/h2_lax_server.py" 0.0.0.0 50052 "$@"
+  wait_port 50052
+}
+
 # has_event REASON_SUBSTRING: a monitor event (JSON) with that reason
 has_event() {
   local out
@@ -250,18 +268,7 @@ YAML
   # the server percent-decodes :path, removes dot segments and reads field
   # names in any case ("%2Fcloudcity..." and "/x/../cloudcity..." are
   # /cloudcity... to it, ":PATH" is :path); it routes as grpc-go does
-  cat > "$WORK/lax.yaml" <<YAML
-identities:
-  door-sensor: { cgroup: $CG/sensor }
-services:
-  door-lax: { port: 50052, cidrs: [$SERVER_IP/32] }
-rules:
-  - { from: door-sensor, to: door-lax, allow: [/cloudcity.DoorManager/GetName] }
-YAML
-  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/lax.yaml" >/dev/null
-  start_bg "$WORK/server-50052.log" $PY "$ROOT/tests/e2e/h2_lax_server.py" 0.0.0.0 50052 \
-    percent-decode dot-segments names-any-case
-  wait_port 50052
+  lax_service door-sensor "$CG/sensor" percent-decode dot-segments names-any-case
   mkdir -p "$CG/sensor"
   hex() { printf '%s' "$1" | od -An -tx1 | tr -d ' \n'; }
   # the server is that lax: unpoliced (outside the attach cgroup), each runs
@@ -490,17 +497,7 @@ YAML
   # request: the block on stream 0x7fffffff has a malformed field and is
   # refused (RST_STREAM), so stream 1 opens a new stream there, where the
   # walker has seen the higher id
-  cat > "$WORK/lax.yaml" <<YAML
-identities:
-  public-terminal: { cgroup: $CG/terminal }
-services:
-  door-lax: { port: 50052, cidrs: [$SERVER_IP/32] }
-rules:
-  - { from: public-terminal, to: door-lax, allow: [/cloudcity.DoorManager/GetName] }
-YAML
-  "$GRPCWALL" policy apply --pin-dir "$PIN" "$WORK/lax.yaml" >/dev/null
-  start_bg "$WORK/server-50052.log" $PY "$ROOT/tests/e2e/h2_lax_server.py" 0.0.0.0 50052
-  wait_port 50052
+  lax_service public-terminal "$CG/terminal"
   run crafted "$SERVER_IP" 50052 "$CG/terminal" refused-id GetName SetAccessCode
   echo "$output"
   [ "$(echo "$output" | sed -n 1p)" = "GetName reset" ]
